@@ -1,0 +1,68 @@
+//! NeelNanda TransformerLens-native checkpoints (SoLU / GELU `*_C4_Code` models): TL config, TL keys.
+
+use super::checkpoint::{Checkpoint, Params};
+use super::config::{get_usize, Activation, Family, ModelConfig};
+use anyhow::{bail, Result};
+use candle_core::{DType, Device, Tensor};
+use serde_json::Value;
+
+/// TL's `convert_neel_model_config`: only these fields matter; eps is always 1e-5.
+pub fn tl_config(v: &Value) -> Result<ModelConfig> {
+    let act = match v.get("act_fn").and_then(Value::as_str).unwrap_or("") {
+        "solu_ln" => Activation::SoluLn,
+        "gelu" => Activation::Gelu,
+        "gelu_new" => Activation::GeluNew,
+        "relu" => Activation::Relu,
+        other => bail!("unsupported act_fn '{other}' (solu_ln, gelu, gelu_new, relu)"),
+    };
+    if v.get("attn_only").and_then(Value::as_bool).unwrap_or(false) {
+        bail!("attention-only models are not supported");
+    }
+    if v.get("shortformer_pos").and_then(Value::as_bool).unwrap_or(false) {
+        bail!("shortformer positional embeddings are not supported");
+    }
+    if v.get("final_rms").and_then(Value::as_bool).unwrap_or(false) {
+        bail!("RMSNorm models (final_rms = true) are not supported");
+    }
+    let d_vocab = get_usize(v, &["d_vocab"])?;
+    Ok(ModelConfig {
+        family: Family::Solu,
+        n_layers: get_usize(v, &["n_layers"])?,
+        d_model: get_usize(v, &["d_model"])?,
+        n_heads: get_usize(v, &["n_heads"])?,
+        d_head: get_usize(v, &["d_head"])?,
+        d_mlp: get_usize(v, &["d_mlp"])?,
+        d_vocab,
+        n_ctx: get_usize(v, &["n_ctx"])?,
+        act,
+        eps: 1e-5,
+        rotary_dim: 0,
+        rotary_base: 10000.0,
+        parallel_attn_mlp: false,
+        scale_attn_by_inverse_layer_idx: false,
+        masked_score: f32::NEG_INFINITY,
+        bos_token_id: 0,
+        eos_token_id: 0,
+    })
+}
+
+/// The checkpoint's keys are TL names already; buffers (mask, IGNORE) are not parameters.
+/// Returns the parameters and the masked score the checkpoint's IGNORE buffer holds.
+pub fn load(ck: &Checkpoint, cfg: &ModelConfig, dev: &Device) -> Result<(Params, f32)> {
+    let mut p = Params::new();
+    let mut masked = cfg.masked_score;
+    for name in ck.names() {
+        if name.ends_with("attn.mask") {
+            continue;
+        }
+        if name.ends_with("attn.IGNORE") {
+            masked = ck.get(&name, dev)?.flatten_all()?.to_vec1::<f32>()?[0];
+            continue;
+        }
+        p.insert(name.clone(), ck.get(&name, dev)?);
+    }
+    if !p.contains_key("unembed.b_U") {
+        p.insert("unembed.b_U".into(), Tensor::zeros(cfg.d_vocab, DType::F32, dev)?);
+    }
+    Ok((p, masked))
+}

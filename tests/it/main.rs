@@ -1,0 +1,4 @@
+//! Integration tests (one binary, so the dependency tree links once).
+
+mod common;
+mod model_parity;
