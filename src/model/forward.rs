@@ -89,14 +89,20 @@ fn cpu_tensor(v: Vec<f32>, shape: &[usize]) -> Result<Tensor> {
     Ok(Tensor::from_vec(v, shape, &Device::Cpu)?)
 }
 
-/// x [.., k] @ w [k, n] + b, flattening the leading axes.
-fn linear(x: &Tensor, w: &Tensor, b: &Tensor) -> Result<Tensor> {
+/// x [.., k] @ w [k, n] + b, flattening the leading axes. On the CPU the bias is the GEMM's
+/// initial output (one pass, one allocation).
+fn linear(x: &Tensor, w: &Tensor, b: &Tensor, fused: bool) -> Result<Tensor> {
     let dims = x.dims().to_vec();
     let k = dims[dims.len() - 1];
+    let n = w.dim(1)?;
     let rows = x.elem_count() / k;
-    let y = x.reshape((rows, k))?.matmul(w)?.broadcast_add(b)?;
     let mut out = dims;
-    *out.last_mut().unwrap() = w.dim(1)?;
+    *out.last_mut().unwrap() = n;
+    if fused {
+        let y = with_f32(x, |xs| with_f32(w, |ws| with_f32(b, |bs| kernels::linear(xs, ws, bs, rows, k, n))))???;
+        return cpu_tensor(y, &out);
+    }
+    let y = x.reshape((rows, k))?.matmul(w)?.broadcast_add(b)?;
     Ok(y.reshape(out)?)
 }
 
@@ -172,7 +178,7 @@ impl Model {
         if !req.logits {
             return Ok(None);
         }
-        Ok(Some(linear(&normalized, &self.weights.w_u, &self.weights.b_u)?))
+        Ok(Some(linear(&normalized, &self.weights.w_u, &self.weights.b_u, self.fused())?))
     }
 
     fn embed(&self, tokens: &Tensor, h: &mut Hooks) -> Result<Tensor> {
@@ -220,7 +226,7 @@ impl Model {
 
     fn mlp(&self, l: usize, x: &Tensor, w: &BlockWeights, h: &mut Hooks) -> Result<Tensor> {
         let hp = |s| HookPoint::Block(l, s);
-        let pre = h.fire(hp(BlockSite::Pre), linear(x, &w.w_in, &w.b_in)?)?;
+        let pre = h.fire(hp(BlockSite::Pre), linear(x, &w.w_in, &w.b_in, self.fused())?)?;
         let post = match self.cfg.act {
             Activation::SoluLn => {
                 let d = self.cfg.d_mlp;
@@ -251,7 +257,7 @@ impl Model {
             }
         };
         let post = h.fire(hp(BlockSite::Post), post)?;
-        linear(&post, &w.w_out, &w.b_out)
+        linear(&post, &w.w_out, &w.b_out, self.fused())
     }
 
     fn attention(&self, l: usize, x: &Tensor, w: &BlockWeights, h: &mut Hooks) -> Result<Tensor> {
@@ -259,7 +265,7 @@ impl Model {
         let (b, t, _) = x.dims3()?;
         let (nh, dh) = (cfg.n_heads, cfg.d_head);
         let hp = |s| HookPoint::Block(l, s);
-        let qkv = linear(x, &w.w_qkv, &w.b_qkv)?.reshape((b, t, 3, nh, dh))?;
+        let qkv = linear(x, &w.w_qkv, &w.b_qkv, self.fused())?.reshape((b, t, 3, nh, dh))?;
         let part = |i: usize| -> Result<Tensor> { Ok(qkv.narrow(2, i, 1)?.squeeze(2)?) };
         let mut q = h.fire(hp(BlockSite::Q), part(0)?)?;
         let mut k = h.fire(hp(BlockSite::K), part(1)?)?;
@@ -321,7 +327,7 @@ impl Model {
             let r = h.fire(result_hook, r)?;
             return Ok(r.sum(2)?.broadcast_add(&w.b_o)?);
         }
-        linear(&z.reshape((b, t, nh * dh))?, &w.w_o, &w.b_o)
+        linear(&z.reshape((b, t, nh * dh))?, &w.w_o, &w.b_o, self.fused())
     }
 
     fn rotary(&self, x: &Tensor) -> Result<Tensor> {

@@ -229,6 +229,38 @@ pub fn solu(x: &[f32], d: usize) -> Vec<f32> {
     out
 }
 
+/// y [rows, n] = x [rows, k] · w [k, n] + b [n]: the bias is written first and the GEMM adds to it.
+pub fn linear(x: &[f32], w: &[f32], b: &[f32], rows: usize, k: usize, n: usize) -> Vec<f32> {
+    let mut y = Vec::with_capacity(rows * n);
+    for _ in 0..rows {
+        y.extend_from_slice(b);
+    }
+    unsafe {
+        gemm::gemm(
+            rows,
+            n,
+            k,
+            y.as_mut_ptr(),
+            1,
+            n as isize,
+            true,
+            x.as_ptr(),
+            1,
+            k as isize,
+            w.as_ptr(),
+            1,
+            n as isize,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            gemm::Parallelism::Rayon(rayon::current_num_threads()),
+        )
+    }
+    y
+}
+
 /// Strided view of per-head vectors: element (row, head, d) at `offset + row*row_stride + head*d_head + d`.
 #[derive(Clone, Copy)]
 pub struct HeadView<'a> {

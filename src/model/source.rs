@@ -94,14 +94,14 @@ fn offline() -> bool {
     std::env::var("HF_HUB_OFFLINE").is_ok_and(|v| v == "1" || v.eq_ignore_ascii_case("true"))
 }
 
-/// A file of a hub repository: from the cache, else downloaded (unless `HF_HUB_OFFLINE=1`).
-/// `Ok(None)` means the repository has no such file.
-pub fn hub_file(repo: &Repo, file: &str) -> Result<Option<PathBuf>> {
+/// A file of a hub repository: from the cache, else downloaded (unless `download` is false or
+/// `HF_HUB_OFFLINE=1`). `Ok(None)` means the file is not to be had.
+pub fn hub_file(repo: &Repo, file: &str, download: bool) -> Result<Option<PathBuf>> {
     let cache = hub_cache();
     if let Some(p) = cache.repo(repo.clone()).get(file) {
         return Ok(Some(p));
     }
-    if offline() {
+    if offline() || !download {
         return Ok(None);
     }
     let api = hf_hub::api::sync::ApiBuilder::from_cache(cache).with_progress(true).build()?;
@@ -154,8 +154,17 @@ impl ModelFiles {
         })
     }
 
-    /// Locate a model by hub name or TL alias, through the cache.
+    /// Locate a model by hub name or TL alias, through the cache (downloading what is missing).
     pub fn from_hub(name: &str, revision: Option<&str>) -> Result<ModelFiles> {
+        Self::hub(name, revision, true)
+    }
+
+    /// Locate a model in the hub cache only.
+    pub fn from_hub_offline(name: &str, revision: Option<&str>) -> Result<ModelFiles> {
+        Self::hub(name, revision, false)
+    }
+
+    fn hub(name: &str, revision: Option<&str>, download: bool) -> Result<ModelFiles> {
         let repo_id = resolve_alias(name);
         let repo = match revision {
             Some(r) => Repo::with_revision(repo_id.to_string(), RepoType::Model, r.to_string()),
@@ -164,22 +173,22 @@ impl ModelFiles {
         let missing = |file: &str| {
             anyhow!(
                 "model '{repo_id}' is not in the Hugging Face cache (missing {file}){}; {}",
-                if offline() { " and HF_HUB_OFFLINE=1" } else { " and could not be downloaded" },
+                if offline() { " and HF_HUB_OFFLINE=1" } else if download { " and could not be downloaded" } else { "" },
                 placement_help(repo_id, RepoType::Model, "config.json, model.safetensors and tokenizer.json")
             )
         };
-        let config = hub_file(&repo, "config.json").map_err(|e| missing("config.json").context(e))?;
+        let config = hub_file(&repo, "config.json", download).map_err(|e| missing("config.json").context(e))?;
         let config = config.ok_or_else(|| missing("config.json"))?;
         let mut weights = None;
         for f in WEIGHT_FILES {
-            if let Some(p) = hub_file(&repo, f)? {
+            if let Some(p) = hub_file(&repo, f, download)? {
                 weights = Some(p);
                 break;
             }
         }
         let weights = weights.ok_or_else(|| missing("model.safetensors"))?;
-        let (weights, format) = weight_list(&weights, |f| hub_file(&repo, f))?;
-        let tokenizer = hub_file(&repo, "tokenizer.json").unwrap_or(None);
+        let (weights, format) = weight_list(&weights, |f| hub_file(&repo, f, download))?;
+        let tokenizer = hub_file(&repo, "tokenizer.json", download).unwrap_or(None);
         Ok(ModelFiles { origin: repo_id.to_string(), config, weights, format, tokenizer })
     }
 }
