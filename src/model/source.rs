@@ -97,7 +97,12 @@ fn offline() -> bool {
 /// A file of a hub repository: from the cache, else downloaded (unless `download` is false or
 /// `HF_HUB_OFFLINE=1`). `Ok(None)` means the file is not to be had.
 pub fn hub_file(repo: &Repo, file: &str, download: bool) -> Result<Option<PathBuf>> {
-    let cache = hub_cache();
+    hub_file_in(&hub_cache(), repo, file, download)
+}
+
+/// `hub_file` with an explicit cache folder.
+pub fn hub_file_in(cache: &Cache, repo: &Repo, file: &str, download: bool) -> Result<Option<PathBuf>> {
+    let cache = cache.clone();
     if let Some(p) = cache.repo(repo.clone()).get(file) {
         return Ok(Some(p));
     }
@@ -117,8 +122,7 @@ fn is_not_found(e: &impl std::fmt::Display) -> bool {
 }
 
 /// How to place a repository by hand, for error messages.
-pub fn placement_help(repo_id: &str, kind: RepoType, files: &str) -> String {
-    let cache = hub_cache();
+pub fn placement_help(cache: &Cache, repo_id: &str, kind: RepoType, files: &str) -> String {
     let folder = Repo::new(repo_id.to_string(), kind).folder_name();
     format!(
         "place it in the Hugging Face cache by hand: {}/{folder}/snapshots/<commit>/ holding {files}, \
@@ -156,15 +160,16 @@ impl ModelFiles {
 
     /// Locate a model by hub name or TL alias, through the cache (downloading what is missing).
     pub fn from_hub(name: &str, revision: Option<&str>) -> Result<ModelFiles> {
-        Self::hub(name, revision, true)
+        Self::from_cache(&hub_cache(), name, revision, true)
     }
 
     /// Locate a model in the hub cache only.
     pub fn from_hub_offline(name: &str, revision: Option<&str>) -> Result<ModelFiles> {
-        Self::hub(name, revision, false)
+        Self::from_cache(&hub_cache(), name, revision, false)
     }
 
-    fn hub(name: &str, revision: Option<&str>, download: bool) -> Result<ModelFiles> {
+    /// Locate a model through a given hub cache folder, downloading into it when `download`.
+    pub fn from_cache(cache: &Cache, name: &str, revision: Option<&str>, download: bool) -> Result<ModelFiles> {
         let repo_id = resolve_alias(name);
         let repo = match revision {
             Some(r) => Repo::with_revision(repo_id.to_string(), RepoType::Model, r.to_string()),
@@ -174,21 +179,21 @@ impl ModelFiles {
             anyhow!(
                 "model '{repo_id}' is not in the Hugging Face cache (missing {file}){}; {}",
                 if offline() { " and HF_HUB_OFFLINE=1" } else if download { " and could not be downloaded" } else { "" },
-                placement_help(repo_id, RepoType::Model, "config.json, model.safetensors and tokenizer.json")
+                placement_help(cache, repo_id, RepoType::Model, "config.json, model.safetensors and tokenizer.json")
             )
         };
-        let config = hub_file(&repo, "config.json", download).map_err(|e| missing("config.json").context(e))?;
+        let config = hub_file_in(cache, &repo, "config.json", download).map_err(|e| missing("config.json").context(e))?;
         let config = config.ok_or_else(|| missing("config.json"))?;
         let mut weights = None;
         for f in WEIGHT_FILES {
-            if let Some(p) = hub_file(&repo, f, download)? {
+            if let Some(p) = hub_file_in(cache, &repo, f, download)? {
                 weights = Some(p);
                 break;
             }
         }
         let weights = weights.ok_or_else(|| missing("model.safetensors"))?;
-        let (weights, format) = weight_list(&weights, |f| hub_file(&repo, f, download))?;
-        let tokenizer = hub_file(&repo, "tokenizer.json", download).unwrap_or(None);
+        let (weights, format) = weight_list(&weights, |f| hub_file_in(cache, &repo, f, download))?;
+        let tokenizer = hub_file_in(cache, &repo, "tokenizer.json", download).unwrap_or(None);
         Ok(ModelFiles { origin: repo_id.to_string(), config, weights, format, tokenizer })
     }
 }

@@ -1,4 +1,5 @@
 //! Integration tests (one binary, so the dependency tree links once).
 
 mod common;
+mod model_loading;
 mod model_parity;

@@ -1,0 +1,71 @@
+//! Loading models: through the hub code path from a cache laid out like Hugging Face's, errors for
+//! missing and unsupported models, the tokenizer's single-token lookup.
+
+use crate::common::{assert_close, fixture, golden, load};
+use candle_core::Device;
+use lantern::model::{Model, ModelFiles, Processing, Tokenizer};
+
+/// A temporary HF cache holding `org/tiny` at a commit, files as symlinks to blobs like the real one.
+fn fake_cache(from: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("models--org--tiny");
+    let commit = "0123456789abcdef0123456789abcdef01234567";
+    std::fs::create_dir_all(repo.join("refs")).unwrap();
+    std::fs::write(repo.join("refs/main"), commit).unwrap();
+    let snap = repo.join("snapshots").join(commit);
+    std::fs::create_dir_all(&snap).unwrap();
+    std::fs::create_dir_all(repo.join("blobs")).unwrap();
+    for f in ["config.json", "model.safetensors"] {
+        let blob = repo.join("blobs").join(format!("blob-{f}"));
+        std::fs::copy(fixture(from).join(f), &blob).unwrap();
+        std::os::unix::fs::symlink(&blob, snap.join(f)).unwrap();
+    }
+    dir
+}
+
+#[test]
+fn a_model_in_the_hub_cache_loads_offline_and_matches_the_folder() {
+    let cache_dir = fake_cache("pythia-tiny");
+    let cache = hf_hub::Cache::new(cache_dir.path().to_path_buf());
+    let files = ModelFiles::from_cache(&cache, "org/tiny", None, false).unwrap();
+    let from_hub = Model::load(&files, Processing::DEFAULT, &Device::Cpu).unwrap();
+    let from_folder = load("pythia-tiny", Processing::DEFAULT);
+    let g = golden("pythia-tiny", "golden_processed.safetensors");
+    assert_close("hub vs folder", &from_hub.logits(&g["tokens"]).unwrap(), &from_folder.logits(&g["tokens"]).unwrap(), 0.0);
+}
+
+#[test]
+fn a_missing_hub_model_says_how_to_place_it() {
+    let cache_dir = tempfile::tempdir().unwrap();
+    let cache = hf_hub::Cache::new(cache_dir.path().to_path_buf());
+    let err = ModelFiles::from_cache(&cache, "pythia-70m", None, false).unwrap_err().to_string();
+    assert!(err.contains("EleutherAI/pythia-70m"), "{err}");
+    assert!(err.contains("config.json"), "{err}");
+    assert!(err.contains("models--EleutherAI--pythia-70m/snapshots"), "{err}");
+}
+
+#[test]
+fn an_unsupported_architecture_names_the_supported_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("config.json"), r#"{"model_type": "llama", "architectures": ["LlamaForCausalLM"]}"#).unwrap();
+    std::fs::write(dir.path().join("model.safetensors"), b"").unwrap();
+    let files = ModelFiles::from_folder(dir.path()).unwrap();
+    let err = format!("{:#}", Model::load(&files, Processing::NONE, &Device::Cpu).err().unwrap());
+    assert!(err.contains("LlamaForCausalLM") && err.contains("GPT2LMHeadModel") && err.contains("GPTNeoXForCausalLM"), "{err}");
+}
+
+#[test]
+fn a_missing_folder_is_a_clear_error() {
+    let err = ModelFiles::from_folder(std::path::Path::new("/nonexistent/model")).unwrap_err().to_string();
+    assert!(err.contains("/nonexistent/model") && err.contains("does not exist"), "{err}");
+}
+
+#[test]
+fn single_token_lookup_explains_multi_token_strings() {
+    let tok = Tokenizer::from_file(&fixture("gpt2-tokenizer/tokenizer.json"), 50256, 50256).unwrap();
+    assert_eq!(tok.single_token(" an").unwrap(), 281);
+    let err = tok.single_token(" apple tree").unwrap_err().to_string();
+    assert_eq!(err, "' apple tree' is 2 tokens: ' apple', ' tree'");
+    assert_eq!(tok.encode("Hello", true).unwrap(), vec![50256, 15496]);
+    assert_eq!(tok.str_tokens(&[15496, 995]), vec!["Hello", " world"]);
+}
