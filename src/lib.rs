@@ -1,5 +1,7 @@
 //! lantern: mechanistic-interpretability experiments on transformer language models, driven by
-//! TOML experiment files (see README.md and DESIGN in the repository).
+//! TOML experiment files: spec → validate → plan → execute (cached, resumable) → plots and report.
 
+pub mod analysis;
 pub mod model;
+pub mod stats;
 pub mod util;

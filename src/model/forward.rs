@@ -26,6 +26,8 @@ pub struct Request<'a> {
     pub interventions: &'a [Intervention],
     /// Compute the logits (otherwise stop after the last layer a capture needs).
     pub logits: bool,
+    /// Unembed only the last position (logits [batch, 1, vocab]).
+    pub last_only: bool,
 }
 
 impl<'a> Request<'a> {
@@ -37,6 +39,10 @@ impl<'a> Request<'a> {
     }
     pub fn with_logits(mut self) -> Self {
         self.logits = true;
+        self
+    }
+    pub fn last_position_only(mut self) -> Self {
+        self.last_only = true;
         self
     }
     pub fn with_interventions(mut self, iv: &'a [Intervention]) -> Self {
@@ -178,6 +184,7 @@ impl Model {
         if !req.logits {
             return Ok(None);
         }
+        let normalized = if req.last_only { normalized.narrow(1, normalized.dim(1)? - 1, 1)?.contiguous()? } else { normalized };
         Ok(Some(linear(&normalized, &self.weights.w_u, &self.weights.b_u, self.fused())?))
     }
 

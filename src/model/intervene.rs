@@ -74,7 +74,7 @@ impl Intervention {
         self
     }
 
-    /// The selection mask, broadcastable to `x`; `None` when everything is selected.
+    /// The selection mask (1 = selected) of `x`'s full shape as u8; `None` when everything is selected.
     fn mask(&self, x: &Tensor) -> Result<Option<Tensor>> {
         let dims = x.dims().to_vec();
         let rank = dims.len();
@@ -107,7 +107,7 @@ impl Intervention {
         for p in it {
             m = m.broadcast_mul(&p)?;
         }
-        Ok(Some(m))
+        Ok(Some(m.broadcast_as(x.shape())?.to_dtype(DType::U8)?))
     }
 
     /// Values given per selected index spread over the full last axis.
@@ -139,12 +139,12 @@ impl Intervention {
     /// Apply to an activation; returns the new activation.
     pub fn apply(&self, x: &Tensor) -> Result<Tensor> {
         let mask = self.mask(x)?;
-        // x + M ⊙ (target − x): the selected entries become `target`.
+        // The selected entries become exactly `target` (a select, not arithmetic).
         let set = |target: &Tensor| -> Result<Tensor> {
-            let delta = target.broadcast_sub(x)?;
+            let target = target.broadcast_as(x.shape())?;
             Ok(match &mask {
-                Some(m) => (x + delta.broadcast_mul(m)?)?,
-                None => (x + delta)?,
+                Some(m) => m.where_cond(&target, x)?,
+                None => target.contiguous()?,
             })
         };
         Ok(match &self.action {
@@ -163,13 +163,7 @@ impl Intervention {
                 }
                 set(&y)?
             }
-            Action::Add(v) => {
-                let add = self.spread(v, x)?;
-                match &mask {
-                    Some(m) => x.broadcast_add(&add.broadcast_mul(m)?)?,
-                    None => x.broadcast_add(&add)?,
-                }
-            }
+            Action::Add(v) => set(&x.broadcast_add(&self.spread(v, x)?)?)?,
             Action::Resample { seed } => {
                 let b = x.dims()[0];
                 let mut perm: Vec<u32> = (0..b as u32).collect();

@@ -230,7 +230,15 @@ pub fn solu(x: &[f32], d: usize) -> Vec<f32> {
 }
 
 /// y [rows, n] = x [rows, k] · w [k, n] + b [n]: the bias is written first and the GEMM adds to it.
+/// A single row is computed as two (gemm takes another, differently rounded path for one row), so
+/// every row's result is the same whatever the batch it is in.
 pub fn linear(x: &[f32], w: &[f32], b: &[f32], rows: usize, k: usize, n: usize) -> Vec<f32> {
+    if rows == 1 {
+        let twice = [x, x].concat();
+        let mut y = linear(&twice, w, b, 2, k, n);
+        y.truncate(n);
+        return y;
+    }
     let mut y = Vec::with_capacity(rows * n);
     for _ in 0..rows {
         y.extend_from_slice(b);

@@ -3,3 +3,4 @@
 mod common;
 mod model_loading;
 mod model_parity;
+mod patching;

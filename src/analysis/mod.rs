@@ -1,0 +1,4 @@
+//! Interpretability analyses on a loaded model, independent of the experiment engine: activation
+//! patching, logit lens, direct effects, vocabulary projections.
+
+pub mod patching;

@@ -1,0 +1,14 @@
+//! Streaming reducers over activations: moments, histograms, top-k examples, per-token statistics.
+//! Each accumulates batches in f64 (or exact counts) with memory independent of the number of tokens.
+
+pub mod histogram;
+pub mod moments;
+pub mod neuron;
+pub mod tokens;
+pub mod topk;
+
+pub use histogram::Histogram;
+pub use moments::Moments;
+pub use neuron::{NeuronStats, Position};
+pub use tokens::TokenStats;
+pub use topk::TopK;
