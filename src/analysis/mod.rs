@@ -2,3 +2,5 @@
 //! patching, logit lens, direct effects, vocabulary projections.
 
 pub mod patching;
+pub mod effects;
+pub mod lens;

@@ -1,6 +1,7 @@
 //! Integration tests (one binary, so the dependency tree links once).
 
 mod common;
+mod effects;
 mod model_loading;
 mod model_parity;
 mod patching;
