@@ -4,3 +4,4 @@
 pub mod patching;
 pub mod effects;
 pub mod lens;
+pub mod vocab;

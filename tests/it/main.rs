@@ -5,3 +5,4 @@ mod effects;
 mod model_loading;
 mod model_parity;
 mod patching;
+mod vocab;

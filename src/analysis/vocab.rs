@@ -1,0 +1,139 @@
+//! Neuron weights read against the vocabulary: a neuron's output (or input) weights projected on
+//! the embedding or unembedding (dot or cosine), the reverse search (which neurons write most to a
+//! token) and the "monotokenic" score of the "an" neuron study — all streamed in chunks of neurons.
+
+use crate::model::Model;
+use anyhow::{bail, Result};
+use candle_core::{Tensor, D};
+
+/// Which vocabulary matrix to read against.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Basis {
+    /// Rows of W_E (the "an" study's choice with GPT-2's tied embeddings).
+    Embed,
+    /// Columns of W_U.
+    Unembed,
+}
+
+/// Which neuron weights.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Side {
+    /// w_out = W_out[n, :] (what the neuron writes).
+    Out,
+    /// w_in = W_in[:, n] (what the neuron reads).
+    In,
+}
+
+/// The vocabulary as a [vocab, d_model] matrix.
+fn vocab_matrix(model: &Model, basis: Basis) -> Result<Tensor> {
+    Ok(match basis {
+        Basis::Embed => model.weights.w_e.clone(),
+        Basis::Unembed => model.weights.w_u.t()?.contiguous()?,
+    })
+}
+
+/// The weights of `layer`'s neurons as [d_mlp, d_model].
+pub fn neuron_vectors(model: &Model, layer: usize, side: Side) -> Result<Tensor> {
+    let b = model.weights.blocks.get(layer).ok_or_else(|| anyhow::anyhow!("layer {layer} out of range"))?;
+    Ok(match side {
+        Side::Out => b.w_out.clone(),
+        Side::In => b.w_in.t()?.contiguous()?,
+    })
+}
+
+fn unit_rows(x: &Tensor) -> Result<Tensor> {
+    let norm = x.sqr()?.sum_keepdim(D::Minus1)?.sqrt()?.clamp(1e-12, f64::INFINITY)?;
+    Ok(x.broadcast_div(&norm)?)
+}
+
+/// Scores of neurons `rows` [n, d] against the vocabulary: [n, vocab].
+pub fn scores(model: &Model, rows: &Tensor, basis: Basis, cosine: bool) -> Result<Tensor> {
+    let v = vocab_matrix(model, basis)?;
+    let (rows, v) = if cosine { (unit_rows(rows)?, unit_rows(&v)?) } else { (rows.clone(), v) };
+    Ok(rows.matmul(&v.t()?)?)
+}
+
+/// For every neuron of the model: its best and second-best token; for every token: its best and
+/// second-best neuron — the ingredients of the monotokenic score.
+pub struct Extremes {
+    /// Per neuron (flattened layer·d_mlp + n): (best token, its score, second score).
+    pub neuron_best: Vec<(u32, f32, f32)>,
+    /// Per token: (best neuron, its score, second score).
+    pub token_best: Vec<(u32, f32, f32)>,
+}
+
+/// Scan all neurons against the vocabulary, `chunk` neurons at a time (bounded memory).
+pub fn extremes(model: &Model, side: Side, basis: Basis, chunk: usize, mut tick: impl FnMut(usize) -> Result<()>) -> Result<Extremes> {
+    let vocab = model.cfg.d_vocab;
+    let mut neuron_best = Vec::with_capacity(model.cfg.n_neurons());
+    let mut token_best = vec![(u32::MAX, f32::NEG_INFINITY, f32::NEG_INFINITY); vocab];
+    for layer in 0..model.cfg.n_layers {
+        let w = neuron_vectors(model, layer, side)?;
+        let d_mlp = w.dim(0)?;
+        for start in (0..d_mlp).step_by(chunk.max(1)) {
+            let n = chunk.min(d_mlp - start);
+            let s = scores(model, &w.narrow(0, start, n)?, basis, false)?.to_device(&candle_core::Device::Cpu)?;
+            let s: Vec<f32> = s.flatten_all()?.to_vec1()?;
+            for i in 0..n {
+                let flat = (layer * d_mlp + start + i) as u32;
+                let row = &s[i * vocab..(i + 1) * vocab];
+                let (mut b1, mut s1, mut s2) = (0u32, f32::NEG_INFINITY, f32::NEG_INFINITY);
+                for (t, &x) in row.iter().enumerate() {
+                    if x > s1 {
+                        s2 = s1;
+                        s1 = x;
+                        b1 = t as u32;
+                    } else if x > s2 {
+                        s2 = x;
+                    }
+                    let tb = &mut token_best[t];
+                    if x > tb.1 {
+                        tb.2 = tb.1;
+                        tb.1 = x;
+                        tb.0 = flat;
+                    } else if x > tb.2 {
+                        tb.2 = x;
+                    }
+                }
+                neuron_best.push((b1, s1, s2));
+            }
+            tick(n)?;
+        }
+    }
+    Ok(Extremes { neuron_best, token_best })
+}
+
+/// Monotokenic score of a neuron: it is its top token's top neuron, scored by
+/// (top1 − top2 token gap) × (top1 − top2 neuron gap); `None` when it is not.
+pub fn monotokenic(e: &Extremes, neuron: usize) -> Option<f32> {
+    let (tok, s1, s2) = e.neuron_best[neuron];
+    let (best, n1, n2) = e.token_best[tok as usize];
+    (best as usize == neuron).then_some((s1 - s2) * (n1 - n2))
+}
+
+/// The k highest (or lowest) entries of a score vector: (index, value).
+pub fn top_entries(v: &[f32], k: usize, lowest: bool) -> Vec<(usize, f32)> {
+    let mut idx: Vec<usize> = (0..v.len()).collect();
+    if lowest {
+        idx.sort_by(|&a, &b| v[a].total_cmp(&v[b]).then(a.cmp(&b)));
+    } else {
+        idx.sort_by(|&a, &b| v[b].total_cmp(&v[a]).then(a.cmp(&b)));
+    }
+    idx.into_iter().take(k).map(|i| (i, v[i])).collect()
+}
+
+/// Scores of every neuron of every layer against one token: [layers · d_mlp].
+pub fn token_column(model: &Model, token: u32, side: Side, basis: Basis) -> Result<Vec<f32>> {
+    if token as usize >= model.cfg.d_vocab {
+        bail!("token {token} is outside the vocabulary ({})", model.cfg.d_vocab);
+    }
+    let v = vocab_matrix(model, basis)?.get(token as usize)?;
+    let mut out = Vec::with_capacity(model.cfg.n_neurons());
+    for layer in 0..model.cfg.n_layers {
+        let w = neuron_vectors(model, layer, side)?;
+        out.extend(w.matmul(&v.unsqueeze(1)?)?.squeeze(1)?.to_vec1::<f32>()?);
+    }
+    Ok(out)
+}
