@@ -5,3 +5,4 @@ pub mod patching;
 pub mod effects;
 pub mod lens;
 pub mod vocab;
+pub mod weights;

@@ -6,3 +6,4 @@ mod model_loading;
 mod model_parity;
 mod patching;
 mod vocab;
+mod weights;
