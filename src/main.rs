@@ -1,2 +1,118 @@
-//! The `lantern` command line.
-fn main() {}
+//! The `lantern` command line: a thin layer over the library (clap).
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use lantern::cli;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "lantern", version, about = "Mechanistic interpretability experiments from TOML files")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run an experiment: stages in dependency order, cached and resumable.
+    Run {
+        file: PathBuf,
+        /// Output folder (default: outputs/ in the working directory).
+        #[arg(long, default_value = "outputs")]
+        out: PathBuf,
+        /// Recompute a stage even if cached (repeatable).
+        #[arg(long)]
+        force: Vec<String>,
+        /// Run only this stage and what it needs (repeatable).
+        #[arg(long)]
+        only: Vec<String>,
+        /// Show what would run, run nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Check an experiment file; exit 2 when invalid.
+    Validate { file: PathBuf },
+    /// Show the stages in run order with their state (cached / stale and why / to run).
+    Plan {
+        file: PathBuf,
+        #[arg(long, default_value = "outputs")]
+        out: PathBuf,
+        /// Print the graph as Graphviz.
+        #[arg(long)]
+        dot: bool,
+    },
+    /// Show the state of every stage (as `plan`).
+    Status {
+        file: PathBuf,
+        #[arg(long, default_value = "outputs")]
+        out: PathBuf,
+    },
+    /// Delete an experiment's artifacts (says what it deletes).
+    Clean {
+        file: PathBuf,
+        #[arg(long, default_value = "outputs")]
+        out: PathBuf,
+    },
+    /// Print the JSON Schema of experiment files.
+    Schema,
+    /// List a model's hook points with their shapes.
+    Hooks {
+        /// Hub name, TransformerLens alias or model folder.
+        model: String,
+    },
+    /// Run a model on text or tokens and save logits, loss and chosen activations (safetensors).
+    Trace {
+        /// Hub name, TransformerLens alias or model folder.
+        model: String,
+        #[arg(long, conflicts_with = "tokens")]
+        text: Option<String>,
+        /// Token ids: `1,2,3` (rows separated by `;`).
+        #[arg(long)]
+        tokens: Option<String>,
+        /// Hook name globs (`*` = every hook TransformerLens fires by default).
+        #[arg(long, num_args = 1..)]
+        hooks: Vec<String>,
+        #[arg(long, default_value = "default")]
+        processing: String,
+        /// Do not prepend BOS to --text.
+        #[arg(long)]
+        no_bos: bool,
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    lantern::util::tune_allocator();
+    let args = Cli::parse();
+    let result = match args.command {
+        Command::Run { file, out, force, only, dry_run } => cli::run(&file, &out, force, only, dry_run),
+        Command::Validate { file } => cli::validate(&file),
+        Command::Plan { file, out, dot } => cli::plan(&file, &out, dot),
+        Command::Status { file, out } => cli::plan(&file, &out, false),
+        Command::Clean { file, out } => cli::clean(&file, &out),
+        Command::Schema => {
+            print!("{}", lantern::spec::schema_json());
+            Ok(cli::Exit::Ok)
+        }
+        Command::Hooks { model } => cli::hooks(&model),
+        Command::Trace { model, text, tokens, hooks, processing, no_bos, out } => trace(&model, text, tokens, hooks, &processing, !no_bos, &out),
+    };
+    match result {
+        Ok(code) => code.into(),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            cli::Exit::Failed.into()
+        }
+    }
+}
+
+fn trace(model: &str, text: Option<String>, tokens: Option<String>, hooks: Vec<String>, processing: &str, bos: bool, out: &PathBuf) -> Result<cli::Exit> {
+    let input = match (text, tokens) {
+        (Some(t), None) => cli::TraceInput::Text(t, bos),
+        (None, Some(t)) => cli::TraceInput::Tokens(t),
+        _ => bail!("give --text TEXT or --tokens 1,2,3"),
+    };
+    cli::trace(model, &input, &hooks, processing, out).context("trace failed")
+}

@@ -1,0 +1,254 @@
+//! What each `lantern` command does, with its exit code: 0 success, 1 runtime failure,
+//! 2 invalid input (experiment file, missing model or data), 130 interrupted.
+
+use crate::exec::{self, Options, Status};
+use crate::model::hooks::{all_hooks, select_hooks};
+use crate::model::known::known_config;
+use crate::model::outputs::loss_per_token;
+use crate::model::source::resolve_alias;
+use crate::model::{Model, ModelConfig, ModelFiles, Processing, Request, Start};
+use crate::plan::{fingerprint, Plan};
+use crate::spec::{parse::parse_file, validate as check_experiment, Validated};
+use crate::store::digest::DigestCache;
+use crate::store::Store;
+use anyhow::{bail, Context, Result};
+use candle_core::{Device, Tensor};
+use std::collections::HashMap;
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+/// How a command ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Exit {
+    Ok,
+    Failed,
+    Invalid,
+    Interrupted,
+}
+
+impl From<Exit> for ExitCode {
+    fn from(e: Exit) -> ExitCode {
+        ExitCode::from(match e {
+            Exit::Ok => 0,
+            Exit::Failed => 1,
+            Exit::Invalid => 2,
+            Exit::Interrupted => 130,
+        })
+    }
+}
+
+/// Parse and validate, printing diagnostics; `None` means invalid input.
+pub fn load(file: &Path) -> Option<Validated> {
+    let checked = parse_file(file).and_then(check_experiment);
+    match checked {
+        Ok(v) => {
+            for w in &v.warnings {
+                eprintln!("warning: {w}");
+            }
+            Some(v)
+        }
+        Err(invalid) => {
+            eprintln!("{invalid}");
+            None
+        }
+    }
+}
+
+pub fn validate(file: &Path) -> Result<Exit> {
+    Ok(match load(file) {
+        Some(v) => {
+            eprintln!("{}: valid ({} models, {} datasets, {} stages, {} plots)", file.display(), v.exp.models.len(), v.exp.datasets.len(), v.exp.stages.len(), v.exp.plots.len());
+            Exit::Ok
+        }
+        None => Exit::Invalid,
+    })
+}
+
+/// The device named in the experiment (`cpu` by default).
+fn device(v: &Validated) -> Result<Device> {
+    match v.exp.meta.device.as_ref().map(|d| d.value.as_str()) {
+        None | Some("cpu") => Ok(Device::Cpu),
+        Some(d) if d.starts_with("cuda") => {
+            let ordinal = d.strip_prefix("cuda:").map(|n| n.parse::<usize>()).transpose().context("device must be cuda or cuda:N")?.unwrap_or(0);
+            Device::new_cuda(ordinal).context("CUDA is not available (build with --features cuda on a machine with a GPU)")
+        }
+        Some(d) => bail!("unknown device '{d}' (cpu, cuda, cuda:N)"),
+    }
+}
+
+pub fn run(file: &Path, out: &Path, force: Vec<String>, only: Vec<String>, dry_run: bool) -> Result<Exit> {
+    let Some(v) = load(file) else { return Ok(Exit::Invalid) };
+    let cancel: &'static AtomicBool = Box::leak(Box::new(AtomicBool::new(false)));
+    // First Ctrl-C: stop after discarding the running stage; a second one exits at once.
+    let _ = ctrlc::set_handler(move || {
+        if cancel.swap(true, Ordering::SeqCst) {
+            std::process::exit(130);
+        }
+        eprintln!("\ninterrupting: finishing cleanly (Ctrl-C again to quit now)");
+    });
+    let opts = Options { out: out.to_path_buf(), force, only, dry_run, fail_after: None };
+    eprintln!("{}: {} ({})", v.exp.meta.name.value, file.display(), if dry_run { "dry run" } else { "running" });
+    let outcome = exec::run(&v, &opts, cancel, device(&v)?)?;
+    if !dry_run {
+        crate::report::write_for(&v, &outcome, out)?;
+    }
+    let count = |f: fn(&Status) -> bool| outcome.nodes.iter().filter(|n| f(&n.status)).count();
+    eprintln!(
+        "{} computed, {} cached, {} failed, {} skipped → {}",
+        count(|s| *s == Status::Computed),
+        count(|s| *s == Status::Cached),
+        count(|s| matches!(s, Status::Failed(_))),
+        count(|s| matches!(s, Status::Skipped(_))),
+        out.join(&v.exp.meta.name.value).display()
+    );
+    Ok(if outcome.interrupted {
+        Exit::Interrupted
+    } else if outcome.failed() {
+        Exit::Failed
+    } else {
+        Exit::Ok
+    })
+}
+
+pub fn plan(file: &Path, out: &Path, dot: bool) -> Result<Exit> {
+    let Some(v) = load(file) else { return Ok(Exit::Invalid) };
+    let plan = Plan::build(&v);
+    let store = Store::new(out);
+    let digests = DigestCache::open(out);
+    let fps = fingerprint::compute(&v, &plan, &digests);
+    digests.save();
+    let state = |ix| exec::describe_state(&v, &plan, &fps, &store, ix);
+    if dot {
+        print!("{}", plan.dot(&v, state));
+        return Ok(Exit::Ok);
+    }
+    println!("{:<4} {:<24} {:<14} state", "#", "stage", "kind");
+    for (i, &ix) in plan.order.iter().enumerate() {
+        let n = &plan.graph[ix];
+        println!("{:<4} {:<24} {:<14} {}", i + 1, n.name, n.kind_name(&v), state(ix));
+    }
+    Ok(Exit::Ok)
+}
+
+pub fn clean(file: &Path, out: &Path) -> Result<Exit> {
+    let Some(v) = load(file) else { return Ok(Exit::Invalid) };
+    let store = Store::new(out);
+    let view = out.join(&v.exp.meta.name.value);
+    let mut removed = 0;
+    if let Ok(entries) = std::fs::read_dir(&view) {
+        for e in entries.flatten() {
+            if let Ok(m) = crate::store::Manifest::read(&e.path()) {
+                println!("deleting {} ({}, {} bytes)", e.path().display(), m.kind, m.bytes());
+                store.remove(&m.fingerprint)?;
+                removed += 1;
+            }
+        }
+    }
+    if view.exists() {
+        println!("deleting {}", view.display());
+        std::fs::remove_dir_all(&view)?;
+    }
+    println!("{removed} stage artifacts deleted");
+    Ok(Exit::Ok)
+}
+
+/// The configuration of MODEL (folder, hub name or alias) without loading weights.
+fn model_config(model: &str) -> Result<ModelConfig> {
+    let dir = Path::new(model);
+    if dir.is_dir() {
+        return ModelConfig::from_file(&ModelFiles::from_folder(dir)?.config);
+    }
+    match ModelFiles::from_hub_offline(model, None) {
+        Ok(f) => ModelConfig::from_file(&f.config),
+        Err(e) => known_config(resolve_alias(model)).ok_or(e),
+    }
+}
+
+pub fn hooks(model: &str) -> Result<Exit> {
+    let cfg = match model_config(model) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return Ok(Exit::Invalid);
+        }
+    };
+    println!("{model}: {}", crate::model::forward::describe(&cfg));
+    let (b, p) = (1_000_001, 1_000_002);
+    for h in all_hooks(&cfg, true) {
+        let dims: Vec<String> = h
+            .shape(&cfg, b, p)
+            .iter()
+            .map(|&d| match d {
+                1_000_001 => "batch".to_string(),
+                1_000_002 => "pos".to_string(),
+                d => d.to_string(),
+            })
+            .collect();
+        let optional = h.site().is_some_and(|s| !crate::model::hooks::fired_by_default(s));
+        println!("{:<36} [{}]{}", h.to_string(), dims.join(", "), if optional { "  (only when named)" } else { "" });
+    }
+    Ok(Exit::Ok)
+}
+
+/// What `trace` runs on.
+pub enum TraceInput {
+    /// Text, with BOS prepended or not.
+    Text(String, bool),
+    /// `1,2,3;4,5,6`
+    Tokens(String),
+}
+
+fn parse_tokens(s: &str) -> Result<(Vec<u32>, usize, usize)> {
+    let rows: Vec<Vec<u32>> = s
+        .split(';')
+        .map(|r| r.split(',').map(|t| t.trim().parse::<u32>().with_context(|| format!("bad token id '{t}'"))).collect())
+        .collect::<Result<_>>()?;
+    let len = rows[0].len();
+    if rows.iter().any(|r| r.len() != len) || len == 0 {
+        bail!("every row of --tokens must have the same, non-zero length");
+    }
+    Ok((rows.concat(), rows.len(), len))
+}
+
+pub fn trace(model: &str, input: &TraceInput, hook_globs: &[String], processing: &str, out: &Path) -> Result<Exit> {
+    let Some(processing) = Processing::from_name(processing) else { bail!("unknown processing '{processing}' (none, default, default+refactor)") };
+    let dir = Path::new(model);
+    let files = if dir.is_dir() { ModelFiles::from_folder(dir) } else { ModelFiles::from_hub(model, None) };
+    let files = match files {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return Ok(Exit::Invalid);
+        }
+    };
+    let m = Arc::new(Model::load(&files, processing, &Device::Cpu)?);
+    let (ids, rows, len) = match input {
+        TraceInput::Text(t, bos) => {
+            let ids = m.tokenizer()?.encode(t, *bos)?;
+            let n = ids.len();
+            (ids, 1, n)
+        }
+        TraceInput::Tokens(s) => parse_tokens(s)?,
+    };
+    if let Some(bad) = ids.iter().find(|&&t| t as usize >= m.cfg.d_vocab) {
+        bail!("token id {bad} is outside the vocabulary (size {})", m.cfg.d_vocab);
+    }
+    let tokens = Tensor::from_vec(ids, (rows, len), &Device::Cpu)?;
+    let hooks = select_hooks(&m.cfg, hook_globs).map_err(anyhow::Error::msg)?;
+    let mut saved: HashMap<String, Tensor> = HashMap::new();
+    let req = Request::capture(hooks.iter().copied()).with_logits();
+    let logits = m.forward(Start::Tokens(&tokens), &req, &mut |h, t| {
+        saved.insert(h.to_string(), t);
+        Ok(())
+    })?;
+    let logits = logits.context("no logits")?;
+    saved.insert("loss_per_token".into(), loss_per_token(&logits, &tokens)?);
+    saved.insert("logits".into(), logits);
+    saved.insert("tokens".into(), tokens.to_dtype(candle_core::DType::I64)?);
+    let n = saved.len();
+    crate::store::atomic::save_tensors(out, &saved)?;
+    eprintln!("wrote {} tensors ({} hooks) to {}", n, hooks.len(), out.display());
+    Ok(Exit::Ok)
+}

@@ -1,0 +1,177 @@
+//! Fingerprints: blake3 of a node's resolved parameters (references replaced by what they point
+//! at), the fingerprints of its inputs, the content digests of the files it reads (weights,
+//! tokenizer, dataset files) and the artifact format version.
+
+use super::{NodeKind, Plan};
+use crate::exec::models::ModelSource;
+use crate::model::ModelFiles;
+use crate::spec::{DatasetRef, ModelRef, StageRef, Validated};
+use crate::store::digest::DigestCache;
+use crate::store::FORMAT_VERSION;
+use petgraph::graph::NodeIndex;
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+type Fp = Result<String, String>;
+
+/// Fingerprints of every node, model and dataset of a plan (an `Err` says why one is unknown).
+pub struct Fingerprints {
+    pub nodes: BTreeMap<NodeIndex, Fp>,
+    pub models: BTreeMap<String, Fp>,
+    pub datasets: BTreeMap<String, Fp>,
+    /// Fingerprints of each node's inputs by reference name (for manifests).
+    pub inputs: BTreeMap<NodeIndex, BTreeMap<String, String>>,
+}
+
+fn hash_parts(parts: &[&str]) -> String {
+    let mut h = blake3::Hasher::new();
+    for p in parts {
+        h.update(&(p.len() as u64).to_le_bytes());
+        h.update(p.as_bytes());
+    }
+    h.finalize().to_hex().to_string()
+}
+
+/// The files a model is read from, without downloading anything.
+pub fn model_files(v: &Validated, name: &str, trained_dir: &dyn Fn(&str, Option<u64>) -> anyhow::Result<PathBuf>) -> anyhow::Result<ModelFiles> {
+    let m = v.models.get(name).ok_or_else(|| anyhow::anyhow!("unknown model '{name}'"))?;
+    match &m.source {
+        ModelSource::Hub { name, revision } => ModelFiles::from_hub_offline(name, revision.as_deref()),
+        _ => m.files(trained_dir),
+    }
+}
+
+struct Builder<'a> {
+    v: &'a Validated,
+    plan: &'a Plan,
+    digests: &'a DigestCache,
+    fps: Fingerprints,
+}
+
+impl Builder<'_> {
+    fn digest(&self, p: &std::path::Path) -> Fp {
+        self.digests.digest(p).map_err(|e| format!("{e:#}"))
+    }
+
+    fn model(&mut self, name: &str) -> Fp {
+        if let Some(fp) = self.fps.models.get(name) {
+            return fp.clone();
+        }
+        let fp = self.compute_model(name);
+        self.fps.models.insert(name.to_string(), fp.clone());
+        fp
+    }
+
+    fn compute_model(&mut self, name: &str) -> Fp {
+        let m = self.v.models.get(name).ok_or_else(|| format!("unknown model '{name}'"))?;
+        let processing = serde_json::to_string(&m.processing).unwrap_or_default();
+        if let ModelSource::Trained { stage, seed } = &m.source {
+            let ix = self.plan.find(stage).ok_or_else(|| format!("unknown stage '{stage}'"))?;
+            let stage_fp = self.fps.nodes.get(&ix).cloned().unwrap_or_else(|| Err(format!("stage '{stage}' has no fingerprint yet")))?;
+            return Ok(hash_parts(&["trained-model", &stage_fp, &format!("{seed:?}"), &processing]));
+        }
+        let files = model_files(self.v, name, &|_, _| unreachable!("not a trained model")).map_err(|e| format!("{e:#}"))?;
+        let mut parts = vec!["model".to_string(), processing, self.digest(&files.config)?];
+        for w in &files.weights {
+            parts.push(self.digest(w)?);
+        }
+        if let Some(t) = &files.tokenizer {
+            parts.push(self.digest(t)?);
+        }
+        Ok(hash_parts(&parts.iter().map(|s| s.as_str()).collect::<Vec<_>>()))
+    }
+
+    fn dataset(&mut self, name: &str) -> Fp {
+        if let Some(fp) = self.fps.datasets.get(name) {
+            return fp.clone();
+        }
+        let fp = (|| {
+            let ds = self.v.exp.datasets.get(name).ok_or_else(|| format!("unknown dataset '{name}'"))?;
+            let mut parts = vec!["dataset".to_string(), serde_json::to_string(&ds.value).unwrap_or_default()];
+            for f in crate::data::input_files(&ds.value, &self.v.exp.base_dir()).map_err(|e| format!("{e:#}"))? {
+                parts.push(self.digest(&f)?);
+            }
+            Ok(hash_parts(&parts.iter().map(|s| s.as_str()).collect::<Vec<_>>()))
+        })();
+        self.fps.datasets.insert(name.to_string(), fp.clone());
+        fp
+    }
+
+    /// Replace `{"$model": n}` / `{"$dataset": n}` / `{"$stage": n}` by fingerprints, recording inputs.
+    fn resolve(&mut self, v: &mut Value, inputs: &mut BTreeMap<String, String>) -> Result<(), String> {
+        match v {
+            Value::Object(map) if map.len() == 1 => {
+                let (k, name) = map.iter().next().map(|(k, n)| (k.clone(), n.as_str().unwrap_or("").to_string())).expect("one entry");
+                let fp = match k.as_str() {
+                    ModelRef::TAG => self.model(&name),
+                    DatasetRef::TAG => self.dataset(&name),
+                    StageRef::TAG => {
+                        let ix = self.plan.find(&name).ok_or_else(|| format!("unknown stage '{name}'"))?;
+                        self.fps.nodes.get(&ix).cloned().unwrap_or_else(|| Err(format!("'{name}' not fingerprinted")))
+                    }
+                    _ => {
+                        for x in map.values_mut() {
+                            self.resolve(x, inputs)?;
+                        }
+                        return Ok(());
+                    }
+                };
+                let fp = fp.map_err(|e| format!("{name}: {e}"))?;
+                inputs.insert(name, fp.clone());
+                *v = Value::String(fp);
+                Ok(())
+            }
+            Value::Object(map) => map.values_mut().try_for_each(|x| self.resolve(x, inputs)),
+            Value::Array(a) => a.iter_mut().try_for_each(|x| self.resolve(x, inputs)),
+            _ => Ok(()),
+        }
+    }
+
+    fn node(&mut self, ix: NodeIndex) -> (Fp, BTreeMap<String, String>) {
+        let mut inputs = BTreeMap::new();
+        let v = self.v;
+        let fp = match &self.plan.graph[ix].kind {
+            NodeKind::Tokenize { dataset, model } => (|| {
+                let d = self.dataset(dataset)?;
+                let m = self.model(model)?;
+                inputs.insert(dataset.clone(), d.clone());
+                inputs.insert(model.clone(), m.clone());
+                Ok(hash_parts(&["tokenize", &FORMAT_VERSION.to_string(), &d, &self.tokenizer_id(model, &m)]))
+            })(),
+            NodeKind::Stage(name) => {
+                let st = &v.exp.stages[name].value;
+                let seed = if st.stage().uses_seed() { v.exp.meta.seed.to_string() } else { String::new() };
+                self.params(serde_json::to_value(st), &mut inputs).map(|p| hash_parts(&["stage", &FORMAT_VERSION.to_string(), &p, &seed]))
+            }
+            NodeKind::Plot(name) => self.params(serde_json::to_value(&v.exp.plots[name].value), &mut inputs).map(|p| hash_parts(&["plot", &FORMAT_VERSION.to_string(), &p])),
+        };
+        (fp, inputs)
+    }
+
+    fn params(&mut self, value: serde_json::Result<Value>, inputs: &mut BTreeMap<String, String>) -> Fp {
+        let mut value = value.map_err(|e| e.to_string())?;
+        self.resolve(&mut value, inputs)?;
+        Ok(value.to_string())
+    }
+
+    /// What identifies a model's tokenizer: the digest of its tokenizer.json (else the model).
+    fn tokenizer_id(&self, model: &str, model_fp: &str) -> String {
+        model_files(self.v, model, &|_, _| anyhow::bail!("trained"))
+            .ok()
+            .and_then(|f| f.tokenizer)
+            .and_then(|t| self.digest(&t).ok())
+            .unwrap_or_else(|| model_fp.to_string())
+    }
+}
+
+/// Fingerprint every node in run order.
+pub fn compute(v: &Validated, plan: &Plan, digests: &DigestCache) -> Fingerprints {
+    let mut b = Builder { v, plan, digests, fps: Fingerprints { nodes: BTreeMap::new(), models: BTreeMap::new(), datasets: BTreeMap::new(), inputs: BTreeMap::new() } };
+    for &ix in &plan.order {
+        let (fp, inputs) = b.node(ix);
+        b.fps.nodes.insert(ix, fp);
+        b.fps.inputs.insert(ix, inputs);
+    }
+    b.fps
+}

@@ -1,0 +1,215 @@
+//! Histograms (raw values or precomputed bins, optionally overlaid by group, log counts), bar
+//! charts (grouped, error bars) and box plots (a value grouped by a category, split by another).
+
+use super::colormap::categorical;
+use super::common::{annotate, chart, err, fmt_num, legend, padded};
+use super::data::{distinct, f64s, strs};
+use super::PlotSpec;
+use anyhow::{bail, Result};
+use plotters::coord::Shift;
+use plotters::prelude::*;
+
+/// (group name, bins as (left, right, count)).
+type Hist = Vec<(String, Vec<(f64, f64, f64)>)>;
+
+fn bins_of(spec: &PlotSpec, df: &polars::prelude::DataFrame) -> Result<Hist> {
+    let groups = match &spec.group {
+        Some(g) => strs(df, g)?,
+        None => vec![String::new(); df.height()],
+    };
+    let names = distinct(&groups);
+    if let Some(col) = &spec.column {
+        let v = f64s(df, col)?;
+        let finite: Vec<f64> = v.iter().copied().filter(|x| x.is_finite()).collect();
+        if finite.is_empty() {
+            bail!("column '{col}' has no finite values");
+        }
+        let [lo, hi] = spec.range.unwrap_or([finite.iter().copied().fold(f64::INFINITY, f64::min), finite.iter().copied().fold(f64::NEG_INFINITY, f64::max)]);
+        let n = spec.bins.unwrap_or(50).max(1);
+        let w = if hi > lo { (hi - lo) / n as f64 } else { 1.0 };
+        return Ok(names
+            .iter()
+            .map(|name| {
+                let mut counts = vec![0.0; n];
+                for (x, g) in v.iter().zip(&groups) {
+                    if g == name && x.is_finite() && *x >= lo && *x <= hi {
+                        counts[(((x - lo) / w) as usize).min(n - 1)] += 1.0;
+                    }
+                }
+                (name.clone(), counts.iter().enumerate().map(|(i, c)| (lo + i as f64 * w, lo + (i + 1) as f64 * w, *c)).collect())
+            })
+            .collect());
+    }
+    let (l, r, c) = (f64s(df, spec.left.as_deref().unwrap_or_default())?, f64s(df, spec.right.as_deref().unwrap_or_default())?, f64s(df, spec.count.as_deref().unwrap_or_default())?);
+    Ok(names
+        .iter()
+        .map(|name| {
+            let bins = (0..l.len()).filter(|&i| &groups[i] == name && l[i].is_finite() && r[i].is_finite()).map(|i| (l[i], r[i], c[i])).collect();
+            (name.clone(), bins)
+        })
+        .collect())
+}
+
+pub fn histogram<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, spec: &PlotSpec, df: &polars::prelude::DataFrame) -> Result<()> {
+    let hist = bins_of(spec, df)?;
+    let y = |c: f64| if spec.log_y { if c > 0.0 { c.log10() } else { f64::NAN } } else { c };
+    let xr = padded(hist.iter().flat_map(|h| h.1.iter().flat_map(|b| [b.0, b.1])));
+    let ys: Vec<f64> = hist.iter().flat_map(|h| h.1.iter().map(|b| y(b.2))).collect();
+    let floor = if spec.log_y { ys.iter().copied().filter(|v| v.is_finite()).fold(f64::INFINITY, f64::min).min(0.0) - 0.2 } else { 0.0 };
+    let top = ys.iter().copied().filter(|v| v.is_finite()).fold(floor + 1.0, f64::max);
+    let yr = floor..top + (top - floor) * 0.05;
+    let xname = spec.column.clone().or(spec.left.clone()).unwrap_or_default();
+    let mut c = chart(root, spec, xr, yr, &xname, "count")?;
+    let overlay = hist.len() > 1;
+    for (i, (name, bins)) in hist.iter().enumerate() {
+        let col = categorical(i);
+        let style = if overlay { col.mix(0.45).filled() } else { col.mix(0.85).filled() };
+        c.draw_series(bins.iter().filter(|b| y(b.2).is_finite()).map(|b| Rectangle::new([(b.0, floor), (b.1, y(b.2))], style)))
+            .map_err(err)?
+            .label(name.clone())
+            .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 14, y + 5)], col.filled()));
+    }
+    if overlay {
+        legend(&mut c)?;
+    }
+    annotate(&mut c, spec)
+}
+
+/// Category slots: `groups` bars per category and one empty slot between categories.
+fn slot(cat: usize, group: usize, groups: usize) -> i32 {
+    (cat * (groups + 1) + group) as i32
+}
+
+pub fn bar<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, spec: &PlotSpec, df: &polars::prelude::DataFrame) -> Result<()> {
+    let xname = spec.x.clone().unwrap_or_default();
+    let cats_col = strs(df, &xname)?;
+    let vals = f64s(df, &spec.y_one()?)?;
+    let errs = match &spec.error {
+        Some(e) => f64s(df, e)?,
+        None => vec![0.0; vals.len()],
+    };
+    let groups_col = match &spec.group {
+        Some(g) => strs(df, g)?,
+        None => vec![String::new(); vals.len()],
+    };
+    let (cats, groups) = (distinct(&cats_col), distinct(&groups_col));
+    let g = groups.len();
+    let lo = vals.iter().zip(&errs).map(|(v, e)| v - e.abs()).fold(0.0f64, f64::min);
+    let hi = vals.iter().zip(&errs).map(|(v, e)| v + e.abs()).fold(0.0f64, f64::max);
+    let span = if hi > lo { hi - lo } else { 1.0 };
+    let yr = (lo - if lo < 0.0 { 0.05 * span } else { 0.0 })..(hi + 0.08 * span);
+    let long = cats.iter().map(|s| s.chars().count()).max().unwrap_or(1);
+    let rotate = cats.len() > 5 && long > 6;
+    let mut b = ChartBuilder::on(root);
+    b.margin(18).x_label_area_size(if rotate { 40 + 7 * long.min(24) as u32 } else { 48 }).y_label_area_size(72);
+    if let Some(t) = &spec.title {
+        b.caption(t, ("sans-serif", 22));
+    }
+    let slots = (cats.len() * (g + 1)) as i32;
+    let mut c = b.build_cartesian_2d((0..slots).into_segmented(), yr).map_err(err)?;
+    let label_at = |v: &SegmentValue<i32>| match v {
+        SegmentValue::CenterOf(s) if (*s as usize) % (g + 1) == (g - 1) / 2 => cats.get(*s as usize / (g + 1)).map(|s| s.chars().take(24).collect()).unwrap_or_default(),
+        _ => String::new(),
+    };
+    let font = if rotate { ("sans-serif", 13).into_font().transform(FontTransform::Rotate90) } else { ("sans-serif", 13).into_font() };
+    c.configure_mesh()
+        .disable_x_mesh()
+        .x_labels(slots as usize)
+        .x_label_formatter(&label_at)
+        .y_label_formatter(&|v| fmt_num(*v))
+        .x_label_style(font)
+        .y_label_style(("sans-serif", 14))
+        .x_desc(spec.x_label.clone().unwrap_or(xname.clone()))
+        .y_desc(spec.y_label.clone().unwrap_or_else(|| spec.y_one().unwrap_or_default()))
+        .axis_desc_style(("sans-serif", 16))
+        .light_line_style(RGBColor(235, 235, 235))
+        .draw()
+        .map_err(err)?;
+    for (gi, gname) in groups.iter().enumerate() {
+        let col = categorical(gi);
+        let rows: Vec<usize> = (0..vals.len()).filter(|&i| &groups_col[i] == gname).collect();
+        let rect = |i: usize| {
+            let s = slot(cats.iter().position(|c| *c == cats_col[i]).expect("category"), gi, g);
+            Rectangle::new([(SegmentValue::Exact(s), 0.0), (SegmentValue::Exact(s + 1), vals[i])], col.filled())
+        };
+        let series = c.draw_series(rows.iter().map(|&i| rect(i))).map_err(err)?;
+        if g > 1 {
+            series.label(gname.clone()).legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 14, y + 5)], col.filled()));
+        }
+        if spec.error.is_some() {
+            c.draw_series(rows.iter().map(|&i| {
+                let s = slot(cats.iter().position(|c| *c == cats_col[i]).expect("category"), gi, g);
+                ErrorBar::new_vertical(SegmentValue::CenterOf(s), vals[i] - errs[i].abs(), vals[i], vals[i] + errs[i].abs(), BLACK.stroke_width(1), 8)
+            }))
+            .map_err(err)?;
+        }
+    }
+    if g > 1 {
+        c.configure_series_labels().background_style(WHITE.mix(0.85)).border_style(RGBColor(200, 200, 200)).label_font(("sans-serif", 14)).draw().map_err(err)?;
+    }
+    Ok(())
+}
+
+pub fn boxes<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, spec: &PlotSpec, df: &polars::prelude::DataFrame) -> Result<()> {
+    let xname = spec.x.clone().unwrap_or_default();
+    let cats_col = strs(df, &xname)?;
+    let yname = spec.y_one()?;
+    let vals = f64s(df, &yname)?;
+    let groups_col = match &spec.group {
+        Some(gc) => strs(df, gc)?,
+        None => vec![String::new(); vals.len()],
+    };
+    let (mut cats, groups) = (distinct(&cats_col), distinct(&groups_col));
+    if let Ok(nums) = f64s(df, &xname) {
+        if nums.iter().all(|v| v.is_finite()) {
+            cats.sort_by(|a, b| a.parse::<f64>().unwrap_or(0.0).total_cmp(&b.parse::<f64>().unwrap_or(0.0)));
+        }
+    }
+    let g = groups.len();
+    let r = padded(vals.iter().copied());
+    let yr = r.start as f32..r.end as f32;
+    let mut b = ChartBuilder::on(root);
+    b.margin(18).x_label_area_size(48).y_label_area_size(72);
+    if let Some(t) = &spec.title {
+        b.caption(t, ("sans-serif", 22));
+    }
+    let slots = (cats.len() * (g + 1)) as i32;
+    let mut c = b.build_cartesian_2d((0..slots).into_segmented(), yr).map_err(err)?;
+    let label_at = |v: &SegmentValue<i32>| match v {
+        SegmentValue::CenterOf(s) if (*s as usize) % (g + 1) == (g - 1) / 2 => cats.get(*s as usize / (g + 1)).cloned().unwrap_or_default(),
+        _ => String::new(),
+    };
+    c.configure_mesh()
+        .disable_x_mesh()
+        .x_labels(slots as usize)
+        .x_label_formatter(&label_at)
+        .y_label_formatter(&|v| fmt_num(*v as f64))
+        .label_style(("sans-serif", 13))
+        .x_desc(spec.x_label.clone().unwrap_or(xname.clone()))
+        .y_desc(spec.y_label.clone().unwrap_or(yname))
+        .axis_desc_style(("sans-serif", 16))
+        .light_line_style(RGBColor(235, 235, 235))
+        .draw()
+        .map_err(err)?;
+    let px = root.dim_in_pixel().0 as f64 / slots.max(1) as f64;
+    for (gi, gname) in groups.iter().enumerate() {
+        let col = categorical(gi);
+        let mut boxes = Vec::new();
+        for (ci, cat) in cats.iter().enumerate() {
+            let v: Vec<f64> = (0..vals.len()).filter(|&i| &cats_col[i] == cat && &groups_col[i] == gname && vals[i].is_finite()).map(|i| vals[i]).collect();
+            if v.is_empty() {
+                continue;
+            }
+            let q = Quartiles::new(&v);
+            boxes.push(Boxplot::new_vertical(SegmentValue::CenterOf(slot(ci, gi, g)), &q).width((px * 0.7).clamp(4.0, 60.0) as u32).style(col.stroke_width(2)));
+        }
+        let series = c.draw_series(boxes).map_err(err)?;
+        if g > 1 {
+            series.label(gname.clone()).legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 14, y + 5)], col.filled()));
+        }
+    }
+    if g > 1 {
+        c.configure_series_labels().background_style(WHITE.mix(0.85)).border_style(RGBColor(200, 200, 200)).label_font(("sans-serif", 14)).draw().map_err(err)?;
+    }
+    Ok(())
+}

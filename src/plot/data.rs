@@ -1,0 +1,64 @@
+//! Reading plot columns from a table: numbers, labels, row filters; errors name the column and
+//! the nearest existing one.
+
+use anyhow::{anyhow, Result};
+use polars::prelude::*;
+use std::collections::BTreeMap;
+
+/// Equality filters on columns (`{ layer = 3, hook = "mlp.hook_post" }`).
+pub type Filter = BTreeMap<String, serde_json::Value>;
+
+fn column<'a>(df: &'a DataFrame, name: &str) -> Result<&'a Column> {
+    df.column(name).map_err(|_| {
+        let names: Vec<String> = df.get_column_names().iter().map(|s| s.to_string()).collect();
+        anyhow!("the table has no column '{name}'{} (columns: {})", crate::util::did_you_mean(name, names.iter().map(|s| s.as_str())), names.join(", "))
+    })
+}
+
+/// A column as numbers (NaN for nulls); booleans are 0/1.
+pub fn f64s(df: &DataFrame, name: &str) -> Result<Vec<f64>> {
+    let c = column(df, name)?;
+    let c = if c.dtype() == &DataType::Boolean { c.cast(&DataType::UInt8)? } else { c.clone() };
+    let c = c.cast(&DataType::Float64).map_err(|_| anyhow!("column '{name}' is not numeric ({})", c.dtype()))?;
+    Ok(c.f64()?.into_iter().map(|v| v.unwrap_or(f64::NAN)).collect())
+}
+
+/// A column as text labels.
+pub fn strs(df: &DataFrame, name: &str) -> Result<Vec<String>> {
+    let c = column(df, name)?.cast(&DataType::String)?;
+    Ok(c.str()?.into_iter().map(|v| v.unwrap_or("").to_string()).collect())
+}
+
+/// Whether a column is numeric.
+pub fn is_numeric(df: &DataFrame, name: &str) -> Result<bool> {
+    Ok(column(df, name)?.dtype().is_primitive_numeric())
+}
+
+/// Rows whose columns equal the filter's values.
+pub fn filtered(df: &DataFrame, filter: &Filter) -> Result<DataFrame> {
+    let mut keep = vec![true; df.height()];
+    for (col, want) in filter {
+        let matches: Vec<bool> = match want {
+            serde_json::Value::Number(n) => f64s(df, col)?.iter().map(|v| Some(*v) == n.as_f64()).collect(),
+            serde_json::Value::Bool(b) => f64s(df, col)?.iter().map(|v| (*v != 0.0) == *b).collect(),
+            serde_json::Value::String(s) => strs(df, col)?.iter().map(|v| v == s).collect(),
+            other => return Err(anyhow!("filter on '{col}': use a number, a string or a boolean, not {other}")),
+        };
+        for (k, m) in keep.iter_mut().zip(matches) {
+            *k &= m;
+        }
+    }
+    let mask = BooleanChunked::from_slice("keep".into(), &keep);
+    Ok(df.filter(&mask)?)
+}
+
+/// Distinct values in first-appearance order.
+pub fn distinct(v: &[String]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for s in v {
+        if !out.contains(s) {
+            out.push(s.clone());
+        }
+    }
+    out
+}

@@ -1,0 +1,147 @@
+//! Line plots (several series, by column or by group) and scatter plots (coloured by a numeric
+//! column with a colour bar, or by category with a legend; point labels kept for the SVG).
+
+use super::colormap::{categorical, sequential};
+use super::common::{annotate, axis_value, chart, err, fmt_num, legend, padded};
+use super::data::{distinct, f64s, is_numeric, strs};
+use super::{PlotKind, PlotSpec};
+use anyhow::Result;
+use plotters::coord::Shift;
+use plotters::prelude::*;
+
+/// Series: (name, points) in axis coordinates.
+type Series = Vec<(String, Vec<(f64, f64)>)>;
+
+fn series(spec: &PlotSpec, df: &polars::prelude::DataFrame) -> Result<Series> {
+    let x: Vec<f64> = f64s(df, spec.x.as_deref().unwrap_or_default())?.into_iter().map(|v| axis_value(v, spec.log_x)).collect();
+    let ys = spec.y.as_ref().map(|y| y.list()).unwrap_or_default();
+    let mut out = Vec::new();
+    for yname in &ys {
+        let y: Vec<f64> = f64s(df, yname)?.into_iter().map(|v| axis_value(v, spec.log_y)).collect();
+        match &spec.group {
+            Some(g) => {
+                let groups = strs(df, g)?;
+                for name in distinct(&groups) {
+                    let pts: Vec<(f64, f64)> = x.iter().zip(&y).zip(&groups).filter(|(_, gg)| **gg == name).map(|((a, b), _)| (*a, *b)).collect();
+                    let label = if ys.len() > 1 { format!("{yname} {g}={name}") } else { format!("{g}={name}") };
+                    out.push((label, pts));
+                }
+            }
+            None => out.push((yname.clone(), x.iter().copied().zip(y.iter().copied()).collect())),
+        }
+    }
+    for (_, pts) in &mut out {
+        pts.retain(|(a, b)| a.is_finite() && b.is_finite());
+        if spec.kind == PlotKind::Line {
+            pts.sort_by(|a, b| a.0.total_cmp(&b.0));
+        }
+    }
+    Ok(out)
+}
+
+pub fn draw<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, spec: &PlotSpec, df: &polars::prelude::DataFrame) -> Result<Vec<(i32, i32, String)>> {
+    let color_values = match &spec.color {
+        Some(c) if spec.kind == PlotKind::Scatter && is_numeric(df, c)? => Some((c.clone(), f64s(df, c)?)),
+        _ => None,
+    };
+    let (main, bar) = if color_values.is_some() { root.split_horizontally(root.dim_in_pixel().0 as i32 - 100) } else { (root.clone(), root.margin(0, 0, 0, 0)) };
+    let all = series(spec, df)?;
+    let xr = padded(all.iter().flat_map(|s| s.1.iter().map(|p| p.0)).chain(spec.annotations.iter().map(|a| axis_value(a.x, spec.log_x))));
+    let yr = padded(all.iter().flat_map(|s| s.1.iter().map(|p| p.1)).chain(spec.annotations.iter().map(|a| axis_value(a.y, spec.log_y))));
+    let ys = spec.y.as_ref().map(|y| y.list().join(", ")).unwrap_or_default();
+    let mut c = chart(&main, spec, xr, yr, spec.x.as_deref().unwrap_or(""), &ys)?;
+    let mut tips = Vec::new();
+    match spec.kind {
+        PlotKind::Line => {
+            for (i, (name, pts)) in all.iter().enumerate() {
+                let col = categorical(i);
+                c.draw_series(LineSeries::new(pts.iter().copied(), col.stroke_width(2)))
+                    .map_err(err)?
+                    .label(name.clone())
+                    .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], col.stroke_width(2)));
+            }
+            if all.len() > 1 {
+                legend(&mut c)?;
+            }
+        }
+        _ => {
+            let labels = match &spec.label {
+                Some(l) => Some(strs(df, l)?),
+                None => None,
+            };
+            if let Some((cname, vals)) = &color_values {
+                let r = padded(vals.iter().copied());
+                let norm = |v: f64| (v - r.start) / (r.end - r.start);
+                let x = f64s(df, spec.x.as_deref().unwrap_or_default())?;
+                let y = f64s(df, &spec.y_one()?)?;
+                let pts: Vec<((f64, f64), f64)> = x
+                    .iter()
+                    .zip(&y)
+                    .zip(vals)
+                    .map(|((a, b), v)| ((axis_value(*a, spec.log_x), axis_value(*b, spec.log_y)), *v))
+                    .filter(|(p, _)| p.0.is_finite() && p.1.is_finite())
+                    .collect();
+                c.draw_series(pts.iter().map(|(p, v)| Circle::new(*p, 4, sequential(norm(*v)).filled()))).map_err(err)?;
+                colour_bar(&bar, cname, r)?;
+            } else if let Some(cat) = &spec.color {
+                let cats = strs(df, cat)?;
+                let x = f64s(df, spec.x.as_deref().unwrap_or_default())?;
+                let y = f64s(df, &spec.y_one()?)?;
+                for (i, name) in distinct(&cats).iter().enumerate() {
+                    let col = categorical(i);
+                    let pts: Vec<(f64, f64)> = x.iter().zip(&y).zip(&cats).filter(|(_, c)| *c == name).map(|((a, b), _)| (axis_value(*a, spec.log_x), axis_value(*b, spec.log_y))).collect();
+                    c.draw_series(pts.iter().map(|p| Circle::new(*p, 4, col.filled())))
+                        .map_err(err)?
+                        .label(format!("{cat}={name}"))
+                        .legend(move |(x, y)| Circle::new((x + 8, y), 4, col.filled()));
+                }
+                legend(&mut c)?;
+            } else {
+                for (i, (name, pts)) in all.iter().enumerate() {
+                    let col = categorical(i);
+                    c.draw_series(pts.iter().map(|p| Circle::new(*p, 3, col.mix(0.8).filled())))
+                        .map_err(err)?
+                        .label(name.clone())
+                        .legend(move |(x, y)| Circle::new((x + 8, y), 4, col.filled()));
+                }
+                if all.len() > 1 {
+                    legend(&mut c)?;
+                }
+            }
+            if let Some(labels) = labels {
+                let x = f64s(df, spec.x.as_deref().unwrap_or_default())?;
+                let y = f64s(df, &spec.y_one()?)?;
+                for ((a, b), l) in x.iter().zip(&y).zip(labels) {
+                    let p = (axis_value(*a, spec.log_x), axis_value(*b, spec.log_y));
+                    if p.0.is_finite() && p.1.is_finite() {
+                        let (px, py) = c.backend_coord(&p);
+                        tips.push((px, py, format!("{l} ({}, {})", fmt_num(*a), fmt_num(*b))));
+                    }
+                }
+            }
+        }
+    }
+    annotate(&mut c, spec)?;
+    Ok(tips)
+}
+
+/// A vertical colour bar for a sequential colour scale.
+pub fn colour_bar<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, name: &str, r: std::ops::Range<f64>) -> Result<()> {
+    let mut c = ChartBuilder::on(area)
+        .margin_top(40)
+        .margin_bottom(60)
+        .margin_right(10)
+        .y_label_area_size(55)
+        .caption(name, ("sans-serif", 13))
+        .build_cartesian_2d(0.0..1.0, r.clone())
+        .map_err(err)?;
+    c.configure_mesh().disable_x_mesh().disable_y_mesh().disable_x_axis().y_label_formatter(&|v| fmt_num(*v)).label_style(("sans-serif", 12)).draw().map_err(err)?;
+    let steps = 100;
+    let h = (r.end - r.start) / steps as f64;
+    c.draw_series((0..steps).map(|i| {
+        let lo = r.start + i as f64 * h;
+        Rectangle::new([(0.0, lo), (1.0, lo + h)], sequential((i as f64 + 0.5) / steps as f64).filled())
+    }))
+    .map_err(err)?;
+    Ok(())
+}

@@ -1,0 +1,90 @@
+//! Diagnostics for experiment files: FILE:LINE:COL, the offending line with a caret, and help,
+//! rendered like rustc (annotate-snippets). All errors of a file are collected in one pass.
+
+use annotate_snippets::{AnnotationKind, Group, Level, Renderer, Snippet};
+use std::io::IsTerminal;
+use std::ops::Range;
+use std::path::Path;
+
+#[derive(Clone, Debug)]
+pub struct Diagnostic {
+    pub message: String,
+    /// Byte span in the file; `None` when the problem is not at one place.
+    pub span: Option<Range<usize>>,
+    pub help: Option<String>,
+}
+
+impl Diagnostic {
+    pub fn at(span: Range<usize>, message: impl Into<String>) -> Diagnostic {
+        Diagnostic { message: message.into(), span: Some(span), help: None }
+    }
+    pub fn global(message: impl Into<String>) -> Diagnostic {
+        Diagnostic { message: message.into(), span: None, help: None }
+    }
+    pub fn help(mut self, help: impl Into<String>) -> Diagnostic {
+        let h = help.into();
+        if !h.is_empty() {
+            self.help = Some(h);
+        }
+        self
+    }
+
+    /// 1-based line and column of the span start.
+    pub fn line_col(&self, text: &str) -> Option<(usize, usize)> {
+        let start = self.span.as_ref()?.start.min(text.len());
+        let before = &text[..start];
+        let line = before.matches('\n').count() + 1;
+        let col = before.rfind('\n').map(|i| before[i + 1..].chars().count()).unwrap_or(before.chars().count()) + 1;
+        Some((line, col))
+    }
+
+    /// `FILE:LINE:COL: message` (one line, for logs and tests).
+    pub fn short(&self, file: &Path, text: &str) -> String {
+        match self.line_col(text) {
+            Some((l, c)) => format!("{}:{l}:{c}: {}", file.display(), self.message),
+            None => format!("{}: {}", file.display(), self.message),
+        }
+    }
+
+    /// The full rustc-style rendering.
+    pub fn render(&self, file: &Path, text: &str) -> String {
+        let path = file.display().to_string();
+        let mut title = Level::ERROR.primary_title(self.message.as_str());
+        let group = match &self.span {
+            Some(span) => {
+                let span = span.start.min(text.len())..span.end.min(text.len()).max(span.start.min(text.len()));
+                title.element(Snippet::source(text).path(path.as_str()).annotation(AnnotationKind::Primary.span(span)))
+            }
+            None => {
+                title = Level::ERROR.primary_title(format!("{path}: {}", self.message));
+                Group::with_title(title)
+            }
+        };
+        let mut report = vec![group];
+        if let Some(h) = &self.help {
+            report.push(Group::with_title(Level::HELP.secondary_title(h.as_str())));
+        }
+        let renderer = if std::io::stderr().is_terminal() { Renderer::styled() } else { Renderer::plain() };
+        renderer.render(&report).to_string()
+    }
+}
+
+/// All diagnostics of one file.
+#[derive(Debug)]
+pub struct Invalid {
+    pub file: std::path::PathBuf,
+    pub text: String,
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+impl std::fmt::Display for Invalid {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for d in &self.diagnostics {
+            writeln!(f, "{}", d.render(&self.file, &self.text))?;
+        }
+        let n = self.diagnostics.len();
+        write!(f, "{} is invalid: {n} error{}", self.file.display(), if n == 1 { "" } else { "s" })
+    }
+}
+
+impl std::error::Error for Invalid {}

@@ -1,0 +1,99 @@
+//! The experiment file's sections as types: `[experiment]`, `[models.NAME]`, `[datasets.NAME]`,
+//! `[stages.NAME]`, `[plots.NAME]`. The JSON Schema is derived from these.
+
+use super::span::{Sp, StageRef};
+use crate::data::DatasetSpec;
+use crate::model::Processing;
+use crate::stages::{PlotStage, StageSpec};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// `[experiment]`
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ExperimentMeta {
+    /// Name of the output folder `OUT/<name>/`.
+    pub name: Sp<String>,
+    /// Seed of every stage that draws random numbers (a stage may override it).
+    #[serde(default)]
+    pub seed: u64,
+    #[serde(default)]
+    pub description: String,
+    /// `cpu` (default) or `cuda` / `cuda:N` (needs the `cuda` build feature).
+    #[serde(default)]
+    pub device: Option<Sp<String>>,
+}
+
+/// Weight processing: a name (`default`, `none`, `default+refactor`) or the switches one by one.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum ProcessingSpec {
+    Named(Sp<String>),
+    Custom(Processing),
+}
+
+impl Default for ProcessingSpec {
+    fn default() -> Self {
+        ProcessingSpec::Named(Sp::new("default".into()))
+    }
+}
+
+/// `[models.NAME]`: exactly one of `hub`, `path`, `train`.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ModelSpec {
+    /// A Hugging Face repository (`EleutherAI/pythia-70m`) or a TransformerLens alias (`gpt2-small`).
+    #[serde(default)]
+    pub hub: Option<Sp<String>>,
+    /// Hub revision (branch, tag or commit); default `main`.
+    #[serde(default)]
+    pub revision: Option<String>,
+    /// A folder in Hugging Face layout (config.json, model.safetensors, tokenizer.json).
+    #[serde(default)]
+    pub path: Option<Sp<String>>,
+    /// A `train` stage whose trained model this is.
+    #[serde(default)]
+    pub train: Option<StageRef>,
+    /// Which trained seed of a `train` stage with several `seeds`.
+    #[serde(default)]
+    pub seed: Option<u64>,
+    #[serde(default)]
+    pub processing: ProcessingSpec,
+}
+
+/// The whole file (used for the JSON Schema; parsing goes section by section to report every error).
+#[derive(JsonSchema)]
+#[allow(dead_code)]
+#[schemars(title = "lantern experiment file")]
+#[serde(deny_unknown_fields)]
+pub struct ExperimentFile {
+    experiment: ExperimentMeta,
+    #[serde(default)]
+    models: BTreeMap<String, ModelSpec>,
+    #[serde(default)]
+    datasets: BTreeMap<String, DatasetSpec>,
+    #[serde(default)]
+    stages: BTreeMap<String, StageSpec>,
+    #[serde(default)]
+    plots: BTreeMap<String, PlotStage>,
+}
+
+/// A parsed experiment file (not yet validated against models and references).
+#[derive(Clone, Debug)]
+pub struct Experiment {
+    pub file: std::path::PathBuf,
+    pub text: String,
+    pub meta: ExperimentMeta,
+    pub models: BTreeMap<String, Sp<ModelSpec>>,
+    pub datasets: BTreeMap<String, Sp<DatasetSpec>>,
+    pub stages: BTreeMap<String, Sp<StageSpec>>,
+    pub plots: BTreeMap<String, Sp<PlotStage>>,
+}
+
+impl Experiment {
+    /// The folder relative paths resolve against.
+    pub fn base_dir(&self) -> std::path::PathBuf {
+        self.file.parent().map(|p| p.to_path_buf()).unwrap_or_default()
+    }
+}

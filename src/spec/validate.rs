@@ -1,0 +1,291 @@
+//! Validation before anything runs, all errors in one pass: model sources, references between
+//! sections, cycles, and each stage's own checks (hook names, layer and neuron ranges) against the
+//! model configurations that can be read offline.
+
+use super::diag::{Diagnostic, Invalid};
+use super::file::{Experiment, ModelSpec, ProcessingSpec};
+use super::span::{DatasetRef, ModelRef, Sp, StageRef};
+use crate::exec::models::{ModelSource, ResolvedModel};
+use crate::model::hooks::{self, HookPoint};
+use crate::model::known::known_config;
+use crate::model::source::{hub_cache, resolve_alias};
+use crate::model::{ModelConfig, ModelFiles, Processing};
+use crate::stages::Dep;
+use crate::util::did_you_mean;
+use std::collections::BTreeMap;
+
+/// A checked experiment with its models resolved.
+pub struct Validated {
+    pub exp: Experiment,
+    pub models: BTreeMap<String, ResolvedModel>,
+    /// Configurations by model name; `None` when not readable offline (checked when it runs).
+    pub configs: BTreeMap<String, Option<ModelConfig>>,
+    pub warnings: Vec<String>,
+}
+
+/// What stage checks may consult.
+pub struct CheckCx<'a> {
+    pub exp: &'a Experiment,
+    pub configs: &'a BTreeMap<String, Option<ModelConfig>>,
+}
+
+impl CheckCx<'_> {
+    /// The configuration of a model, when known offline.
+    pub fn config(&self, model: &ModelRef) -> Option<&ModelConfig> {
+        self.configs.get(model.name()).and_then(|c| c.as_ref())
+    }
+
+    /// Check hook selectors against a model: full names (`blocks.3.mlp.hook_post`), aliases with a
+    /// layer (`post.3`) or layer-less selectors for every layer (`mlp.hook_post`).
+    pub fn hooks(&self, model: &ModelRef, hooks: &[Sp<String>], out: &mut Vec<Diagnostic>) -> Option<Vec<HookPoint>> {
+        let cfg = self.config(model)?;
+        let mut ok = Vec::new();
+        for h in hooks {
+            match select_hook(cfg, h) {
+                Ok(mut v) => ok.append(&mut v),
+                Err(d) => out.push(d),
+            }
+        }
+        Some(ok)
+    }
+
+    /// Check that a layer index exists.
+    pub fn layer(&self, cfg: &ModelConfig, layer: &Sp<usize>, out: &mut Vec<Diagnostic>) {
+        if layer.value >= cfg.n_layers {
+            out.push(Diagnostic::at(layer.span.clone(), format!("layer {} out of range: the model has {} layers (0..={})", layer.value, cfg.n_layers, cfg.n_layers - 1)));
+        }
+    }
+
+    /// Check that indices are below `n` (neurons, heads, dimensions).
+    pub fn indices(&self, what: &str, idx: &Sp<Vec<usize>>, n: usize, out: &mut Vec<Diagnostic>) {
+        if let Some(bad) = idx.value.iter().find(|&&i| i >= n) {
+            out.push(Diagnostic::at(idx.span.clone(), format!("{what} {bad} out of range: there are {n} (0..={})", n - 1)));
+        }
+    }
+}
+
+/// Resolve one hook selector to hook points of a model, or explain why not.
+pub fn select_hook(cfg: &ModelConfig, h: &Sp<String>) -> Result<Vec<HookPoint>, Diagnostic> {
+    if let Some(p) = HookPoint::parse(h) {
+        if p.exists_in(cfg) {
+            return Ok(vec![p]);
+        }
+        let msg = match p.layer() {
+            Some(l) if l >= cfg.n_layers => format!("layer {l} out of range in '{}': the model has {} layers (0..={})", h.value, cfg.n_layers, cfg.n_layers - 1),
+            _ => format!("hook '{}' does not exist in {:?} models", h.value, cfg.family),
+        };
+        return Err(Diagnostic::at(h.span.clone(), msg));
+    }
+    if let Some(site) = hooks::parse_site(h) {
+        let all: Vec<HookPoint> = (0..cfg.n_layers).map(|l| HookPoint::Block(l, site)).filter(|p| p.exists_in(cfg)).collect();
+        if all.is_empty() {
+            return Err(Diagnostic::at(h.span.clone(), format!("hook '{}' does not exist in {:?} models", h.value, cfg.family)));
+        }
+        return Ok(all);
+    }
+    let names = hooks::known_names(cfg);
+    Err(Diagnostic::at(h.span.clone(), format!("unknown hook '{}'", h.value))
+        .help(did_you_mean(h, names.iter().map(|s| s.as_str())).trim_start_matches("; ").to_string()))
+}
+
+fn processing(spec: &ProcessingSpec, out: &mut Vec<Diagnostic>) -> Processing {
+    match spec {
+        ProcessingSpec::Custom(p) => *p,
+        ProcessingSpec::Named(n) => Processing::from_name(n).unwrap_or_else(|| {
+            let names = ["default", "none", "default+refactor"];
+            out.push(
+                Diagnostic::at(n.span.clone(), format!("unknown processing '{}'", n.value))
+                    .help(format!("one of {}{}, or a table {{ fold_ln = true, … }}", names.join(", "), did_you_mean(n, names))),
+            );
+            Processing::DEFAULT
+        }),
+    }
+}
+
+/// Resolve a model's source and read its configuration when possible without the network.
+fn resolve_model(exp: &Experiment, spec: &Sp<ModelSpec>, out: &mut Vec<Diagnostic>, warnings: &mut Vec<String>, name: &str) -> Option<(ResolvedModel, Option<ModelConfig>)> {
+    let m = &spec.value;
+    let n_sources = [m.hub.is_some(), m.path.is_some(), m.train.is_some()].iter().filter(|b| **b).count();
+    if n_sources != 1 {
+        out.push(Diagnostic::at(spec.span.clone(), format!("model '{name}' needs exactly one of `hub`, `path` or `train`")));
+        return None;
+    }
+    let processing = processing(&m.processing, out);
+    if let Some(path) = &m.path {
+        let dir = exp.base_dir().join(&path.value);
+        let files = match ModelFiles::from_folder(&dir) {
+            Ok(f) => f,
+            Err(e) => {
+                out.push(Diagnostic::at(path.span.clone(), format!("{e:#}")).help("`path` is relative to the experiment file's folder"));
+                return None;
+            }
+        };
+        return match ModelConfig::from_file(&files.config) {
+            Ok(cfg) => Some((ResolvedModel { source: ModelSource::Folder(dir), processing }, Some(cfg))),
+            Err(e) => {
+                out.push(Diagnostic::at(path.span.clone(), format!("{e:#}")));
+                None
+            }
+        };
+    }
+    if let Some(hub) = &m.hub {
+        let repo = resolve_alias(hub).to_string();
+        let cached = hub_cache().repo(hf_hub::Repo::with_revision(repo.clone(), hf_hub::RepoType::Model, m.revision.clone().unwrap_or_else(|| "main".into()))).get("config.json");
+        let cfg = match cached {
+            Some(p) => match ModelConfig::from_file(&p) {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    out.push(Diagnostic::at(hub.span.clone(), format!("{e:#}")));
+                    return None;
+                }
+            },
+            None => {
+                let known = known_config(&repo);
+                if known.is_none() {
+                    warnings.push(format!("model '{name}' ({repo}) is not in the Hugging Face cache: its hooks and ranges are checked when it is downloaded"));
+                }
+                known
+            }
+        };
+        return Some((ResolvedModel { source: ModelSource::Hub { name: repo, revision: m.revision.clone() }, processing }, cfg));
+    }
+    let train = m.train.as_ref().expect("one source");
+    match exp.stages.get(train.name()) {
+        Some(st) => match st.value.trained_config() {
+            Some(cfg) => Some((ResolvedModel { source: ModelSource::Trained { stage: train.name().to_string(), seed: m.seed }, processing }, Some(cfg))),
+            None => {
+                out.push(Diagnostic::at(train.span(), format!("stage '{}' is a {} stage: `train` must name a train stage", train.name(), st.value.kind())));
+                None
+            }
+        },
+        None => {
+            out.push(ref_error("stage", train.name(), train.span(), exp));
+            None
+        }
+    }
+}
+
+/// "unknown model 'x'", with the nearest name of that kind, or where the name is defined instead.
+fn ref_error(kind: &str, name: &str, span: std::ops::Range<usize>, exp: &Experiment) -> Diagnostic {
+    let names: Vec<&str> = match kind {
+        "model" => exp.models.keys().map(|s| s.as_str()).collect(),
+        "dataset" => exp.datasets.keys().map(|s| s.as_str()).collect(),
+        _ => exp.stages.keys().map(|s| s.as_str()).collect(),
+    };
+    let elsewhere = [("model", exp.models.contains_key(name)), ("dataset", exp.datasets.contains_key(name)), ("stage", exp.stages.contains_key(name)), ("plot", exp.plots.contains_key(name))]
+        .iter()
+        .find(|(k, present)| *present && *k != kind)
+        .map(|(k, _)| format!("'{name}' is a {k}, not a {kind}"));
+    let help = match elsewhere {
+        Some(e) => e,
+        None if names.is_empty() => format!("define it in a [{kind}s.{name}] section"),
+        None => format!("{kind}s defined: {}{}", names.join(", "), did_you_mean(name, names.iter().copied())),
+    };
+    Diagnostic::at(span, format!("unknown {kind} '{name}'")).help(help)
+}
+
+fn check_deps(exp: &Experiment, deps: &[Dep], out: &mut Vec<Diagnostic>) {
+    let model = |r: &ModelRef, out: &mut Vec<Diagnostic>| {
+        if !exp.models.contains_key(r.name()) {
+            out.push(ref_error("model", r.name(), r.span(), exp));
+        }
+    };
+    let dataset = |r: &DatasetRef, out: &mut Vec<Diagnostic>| {
+        if !exp.datasets.contains_key(r.name()) {
+            out.push(ref_error("dataset", r.name(), r.span(), exp));
+        }
+    };
+    let stage = |r: &StageRef, out: &mut Vec<Diagnostic>| {
+        if !exp.stages.contains_key(r.name()) {
+            out.push(ref_error("stage", r.name(), r.span(), exp));
+        }
+    };
+    for d in deps {
+        match d {
+            Dep::Model(r) => model(r, out),
+            Dep::Tokens { dataset: ds, model: m } => {
+                dataset(ds, out);
+                model(m, out);
+            }
+            Dep::Stage(r) => stage(r, out),
+        }
+    }
+}
+
+/// Stage-to-stage edges (including through trained models), to find cycles.
+fn find_cycle(exp: &Experiment) -> Option<(Vec<String>, std::ops::Range<usize>)> {
+    use petgraph::graphmap::DiGraphMap;
+    let mut g: DiGraphMap<&str, (), std::hash::RandomState> = DiGraphMap::default();
+    for (name, st) in &exp.stages {
+        g.add_node(name.as_str());
+        for d in st.value.stage().deps() {
+            let from = match d {
+                Dep::Stage(r) => Some(r.name().to_string()),
+                Dep::Model(m) | Dep::Tokens { model: m, .. } => exp.models.get(m.name()).and_then(|ms| ms.value.train.as_ref().map(|t| t.name().to_string())),
+            };
+            if let Some(from) = from {
+                if let Some((k, _)) = exp.stages.get_key_value(from.as_str()) {
+                    g.add_edge(k.as_str(), name.as_str(), ());
+                }
+            }
+        }
+    }
+    for scc in petgraph::algo::tarjan_scc(&g) {
+        let self_loop = scc.len() == 1 && g.contains_edge(scc[0], scc[0]);
+        if scc.len() > 1 || self_loop {
+            let mut names: Vec<String> = scc.iter().rev().map(|s| s.to_string()).collect();
+            names.push(names[0].clone());
+            let span = exp.stages[&names[0]].span.clone();
+            return Some((names, span));
+        }
+    }
+    None
+}
+
+/// Validate a parsed experiment; every problem is reported at once.
+pub fn validate(exp: Experiment) -> Result<Validated, Invalid> {
+    let mut out = Vec::new();
+    let mut warnings = Vec::new();
+    let mut models = BTreeMap::new();
+    let mut configs = BTreeMap::new();
+    for (name, spec) in &exp.models {
+        if let Some((r, cfg)) = resolve_model(&exp, spec, &mut out, &mut warnings, name) {
+            models.insert(name.clone(), r);
+            configs.insert(name.clone(), cfg);
+        }
+    }
+    for (name, ds) in &exp.datasets {
+        for (span, msg) in crate::data::check(&ds.value, &exp.base_dir()) {
+            let span = span.map(|f| super::locate::field_span(&exp.text, &ds.span, f)).unwrap_or(ds.span.clone());
+            out.push(Diagnostic::at(span, format!("dataset '{name}': {msg}")));
+        }
+    }
+    for (name, plot) in &exp.plots {
+        if exp.stages.contains_key(name) {
+            out.push(Diagnostic::at(plot.span.clone(), format!("plot '{name}' has the name of a stage; names of stages and plots must differ")));
+        }
+    }
+    for st in exp.stages.values() {
+        check_deps(&exp, &st.value.stage().deps(), &mut out);
+    }
+    for p in exp.plots.values() {
+        check_deps(&exp, &crate::stages::Stage::deps(&p.value), &mut out);
+    }
+    if let Some((cycle, span)) = find_cycle(&exp) {
+        out.push(Diagnostic::at(span, format!("cycle between stages: {}", cycle.join(" → "))));
+    }
+    if out.is_empty() {
+        let cx = CheckCx { exp: &exp, configs: &configs };
+        for st in exp.stages.values() {
+            st.value.stage().check(&cx, &mut out);
+        }
+        for p in exp.plots.values() {
+            crate::stages::Stage::check(&p.value, &cx, &mut out);
+        }
+    }
+    if !out.is_empty() {
+        out.sort_by_key(|d| d.span.as_ref().map(|s| s.start).unwrap_or(0));
+        return Err(Invalid { file: exp.file.clone(), text: exp.text.clone(), diagnostics: out });
+    }
+    Ok(Validated { exp, models, configs, warnings })
+}

@@ -1,0 +1,83 @@
+//! Stage kinds, one file each, behind one `Stage` trait: what a stage reads (its dependencies),
+//! what it checks before anything runs, and how it computes its artifacts.
+
+pub mod activations;
+pub mod plot;
+pub mod tokenize;
+
+use crate::exec::RunCx;
+use crate::spec::{CheckCx, DatasetRef, Diagnostic, ModelRef, StageRef};
+use anyhow::Result;
+use schemars::JsonSchema;
+use serde::Serialize;
+
+pub use plot::PlotStage;
+
+/// Something a stage reads.
+pub enum Dep<'a> {
+    Model(&'a ModelRef),
+    /// The token rows of a dataset, tokenized for a model.
+    Tokens { dataset: &'a DatasetRef, model: &'a ModelRef },
+    /// Another stage's artifacts.
+    Stage(&'a StageRef),
+}
+
+pub trait Stage {
+    /// What this stage reads; references become edges of the plan.
+    fn deps(&self) -> Vec<Dep<'_>>;
+    /// Checks that need model configurations (hook names, layer and neuron ranges).
+    fn check(&self, _cx: &CheckCx, _out: &mut Vec<Diagnostic>) {}
+    /// Compute the artifacts into `cx.out()`.
+    fn run(&self, cx: &mut RunCx) -> Result<()>;
+    /// The tables (Parquet files, without extension) it writes, for plots to name.
+    fn tables(&self) -> Vec<&'static str> {
+        vec![]
+    }
+    /// Whether the stage draws random numbers (then the experiment's seed is part of its fingerprint).
+    fn uses_seed(&self) -> bool {
+        false
+    }
+    /// For stages that make models: the configuration of what they make.
+    fn trained_config(&self) -> Option<crate::model::ModelConfig> {
+        None
+    }
+}
+
+/// Declares the stage kinds: the tagged enum (for the schema and fingerprints), its decoding by
+/// `kind`, and the list of kind names.
+macro_rules! stage_kinds {
+    ($($variant:ident($ty:ty) = $kind:literal),* $(,)?) => {
+        /// `[stages.NAME]`: a `kind` and that kind's fields.
+        #[derive(Clone, Debug, Serialize, JsonSchema)]
+        #[serde(tag = "kind")]
+        pub enum StageSpec {
+            $(#[serde(rename = $kind)] $variant($ty),)*
+        }
+
+        pub const STAGE_KINDS: &[&str] = &[$($kind),*];
+
+        impl StageSpec {
+            /// Decode the fields of a stage of kind `kind`; `Err(None)` for an unknown kind.
+            pub fn decode<'de, D: serde::Deserializer<'de, Error = toml::de::Error>>(kind: &str, de: D) -> Result<StageSpec, Option<toml::de::Error>> {
+                match kind {
+                    $($kind => <$ty as serde::Deserialize>::deserialize(de).map(StageSpec::$variant).map_err(Some),)*
+                    _ => Err(None),
+                }
+            }
+            pub fn kind(&self) -> &'static str {
+                match self { $(StageSpec::$variant(_) => $kind,)* }
+            }
+            pub fn stage(&self) -> &dyn Stage {
+                match self { $(StageSpec::$variant(s) => s,)* }
+            }
+            /// The configuration of the model a `train` stage makes (None for other kinds).
+            pub fn trained_config(&self) -> Option<crate::model::ModelConfig> {
+                match self { $(StageSpec::$variant(s) => s.trained_config(),)* }
+            }
+        }
+    };
+}
+
+stage_kinds! {
+    Activations(activations::Spec) = "activations",
+}

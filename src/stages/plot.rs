@@ -1,0 +1,66 @@
+//! `[plots.NAME]`: a table of a stage rendered as PNG and SVG; its own cached node, so changing only
+//! its title re-renders it and nothing else.
+
+use super::{Dep, Stage};
+use crate::exec::RunCx;
+use crate::plot::PlotSpec;
+use crate::spec::{CheckCx, Diagnostic};
+use crate::util::did_you_mean;
+use anyhow::{bail, Result};
+
+pub type PlotStage = PlotSpec;
+
+/// The Parquet tables in a stage's artifact folder, sorted.
+pub fn tables_in(dir: &std::path::Path) -> Vec<String> {
+    let mut t: Vec<String> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str().and_then(|n| n.strip_suffix(".parquet")).map(str::to_string))
+        .collect();
+    t.sort();
+    t
+}
+
+impl Stage for PlotSpec {
+    fn deps(&self) -> Vec<Dep<'_>> {
+        vec![Dep::Stage(&self.input)]
+    }
+
+    fn check(&self, cx: &CheckCx, out: &mut Vec<Diagnostic>) {
+        let span = self.input.span();
+        let missing = self.missing();
+        if !missing.is_empty() {
+            out.push(Diagnostic::at(span.clone(), format!("a {:?} plot needs {}", self.kind, missing.join(", "))));
+        }
+        let Some(st) = cx.exp.stages.get(self.input.name()) else { return };
+        let tables = st.value.stage().tables();
+        if let Some(t) = &self.table {
+            if !tables.is_empty() && !tables.contains(&t.as_str()) {
+                out.push(
+                    Diagnostic::at(span, format!("stage '{}' ({}) has no table '{t}'", self.input.name(), st.value.kind()))
+                        .help(format!("tables: {}{}", tables.join(", "), did_you_mean(t, tables.iter().copied()))),
+                );
+            }
+        }
+    }
+
+    fn run(&self, cx: &mut RunCx) -> Result<()> {
+        let dir = cx.input(&self.input)?;
+        let tables = tables_in(&dir);
+        let table = match &self.table {
+            Some(t) => t.clone(),
+            None if tables.len() == 1 => tables[0].clone(),
+            None => bail!("stage '{}' writes several tables ({}): set `table`", self.input.name(), tables.join(", ")),
+        };
+        if !tables.contains(&table) {
+            bail!("stage '{}' has no table '{table}' (tables: {}){}", self.input.name(), tables.join(", "), did_you_mean(&table, tables.iter().map(|s| s.as_str())));
+        }
+        let df = crate::store::table::read(&dir.join(format!("{table}.parquet")))?;
+        let mut spec = self.clone();
+        if spec.title.is_none() {
+            spec.title = Some(cx.name.clone());
+        }
+        crate::plot::render(&spec, &df, &cx.out().join("plot.png"), &cx.out().join("plot.svg"))
+    }
+}
