@@ -1,6 +1,7 @@
 //! lantern: mechanistic-interpretability experiments on transformer language models, driven by
 //! TOML experiment files: spec → validate → plan → execute (cached, resumable) → plots and report.
 
+pub mod analysis;
 pub mod cli;
 pub mod data;
 pub mod exec;
