@@ -62,6 +62,28 @@ fn dep_node(v: &Validated, g: &mut DiGraph<Node, ()>, index: &mut BTreeMap<Strin
     }
 }
 
+/// Topological order, ties broken by definition order (stages by name, then plots), so runs list
+/// their stages the same way every time.
+fn stable_order(g: &DiGraph<Node, ()>) -> Vec<NodeIndex> {
+    use std::cmp::Reverse;
+    use std::collections::BinaryHeap;
+    let mut indeg: Vec<usize> = g.node_indices().map(|i| g.neighbors_directed(i, petgraph::Direction::Incoming).count()).collect();
+    let mut ready: BinaryHeap<Reverse<usize>> = g.node_indices().filter(|i| indeg[i.index()] == 0).map(|i| Reverse(i.index())).collect();
+    let mut order = Vec::with_capacity(g.node_count());
+    while let Some(Reverse(i)) = ready.pop() {
+        let ix = NodeIndex::new(i);
+        order.push(ix);
+        for n in g.neighbors_directed(ix, petgraph::Direction::Outgoing) {
+            indeg[n.index()] -= 1;
+            if indeg[n.index()] == 0 {
+                ready.push(Reverse(n.index()));
+            }
+        }
+    }
+    assert_eq!(order.len(), g.node_count(), "validation rejects cycles");
+    order
+}
+
 impl Plan {
     pub fn build(v: &Validated) -> Plan {
         let mut g = DiGraph::new();
@@ -87,7 +109,7 @@ impl Plan {
                 }
             }
         }
-        let order = petgraph::algo::toposort(&g, None).expect("validation rejects cycles");
+        let order = stable_order(&g);
         Plan { graph: g, order }
     }
 

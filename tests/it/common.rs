@@ -33,3 +33,50 @@ pub fn assert_close(what: &str, a: &Tensor, b: &Tensor, tol: f32) {
     let d = max_abs_diff(a, b);
     assert!(d <= tol, "{what}: max abs diff {d} > {tol}");
 }
+
+/// A temporary folder holding a small language model (gpt2-tiny's weights with a 512-token BPE
+/// trained on the shipped text) as `model/`, and the shipped corpora as `data/`.
+pub struct Workspace {
+    pub dir: tempfile::TempDir,
+}
+
+impl Workspace {
+    pub fn new() -> Workspace {
+        let dir = tempfile::tempdir().unwrap();
+        let m = dir.path().join("model");
+        std::fs::create_dir_all(&m).unwrap();
+        for f in ["config.json", "model.safetensors"] {
+            std::fs::copy(fixture("gpt2-tiny").join(f), m.join(f)).unwrap();
+        }
+        std::fs::copy(fixture("tiny-tokenizer/tokenizer.json"), m.join("tokenizer.json")).unwrap();
+        let data = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("experiments/data");
+        std::os::unix::fs::symlink(data, dir.path().join("data")).unwrap();
+        Workspace { dir }
+    }
+
+    pub fn path(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+
+    /// Write an experiment file and return its path.
+    pub fn file(&self, name: &str, text: &str) -> PathBuf {
+        let p = self.path().join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    pub fn out(&self) -> PathBuf {
+        self.path().join("out")
+    }
+
+    /// Parse, validate and run an experiment file with options.
+    pub fn run_with(&self, file: &std::path::Path, opts: lantern::exec::Options) -> lantern::exec::Outcome {
+        let v = lantern::spec::parse::parse_file(file).and_then(lantern::spec::validate).unwrap_or_else(|e| panic!("{e}"));
+        let cancel = std::sync::atomic::AtomicBool::new(false);
+        lantern::exec::run(&v, &lantern::exec::Options { out: self.out(), ..opts }, &cancel, Device::Cpu).unwrap()
+    }
+
+    pub fn run(&self, file: &std::path::Path) -> lantern::exec::Outcome {
+        self.run_with(file, lantern::exec::Options::default())
+    }
+}

@@ -2,6 +2,7 @@
 
 mod common;
 mod effects;
+mod engine;
 mod model_loading;
 mod model_parity;
 mod patching;
