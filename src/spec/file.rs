@@ -62,7 +62,8 @@ pub struct ModelSpec {
     pub processing: ProcessingSpec,
 }
 
-/// The whole file (used for the JSON Schema; parsing goes section by section to report every error).
+/// A lantern experiment file: models, datasets, stages and plots. (This type gives the JSON Schema;
+/// parsing goes section by section so that every error is reported.)
 #[derive(JsonSchema)]
 #[allow(dead_code)]
 #[schemars(title = "lantern experiment file")]

@@ -3,11 +3,14 @@
 
 use std::ops::Range;
 
-/// The span of `field = …`'s value inside `table` (the key's line if the value is hard to delimit);
+/// The span of `field = …`'s value inside `table` (a `[header]` table extends to the next header);
 /// the table's span when the field is not written there.
 pub fn field_span(text: &str, table: &Range<usize>, field: &str) -> Range<usize> {
-    let end = table.end.min(text.len());
-    let body = &text[table.start.min(end)..end];
+    let start = table.start.min(text.len());
+    let rest = &text[start..];
+    let header = rest.starts_with('[');
+    let end = if header { rest.find("\n[").map(|i| start + i).unwrap_or(text.len()) } else { table.end.min(text.len()) };
+    let body = &text[start..end.max(start)];
     let mut offset = 0;
     for line in body.split_inclusive('\n') {
         for (i, _) in line.match_indices(field) {
@@ -37,5 +40,9 @@ mod tests {
         assert_eq!(&text[s], "\"data/x.jsonl\"");
         let s = field_span(text, &(0..text.len()), "context");
         assert_eq!(&text[s], "256");
+        // A header table's span may cover the header only: the search runs to the next header.
+        let text = "[datasets.de]\npath = \"a\"\n[datasets.en]\npath = \"b\"\n";
+        let s = field_span(text, &(0..13), "path");
+        assert_eq!(&text[s], "\"a\"");
     }
 }

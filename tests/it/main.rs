@@ -6,5 +6,6 @@ mod engine;
 mod model_loading;
 mod model_parity;
 mod patching;
+mod validation;
 mod vocab;
 mod weights;

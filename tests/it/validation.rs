@@ -1,0 +1,122 @@
+//! Every class of validation error: its message, its line:col, its suggestion; exit code 2.
+
+use crate::common::Workspace;
+use lantern::spec::{parse::parse_file, validate};
+
+const BASE: &str = r#"[experiment]
+name = "v"
+
+[models.tiny]
+path = "model"
+
+[datasets.en]
+path = "data/english.jsonl"
+context = 16
+
+[stages.acts]
+kind = "activations"
+model = "tiny"
+dataset = "en"
+hooks = ["blocks.1.mlp.hook_post"]
+"#;
+
+/// The one-line diagnostics (`FILE:LINE:COL: message`) of an invalid file.
+fn errors(ws: &Workspace, text: &str) -> Vec<String> {
+    let f = ws.file("bad.toml", text);
+    match parse_file(&f).and_then(validate) {
+        Ok(_) => vec![],
+        Err(inv) => inv.diagnostics.iter().map(|d| format!("{} | {}", d.short(std::path::Path::new("bad.toml"), &inv.text), d.help.clone().unwrap_or_default())).collect(),
+    }
+}
+
+fn expect(ws: &Workspace, text: &str, want: &[&str]) {
+    let got = errors(ws, text);
+    for w in want {
+        assert!(got.iter().any(|g| g.contains(w)), "expected '{w}' in {got:#?}");
+    }
+}
+
+#[test]
+fn the_base_file_is_valid() {
+    let ws = Workspace::new();
+    assert!(errors(&ws, BASE).is_empty(), "{:?}", errors(&ws, BASE));
+}
+
+#[test]
+fn unknown_fields_suggest_the_nearest() {
+    let ws = Workspace::new();
+    let text = BASE.replace("hooks = [", "hoks = [");
+    expect(&ws, &text, &["bad.toml:15:1: unknown field `hoks`", "did you mean 'hooks'?"]);
+}
+
+#[test]
+fn wrong_types_point_at_the_value() {
+    let ws = Workspace::new();
+    expect(&ws, &BASE.replace("context = 16", "context = \"16\""), &["bad.toml:9:11: invalid type: string \"16\", expected usize"]);
+}
+
+#[test]
+fn dangling_references_name_the_defined_ones() {
+    let ws = Workspace::new();
+    expect(&ws, &BASE.replace("dataset = \"en\"", "dataset = \"eng\""), &["bad.toml:14:11: unknown dataset 'eng'", "did you mean 'en'?"]);
+    expect(&ws, &BASE.replace("model = \"tiny\"", "model = \"en\""), &["bad.toml:13:9: unknown model 'en'", "'en' is a dataset, not a model"]);
+}
+
+#[test]
+fn missing_inputs_and_kinds() {
+    let ws = Workspace::new();
+    expect(&ws, &BASE.replace("dataset = \"en\"\n", ""), &["bad.toml:11:1: missing field `dataset`"]);
+    expect(&ws, &BASE.replace("kind = \"activations\"", "kind = \"activation\""), &["bad.toml:12:8: unknown stage kind 'activation'", "did you mean 'activations'?"]);
+    expect(&ws, &BASE.replace("kind = \"activations\"\n", ""), &["stage has no `kind`"]);
+}
+
+#[test]
+fn bad_hooks_and_ranges_for_the_model() {
+    let ws = Workspace::new();
+    expect(&ws, &BASE.replace("blocks.1.mlp.hook_post", "blocks.1.mlp.hook_pots"), &["bad.toml:15:10: unknown hook 'blocks.1.mlp.hook_pots'", "did you mean 'blocks.1.mlp.hook_post'?"]);
+    expect(&ws, &BASE.replace("blocks.1.mlp.hook_post", "blocks.7.mlp.hook_post"), &["bad.toml:15:10: layer 7 out of range in 'blocks.7.mlp.hook_post': the model has 2 layers (0..=1)"]);
+    expect(&ws, &BASE.replace("blocks.1.mlp.hook_post", "blocks.1.attn.hook_rot_q"), &["does not exist in Gpt2 models"]);
+}
+
+#[test]
+fn missing_model_folder_and_data_file_are_invalid_input() {
+    let ws = Workspace::new();
+    expect(&ws, &BASE.replace("path = \"model\"", "path = \"nomodel\""), &["bad.toml:5:8: model folder", "nomodel does not exist"]);
+    expect(&ws, &BASE.replace("data/english.jsonl", "data/missing.jsonl"), &["bad.toml:8:8: dataset 'en': data file", "missing.jsonl does not exist"]);
+}
+
+#[test]
+fn a_trained_model_must_name_a_train_stage() {
+    let ws = Workspace::new();
+    let text = format!("{BASE}\n[models.trained]\ntrain = \"acts\"\n");
+    expect(&ws, &text, &["stage 'acts' is a activations stage: `train` must name a train stage"]);
+}
+
+#[test]
+fn syntax_errors_and_unknown_sections_all_at_once() {
+    let ws = Workspace::new();
+    expect(&ws, "[experiment]\nname = \"x\"\nseed = \n", &["bad.toml:3:"]);
+    let errs = errors(&ws, &format!("{BASE}\n[stage.x]\nkind = \"activations\"\n").replace("hooks = [", "hoks = ["));
+    assert_eq!(errs.len(), 2, "{errs:#?}");
+    assert!(errs.iter().any(|e| e.contains("unknown section 'stage'") && e.contains("did you mean 'stages'")));
+}
+
+#[test]
+fn the_cli_exits_2_on_invalid_input_and_0_on_valid() {
+    let ws = Workspace::new();
+    let bad = ws.file("bad.toml", &BASE.replace("hooks = [", "hoks = ["));
+    let good = ws.file("good.toml", BASE);
+    let run = |f: &std::path::Path| std::process::Command::new(env!("CARGO_BIN_EXE_lantern")).arg("validate").arg(f).output().unwrap();
+    let out = run(&bad);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("bad.toml:15:1") && err.contains("help: did you mean 'hooks'?"), "{err}");
+    assert_eq!(run(&good).status.code(), Some(0));
+}
+
+#[test]
+fn the_checked_in_schema_is_current() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("schemas/experiment.schema.json");
+    let on_disk = std::fs::read_to_string(&path).unwrap();
+    assert!(on_disk == lantern::spec::schema_json(), "schemas/experiment.schema.json is stale: run `cargo run --release -- schema > schemas/experiment.schema.json`");
+}
