@@ -13,4 +13,5 @@ pub mod spec;
 pub mod stages;
 pub mod stats;
 pub mod store;
+pub mod train;
 pub mod util;

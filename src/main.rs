@@ -85,6 +85,7 @@ enum Command {
 
 fn main() -> ExitCode {
     lantern::util::tune_allocator();
+    lantern::util::default_sigpipe();
     let args = Cli::parse();
     let result = match args.command {
         Command::Run { file, out, force, only, dry_run } => cli::run(&file, &out, force, only, dry_run),

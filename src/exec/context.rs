@@ -35,13 +35,9 @@ impl RunEnv<'_> {
         Ok(self.store.entry_dir(fp))
     }
 
-    /// The artifacts of a `train` stage for one seed.
-    pub fn trained_dir(&self, stage: &str, seed: Option<u64>) -> Result<PathBuf> {
-        let dir = self.node_dir(stage)?;
-        Ok(match seed {
-            Some(s) => dir.join(format!("seed-{s}")),
-            None => dir.join("model"),
-        })
+    /// The model folder a `train` stage wrote for one seed.
+    pub fn trained_dir(&self, stage: &str, seed: u64) -> Result<PathBuf> {
+        Ok(self.node_dir(&crate::stages::train::seed_node(stage, seed))?.join("model"))
     }
 
     pub fn model(&self, name: &str) -> Result<Arc<Model>> {

@@ -100,6 +100,7 @@ pub fn node_params(v: &Validated, kind: &NodeKind) -> serde_json::Value {
     match kind {
         NodeKind::Tokenize { dataset, model } => serde_json::json!({ "dataset": v.exp.datasets[dataset].value, "model": model }),
         NodeKind::Stage(s) => serde_json::to_value(&v.exp.stages[s].value).unwrap_or_default(),
+        NodeKind::TrainSeed { stage, seed } => serde_json::json!({ "stage": v.exp.stages[stage].value, "seed": seed }),
         NodeKind::Plot(p) => serde_json::to_value(&v.exp.plots[p].value).unwrap_or_default(),
     }
 }
@@ -236,6 +237,10 @@ fn run_node(env: &RunEnv, ix: NodeIndex, fp: &str, exp_name: &str) -> Result<Man
     match &node.kind {
         NodeKind::Tokenize { dataset, model } => crate::stages::tokenize::run(&mut cx, dataset, model)?,
         NodeKind::Stage(s) => v.exp.stages[s].value.stage().run(&mut cx)?,
+        NodeKind::TrainSeed { stage, seed } => match &v.exp.stages[stage].value {
+            crate::stages::StageSpec::Train(spec) => crate::stages::train::run_seed(&mut cx, spec, *seed)?,
+            other => anyhow::bail!("stage '{stage}' ({}) has no seeds", other.kind()),
+        },
         NodeKind::Plot(p) => crate::stages::Stage::run(&v.exp.plots[p].value, &mut cx)?,
     }
     let manifest = Manifest {

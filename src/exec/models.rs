@@ -13,7 +13,7 @@ pub enum ModelSource {
     Folder(PathBuf),
     Hub { name: String, revision: Option<String> },
     /// Trained by a `train` stage (its artifact folder is resolved at run time).
-    Trained { stage: String, seed: Option<u64> },
+    Trained { stage: String, seed: u64 },
 }
 
 #[derive(Clone, Debug)]
@@ -24,7 +24,7 @@ pub struct ResolvedModel {
 
 impl ResolvedModel {
     /// Locate the files (hub models through the cache, downloading when online).
-    pub fn files(&self, trained_dir: impl Fn(&str, Option<u64>) -> Result<PathBuf>) -> Result<ModelFiles> {
+    pub fn files(&self, trained_dir: impl Fn(&str, u64) -> Result<PathBuf>) -> Result<ModelFiles> {
         match &self.source {
             ModelSource::Folder(p) => ModelFiles::from_folder(p),
             ModelSource::Hub { name, revision } => ModelFiles::from_hub(name, revision.as_deref()),

@@ -19,7 +19,7 @@ pub mod source;
 pub mod tokenizer;
 pub mod weights;
 
-pub use config::{Family, ModelConfig};
+pub use config::{Activation, Family, ModelConfig};
 pub use forward::{Request, Start};
 pub use hooks::{BlockSite, HookPoint};
 pub use intervene::{Action, Intervention};

@@ -34,7 +34,7 @@ fn hash_parts(parts: &[&str]) -> String {
 }
 
 /// The files a model is read from, without downloading anything.
-pub fn model_files(v: &Validated, name: &str, trained_dir: &dyn Fn(&str, Option<u64>) -> anyhow::Result<PathBuf>) -> anyhow::Result<ModelFiles> {
+pub fn model_files(v: &Validated, name: &str, trained_dir: &dyn Fn(&str, u64) -> anyhow::Result<PathBuf>) -> anyhow::Result<ModelFiles> {
     let m = v.models.get(name).ok_or_else(|| anyhow::anyhow!("unknown model '{name}'"))?;
     match &m.source {
         ModelSource::Hub { name, revision } => ModelFiles::from_hub_offline(name, revision.as_deref()),
@@ -67,7 +67,8 @@ impl Builder<'_> {
         let m = self.v.models.get(name).ok_or_else(|| format!("unknown model '{name}'"))?;
         let processing = serde_json::to_string(&m.processing).unwrap_or_default();
         if let ModelSource::Trained { stage, seed } = &m.source {
-            let ix = self.plan.find(stage).ok_or_else(|| format!("unknown stage '{stage}'"))?;
+            let node = crate::stages::train::seed_node(stage, *seed);
+            let ix = self.plan.find(&node).ok_or_else(|| format!("unknown stage '{node}'"))?;
             let stage_fp = self.fps.nodes.get(&ix).cloned().unwrap_or_else(|| Err(format!("stage '{stage}' has no fingerprint yet")))?;
             return Ok(hash_parts(&["trained-model", &stage_fp, &format!("{seed:?}"), &processing]));
         }
@@ -143,6 +144,10 @@ impl Builder<'_> {
                 let st = &v.exp.stages[name].value;
                 let seed = if st.stage().uses_seed() { v.exp.meta.seed.to_string() } else { String::new() };
                 self.params(serde_json::to_value(st), &mut inputs).map(|p| hash_parts(&["stage", &FORMAT_VERSION.to_string(), &p, &seed]))
+            }
+            NodeKind::TrainSeed { stage, seed } => {
+                let st = &v.exp.stages[stage].value;
+                self.params(serde_json::to_value(st), &mut inputs).map(|p| hash_parts(&["train-seed", &FORMAT_VERSION.to_string(), &p, &seed.to_string()]))
             }
             NodeKind::Plot(name) => self.params(serde_json::to_value(&v.exp.plots[name].value), &mut inputs).map(|p| hash_parts(&["plot", &FORMAT_VERSION.to_string(), &p])),
         };

@@ -14,6 +14,8 @@ pub enum NodeKind {
     /// A dataset tokenized with a model's tokenizer.
     Tokenize { dataset: String, model: String },
     Stage(String),
+    /// One seed of a `train` stage.
+    TrainSeed { stage: String, seed: u64 },
     Plot(String),
 }
 
@@ -28,7 +30,7 @@ impl Node {
     pub fn kind_name<'a>(&self, v: &'a Validated) -> &'a str {
         match &self.kind {
             NodeKind::Tokenize { .. } => "tokenize",
-            NodeKind::Stage(s) => v.exp.stages[s].value.kind(),
+            NodeKind::Stage(s) | NodeKind::TrainSeed { stage: s, .. } => v.exp.stages[s].value.kind(),
             NodeKind::Plot(_) => "plot",
         }
     }
@@ -43,10 +45,10 @@ pub struct Plan {
 /// The node a stage's dependency points at, creating tokenization nodes on the way.
 fn dep_node(v: &Validated, g: &mut DiGraph<Node, ()>, index: &mut BTreeMap<String, NodeIndex>, d: &Dep) -> Option<NodeIndex> {
     match d {
-        Dep::Model(m) => {
-            let train = v.exp.models.get(m.name())?.value.train.as_ref()?;
-            index.get(train.name()).copied()
-        }
+        Dep::Model(m) => match &v.models.get(m.name())?.source {
+            crate::exec::models::ModelSource::Trained { stage, seed } => index.get(&crate::stages::train::seed_node(stage, *seed)).copied(),
+            _ => None,
+        },
         Dep::Tokens { dataset, model } => {
             let name = format!("{}@{}", dataset.name(), model.name());
             let ix = *index.entry(name.clone()).or_insert_with(|| {
@@ -59,6 +61,7 @@ fn dep_node(v: &Validated, g: &mut DiGraph<Node, ()>, index: &mut BTreeMap<Strin
             Some(ix)
         }
         Dep::Stage(s) => index.get(s.name()).copied(),
+        Dep::Dataset(_) => None,
     }
 }
 
@@ -88,8 +91,17 @@ impl Plan {
     pub fn build(v: &Validated) -> Plan {
         let mut g = DiGraph::new();
         let mut index = BTreeMap::new();
-        for name in v.exp.stages.keys() {
-            index.insert(name.clone(), g.add_node(Node { name: name.clone(), kind: NodeKind::Stage(name.clone()) }));
+        let mut seed_nodes = Vec::new();
+        for (name, st) in &v.exp.stages {
+            let ix = g.add_node(Node { name: name.clone(), kind: NodeKind::Stage(name.clone()) });
+            index.insert(name.clone(), ix);
+            for seed in st.value.stage().fan_out_seeds(v.exp.meta.seed).unwrap_or_default() {
+                let n = crate::stages::train::seed_node(name, seed);
+                let s = g.add_node(Node { name: n.clone(), kind: NodeKind::TrainSeed { stage: name.clone(), seed } });
+                g.update_edge(s, ix, ());
+                index.insert(n.clone(), s);
+                seed_nodes.push((name.clone(), s));
+            }
         }
         for name in v.exp.plots.keys() {
             index.insert(name.clone(), g.add_node(Node { name: name.clone(), kind: NodeKind::Plot(name.clone()) }));
@@ -102,10 +114,14 @@ impl Plan {
             .chain(v.exp.plots.iter().map(|(n, p)| (n.clone(), p.value.deps())))
             .collect();
         for (name, ds) in &deps {
-            let to = index[name];
+            // A fanned-out stage's inputs feed each of its seed nodes.
+            let mut targets = vec![index[name]];
+            targets.extend(seed_nodes.iter().filter(|(s, _)| s == name).map(|(_, ix)| *ix));
             for d in ds {
                 if let Some(from) = dep_node(v, &mut g, &mut index, d) {
-                    g.update_edge(from, to, ());
+                    for &to in &targets {
+                        g.update_edge(from, to, ());
+                    }
                 }
             }
         }

@@ -152,7 +152,22 @@ fn resolve_model(exp: &Experiment, spec: &Sp<ModelSpec>, out: &mut Vec<Diagnosti
     let train = m.train.as_ref().expect("one source");
     match exp.stages.get(train.name()) {
         Some(st) => match st.value.trained_config() {
-            Some(cfg) => Some((ResolvedModel { source: ModelSource::Trained { stage: train.name().to_string(), seed: m.seed }, processing }, Some(cfg))),
+            Some(cfg) => {
+                let seeds = st.value.stage().fan_out_seeds(exp.meta.seed).unwrap_or_default();
+                let seed = match m.seed {
+                    Some(s) if seeds.contains(&s) => s,
+                    Some(s) => {
+                        out.push(Diagnostic::at(spec.span.clone(), format!("model '{name}': stage '{}' trains seeds {seeds:?}, not {s}", train.name())));
+                        return None;
+                    }
+                    None if seeds.len() == 1 => seeds[0],
+                    None => {
+                        out.push(Diagnostic::at(spec.span.clone(), format!("model '{name}': stage '{}' trains several seeds {seeds:?}; add seed = …", train.name())));
+                        return None;
+                    }
+                };
+                Some((ResolvedModel { source: ModelSource::Trained { stage: train.name().to_string(), seed }, processing }, Some(cfg)))
+            }
             None => {
                 out.push(Diagnostic::at(train.span(), format!("stage '{}' is a {} stage: `train` must name a train stage", train.name(), st.value.kind())));
                 None
@@ -208,6 +223,7 @@ fn check_deps(exp: &Experiment, deps: &[Dep], out: &mut Vec<Diagnostic>) {
                 model(m, out);
             }
             Dep::Stage(r) => stage(r, out),
+            Dep::Dataset(r) => dataset(r, out),
         }
     }
 }
@@ -222,6 +238,7 @@ fn find_cycle(exp: &Experiment) -> Option<(Vec<String>, std::ops::Range<usize>)>
             let from = match d {
                 Dep::Stage(r) => Some(r.name().to_string()),
                 Dep::Model(m) | Dep::Tokens { model: m, .. } => exp.models.get(m.name()).and_then(|ms| ms.value.train.as_ref().map(|t| t.name().to_string())),
+                Dep::Dataset(_) => None,
             };
             if let Some(from) = from {
                 if let Some((k, _)) = exp.stages.get_key_value(from.as_str()) {

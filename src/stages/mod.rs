@@ -4,6 +4,7 @@
 pub mod activations;
 pub mod plot;
 pub mod tokenize;
+pub mod train;
 
 use crate::exec::RunCx;
 use crate::spec::{CheckCx, DatasetRef, Diagnostic, ModelRef, StageRef};
@@ -20,6 +21,8 @@ pub enum Dep<'a> {
     Tokens { dataset: &'a DatasetRef, model: &'a ModelRef },
     /// Another stage's artifacts.
     Stage(&'a StageRef),
+    /// A dataset's raw text (read by the stage itself).
+    Dataset(&'a DatasetRef),
 }
 
 pub trait Stage {
@@ -36,6 +39,10 @@ pub trait Stage {
     /// Whether the stage draws random numbers (then the experiment's seed is part of its fingerprint).
     fn uses_seed(&self) -> bool {
         false
+    }
+    /// Train stages: the seeds they fan out into (one plan node each).
+    fn fan_out_seeds(&self, _experiment_seed: u64) -> Option<Vec<u64>> {
+        None
     }
     /// For stages that make models: the configuration of what they make.
     fn trained_config(&self) -> Option<crate::model::ModelConfig> {
@@ -72,7 +79,7 @@ macro_rules! stage_kinds {
             }
             /// The configuration of the model a `train` stage makes (None for other kinds).
             pub fn trained_config(&self) -> Option<crate::model::ModelConfig> {
-                match self { $(StageSpec::$variant(s) => s.trained_config(),)* }
+                self.stage().trained_config()
             }
         }
     };
@@ -80,4 +87,5 @@ macro_rules! stage_kinds {
 
 stage_kinds! {
     Activations(activations::Spec) = "activations",
+    Train(train::Spec) = "train",
 }

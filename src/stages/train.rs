@@ -1,0 +1,244 @@
+//! `train` stage: small GPT-2-architecture models trained on datasets, one node per seed (each
+//! cached on its own), written as Hugging Face folders that `[models.X] train = "…"` loads like any
+//! model; the stage's own node gathers the loss curves and metrics of every seed.
+
+use super::{Dep, Stage};
+use crate::data::source::{Doc, Flow, Reader};
+use crate::data::{bpe, tokenize, DatasetSpec};
+use crate::exec::RunCx;
+use crate::model::{Activation, ModelConfig, Tokenizer};
+use crate::spec::{CheckCx, DatasetRef, Diagnostic};
+use crate::train::{self, export::save_hf, Schedule, Trainable};
+use anyhow::{Context, Result};
+use polars::prelude::*;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Spec {
+    /// Training text (rows of every dataset, shuffled together).
+    pub datasets: Vec<DatasetRef>,
+    /// Share of each dataset's rows held out for evaluation (the last rows).
+    #[serde(default = "default_heldout")]
+    pub heldout_fraction: f64,
+    pub layers: usize,
+    pub d_model: usize,
+    pub heads: usize,
+    /// Default 4 × d_model.
+    #[serde(default)]
+    pub d_mlp: Option<usize>,
+    /// Row length and positional context.
+    pub context: usize,
+    #[serde(default = "default_act")]
+    pub activation: Activation,
+    /// A tokenizer.json to use (its vocabulary then sizes the model); otherwise a byte-level BPE of
+    /// `vocab_size` entries is trained on the data.
+    #[serde(default)]
+    pub tokenizer: Option<String>,
+    #[serde(default = "default_vocab")]
+    pub vocab_size: usize,
+    /// One model per seed (default: the experiment's seed).
+    #[serde(default)]
+    pub seeds: Option<Vec<u64>>,
+    pub steps: usize,
+    #[serde(default = "default_batch")]
+    pub batch_size: usize,
+    #[serde(default = "default_lr")]
+    pub lr: f64,
+    /// Warm-up steps (default: 10% of steps).
+    #[serde(default)]
+    pub warmup: Option<usize>,
+    #[serde(default = "default_wd")]
+    pub weight_decay: f64,
+    #[serde(default = "default_clip")]
+    pub grad_clip: f64,
+    /// Evaluate held-out loss every this many steps.
+    #[serde(default = "default_eval")]
+    pub eval_every: usize,
+}
+
+fn default_heldout() -> f64 {
+    0.05
+}
+fn default_act() -> Activation {
+    Activation::GeluNew
+}
+fn default_vocab() -> usize {
+    2048
+}
+fn default_batch() -> usize {
+    16
+}
+fn default_lr() -> f64 {
+    3e-3
+}
+fn default_wd() -> f64 {
+    0.1
+}
+fn default_clip() -> f64 {
+    1.0
+}
+fn default_eval() -> usize {
+    50
+}
+
+impl Spec {
+    /// The seeds to train (the experiment's seed when none are listed).
+    pub fn seed_list(&self, experiment_seed: u64) -> Vec<u64> {
+        self.seeds.clone().unwrap_or_else(|| vec![experiment_seed])
+    }
+
+    fn model_config(&self, vocab: usize) -> ModelConfig {
+        train::config(self.layers, self.d_model, self.heads, self.d_mlp.unwrap_or(4 * self.d_model), vocab, self.context, self.activation)
+    }
+
+    fn schedule(&self) -> Schedule {
+        Schedule {
+            steps: self.steps,
+            batch: self.batch_size,
+            lr: self.lr,
+            warmup: self.warmup.unwrap_or(self.steps / 10).max(1),
+            weight_decay: self.weight_decay,
+            grad_clip: self.grad_clip,
+            eval_every: self.eval_every,
+        }
+    }
+}
+
+impl Stage for Spec {
+    fn deps(&self) -> Vec<Dep<'_>> {
+        self.datasets.iter().map(Dep::Dataset).collect()
+    }
+
+    fn tables(&self) -> Vec<&'static str> {
+        vec!["loss", "metrics"]
+    }
+
+    fn check(&self, cx: &CheckCx, out: &mut Vec<Diagnostic>) {
+        let span = self.datasets.first().map(|d| d.span()).unwrap_or(0..0);
+        if self.heads == 0 || self.d_model % self.heads != 0 {
+            out.push(Diagnostic::at(span.clone(), format!("train: d_model {} must be a multiple of heads {}", self.d_model, self.heads)));
+        }
+        if self.steps == 0 || self.batch_size == 0 || self.layers == 0 || self.context < 2 {
+            out.push(Diagnostic::at(span.clone(), "train: steps, batch_size and layers must be at least 1, context at least 2"));
+        }
+        if self.activation == Activation::SoluLn {
+            out.push(Diagnostic::at(span.clone(), "train: activation solu_ln is not trainable here; use gelu_new, gelu or relu"));
+        }
+        if let Some(t) = &self.tokenizer {
+            if !cx.exp.base_dir().join(t).is_file() {
+                out.push(Diagnostic::at(span, format!("train: tokenizer {t} does not exist")));
+            }
+        } else if self.vocab_size < 260 {
+            out.push(Diagnostic::at(span, "train: vocab_size must be above 256 (the byte alphabet) + special tokens"));
+        }
+    }
+
+    /// Gather the loss curves and metrics of every seed.
+    fn run(&self, cx: &mut RunCx) -> Result<()> {
+        let (mut loss, mut metrics) = (Vec::new(), Vec::new());
+        for seed in self.seed_list(cx.seed()) {
+            let dir = cx.env.node_dir(&seed_node(&cx.name, seed))?;
+            let mut l = crate::store::table::read(&dir.join("loss.parquet"))?;
+            l.with_column(Column::new("seed".into(), vec![seed; l.height()]))?;
+            loss.push(l);
+            metrics.push(crate::store::table::read(&dir.join("metrics.parquet"))?);
+        }
+        let concat = |v: Vec<DataFrame>| -> Result<DataFrame> {
+            let mut it = v.into_iter();
+            let mut first = it.next().context("no seeds")?;
+            for df in it {
+                first.vstack_mut(&df)?;
+            }
+            Ok(first)
+        };
+        cx.write_table("loss", &mut concat(loss)?, true)?;
+        cx.write_table("metrics", &mut concat(metrics)?, true)
+    }
+
+    fn uses_seed(&self) -> bool {
+        self.seeds.is_none()
+    }
+
+    fn trained_config(&self) -> Option<ModelConfig> {
+        Some(self.model_config(self.vocab_size))
+    }
+
+    fn fan_out_seeds(&self, experiment_seed: u64) -> Option<Vec<u64>> {
+        Some(self.seed_list(experiment_seed))
+    }
+}
+
+/// The plan node that trains one seed of a train stage.
+pub fn seed_node(stage: &str, seed: u64) -> String {
+    format!("{stage}@{seed}")
+}
+
+/// Texts of the training datasets (for fitting the tokenizer).
+fn texts(cx: &RunCx, specs: &[&DatasetSpec]) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    for spec in specs {
+        let mut progress = |_, _| {};
+        let mut r = Reader { spec, cancel: cx.env.cancel, progress: &mut progress };
+        let max = spec.max_docs.unwrap_or(usize::MAX);
+        let mut n = 0;
+        r.read(&cx.base_dir(), &mut |d: Doc| {
+            out.push(d.text);
+            n += 1;
+            Ok(if n >= max { Flow::Stop } else { Flow::Continue })
+        })?;
+    }
+    Ok(out)
+}
+
+/// Train one seed: tokenizer, token rows, the model; write the HF folder, loss curve and metrics.
+pub fn run_seed(cx: &mut RunCx, spec: &Spec, seed: u64) -> Result<()> {
+    let base = cx.base_dir();
+    let ds: Vec<&DatasetSpec> = spec.datasets.iter().map(|d| &cx.env.v.exp.datasets[d.name()].value).collect();
+    let hf_tok = match &spec.tokenizer {
+        Some(p) => tokenizers::Tokenizer::from_file(base.join(p)).map_err(|e| anyhow::anyhow!("cannot load tokenizer {p}: {e}"))?,
+        None => bpe::train(texts(cx, &ds)?.iter(), spec.vocab_size)?,
+    };
+    let tok = Tokenizer::from_inner(hf_tok.clone(), 0, 0);
+    let (mut train_rows, mut heldout) = (Vec::new(), Vec::new());
+    for d in &ds {
+        let mut d = (*d).clone();
+        d.context = spec.context;
+        let data = tokenize(&d, &base, &tok, spec.context, &mut |_, _| {}, cx.env.cancel)?;
+        let held = ((data.rows as f64 * spec.heldout_fraction).ceil() as usize).min(data.rows.saturating_sub(1));
+        let split = (data.rows - held) * data.ctx;
+        train_rows.extend_from_slice(&data.tokens[..split]);
+        heldout.extend_from_slice(&data.tokens[split..]);
+    }
+    let vocab = tok.vocab_size();
+    let cfg = spec.model_config(vocab);
+    let sched = spec.schedule();
+    let t = Trainable::init(cfg, seed)?;
+    let mut progress = cx.progress(sched.steps as u64, "steps");
+    let started = std::time::Instant::now();
+    let log = train::train(&t, &train_rows, &heldout, spec.context, &sched, seed, |_| cx.tick(&mut progress, 1))?;
+    let seconds = started.elapsed().as_secs_f64();
+    save_hf(&t.model, &hf_tok, &cx.out().join("model"))?;
+    let mut loss = DataFrame::new_infer_height(vec![
+        Column::new("step".into(), log.iter().map(|p| p.step as u32).collect::<Vec<_>>()),
+        Column::new("train_loss".into(), log.iter().map(|p| p.train_loss).collect::<Vec<_>>()),
+        Column::new("lr".into(), log.iter().map(|p| p.lr).collect::<Vec<_>>()),
+        Column::new("heldout_loss".into(), log.iter().map(|p| p.heldout_loss).collect::<Vec<_>>()),
+    ])?;
+    cx.write_table("loss", &mut loss, false)?;
+    let targets: Vec<u32> = heldout.chunks(spec.context).flat_map(|r| r[1..].to_vec()).collect();
+    let train_targets: Vec<u32> = train_rows.chunks(spec.context).flat_map(|r| r[1..].to_vec()).collect();
+    let tokens = (sched.steps * sched.batch * spec.context) as f64;
+    let mut metrics = DataFrame::new_infer_height(vec![
+        Column::new("seed".into(), vec![seed]),
+        Column::new("steps".into(), vec![sched.steps as u32]),
+        Column::new("train_tokens".into(), vec![tokens]),
+        Column::new("seconds".into(), vec![seconds]),
+        Column::new("tokens_per_s".into(), vec![tokens / seconds]),
+        Column::new("heldout_loss".into(), vec![log.last().and_then(|p| p.heldout_loss).unwrap_or(f32::NAN)]),
+        Column::new("unigram_loss".into(), vec![train::unigram_loss(&train_targets, &targets, vocab) as f32]),
+        Column::new("parameters".into(), vec![t.n_params() as u64]),
+    ])?;
+    cx.write_table("metrics", &mut metrics, false)
+}
