@@ -56,10 +56,11 @@ pub fn histogram<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, spec: &PlotS
     let xr = padded(hist.iter().flat_map(|h| h.1.iter().flat_map(|b| [b.0, b.1])));
     let ys: Vec<f64> = hist.iter().flat_map(|h| h.1.iter().map(|b| y(b.2))).collect();
     let floor = if spec.log_y { ys.iter().copied().filter(|v| v.is_finite()).fold(f64::INFINITY, f64::min).min(0.0) - 0.2 } else { 0.0 };
-    let top = ys.iter().copied().filter(|v| v.is_finite()).fold(floor + 1.0, f64::max);
+    let top = ys.iter().copied().filter(|v| v.is_finite()).fold(f64::NEG_INFINITY, f64::max);
+    let top = if top > floor { top } else { floor + 1.0 };
     let yr = floor..top + (top - floor) * 0.05;
     let xname = spec.column.clone().or(spec.left.clone()).unwrap_or_default();
-    let mut c = chart(root, spec, xr, yr, &xname, "count")?;
+    let mut c = chart(root, spec, xr, yr, &xname, spec.count.as_deref().unwrap_or("count"))?;
     let overlay = hist.len() > 1;
     for (i, (name, bins)) in hist.iter().enumerate() {
         let col = categorical(i);

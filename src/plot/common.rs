@@ -82,8 +82,8 @@ pub fn chart<'a, DB: DrawingBackend>(area: &'a DrawingArea<DB, Shift>, spec: &Pl
         .y_label_formatter(&yf)
         .label_style(("sans-serif", 14))
         .axis_desc_style(("sans-serif", 16))
-        .light_line_style(RGBColor(235, 235, 235))
-        .bold_line_style(RGBColor(215, 215, 215))
+        .light_line_style(RGBColor(248, 248, 248))
+        .bold_line_style(RGBColor(222, 222, 222))
         .draw()
         .map_err(err)?;
     Ok(c)

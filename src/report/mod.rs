@@ -1,6 +1,8 @@
 //! `OUT/<experiment>/report.html`: one self-contained page (inline CSS, no network) with every plot,
 //! the first rows of each table, links to viewer pages, the experiment file and a per-stage summary.
 
+pub mod viewer;
+
 use crate::exec::{Outcome, Status};
 use crate::spec::Validated;
 use anyhow::Result;

@@ -29,13 +29,13 @@ pub struct ExperimentMeta {
 #[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
 #[serde(untagged)]
 pub enum ProcessingSpec {
-    Named(Sp<String>),
+    Named(String),
     Custom(Processing),
 }
 
 impl Default for ProcessingSpec {
     fn default() -> Self {
-        ProcessingSpec::Named(Sp::new("default".into()))
+        ProcessingSpec::Named("default".into())
     }
 }
 

@@ -88,13 +88,13 @@ pub fn select_hook(cfg: &ModelConfig, h: &Sp<String>) -> Result<Vec<HookPoint>, 
         .help(did_you_mean(h, names.iter().map(|s| s.as_str())).trim_start_matches("; ").to_string()))
 }
 
-fn processing(spec: &ProcessingSpec, out: &mut Vec<Diagnostic>) -> Processing {
+fn processing(spec: &ProcessingSpec, span: std::ops::Range<usize>, out: &mut Vec<Diagnostic>) -> Processing {
     match spec {
         ProcessingSpec::Custom(p) => *p,
         ProcessingSpec::Named(n) => Processing::from_name(n).unwrap_or_else(|| {
             let names = ["default", "none", "default+refactor"];
             out.push(
-                Diagnostic::at(n.span.clone(), format!("unknown processing '{}'", n.value))
+                Diagnostic::at(span, format!("unknown processing '{n}'"))
                     .help(format!("one of {}{}, or a table {{ fold_ln = true, … }}", names.join(", "), did_you_mean(n, names))),
             );
             Processing::DEFAULT
@@ -110,7 +110,7 @@ fn resolve_model(exp: &Experiment, spec: &Sp<ModelSpec>, out: &mut Vec<Diagnosti
         out.push(Diagnostic::at(spec.span.clone(), format!("model '{name}' needs exactly one of `hub`, `path` or `train`")));
         return None;
     }
-    let processing = processing(&m.processing, out);
+    let processing = processing(&m.processing, super::locate::field_span(&exp.text, &spec.span, "processing"), out);
     if let Some(path) = &m.path {
         let dir = exp.base_dir().join(&path.value);
         let files = match ModelFiles::from_folder(&dir) {

@@ -2,9 +2,12 @@
 //! what it checks before anything runs, and how it computes its artifacts.
 
 pub mod activations;
+pub mod contrast;
 pub mod plot;
+pub mod select;
 pub mod tokenize;
 pub mod train;
+pub mod viewer;
 
 use crate::exec::RunCx;
 use crate::spec::{CheckCx, DatasetRef, Diagnostic, ModelRef, StageRef};
@@ -87,5 +90,7 @@ macro_rules! stage_kinds {
 
 stage_kinds! {
     Activations(activations::Spec) = "activations",
+    Contrast(contrast::Spec) = "contrast",
     Train(train::Spec) = "train",
+    Viewer(viewer::Spec) = "viewer",
 }
