@@ -3,9 +3,11 @@
 mod common;
 mod effects;
 mod engine;
+mod experiments;
 mod model_loading;
 mod model_parity;
 mod patching;
+mod train;
 mod validation;
 mod vocab;
 mod weights;

@@ -1,0 +1,71 @@
+//! Training: a few steps lower the loss, the same seed gives the same curve bit for bit, and the
+//! written Hugging Face folder reloads to the same logits.
+
+use candle_core::{Device, Tensor};
+use lantern::model::{Activation, Model, ModelFiles, Processing};
+use lantern::train::{self, export::save_hf, Schedule, Trainable};
+
+fn corpus() -> (tokenizers::Tokenizer, Vec<u32>) {
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/experiments/data/english.jsonl")).unwrap();
+    let docs: Vec<String> = text.lines().take(300).map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["text"].as_str().unwrap().to_string()).collect();
+    let tok = lantern::data::bpe::train(docs.iter(), 300).unwrap();
+    let mut ids = Vec::new();
+    for d in &docs {
+        ids.extend(tok.encode(d.as_str(), false).unwrap().get_ids());
+    }
+    let ctx = 16;
+    ids.truncate(ids.len() / ctx * ctx);
+    (tok, ids)
+}
+
+fn schedule(steps: usize) -> Schedule {
+    Schedule { steps, batch: 4, lr: 3e-3, warmup: 2, weight_decay: 0.1, grad_clip: 1.0, eval_every: 0 }
+}
+
+fn small(vocab: usize) -> lantern::model::ModelConfig {
+    train::config(1, 32, 2, 64, vocab, 16, Activation::GeluNew)
+}
+
+#[test]
+fn a_few_steps_lower_the_loss_deterministically() {
+    let (tok, ids) = corpus();
+    let cfg = small(tok.get_vocab_size(true));
+    let run = || {
+        let t = Trainable::init(cfg.clone(), 3).unwrap();
+        train::train(&t, &ids, &[], 16, &schedule(30), 3, |_| Ok(())).unwrap()
+    };
+    let a = run();
+    let first: f32 = a[..3].iter().map(|p| p.train_loss).sum::<f32>() / 3.0;
+    let last: f32 = a[a.len() - 3..].iter().map(|p| p.train_loss).sum::<f32>() / 3.0;
+    assert!(last < first - 0.3, "loss {first} -> {last}");
+    let b = run();
+    let bits = |v: &[train::LogPoint]| v.iter().map(|p| p.train_loss.to_bits()).collect::<Vec<_>>();
+    assert_eq!(bits(&a), bits(&b), "same seed, different curve");
+    let t = Trainable::init(cfg, 4).unwrap();
+    let c = train::train(&t, &ids, &[], 16, &schedule(30), 4, |_| Ok(())).unwrap();
+    assert_ne!(bits(&a), bits(&c), "different seeds, same curve");
+}
+
+#[test]
+fn the_saved_folder_reloads_to_the_same_logits() {
+    let (tok, ids) = corpus();
+    let t = Trainable::init(small(tok.get_vocab_size(true)), 5).unwrap();
+    train::train(&t, &ids, &[], 16, &schedule(5), 5, |_| Ok(())).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    save_hf(&t.model, &tok, dir.path()).unwrap();
+    let loaded = Model::load(&ModelFiles::from_folder(dir.path()).unwrap(), Processing::NONE, &Device::Cpu).unwrap();
+    let rows = Tensor::from_slice(&ids[..32], (2, 16), &Device::Cpu).unwrap();
+    let a = t.model.logits(&rows).unwrap();
+    let b = loaded.logits(&rows).unwrap();
+    crate::common::assert_close("reloaded logits", &a, &b, 1e-4);
+    assert_eq!(loaded.tokenizer().unwrap().encode("hello", false).unwrap(), tok.encode("hello", false).unwrap().get_ids());
+}
+
+#[test]
+fn the_schedule_warms_up_then_decays() {
+    let s = Schedule { steps: 100, batch: 1, lr: 1.0, warmup: 10, weight_decay: 0.0, grad_clip: 1.0, eval_every: 0 };
+    assert!((s.lr_at(0) - 0.1).abs() < 1e-12);
+    assert!((s.lr_at(9) - 1.0).abs() < 1e-12);
+    assert!(s.lr_at(50) < 1.0 && s.lr_at(50) > s.lr_at(99));
+    assert!((s.lr_at(99) - 0.1).abs() < 0.01);
+}
