@@ -74,14 +74,15 @@ fn concat_batch(docs: &[Doc], doc0: usize, tok: &Tokenizer, seq: usize, bos: boo
 
 /// Tokenize a dataset. `n_ctx` is the model's context (rows may not be longer).
 pub fn tokenize(spec: &DatasetSpec, base: &Path, tok: &Tokenizer, n_ctx: usize, progress: &mut dyn FnMut(u64, u64), cancel: &AtomicBool) -> Result<Tokenized> {
-    let ctx = spec.context;
+    let mode = spec.mode();
+    // Prompts are as long as they are: `context` only bounds them (by the model's context too).
+    let ctx = if mode == Mode::Prompt { spec.context.min(n_ctx) } else { spec.context };
     if ctx > n_ctx {
         bail!("context {ctx} is longer than the model's context ({n_ctx}); lower `context`");
     }
-    if ctx < 2 && spec.mode() == Mode::Concat {
+    if ctx < 2 && mode == Mode::Concat {
         bail!("context must be at least 2 tokens");
     }
-    let mode = spec.mode();
     let want_rows = spec.n_tokens.map(|n| n.div_ceil(ctx as u64) as usize);
     let early_stop = spec.shuffle_seed.is_none();
     let mut labels = Vec::new();

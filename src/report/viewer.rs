@@ -36,6 +36,10 @@ pub fn token(text: &str, v: f32, scale: Scale, is_max: bool) -> String {
 /// A histogram as inline SVG bars: (left, right, count).
 pub fn histogram_svg(bins: &[(f32, f32, u64)], width: u32, height: u32) -> String {
     let Some(max) = bins.iter().map(|b| b.2).max().filter(|&m| m > 0) else { return "<p class=muted>(no values in range)</p>".into() };
+    // Show the occupied range only.
+    let first = bins.iter().position(|b| b.2 > 0).unwrap_or(0);
+    let last = bins.iter().rposition(|b| b.2 > 0).unwrap_or(0);
+    let bins = &bins[first..=last];
     let (lo, hi) = (bins.first().map(|b| b.0).unwrap_or(0.0), bins.last().map(|b| b.1).unwrap_or(1.0));
     let x = |v: f32| 30.0 + (v - lo) / (hi - lo).max(1e-9) * (width as f32 - 40.0);
     let y = |c: u64| (height as f32 - 20.0) * (1.0 - (c as f32 + 1.0).ln() / (max as f32 + 1.0).ln());

@@ -1,13 +1,19 @@
 //! Stage kinds, one file each, behind one `Stage` trait: what a stage reads (its dependencies),
 //! what it checks before anything runs, and how it computes its artifacts.
 
+pub mod ablation;
 pub mod activations;
 pub mod contrast;
+pub mod direct_effect;
+pub mod intervention;
+pub mod logit_lens;
+pub mod patching;
 pub mod plot;
 pub mod select;
 pub mod tokenize;
 pub mod train;
 pub mod viewer;
+pub mod vocab_projection;
 
 use crate::exec::RunCx;
 use crate::spec::{CheckCx, DatasetRef, Diagnostic, ModelRef, StageRef};
@@ -89,8 +95,13 @@ macro_rules! stage_kinds {
 }
 
 stage_kinds! {
+    Ablation(ablation::Spec) = "ablation",
     Activations(activations::Spec) = "activations",
     Contrast(contrast::Spec) = "contrast",
+    DirectEffect(direct_effect::Spec) = "direct_effect",
+    LogitLens(logit_lens::Spec) = "logit_lens",
+    Patching(patching::Spec) = "patching",
     Train(train::Spec) = "train",
     Viewer(viewer::Spec) = "viewer",
+    VocabProjection(vocab_projection::Spec) = "vocab_projection",
 }

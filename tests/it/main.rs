@@ -7,6 +7,7 @@ mod experiments;
 mod model_loading;
 mod model_parity;
 mod patching;
+mod stages;
 mod train;
 mod validation;
 mod vocab;

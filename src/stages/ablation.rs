@@ -1,0 +1,160 @@
+//! `ablation` stage: per-token loss on a dataset, clean and under named intervention sets (zero,
+//! constant, mean of another stage's activations, scale, clamp, add, resample). Each batch runs
+//! clean once; each set starts from the clean residual stream entering its first intervened layer.
+
+use super::intervention::InterventionSpec;
+use super::{Dep, Stage};
+use crate::exec::RunCx;
+use crate::model::hooks::{BlockSite, HookPoint};
+use crate::model::outputs::token_stats;
+use crate::model::{Intervention, Request, Start};
+use crate::spec::{CheckCx, DatasetRef, Diagnostic, ModelRef};
+use anyhow::{Context, Result};
+use candle_core::{Device, Tensor};
+use polars::prelude::*;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SetSpec {
+    pub interventions: Vec<InterventionSpec>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Spec {
+    pub model: ModelRef,
+    pub dataset: DatasetRef,
+    /// A single intervention set, named "ablated" …
+    #[serde(default)]
+    pub interventions: Option<Vec<InterventionSpec>>,
+    /// … or several named sets.
+    #[serde(default)]
+    pub sets: BTreeMap<String, SetSpec>,
+    #[serde(default = "default_batch")]
+    pub batch_size: usize,
+}
+
+fn default_batch() -> usize {
+    8
+}
+
+impl Spec {
+    /// Every (set name, interventions), the single-set shorthand included.
+    pub fn all_sets(&self) -> Vec<(&str, &[InterventionSpec])> {
+        let mut v: Vec<(&str, &[InterventionSpec])> = self.sets.iter().map(|(k, s)| (k.as_str(), s.interventions.as_slice())).collect();
+        if let Some(iv) = &self.interventions {
+            v.insert(0, ("ablated", iv.as_slice()));
+        }
+        v
+    }
+}
+
+/// The layer a set's pass can start from: the first layer it touches (`None`: from the tokens).
+fn start_layer(iv: &[Intervention]) -> Option<usize> {
+    iv.iter().map(|i| i.hook.layer()).collect::<Option<Vec<_>>>().and_then(|ls| ls.into_iter().min())
+}
+
+impl Stage for Spec {
+    fn deps(&self) -> Vec<Dep<'_>> {
+        let mut d = vec![Dep::Model(&self.model), Dep::Tokens { dataset: &self.dataset, model: &self.model }];
+        for (_, set) in self.all_sets() {
+            d.extend(set.iter().flat_map(|i| i.deps()));
+        }
+        d
+    }
+
+    fn tables(&self) -> Vec<&'static str> {
+        vec!["losses", "per_document"]
+    }
+
+    fn check(&self, cx: &CheckCx, out: &mut Vec<Diagnostic>) {
+        let sets = self.all_sets();
+        if sets.is_empty() {
+            out.push(Diagnostic::at(self.model.span(), "ablation needs `interventions` or `sets`"));
+        }
+        let cfg = cx.config(&self.model);
+        for (_, set) in sets {
+            for iv in set {
+                iv.check(cx, cfg, out);
+            }
+        }
+    }
+
+    fn run(&self, cx: &mut RunCx) -> Result<()> {
+        let model = cx.model(&self.model)?;
+        let data = cx.tokens(&self.dataset, &self.model)?;
+        let mut sets: Vec<(String, Vec<Intervention>)> = Vec::new();
+        for (name, specs) in self.all_sets() {
+            let iv = specs.iter().map(|s| s.resolve(&|r| cx.input(r))).collect::<Result<Vec<_>>>().with_context(|| format!("set '{name}'"))?;
+            sets.push((name.to_string(), iv));
+        }
+        let starts: Vec<HookPoint> = sets.iter().filter_map(|(_, iv)| start_layer(iv)).map(|l| HookPoint::Block(l, BlockSite::ResidPre)).collect();
+        let names: Vec<String> = std::iter::once("clean".to_string()).chain(sets.iter().map(|s| s.0.clone())).collect();
+        // Per set: (sum, count) overall and per document.
+        let mut total = vec![(0f64, 0u64); names.len()];
+        let mut per_doc: BTreeMap<(u32, usize), (f64, u64)> = BTreeMap::new();
+        let ctx = data.ctx;
+        let mut progress = cx.progress((data.rows * ctx) as u64, "tok");
+        for start in (0..data.rows).step_by(self.batch_size.max(1)) {
+            let b = self.batch_size.max(1).min(data.rows - start);
+            let ids = &data.tokens[start * ctx..(start + b) * ctx];
+            let tokens = Tensor::from_slice(ids, (b, ctx), &Device::Cpu)?.to_device(&model.device)?;
+            let mut resid = BTreeMap::new();
+            let req = Request::capture(starts.iter().copied()).with_logits();
+            let clean = model.forward(Start::Tokens(&tokens), &req, &mut |h, t| {
+                resid.insert(h.layer().unwrap_or(0), t);
+                Ok(())
+            })?;
+            let mut losses = vec![token_stats(&clean.context("no logits")?, &tokens)?.loss];
+            for (_, iv) in &sets {
+                let req = Request::logits().with_interventions(iv);
+                let from = match start_layer(iv) {
+                    Some(l) => Start::Resid { layer: l, resid: resid[&l].clone() },
+                    None => Start::Tokens(&tokens),
+                };
+                let logits = model.forward(from, &req, &mut |_, _| Ok(()))?.context("no logits")?;
+                losses.push(token_stats(&logits, &tokens)?.loss);
+            }
+            for r in 0..b {
+                for t in 0..ctx - 1 {
+                    let (g, g1) = ((start + r) * ctx + t, (start + r) * ctx + t + 1);
+                    if data.valid[g] == 0 || data.valid[g1] == 0 {
+                        continue;
+                    }
+                    for (s, l) in losses.iter().enumerate() {
+                        let x = l[r * (ctx - 1) + t] as f64;
+                        total[s].0 += x;
+                        total[s].1 += 1;
+                        let e = per_doc.entry((data.doc[g1], s)).or_default();
+                        e.0 += x;
+                        e.1 += 1;
+                    }
+                }
+            }
+            cx.tick(&mut progress, (b * ctx) as u64)?;
+        }
+        anyhow::ensure!(total[0].1 > 0, "no valid positions to compute a loss on");
+        let mean = |(s, n): (f64, u64)| s / n.max(1) as f64;
+        let clean = mean(total[0]);
+        let mut losses = DataFrame::new_infer_height(vec![
+            Column::new("set".into(), names.clone()),
+            Column::new("loss".into(), total.iter().map(|t| mean(*t)).collect::<Vec<_>>()),
+            Column::new("delta".into(), total.iter().map(|t| mean(*t) - clean).collect::<Vec<_>>()),
+            Column::new("change_pct".into(), total.iter().map(|t| 100.0 * (mean(*t) - clean) / clean).collect::<Vec<_>>()),
+            Column::new("tokens".into(), total.iter().map(|t| t.1).collect::<Vec<_>>()),
+        ])?;
+        cx.write_table("losses", &mut losses, true)?;
+        let label = |d: u32| data.doc_labels.get(d as usize).cloned().unwrap_or_default();
+        let mut docs = DataFrame::new_infer_height(vec![
+            Column::new("doc".into(), per_doc.keys().map(|k| (k.0 != u32::MAX).then_some(k.0)).collect::<Vec<_>>()),
+            Column::new("label".into(), per_doc.keys().map(|k| label(k.0)).collect::<Vec<_>>()),
+            Column::new("set".into(), per_doc.keys().map(|k| names[k.1].clone()).collect::<Vec<_>>()),
+            Column::new("loss".into(), per_doc.values().map(|v| mean(*v)).collect::<Vec<_>>()),
+            Column::new("tokens".into(), per_doc.values().map(|v| v.1).collect::<Vec<_>>()),
+        ])?;
+        cx.write_table("per_document", &mut docs, false)
+    }
+}

@@ -1,0 +1,169 @@
+//! `direct_effect` stage (the German-neuron study's path patching): a neuron forced to an active and
+//! an inactive value while downstream components are frozen to their values from another run;
+//! losses of each run, with the study's names and the standard mediation names side by side.
+
+use super::intervention::{means, SetValue};
+use super::{Dep, Stage};
+use crate::analysis::effects::{context_effect, direct_effect, Force};
+use crate::exec::RunCx;
+use crate::model::hooks::HookPoint;
+use crate::spec::{CheckCx, DatasetRef, Diagnostic, ModelRef, Sp, StageRef};
+use anyhow::{bail, Context, Result};
+use candle_core::{Device, Tensor};
+use polars::prelude::*;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// Which decomposition.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// `get_direct_effect`: original, ablated, direct (frozen from ablated), only through `patched`.
+    Direct,
+    /// `get_context_effect`: original, ablated, direct and indirect over the whole text.
+    Context,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Spec {
+    pub model: ModelRef,
+    pub dataset: DatasetRef,
+    /// The neuron's hook with its layer, e.g. `blocks.3.mlp.hook_post`.
+    pub hook: Sp<String>,
+    pub neuron: Sp<usize>,
+    pub active: SetValue,
+    pub inactive: SetValue,
+    /// Components frozen to the other run's values (`blocks.4.hook_attn_out`, …).
+    #[serde(default)]
+    pub frozen: Vec<Sp<String>>,
+    /// Components whose output is patched from the direct run (direct mode).
+    #[serde(default)]
+    pub patched: Vec<Sp<String>>,
+    #[serde(default = "default_mode")]
+    pub mode: Mode,
+    /// Loss at this position only (negative from the end); default: mean over valid positions.
+    #[serde(default)]
+    pub position: Option<i64>,
+    #[serde(default = "default_batch")]
+    pub batch_size: usize,
+}
+
+fn default_mode() -> Mode {
+    Mode::Direct
+}
+fn default_batch() -> usize {
+    8
+}
+
+impl Spec {
+    fn value(&self, v: &SetValue, hook: HookPoint, cx: &RunCx) -> Result<f32> {
+        match (&v.value, &v.mean_of) {
+            (Some(x), _) => Ok(*x),
+            (_, Some(m)) => Ok(means(&cx.input(m)?, hook, &[self.neuron.value])?[0]),
+            _ => bail!("active / inactive need `value` or `mean_of`"),
+        }
+    }
+
+    fn refs(&self) -> impl Iterator<Item = &StageRef> {
+        [&self.active, &self.inactive].into_iter().filter_map(|s| s.mean_of.as_ref())
+    }
+}
+
+fn names(mode: Mode) -> [(&'static str, &'static str, &'static str); 4] {
+    match mode {
+        Mode::Direct => [
+            ("original", "original (neuron active)", "baseline"),
+            ("ablated", "ablated", "total effect"),
+            ("direct", "context_and_activated", "direct path + patched components"),
+            ("only_patched", "only_activated (patched components)", "effect through the patched components only"),
+        ],
+        Mode::Context => [
+            ("original", "original", "baseline"),
+            ("ablated", "ablated", "total effect"),
+            ("direct", "Direct effect", "natural indirect effect (through the frozen components)"),
+            ("indirect", "Indirect effect", "natural direct effect"),
+        ],
+    }
+}
+
+impl Stage for Spec {
+    fn deps(&self) -> Vec<Dep<'_>> {
+        let mut d = vec![Dep::Model(&self.model), Dep::Tokens { dataset: &self.dataset, model: &self.model }];
+        d.extend(self.refs().map(Dep::Stage));
+        d
+    }
+
+    fn tables(&self) -> Vec<&'static str> {
+        vec!["effects"]
+    }
+
+    fn check(&self, cx: &CheckCx, out: &mut Vec<Diagnostic>) {
+        let Some(cfg) = cx.config(&self.model) else { return };
+        for h in std::iter::once(&self.hook).chain(&self.frozen).chain(&self.patched) {
+            match HookPoint::parse(h) {
+                Some(p) if p.exists_in(cfg) => {}
+                Some(p) if p.layer().is_some_and(|l| l >= cfg.n_layers) => out.push(Diagnostic::at(h.span.clone(), format!("layer {} out of range: the model has {} layers", p.layer().unwrap_or(0), cfg.n_layers))),
+                _ => out.push(Diagnostic::at(h.span.clone(), format!("unknown hook '{}' (write it with its layer: blocks.4.hook_attn_out)", h.value))),
+            }
+        }
+        if self.neuron.value >= cfg.d_mlp {
+            out.push(Diagnostic::at(self.neuron.span.clone(), format!("neuron {} out of range: there are {} (0..={})", self.neuron.value, cfg.d_mlp, cfg.d_mlp - 1)));
+        }
+    }
+
+    fn run(&self, cx: &mut RunCx) -> Result<()> {
+        let model = cx.model(&self.model)?;
+        let data = cx.tokens(&self.dataset, &self.model)?;
+        let hook = HookPoint::parse(&self.hook).context("bad hook")?;
+        let force = Force { hook, neuron: self.neuron.value, active: self.value(&self.active, hook, cx)?, inactive: self.value(&self.inactive, hook, cx)? };
+        let parse = |v: &[Sp<String>]| v.iter().map(|h| HookPoint::parse(h).with_context(|| format!("bad hook {}", h.value))).collect::<Result<Vec<_>>>();
+        let (frozen, patched) = (parse(&self.frozen)?, parse(&self.patched)?);
+        let ctx = data.ctx;
+        let mut sums = [(0f64, 0u64); 4];
+        let mut progress = cx.progress((data.rows * ctx) as u64, "tok");
+        for start in (0..data.rows).step_by(self.batch_size.max(1)) {
+            let b = self.batch_size.max(1).min(data.rows - start);
+            let tokens = Tensor::from_slice(&data.tokens[start * ctx..(start + b) * ctx], (b, ctx), &Device::Cpu)?.to_device(&model.device)?;
+            let runs: [Vec<f32>; 4] = match self.mode {
+                Mode::Direct => {
+                    let e = direct_effect(&model, &tokens, force, &frozen, &patched)?;
+                    [e.original, e.ablated, e.direct, e.only_patched]
+                }
+                Mode::Context => {
+                    let e = context_effect(&model, &tokens, force, &frozen)?;
+                    [e.original, e.ablated, e.direct, e.indirect]
+                }
+            };
+            for r in 0..b {
+                let keep: Vec<usize> = match self.position {
+                    Some(p) => {
+                        let t = if p < 0 { (ctx as i64 - 1 + p) as usize } else { p as usize };
+                        vec![t.min(ctx - 2)]
+                    }
+                    None => (0..ctx - 1).filter(|&t| data.valid[(start + r) * ctx + t] != 0 && data.valid[(start + r) * ctx + t + 1] != 0).collect(),
+                };
+                for (s, l) in runs.iter().enumerate() {
+                    for &t in &keep {
+                        sums[s].0 += l[r * (ctx - 1) + t] as f64;
+                        sums[s].1 += 1;
+                    }
+                }
+            }
+            cx.tick(&mut progress, (b * ctx) as u64)?;
+        }
+        let loss: Vec<f64> = sums.iter().map(|(s, n)| s / (*n).max(1) as f64).collect();
+        let n = names(self.mode);
+        let mut df = DataFrame::new_infer_height(vec![
+            Column::new("run".into(), n.iter().map(|x| x.0).collect::<Vec<_>>()),
+            Column::new("study_name".into(), n.iter().map(|x| x.1).collect::<Vec<_>>()),
+            Column::new("mediation".into(), n.iter().map(|x| x.2).collect::<Vec<_>>()),
+            Column::new("loss".into(), loss.clone()),
+            Column::new("delta".into(), loss.iter().map(|l| l - loss[0]).collect::<Vec<_>>()),
+            Column::new("change_pct".into(), loss.iter().map(|l| 100.0 * (l - loss[0]) / loss[0]).collect::<Vec<_>>()),
+            Column::new("active".into(), vec![force.active; 4]),
+            Column::new("inactive".into(), vec![force.inactive; 4]),
+        ])?;
+        cx.write_table("effects", &mut df, true)
+    }
+}

@@ -1,0 +1,216 @@
+//! `patching` stage: activation patching from clean into corrupted prompts (a `pairs` dataset):
+//! sweeps over resid_pre / attn_out / mlp_out × layer × position, over heads, and over the neurons
+//! of a layer; raw metric and normalised score, with token labels for heatmaps.
+
+use super::{Dep, Stage};
+use crate::analysis::patching::{head_patches, layer_position_patches, neuron_patches, normalise, prompt, Metric, Patch, Prepared};
+use crate::exec::RunCx;
+use crate::model::hooks::BlockSite;
+use crate::spec::{CheckCx, DatasetRef, Diagnostic, ModelRef, Sp};
+use anyhow::{bail, Context, Result};
+use polars::prelude::*;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// What is read off the last position.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum MetricKind {
+    /// logit[answer] − logit[wrong]
+    LogitDiff,
+    /// probability of the answer
+    Prob,
+    /// cross-entropy of the answer
+    Loss,
+}
+
+/// A sweep: a residual component over (layer, position), heads, or neurons.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Sweep {
+    ResidPre,
+    AttnOut,
+    MlpOut,
+    Heads,
+    Neurons,
+}
+
+impl Sweep {
+    /// The name written in experiment files and tables (`resid_pre`, …).
+    pub fn name(&self) -> String {
+        serde_json::to_value(self).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Spec {
+    pub model: ModelRef,
+    /// A dataset of `pairs`.
+    pub dataset: DatasetRef,
+    #[serde(default = "default_metric")]
+    pub metric: MetricKind,
+    #[serde(default = "default_sweeps")]
+    pub sweeps: Vec<Sweep>,
+    /// Layer of the neuron sweep.
+    #[serde(default)]
+    pub neuron_layer: Option<Sp<usize>>,
+    /// Neurons patched (default: all of the layer).
+    #[serde(default)]
+    pub neurons: Option<Sp<Vec<usize>>>,
+    /// Position patched in head and neuron sweeps (default: all positions at once).
+    #[serde(default)]
+    pub position: Option<i64>,
+    /// Patched copies per forward pass.
+    #[serde(default = "default_batch")]
+    pub batch_size: usize,
+}
+
+fn default_metric() -> MetricKind {
+    MetricKind::LogitDiff
+}
+fn default_sweeps() -> Vec<Sweep> {
+    vec![Sweep::ResidPre, Sweep::AttnOut, Sweep::MlpOut]
+}
+fn default_batch() -> usize {
+    32
+}
+
+impl Stage for Spec {
+    fn deps(&self) -> Vec<Dep<'_>> {
+        vec![Dep::Model(&self.model), Dep::Tokens { dataset: &self.dataset, model: &self.model }]
+    }
+
+    fn tables(&self) -> Vec<&'static str> {
+        vec!["positions", "heads", "neurons", "summary"]
+    }
+
+    fn check(&self, cx: &CheckCx, out: &mut Vec<Diagnostic>) {
+        if let Some(ds) = cx.exp.datasets.get(self.dataset.name()) {
+            if ds.value.pairs.is_none() {
+                out.push(Diagnostic::at(self.dataset.span(), format!("patching needs a dataset of clean/corrupted `pairs`; '{}' has none", self.dataset.name())));
+            }
+        }
+        if self.sweeps.contains(&Sweep::Neurons) && self.neuron_layer.is_none() {
+            out.push(Diagnostic::at(self.model.span(), "the neuron sweep needs `neuron_layer`"));
+        }
+        let Some(cfg) = cx.config(&self.model) else { return };
+        if let Some(l) = &self.neuron_layer {
+            cx.layer(cfg, l, out);
+        }
+        if let Some(n) = &self.neurons {
+            cx.indices("neuron", n, cfg.d_mlp, out);
+        }
+    }
+
+    fn run(&self, cx: &mut RunCx) -> Result<()> {
+        let model = cx.model(&self.model)?;
+        let data = cx.tokens(&self.dataset, &self.model)?;
+        let pairs = data.pairs.as_ref().context("the dataset has no pairs")?;
+        let tok = model.tokenizer()?;
+        let cfg = &model.cfg;
+        let mut pos_rows = Rows::default();
+        let (mut head_rows, mut neuron_rows) = (Rows::default(), Rows::default());
+        let mut summary: (Vec<u32>, Vec<f32>, Vec<f32>) = Default::default();
+        for (pi, pair) in pairs.iter().enumerate() {
+            let metric = match self.metric {
+                MetricKind::LogitDiff => Metric::LogitDiff { answer: pair.answer, wrong: pair.wrong },
+                MetricKind::Prob => Metric::Prob { answer: pair.answer },
+                MetricKind::Loss => Metric::Loss { answer: pair.answer },
+            };
+            let n_pos = pair.clean.len();
+            let position = match self.position {
+                Some(p) if p < 0 => Some((n_pos as i64 + p).max(0) as usize),
+                Some(p) if (p as usize) < n_pos => Some(p as usize),
+                Some(p) => bail!("position {p} is beyond pair {pi}'s {n_pos} tokens"),
+                None => None,
+            };
+            let labels: Vec<String> = pair.clean.iter().enumerate().map(|(i, &t)| format!("{i} {:?}", tok.token_str(t))).collect();
+            let mut jobs: Vec<(Sweep, Vec<Patch>)> = Vec::new();
+            for s in &self.sweeps {
+                let patches = match s {
+                    Sweep::ResidPre => layer_position_patches(cfg.n_layers, n_pos, BlockSite::ResidPre),
+                    Sweep::AttnOut => layer_position_patches(cfg.n_layers, n_pos, BlockSite::AttnOut),
+                    Sweep::MlpOut => layer_position_patches(cfg.n_layers, n_pos, BlockSite::MlpOut),
+                    Sweep::Heads => head_patches(cfg.n_layers, cfg.n_heads, position),
+                    Sweep::Neurons => {
+                        let all: Vec<usize> = (0..cfg.d_mlp).collect();
+                        let ns = self.neurons.as_ref().map(|n| n.value.clone()).unwrap_or(all);
+                        neuron_patches(self.neuron_layer.as_ref().map(|l| l.value).context("neuron_layer")?, &ns, position)
+                    }
+                };
+                jobs.push((*s, patches));
+            }
+            let every: Vec<Patch> = jobs.iter().flat_map(|j| j.1.clone()).collect();
+            let (clean, corrupt) = (prompt(&model, &pair.clean)?, prompt(&model, &pair.corrupted)?);
+            let prep = Prepared::new(&model, &clean, &corrupt, metric, &every)?;
+            summary.0.push(pi as u32);
+            summary.1.push(prep.clean_metric);
+            summary.2.push(prep.corrupt_metric);
+            let mut progress = cx.progress(every.len() as u64, "patches");
+            for (sweep, patches) in &jobs {
+                let raw = prep.run_batched(patches, self.batch_size, |n| cx.tick(&mut progress, n as u64))?;
+                let rows = match sweep {
+                    Sweep::Heads => &mut head_rows,
+                    Sweep::Neurons => &mut neuron_rows,
+                    _ => &mut pos_rows,
+                };
+                for (p, m) in patches.iter().zip(raw) {
+                    let label = p.position.map(|q| labels[q].clone()).unwrap_or_else(|| "all".into());
+                    rows.push(pi, sweep.name(), p, label, m, normalise(m, prep.clean_metric, prep.corrupt_metric));
+                }
+            }
+        }
+        cx.write_table("positions", &mut pos_rows.frame()?, false)?;
+        cx.write_table("heads", &mut head_rows.frame()?, false)?;
+        cx.write_table("neurons", &mut neuron_rows.frame()?, true)?;
+        let mut s = DataFrame::new_infer_height(vec![
+            Column::new("pair".into(), summary.0),
+            Column::new("metric_clean".into(), summary.1),
+            Column::new("metric_corrupted".into(), summary.2),
+        ])?;
+        cx.write_table("summary", &mut s, false)
+    }
+}
+
+/// Long-table rows of patching results.
+#[derive(Default)]
+struct Rows {
+    pair: Vec<u32>,
+    sweep: Vec<String>,
+    layer: Vec<u32>,
+    position: Vec<Option<u32>>,
+    token: Vec<String>,
+    head: Vec<Option<u32>>,
+    neuron: Vec<Option<u32>>,
+    metric: Vec<f32>,
+    score: Vec<f32>,
+}
+
+impl Rows {
+    fn push(&mut self, pair: usize, sweep: String, p: &Patch, token: String, metric: f32, score: f32) {
+        self.pair.push(pair as u32);
+        self.sweep.push(sweep);
+        self.layer.push(p.layer as u32);
+        self.position.push(p.position.map(|x| x as u32));
+        self.token.push(token);
+        self.head.push(p.head.map(|x| x as u32));
+        self.neuron.push(p.index.map(|x| x as u32));
+        self.metric.push(metric);
+        self.score.push(score);
+    }
+
+    fn frame(self) -> Result<DataFrame> {
+        Ok(DataFrame::new_infer_height(vec![
+            Column::new("pair".into(), self.pair),
+            Column::new("sweep".into(), self.sweep),
+            Column::new("layer".into(), self.layer),
+            Column::new("position".into(), self.position),
+            Column::new("token".into(), self.token),
+            Column::new("head".into(), self.head),
+            Column::new("neuron".into(), self.neuron),
+            Column::new("metric".into(), self.metric),
+            Column::new("score".into(), self.score),
+        ])?)
+    }
+}

@@ -1,0 +1,133 @@
+//! `vocab_projection` stage: chosen neurons' output (or input) weights against the embedding or
+//! unembedding (dot or cosine; top and bottom tokens), the reverse search (which neurons of any
+//! layer write most to given tokens) and the monotokenic score of the "an" neuron study.
+
+use super::{Dep, Stage};
+use crate::analysis::vocab::{extremes, monotokenic, neuron_vectors, scores, token_column, top_entries, Basis, Side};
+use crate::exec::RunCx;
+use crate::spec::{CheckCx, Diagnostic, ModelRef};
+use anyhow::{Context, Result};
+use polars::prelude::*;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Spec {
+    pub model: ModelRef,
+    /// Neurons to project (`"L31.N892"`).
+    #[serde(default)]
+    pub neurons: Vec<String>,
+    /// Tokens whose top writing neurons are listed (reverse search), e.g. `[" an"]`.
+    #[serde(default)]
+    pub tokens: Vec<String>,
+    #[serde(default = "default_basis")]
+    pub basis: Basis,
+    #[serde(default = "default_side")]
+    pub side: Side,
+    /// Cosine instead of dot product.
+    #[serde(default)]
+    pub cosine: bool,
+    #[serde(default = "default_k")]
+    pub top_k: usize,
+    /// Also list this many neurons with the highest monotokenic score (0 = skip the scan).
+    #[serde(default)]
+    pub monotokenic: usize,
+}
+
+fn default_basis() -> Basis {
+    Basis::Unembed
+}
+fn default_side() -> Side {
+    Side::Out
+}
+fn default_k() -> usize {
+    20
+}
+
+impl Stage for Spec {
+    fn deps(&self) -> Vec<Dep<'_>> {
+        vec![Dep::Model(&self.model)]
+    }
+
+    fn tables(&self) -> Vec<&'static str> {
+        vec!["neuron_tokens", "token_neurons", "monotokenic"]
+    }
+
+    fn check(&self, cx: &CheckCx, out: &mut Vec<Diagnostic>) {
+        let Some(cfg) = cx.config(&self.model) else { return };
+        for n in &self.neurons {
+            match super::select::parse_neuron(n) {
+                Some((l, i)) if l < cfg.n_layers && i < cfg.d_mlp => {}
+                Some((l, i)) => out.push(Diagnostic::at(self.model.span(), format!("vocab_projection: neuron {l}.{i} out of range ({} layers × {} neurons)", cfg.n_layers, cfg.d_mlp))),
+                None => out.push(Diagnostic::at(self.model.span(), format!("vocab_projection: '{n}' is not a neuron (write L31.N892)"))),
+            }
+        }
+    }
+
+    fn run(&self, cx: &mut RunCx) -> Result<()> {
+        let model = cx.model(&self.model)?;
+        let tok = model.tokenizer()?;
+        let d_mlp = model.cfg.d_mlp;
+        let mut nt: (Vec<String>, Vec<String>, Vec<u32>, Vec<u32>, Vec<String>, Vec<f32>) = Default::default();
+        for name in &self.neurons {
+            let (l, n) = super::select::parse_neuron(name).with_context(|| format!("'{name}' is not a neuron"))?;
+            let w = neuron_vectors(&model, l, self.side)?.get(n)?.unsqueeze(0)?;
+            let s: Vec<f32> = scores(&model, &w, self.basis, self.cosine)?.squeeze(0)?.to_vec1()?;
+            for (which, lowest) in [("top", false), ("bottom", true)] {
+                for (rank, (t, v)) in top_entries(&s, self.top_k, lowest).into_iter().enumerate() {
+                    nt.0.push(format!("L{l}.N{n}"));
+                    nt.1.push(which.into());
+                    nt.2.push(rank as u32);
+                    nt.3.push(t as u32);
+                    nt.4.push(tok.token_str(t as u32));
+                    nt.5.push(v);
+                }
+            }
+        }
+        let mut df = DataFrame::new_infer_height(vec![
+            Column::new("neuron".into(), nt.0),
+            Column::new("which".into(), nt.1),
+            Column::new("rank".into(), nt.2),
+            Column::new("token".into(), nt.3),
+            Column::new("token_str".into(), nt.4),
+            Column::new("score".into(), nt.5),
+        ])?;
+        cx.write_table("neuron_tokens", &mut df, false)?;
+        let mut tn: (Vec<String>, Vec<u32>, Vec<u32>, Vec<u32>, Vec<f32>) = Default::default();
+        for t in &self.tokens {
+            let id = tok.single_token(t)?;
+            let col = token_column(&model, id, self.side, self.basis)?;
+            for (rank, (i, v)) in top_entries(&col, self.top_k, false).into_iter().enumerate() {
+                tn.0.push(t.clone());
+                tn.1.push(rank as u32);
+                tn.2.push((i / d_mlp) as u32);
+                tn.3.push((i % d_mlp) as u32);
+                tn.4.push(v);
+            }
+        }
+        let mut df = DataFrame::new_infer_height(vec![
+            Column::new("token".into(), tn.0),
+            Column::new("rank".into(), tn.1),
+            Column::new("layer".into(), tn.2),
+            Column::new("neuron".into(), tn.3),
+            Column::new("score".into(), tn.4),
+        ])?;
+        cx.write_table("token_neurons", &mut df, false)?;
+        let mut mono: Vec<(usize, f32, u32)> = Vec::new();
+        if self.monotokenic > 0 {
+            let mut progress = cx.progress(model.cfg.n_neurons() as u64, "neurons");
+            let e = extremes(&model, self.side, self.basis, 512, |n| cx.tick(&mut progress, n as u64))?;
+            mono = (0..model.cfg.n_neurons()).filter_map(|i| monotokenic(&e, i).map(|s| (i, s, e.neuron_best[i].0))).collect();
+            mono.sort_by(|a, b| b.1.total_cmp(&a.1));
+            mono.truncate(self.monotokenic);
+        }
+        let mut df = DataFrame::new_infer_height(vec![
+            Column::new("layer".into(), mono.iter().map(|m| (m.0 / d_mlp) as u32).collect::<Vec<_>>()),
+            Column::new("neuron".into(), mono.iter().map(|m| (m.0 % d_mlp) as u32).collect::<Vec<_>>()),
+            Column::new("score".into(), mono.iter().map(|m| m.1).collect::<Vec<_>>()),
+            Column::new("token".into(), mono.iter().map(|m| tok.token_str(m.2)).collect::<Vec<_>>()),
+        ])?;
+        cx.write_table("monotokenic", &mut df, false)
+    }
+}
