@@ -34,16 +34,16 @@ pub fn input_files(spec: &DatasetSpec, base: &Path) -> Result<Vec<PathBuf>> {
         return Ok(vec![path]);
     }
     if let Some(repo) = &spec.hub {
-        return hub_files(spec, repo);
+        return hub_files_in(&hub_cache(), spec, repo, true);
     }
     Ok(vec![])
 }
 
-/// Files of a hub dataset: `files` glob, else the parquet/jsonl files of the split.
-fn hub_files(spec: &DatasetSpec, repo_id: &str) -> Result<Vec<PathBuf>> {
+/// Files of a hub dataset in a cache: `files` glob, else the parquet/jsonl files of the split;
+/// listed online (and downloaded) when the cache has no snapshot and `download` is true.
+pub fn hub_files_in(cache: &hf_hub::Cache, spec: &DatasetSpec, repo_id: &str, download: bool) -> Result<Vec<PathBuf>> {
     let rev = spec.revision.clone().unwrap_or_else(|| "main".into());
     let repo = Repo::with_revision(repo_id.to_string(), RepoType::Dataset, rev);
-    let cache = hub_cache();
     let wanted = |name: &str| -> bool {
         match &spec.files {
             Some(g) => glob::Pattern::new(g).is_ok_and(|p| p.matches(name)),
@@ -61,11 +61,13 @@ fn hub_files(spec: &DatasetSpec, repo_id: &str) -> Result<Vec<PathBuf>> {
             return Ok(files);
         }
     }
+    let help = || placement_help(cache, repo_id, RepoType::Dataset, "its data files (e.g. data/train-00000-of-00001.parquet) and README.md");
+    if !download || std::env::var("HF_HUB_OFFLINE").is_ok_and(|v| v == "1") {
+        bail!("dataset '{repo_id}' is not in the Hugging Face cache; {}", help());
+    }
     // Online: ask the hub for the repository's files.
     let api = hf_hub::api::sync::ApiBuilder::from_cache(cache.clone()).with_progress(true).build()?;
-    let info = api.repo(repo.clone()).info().map_err(|e| {
-        anyhow!("dataset '{repo_id}' is not in the Hugging Face cache and cannot be listed online ({e}); {}", placement_help(&cache, repo_id, RepoType::Dataset, "its data files (e.g. data/train-00000-of-00001.parquet) and README.md"))
-    })?;
+    let info = api.repo(repo.clone()).info().map_err(|e| anyhow!("dataset '{repo_id}' is not in the Hugging Face cache and cannot be listed online ({e}); {}", help()))?;
     let mut files = Vec::new();
     for s in info.siblings.iter().filter(|s| wanted(&s.rfilename)) {
         files.push(hub_file(&repo, &s.rfilename, true)?.with_context(|| format!("cannot download {}", s.rfilename))?);
