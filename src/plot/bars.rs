@@ -99,26 +99,26 @@ pub fn bar<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, spec: &PlotSpec, d
     let hi = vals.iter().zip(&errs).map(|(v, e)| v + e.abs()).fold(0.0f64, f64::max);
     let span = if hi > lo { hi - lo } else { 1.0 };
     let yr = (lo - if lo < 0.0 { 0.05 * span } else { 0.0 })..(hi + 0.08 * span);
-    let long = cats.iter().map(|s| s.chars().count()).max().unwrap_or(1);
-    let rotate = cats.len() > 5 && long > 6;
+    // Category labels shortened to the room each category has.
+    let room = (root.dim_in_pixel().0 as usize).saturating_sub(110) / cats.len().max(1) / 7;
+    let keep = room.clamp(3, 24);
     let mut b = ChartBuilder::on(root);
-    b.margin(18).x_label_area_size(if rotate { 40 + 7 * long.min(24) as u32 } else { 48 }).y_label_area_size(72);
+    b.margin(18).x_label_area_size(48).y_label_area_size(72);
     if let Some(t) = &spec.title {
         b.caption(t, ("sans-serif", 22));
     }
     let slots = (cats.len() * (g + 1)) as i32;
-    let mut c = b.build_cartesian_2d((0..slots).into_segmented(), yr).map_err(err)?;
+    let mut c = b.build_cartesian_2d(super::common::segments(slots as usize), yr).map_err(err)?;
     let label_at = |v: &SegmentValue<i32>| match v {
-        SegmentValue::CenterOf(s) if (*s as usize) % (g + 1) == (g - 1) / 2 => cats.get(*s as usize / (g + 1)).map(|s| s.chars().take(24).collect()).unwrap_or_default(),
+        SegmentValue::CenterOf(s) if (*s as usize) % (g + 1) == (g - 1) / 2 => cats.get(*s as usize / (g + 1)).map(|s| s.chars().take(keep).collect()).unwrap_or_default(),
         _ => String::new(),
     };
-    let font = if rotate { ("sans-serif", 13).into_font().transform(FontTransform::Rotate90) } else { ("sans-serif", 13).into_font() };
     c.configure_mesh()
         .disable_x_mesh()
         .x_labels(slots as usize)
         .x_label_formatter(&label_at)
         .y_label_formatter(&|v| fmt_num(*v))
-        .x_label_style(font)
+        .x_label_style(("sans-serif", 13))
         .y_label_style(("sans-serif", 14))
         .x_desc(spec.x_label.clone().unwrap_or(xname.clone()))
         .y_desc(spec.y_label.clone().unwrap_or_else(|| spec.y_one().unwrap_or_default()))
@@ -175,7 +175,7 @@ pub fn boxes<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, spec: &PlotSpec,
         b.caption(t, ("sans-serif", 22));
     }
     let slots = (cats.len() * (g + 1)) as i32;
-    let mut c = b.build_cartesian_2d((0..slots).into_segmented(), yr).map_err(err)?;
+    let mut c = b.build_cartesian_2d(super::common::segments(slots as usize), yr).map_err(err)?;
     let label_at = |v: &SegmentValue<i32>| match v {
         SegmentValue::CenterOf(s) if (*s as usize) % (g + 1) == (g - 1) / 2 => cats.get(*s as usize / (g + 1)).cloned().unwrap_or_default(),
         _ => String::new(),

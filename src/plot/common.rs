@@ -14,9 +14,14 @@ pub fn err<E: std::fmt::Debug>(e: E) -> anyhow::Error {
     anyhow!("drawing failed: {e:?}")
 }
 
-/// A number as a short, readable tick label.
+/// `n` categorical segments (plotters' integer ranges include their end, so 0..n−1).
+pub fn segments(n: usize) -> plotters::coord::ranged1d::SegmentedCoord<plotters::coord::types::RangedCoordi32> {
+    (0..n.max(1) as i32 - 1).into_segmented()
+}
+
+/// A number as a short, readable tick label (rounding noise around zero shown as 0).
 pub fn fmt_num(v: f64) -> String {
-    if v == 0.0 {
+    if v.abs() < 1e-9 {
         return "0".into();
     }
     let a = v.abs();

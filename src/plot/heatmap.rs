@@ -2,7 +2,7 @@
 //! or `vmin`/`vmax`), tick labels from label columns (e.g. `5 ' apple'`), a colour bar; row 0 on top.
 
 use super::colormap::diverging;
-use super::common::{err, fmt_num};
+use super::common::{err, fmt_num, segments};
 use super::data::{f64s, strs};
 use super::PlotSpec;
 use anyhow::Result;
@@ -58,30 +58,31 @@ pub fn draw<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, spec: &PlotSpec, 
     }
     let (lo, hi) = limits(spec, &values);
     let (main, bar) = root.split_horizontally(root.dim_in_pixel().0 as i32 - 110);
-    let long = xl.iter().map(|s| s.chars().count()).max().unwrap_or(0);
-    let rotate = nx > 6 && long > 3;
+    // Horizontal tick labels: every `step`-th one, so that they never overlap.
+    let width = main.dim_in_pixel().0 as usize;
+    let chars = xl.iter().map(|s| s.chars().count().min(14)).max().unwrap_or(1);
+    let step = (nx * (chars * 7 + 8)).div_ceil(width.saturating_sub(120).max(1)).max(1);
     let mut b = ChartBuilder::on(&main);
-    b.margin(18).x_label_area_size(if rotate { 40 + 7 * long.min(18) as u32 } else { 48 }).y_label_area_size(20 + 8 * yl.iter().map(|s| s.chars().count()).max().unwrap_or(1).min(16) as u32);
+    b.margin(18).x_label_area_size(48).y_label_area_size(20 + 8 * yl.iter().map(|s| s.chars().count()).max().unwrap_or(1).min(16) as u32);
     if let Some(t) = &spec.title {
         b.caption(t, ("sans-serif", 22));
     }
-    let mut c = b.build_cartesian_2d((0..nx as i32).into_segmented(), (0..ny as i32).into_segmented()).map_err(err)?;
+    let mut c = b.build_cartesian_2d(segments(nx), segments(ny)).map_err(err)?;
     let xfmt = |v: &SegmentValue<i32>| match v {
-        SegmentValue::CenterOf(i) if (*i as usize) < nx => xl[*i as usize].chars().take(18).collect(),
+        SegmentValue::CenterOf(i) if (*i as usize) < nx && (*i as usize) % step == 0 => xl[*i as usize].chars().take(14).collect(),
         _ => String::new(),
     };
     let yfmt = |v: &SegmentValue<i32>| match v {
         SegmentValue::CenterOf(i) if (*i as usize) < ny => yl[ny - 1 - *i as usize].chars().take(16).collect(),
         _ => String::new(),
     };
-    let label_font = if rotate { ("sans-serif", 12).into_font().transform(FontTransform::Rotate90) } else { ("sans-serif", 12).into_font() };
     c.configure_mesh()
         .disable_mesh()
         .x_labels(nx.min(40))
         .y_labels(ny.min(40))
         .x_label_formatter(&xfmt)
         .y_label_formatter(&yfmt)
-        .x_label_style(label_font)
+        .x_label_style(("sans-serif", 12))
         .y_label_style(("sans-serif", 12))
         .x_desc(spec.x_label.clone().unwrap_or_else(|| spec.x.clone().unwrap_or_default()))
         .y_desc(spec.y_label.clone().unwrap_or(yname))

@@ -125,7 +125,7 @@ impl Stage for Spec {
                 Some(p) => bail!("position {p} is beyond pair {pi}'s {n_pos} tokens"),
                 None => None,
             };
-            let labels: Vec<String> = pair.clean.iter().enumerate().map(|(i, &t)| format!("{i} {:?}", tok.token_str(t))).collect();
+            let labels: Vec<String> = pair.clean.iter().enumerate().map(|(i, &t)| format!("{i} '{}'", tok.token_str(t))).collect();
             let mut jobs: Vec<(Sweep, Vec<Patch>)> = Vec::new();
             for s in &self.sweeps {
                 let patches = match s {

@@ -8,6 +8,7 @@ mod experiments;
 mod model_loading;
 mod model_parity;
 mod patching;
+mod plots;
 mod stages;
 mod train;
 mod validation;

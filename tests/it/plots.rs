@@ -1,0 +1,151 @@
+//! Plots: every kind decodes as a PNG of the requested size that is not blank, its SVG parses and
+//! carries the title, heatmap cells have the colormap's colours, scatter labels are SVG titles.
+
+use lantern::plot::{colormap, render, Annotation, Names, PlotKind, PlotSpec};
+use polars::prelude::*;
+
+fn base(kind: PlotKind) -> PlotSpec {
+    PlotSpec {
+        input: "x".into(),
+        table: None,
+        kind,
+        x: None,
+        y: None,
+        value: None,
+        column: None,
+        group: None,
+        color: None,
+        label: None,
+        error: None,
+        x_labels: None,
+        y_labels: None,
+        left: None,
+        right: None,
+        count: None,
+        bins: None,
+        range: None,
+        vmin: None,
+        vmax: None,
+        log_x: false,
+        log_y: false,
+        filter: Default::default(),
+        title: Some(format!("A {kind:?} plot")),
+        x_label: None,
+        y_label: None,
+        width: 640,
+        height: 420,
+        annotations: vec![],
+    }
+}
+
+fn table() -> DataFrame {
+    let n = 60;
+    DataFrame::new_infer_height(vec![
+        Column::new("x".into(), (0..n).map(|i| i as f64).collect::<Vec<_>>()),
+        Column::new("y".into(), (0..n).map(|i| ((i as f64) / 7.0).sin()).collect::<Vec<_>>()),
+        Column::new("cat".into(), (0..n).map(|i| ["a", "b", "c"][i % 3]).collect::<Vec<_>>()),
+        Column::new("grp".into(), (0..n).map(|i| if i < 30 { "first" } else { "second" }).collect::<Vec<_>>()),
+        Column::new("name".into(), (0..n).map(|i| format!("point {i}")).collect::<Vec<_>>()),
+    ])
+    .unwrap()
+}
+
+fn draw(spec: &PlotSpec, df: &DataFrame) -> (image::RgbImage, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let (png, svg) = (dir.path().join("p.png"), dir.path().join("p.svg"));
+    render(spec, df, &png, &svg).unwrap_or_else(|e| panic!("{:?}: {e:#}", spec.kind));
+    (image::open(&png).unwrap().to_rgb8(), std::fs::read_to_string(&svg).unwrap())
+}
+
+fn variance(img: &image::RgbImage) -> f64 {
+    let px: Vec<f64> = img.pixels().map(|p| p.0.iter().map(|&c| c as f64).sum::<f64>()).collect();
+    let m = px.iter().sum::<f64>() / px.len() as f64;
+    px.iter().map(|v| (v - m).powi(2)).sum::<f64>() / px.len() as f64
+}
+
+#[test]
+fn every_kind_renders_png_and_svg() {
+    let df = table();
+    let mut kinds = Vec::new();
+    let mut s = base(PlotKind::Line);
+    s.x = Some("x".into());
+    s.y = Some(Names::One("y".into()));
+    s.group = Some("grp".into());
+    kinds.push(s);
+    let mut s = base(PlotKind::Scatter);
+    s.x = Some("x".into());
+    s.y = Some(Names::One("y".into()));
+    s.color = Some("x".into());
+    s.label = Some("name".into());
+    s.annotations = vec![Annotation { x: 30.0, y: 0.5, text: "look here".into() }];
+    kinds.push(s);
+    let mut s = base(PlotKind::Heatmap);
+    s.x = Some("x".into());
+    s.y = Some(Names::One("cat".into()));
+    s.value = Some("y".into());
+    kinds.push(s);
+    let mut s = base(PlotKind::Histogram);
+    s.column = Some("y".into());
+    s.bins = Some(12);
+    s.group = Some("grp".into());
+    kinds.push(s);
+    let mut s = base(PlotKind::Bar);
+    s.x = Some("cat".into());
+    s.y = Some(Names::One("x".into()));
+    s.group = Some("grp".into());
+    kinds.push(s);
+    let mut s = base(PlotKind::Box);
+    s.x = Some("cat".into());
+    s.y = Some(Names::One("y".into()));
+    kinds.push(s);
+    for s in kinds {
+        let (img, svg) = draw(&s, &df);
+        assert_eq!(img.dimensions(), (640, 420), "{:?}", s.kind);
+        assert!(variance(&img) > 100.0, "{:?} looks blank", s.kind);
+        let doc = roxmltree::Document::parse(&svg).unwrap_or_else(|e| panic!("{:?} SVG: {e}", s.kind));
+        assert!(doc.descendants().any(|n| n.text().is_some_and(|t| t.contains(s.title.as_deref().unwrap()))), "{:?}: no title", s.kind);
+        if s.kind == PlotKind::Scatter {
+            let titles: Vec<&str> = doc.descendants().filter(|n| n.has_tag_name("title")).filter_map(|n| n.text()).collect();
+            assert!(titles.iter().any(|t| t.starts_with("point 17 (17,")), "labels: {:?}", &titles[..3.min(titles.len())]);
+        }
+    }
+}
+
+#[test]
+fn heatmap_cells_have_the_colormap_colours() {
+    // A 2 × 2 grid with fixed limits: −1 (blue), 0 (white), 0.5, 1 (red).
+    let df = DataFrame::new_infer_height(vec![
+        Column::new("x".into(), vec![0u32, 1, 0, 1]),
+        Column::new("y".into(), vec![0u32, 0, 1, 1]),
+        Column::new("v".into(), vec![-1.0f64, 0.0, 0.5, 1.0]),
+    ])
+    .unwrap();
+    let mut s = base(PlotKind::Heatmap);
+    s.x = Some("x".into());
+    s.y = Some(Names::One("y".into()));
+    s.value = Some("v".into());
+    s.vmin = Some(-1.0);
+    s.vmax = Some(1.0);
+    let (img, _) = draw(&s, &df);
+    // Find each expected colour's pixels: the four cells must all be present.
+    for v in [-1.0, 0.5, 1.0] {
+        let c = colormap::diverging(v);
+        let n = img.pixels().filter(|p| (p.0[0] as i32 - c.0 as i32).abs() <= 2 && (p.0[1] as i32 - c.1 as i32).abs() <= 2 && (p.0[2] as i32 - c.2 as i32).abs() <= 2).count();
+        assert!(n > 2000, "value {v}: colour {c:?} covers only {n} pixels");
+    }
+    assert_eq!(colormap::diverging(0.0), plotters::style::RGBColor(255, 255, 255));
+}
+
+#[test]
+fn a_missing_column_names_the_nearest() {
+    let mut s = base(PlotKind::Line);
+    s.x = Some("xx".into());
+    s.y = Some(Names::One("y".into()));
+    let dir = tempfile::tempdir().unwrap();
+    let e = render(&s, &table(), &dir.path().join("a.png"), &dir.path().join("a.svg")).unwrap_err().to_string();
+    assert!(e.contains("no column 'xx'") && e.contains("did you mean 'x'"), "{e}");
+    let mut s = base(PlotKind::Heatmap);
+    s.x = Some("x".into());
+    let e = render(&s, &table(), &dir.path().join("a.png"), &dir.path().join("a.svg")).unwrap_err().to_string();
+    assert!(e.contains("needs y, value"), "{e}");
+}
