@@ -10,6 +10,7 @@ mod model_parity;
 mod patching;
 mod plots;
 mod stages;
+mod statistics;
 mod train;
 mod validation;
 mod vocab;

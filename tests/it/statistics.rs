@@ -1,0 +1,60 @@
+//! Streaming neuron statistics equal a brute-force computation over captured activations; top-k
+//! equals a full sort; histograms count every value.
+
+use crate::common::{golden, load};
+use lantern::model::{HookPoint, Processing};
+use lantern::stats::{NeuronStats, Position};
+
+#[test]
+fn streaming_statistics_equal_brute_force() {
+    let model = load("gpt2-tiny", Processing::DEFAULT);
+    let tokens = &golden("gpt2-tiny", "golden_processed.safetensors")["tokens"];
+    let hook = HookPoint::parse("blocks.1.mlp.hook_pre").unwrap();
+    let (_, cache) = model.run_with_cache(tokens, &[hook], &[]).unwrap();
+    let acts: Vec<f32> = cache[&hook].flatten_all().unwrap().to_vec1().unwrap();
+    let ids: Vec<u32> = tokens.flatten_all().unwrap().to_dtype(candle_core::DType::U32).unwrap().to_vec1().unwrap();
+    let n = 256;
+    let rows = acts.len() / n;
+    let edges: Vec<f32> = (0..21).map(|i| -2.0 + 0.2 * i as f32).collect();
+    let mut s = NeuronStats::new(n, &edges, 5, 3, Some(512));
+    // Two batches, as the stage streams them.
+    let positions: Vec<Position> = (0..rows).map(|r| Position { row: r, index: r as u64, token: ids[r] }).collect();
+    let half = rows / 2;
+    s.add(&acts[..half * n], &positions[..half]);
+    let rest: Vec<Position> = positions[half..].iter().map(|p| Position { row: p.row - half, ..*p }).collect();
+    s.add(&acts[half * n..], &rest);
+    assert_eq!(s.count(), rows as u64);
+    for neuron in [0usize, 17, 255] {
+        let col: Vec<f64> = (0..rows).map(|r| acts[r * n + neuron] as f64).collect();
+        let m = col.iter().sum::<f64>() / rows as f64;
+        let c = |k: i32| col.iter().map(|x| (x - m).powi(k)).sum::<f64>() / rows as f64;
+        let (var, m3, m4) = (c(2), c(3), c(4));
+        let got = s.summary(neuron);
+        let close = |a: f64, b: f64| (a - b).abs() <= 1e-6 * b.abs().max(1e-6);
+        assert!(close(got.mean, m) && close(got.var, var), "neuron {neuron}");
+        assert!(close(got.skew, m3 / var.powf(1.5)) && close(got.kurt, m4 / (var * var)), "neuron {neuron}: {} vs {}", got.kurt, m4 / (var * var));
+        assert!(close(got.freq, col.iter().filter(|x| **x > 0.0).count() as f64 / rows as f64));
+        // Top-5 and bottom-3 equal a full sort.
+        let mut order: Vec<usize> = (0..rows).collect();
+        order.sort_by(|&a, &b| col[b].total_cmp(&col[a]).then(a.cmp(&b)));
+        let top: Vec<u64> = s.top(neuron).iter().map(|t| t.1).collect();
+        assert_eq!(top, order[..5].iter().map(|&i| i as u64).collect::<Vec<_>>());
+        let bottom: Vec<u64> = s.bottom(neuron).iter().map(|t| t.1).collect();
+        let mut low = order.clone();
+        low.reverse();
+        assert_eq!(bottom, low[..3].iter().map(|&i| i as u64).collect::<Vec<_>>());
+        // Histogram: every value counted once, in the searchsorted bin.
+        let h = s.histogram(neuron);
+        assert_eq!(h.iter().map(|&x| x as usize).sum::<usize>(), rows);
+        for x in &col {
+            let k = edges.partition_point(|&e| e < *x as f32);
+            assert!(h[k] > 0);
+        }
+        // Per-token means: the mean over the positions holding that token.
+        for (tok, mean, count) in s.top_tokens(neuron, 3, false).unwrap() {
+            let vals: Vec<f64> = (0..rows).filter(|&r| ids[r] == tok).map(|r| col[r]).collect();
+            assert_eq!(vals.len(), count as usize);
+            assert!((vals.iter().sum::<f64>() / vals.len() as f64 - mean as f64).abs() < 1e-5);
+        }
+    }
+}
