@@ -131,3 +131,28 @@ fn only_runs_a_stage_with_what_it_needs_and_force_recomputes() {
     let o = ws.run_with(&f, Options { dry_run: true, ..Default::default() });
     assert!(computed(&o).is_empty());
 }
+
+#[test]
+fn plan_dot_and_clean_describe_and_delete_what_they_say() {
+    let ws = Workspace::new();
+    let f = ws.file("e.toml", &exp(5, "a"));
+    ws.run(&f);
+    let v = lantern::spec::parse::parse_file(&f).and_then(lantern::spec::validate).unwrap();
+    let plan = lantern::plan::Plan::build(&v);
+    let store = lantern::store::Store::new(&ws.out());
+    let digests = lantern::store::digest::DigestCache::open(&ws.out());
+    let fps = lantern::plan::fingerprint::compute(&v, &plan, &digests);
+    let states: Vec<String> = plan.order.iter().map(|&ix| lantern::exec::describe_state(&v, &plan, &fps, &store, ix)).collect();
+    assert!(states.iter().all(|s| s == "cached"), "{states:?}");
+    let dot = plan.dot(&v, |_| "cached".into());
+    assert!(dot.starts_with("digraph lantern") && dot.contains("acts\\nactivations") && dot.contains("->"), "{dot}");
+    // A changed parameter makes the stage stale and says which field changed.
+    ws.file("e.toml", &exp(9, "a"));
+    let v2 = lantern::spec::parse::parse_file(&f).and_then(lantern::spec::validate).unwrap();
+    let fps2 = lantern::plan::fingerprint::compute(&v2, &plan, &digests);
+    let acts = plan.find("acts").unwrap();
+    assert_eq!(lantern::exec::describe_state(&v2, &plan, &fps2, &store, acts), "stale (changed: top_k)");
+    assert!(lantern::cli::clean(&f, &ws.out()).is_ok());
+    assert!(!ws.out().join("engine").exists());
+    assert_eq!(computed(&ws.run(&f)).len(), 4, "everything recomputed after clean");
+}

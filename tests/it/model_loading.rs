@@ -69,3 +69,21 @@ fn single_token_lookup_explains_multi_token_strings() {
     assert_eq!(tok.encode("Hello", true).unwrap(), vec![50256, 15496]);
     assert_eq!(tok.str_tokens(&[15496, 995]), vec!["Hello", " world"]);
 }
+
+#[test]
+fn trace_writes_tokens_logits_loss_and_hooks() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("trace.safetensors");
+    let input = lantern::cli::TraceInput::Tokens("435,87,71,192,251,350,348,257,445,128,345,45;40,361,348,219,292,188,493,495,298,314,425,228".into());
+    let model = fixture("gpt2-tiny").display().to_string();
+    lantern::cli::trace(&model, &input, &["blocks.1.mlp.*".into(), "blocks.0.attn.hook_result".into()], "default", &out).unwrap();
+    let t = candle_core::safetensors::load(&out, &Device::Cpu).unwrap();
+    let g = golden("gpt2-tiny", "golden_processed.safetensors");
+    let opt = golden("gpt2-tiny", "golden_processed_opt.safetensors");
+    assert_close("logits", &t["logits"], &g["logits"], 1e-4);
+    assert_close("loss", &t["loss_per_token"], &g["loss_per_token"], 1e-4);
+    assert_close("post", &t["blocks.1.mlp.hook_post"], &g["blocks.1.mlp.hook_post"], 1e-4);
+    assert_close("result", &t["blocks.0.attn.hook_result"], &opt["blocks.0.attn.hook_result"], 1e-4);
+    assert!(t.contains_key("blocks.1.mlp.hook_pre") && !t.contains_key("blocks.0.mlp.hook_pre"));
+    assert_eq!(t["tokens"].dims(), &[2, 12]);
+}

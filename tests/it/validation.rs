@@ -120,3 +120,21 @@ fn the_checked_in_schema_is_current() {
     let on_disk = std::fs::read_to_string(&path).unwrap();
     assert!(on_disk == lantern::spec::schema_json(), "schemas/experiment.schema.json is stale: run `cargo run --release -- schema > schemas/experiment.schema.json`");
 }
+
+#[test]
+fn cycles_are_named() {
+    let ws = Workspace::new();
+    let text = format!("{BASE}\n[stages.c1]\nkind = \"contrast\"\na = \"c2\"\nb = \"acts\"\n\n[stages.c2]\nkind = \"contrast\"\na = \"c1\"\nb = \"acts\"\n");
+    expect(&ws, &text, &["cycle between stages: c1 → c2 → c1"]);
+}
+
+#[test]
+fn interventions_out_of_range_point_at_the_value() {
+    let ws = Workspace::new();
+    let abl = |iv: &str| format!("{BASE}\n[stages.abl]\nkind = \"ablation\"\nmodel = \"tiny\"\ndataset = \"en\"\ninterventions = [{iv}]\n");
+    expect(&ws, &abl("{ hook = \"blocks.1.mlp.hook_post\", neurons = [300], zero = true }"), &["bad.toml:21:63: neuron 300 out of range: there are 256 (0..=255)"]);
+    expect(&ws, &abl("{ hook = \"blocks.5.mlp.hook_post\", neurons = [3], zero = true }"), &["bad.toml:21:27: layer 5 out of range: the model has 2 layers (0..=1)"]);
+    expect(&ws, &abl("{ hook = \"blocks.1.mlp.hook_post\", positions = [70], zero = true }"), &["bad.toml:21:65: position 70 out of range: the model's context is 64"]);
+    expect(&ws, &abl("{ hook = \"blocks.1.attn.hook_z\", heads = [4], zero = true }"), &["head 4 out of range: there are 4 (0..=3)"]);
+    expect(&ws, &abl("{ hook = \"blocks.1.mlp.hook_post\", neurons = [1], zero = true, scale = 2.0 }"), &["exactly one of zero, set, scale"]);
+}
