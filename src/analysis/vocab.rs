@@ -115,12 +115,17 @@ pub fn monotokenic(e: &Extremes, neuron: usize) -> Option<f32> {
 
 /// The k highest (or lowest) entries of a score vector: (index, value).
 pub fn top_entries(v: &[f32], k: usize, lowest: bool) -> Vec<(usize, f32)> {
+    let order = |a: &usize, b: &usize| {
+        let o = if lowest { v[*a].total_cmp(&v[*b]) } else { v[*b].total_cmp(&v[*a]) };
+        o.then(a.cmp(b))
+    };
     let mut idx: Vec<usize> = (0..v.len()).collect();
-    if lowest {
-        idx.sort_by(|&a, &b| v[a].total_cmp(&v[b]).then(a.cmp(&b)));
-    } else {
-        idx.sort_by(|&a, &b| v[b].total_cmp(&v[a]).then(a.cmp(&b)));
+    let k = k.min(idx.len());
+    if k < idx.len() && k > 0 {
+        idx.select_nth_unstable_by(k - 1, order);
+        idx.truncate(k);
     }
+    idx.sort_by(order);
     idx.into_iter().take(k).map(|i| (i, v[i])).collect()
 }
 

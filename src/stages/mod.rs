@@ -7,6 +7,7 @@ pub mod contrast;
 pub mod direct_effect;
 pub mod intervention;
 pub mod logit_lens;
+pub mod neuron_table;
 pub mod patching;
 pub mod plot;
 pub mod select;
@@ -14,6 +15,7 @@ pub mod tokenize;
 pub mod train;
 pub mod viewer;
 pub mod vocab_projection;
+pub mod weights;
 
 use crate::exec::RunCx;
 use crate::spec::{CheckCx, DatasetRef, Diagnostic, ModelRef, StageRef};
@@ -100,8 +102,10 @@ stage_kinds! {
     Contrast(contrast::Spec) = "contrast",
     DirectEffect(direct_effect::Spec) = "direct_effect",
     LogitLens(logit_lens::Spec) = "logit_lens",
+    NeuronTable(neuron_table::Spec) = "neuron_table",
     Patching(patching::Spec) = "patching",
     Train(train::Spec) = "train",
     Viewer(viewer::Spec) = "viewer",
     VocabProjection(vocab_projection::Spec) = "vocab_projection",
+    Weights(weights::Spec) = "weights",
 }

@@ -83,6 +83,20 @@ neurons = ["L1.N7"]
 tokens = [" the"]
 monotokenic = 5
 
+[stages.wstats]
+kind = "weights"
+model = "tiny"
+
+[stages.table]
+kind = "neuron_table"
+weights = "wstats"
+activations = "acts_pre"
+
+[stages.acts_pre]
+kind = "activations"
+model = "tiny"
+dataset = "de"
+
 [stages.pages]
 kind = "viewer"
 model = "tiny"
@@ -153,6 +167,15 @@ fn intervention_stages_run_and_agree_with_the_analysis_functions() {
     // Vocabulary projection and monotokenic neurons.
     assert_eq!(read(&out.join("weights/neuron_tokens.parquet")).unwrap().height(), 40);
     assert_eq!(read(&out.join("weights/monotokenic.parquet")).unwrap().height().min(5), read(&out.join("weights/monotokenic.parquet")).unwrap().height());
+    // The neuron table joins weights and pre-activation statistics for every neuron.
+    let table = read(&out.join("table/neurons.parquet")).unwrap();
+    assert_eq!(table.height(), 2 * 256);
+    for c in ["w_in_norm", "w_out_norm", "input_bias", "in_out_sim", "l2_penalty", "mean", "var", "skew", "kurt", "sparsity", "vocab_mean", "vocab_var", "vocab_skew", "vocab_kurt"] {
+        assert!(col_f64(&table, c).iter().all(|x| x.is_finite()), "{c}");
+    }
+    assert!(out.join("table/neurons.csv").exists());
+    let comps = read(&out.join("wstats/neuron_comps.parquet")).unwrap();
+    assert_eq!(comps.height(), 512 * 4 * 2 * 10);
     // Viewer pages and plots exist; every link of the report resolves.
     assert!(out.join("pages/index.html").exists() && out.join("pages/texts.html").exists());
     assert!(out.join("resid/plot.png").exists() && out.join("losses/plot.svg").exists());

@@ -1,0 +1,80 @@
+//! `neuron_table` stage: one row per (layer, neuron) of a model joining its weight statistics with
+//! its activation statistics, under the Universal Neurons study's column names (`w_in_norm,
+//! w_out_norm, input_bias, in_out_sim, l2_penalty, mean, var, skew, kurt, sparsity, vocab_mean,
+//! vocab_var, vocab_skew, vocab_kurt`), as Parquet and CSV.
+
+use super::{Dep, Stage, StageSpec};
+use crate::exec::RunCx;
+use crate::spec::{CheckCx, Diagnostic, StageRef};
+use crate::store::table::read;
+use anyhow::{Context, Result};
+use polars::prelude::*;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Spec {
+    /// A `weights` stage of the model.
+    pub weights: StageRef,
+    /// An `activations` stage of the same model; its `mlp.hook_pre` statistics give mean, var,
+    /// skew, kurt and sparsity (share of pre-activations > 0), as in the study.
+    pub activations: StageRef,
+    /// The hook whose statistics are joined (layer-less TL name).
+    #[serde(default = "default_hook")]
+    pub hook: String,
+}
+
+fn default_hook() -> String {
+    "mlp.hook_pre".into()
+}
+
+impl Stage for Spec {
+    fn deps(&self) -> Vec<Dep<'_>> {
+        vec![Dep::Stage(&self.weights), Dep::Stage(&self.activations)]
+    }
+
+    fn tables(&self) -> Vec<&'static str> {
+        vec!["neurons"]
+    }
+
+    fn check(&self, cx: &CheckCx, out: &mut Vec<Diagnostic>) {
+        let (w, a) = (cx.exp.stages.get(self.weights.name()).map(|s| &s.value), cx.exp.stages.get(self.activations.name()).map(|s| &s.value));
+        if let Some(w) = w.filter(|w| !matches!(w, StageSpec::Weights(_))) {
+            out.push(Diagnostic::at(self.weights.span(), format!("`weights` must name a weights stage; '{}' is a {} stage", self.weights.name(), w.kind())));
+        }
+        if let Some(a) = a.filter(|a| !matches!(a, StageSpec::Activations(_))) {
+            out.push(Diagnostic::at(self.activations.span(), format!("`activations` must name an activations stage; '{}' is a {} stage", self.activations.name(), a.kind())));
+        }
+        if let (Some(StageSpec::Weights(w)), Some(StageSpec::Activations(a))) = (w, a) {
+            if w.model.name() != a.model.name() {
+                out.push(Diagnostic::at(self.activations.span(), format!("'{}' ran on model '{}' but '{}' on '{}'", self.activations.name(), a.model.name(), self.weights.name(), w.model.name())));
+            }
+        }
+    }
+
+    fn run(&self, cx: &mut RunCx) -> Result<()> {
+        let mut df = read(&cx.input(&self.weights)?.join("weights.parquet"))?;
+        let stats = read(&cx.input(&self.activations)?.join("stats.parquet"))?;
+        let hook = crate::model::hooks::parse_site(&self.hook).context("unknown hook")?.tl_suffix();
+        let (h, l, n) = (stats.column("hook")?.str()?, stats.column("layer")?.u32()?, stats.column("neuron")?.u32()?);
+        let mut index: HashMap<(u32, u32), usize> = HashMap::new();
+        for i in 0..stats.height() {
+            if h.get(i) == Some(hook) {
+                index.insert((l.get(i).unwrap_or(0), n.get(i).unwrap_or(0)), i);
+            }
+        }
+        anyhow::ensure!(!index.is_empty(), "'{}' has no statistics of {}: add it to its hooks", self.activations.name(), self.hook);
+        let (layers, neurons) = (df.column("layer")?.u32()?.clone(), df.column("neuron")?.u32()?.clone());
+        let rows: Vec<Option<usize>> = (0..df.height()).map(|i| index.get(&(layers.get(i).unwrap_or(0), neurons.get(i).unwrap_or(0))).copied()).collect();
+        for (from, to) in [("mean", "mean"), ("var", "var"), ("skew", "skew"), ("kurt", "kurt"), ("freq", "sparsity")] {
+            let c = stats.column(from)?.f64()?;
+            let v: Vec<Option<f64>> = rows.iter().map(|r| r.and_then(|i| c.get(i))).collect();
+            df.with_column(Column::new(to.into(), v))?;
+        }
+        let order = ["layer", "neuron", "w_in_norm", "w_out_norm", "input_bias", "in_out_sim", "l2_penalty", "mean", "var", "skew", "kurt", "sparsity", "vocab_mean", "vocab_var", "vocab_skew", "vocab_kurt", "vocab_class"];
+        let mut df = df.select(order)?;
+        cx.write_table("neurons", &mut df, true)
+    }
+}

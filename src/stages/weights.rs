@@ -1,0 +1,198 @@
+//! `weights` stage: per-neuron weight statistics on the model's (processed) weights — norms, input
+//! bias, cos(w_in, w_out), weight-decay penalty, moments of cos(W_U, w_out) over the vocabulary
+//! (prediction / suppression / partition class) and of cos(W_E, w_in), top and bottom tokens,
+//! neuron↔neuron composition (top-k) and neuron↔attention-head composition (Q, K, V, O).
+
+use super::{Dep, Stage};
+use crate::analysis::weights::{head_composition, in_out, moments, neuron_weights, unit_rows, vocab_class, vocab_cosines};
+use crate::exec::RunCx;
+use crate::spec::ModelRef;
+use anyhow::Result;
+use candle_core::{Device, Tensor};
+use polars::prelude::*;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Spec {
+    pub model: ModelRef,
+    /// Tokens listed per neuron (top and bottom of cos(W_U, w_out) and cos(W_E, w_in)).
+    #[serde(default = "default_vocab_k")]
+    pub vocab_k: usize,
+    /// Neurons listed per neuron and composition kind.
+    #[serde(default = "default_neuron_k")]
+    pub neuron_k: usize,
+    /// vocab_kurt above this: a prediction (skew > 0) or suppression (skew < 0) neuron.
+    #[serde(default = "default_kurt")]
+    pub kurt_threshold: f64,
+    /// vocab_var above this (with low kurtosis): a partition neuron.
+    #[serde(default = "default_var")]
+    pub partition_var: f64,
+}
+
+fn default_vocab_k() -> usize {
+    10
+}
+fn default_neuron_k() -> usize {
+    10
+}
+fn default_kurt() -> f64 {
+    10.0
+}
+fn default_var() -> f64 {
+    0.005
+}
+
+impl Stage for Spec {
+    fn deps(&self) -> Vec<Dep<'_>> {
+        vec![Dep::Model(&self.model)]
+    }
+
+    fn tables(&self) -> Vec<&'static str> {
+        vec!["weights", "vocab_tokens", "neuron_comps"]
+    }
+
+    fn run(&self, cx: &mut RunCx) -> Result<()> {
+        let model = cx.model(&self.model)?;
+        let tok = model.tokenizer.as_ref();
+        let cfg = &model.cfg;
+        let w_u_unit = unit_rows(&model.weights.w_u.t()?.contiguous()?)?; // [vocab, d]
+        let w_e_unit = unit_rows(&model.weights.w_e)?;
+        let mut cols: HashMap<&str, Vec<f64>> = HashMap::new();
+        let (mut layer_c, mut neuron_c, mut class_c) = (Vec::new(), Vec::new(), Vec::new());
+        let mut vt: (Vec<u32>, Vec<u32>, Vec<&str>, Vec<&str>, Vec<u32>, Vec<String>, Vec<f32>) = Default::default();
+        let mut progress = cx.progress(cfg.n_layers as u64, "layers");
+        for l in 0..cfg.n_layers {
+            let nw = neuron_weights(&model, l)?;
+            let (w_in, w_out) = in_out(&model, l)?;
+            let u_out: Vec<Vec<f32>> = vocab_cosines(&w_out, &w_u_unit)?.to_vec2()?;
+            let e_in: Vec<Vec<f32>> = vocab_cosines(&w_in, &w_e_unit)?.to_vec2()?;
+            for n in 0..cfg.d_mlp {
+                layer_c.push(l as u32);
+                neuron_c.push(n as u32);
+                let (mu, me) = (moments(&u_out[n]), moments(&e_in[n]));
+                class_c.push(vocab_class(&mu, self.kurt_threshold, self.partition_var));
+                for (k, v) in [
+                    ("w_in_norm", nw.w_in_norm[n] as f64),
+                    ("w_out_norm", nw.w_out_norm[n] as f64),
+                    ("input_bias", nw.input_bias[n] as f64),
+                    ("in_out_sim", nw.in_out_sim[n] as f64),
+                    ("l2_penalty", nw.l2_penalty[n] as f64),
+                    ("vocab_mean", mu.mean),
+                    ("vocab_var", mu.var),
+                    ("vocab_skew", mu.skew),
+                    ("vocab_kurt", mu.kurt),
+                    ("e_in_mean", me.mean),
+                    ("e_in_var", me.var),
+                    ("e_in_skew", me.skew),
+                    ("e_in_kurt", me.kurt),
+                ] {
+                    cols.entry(k).or_default().push(v);
+                }
+                for (basis, row) in [("u_out", &u_out[n]), ("e_in", &e_in[n])] {
+                    for (which, lowest) in [("top", false), ("bottom", true)] {
+                        for (rank, (t, v)) in crate::analysis::vocab::top_entries(row, self.vocab_k, lowest).into_iter().enumerate() {
+                            vt.0.push(l as u32);
+                            vt.1.push(n as u32);
+                            vt.2.push(basis);
+                            vt.3.push(which);
+                            vt.4.push(rank as u32);
+                            vt.5.push(tok.map(|k| k.token_str(t as u32)).unwrap_or_else(|| t.to_string()));
+                            vt.6.push(v);
+                        }
+                    }
+                }
+            }
+            cx.tick(&mut progress, 1)?;
+        }
+        let order = ["w_in_norm", "w_out_norm", "input_bias", "in_out_sim", "l2_penalty", "vocab_mean", "vocab_var", "vocab_skew", "vocab_kurt", "e_in_mean", "e_in_var", "e_in_skew", "e_in_kurt"];
+        let mut frame = vec![Column::new("layer".into(), layer_c), Column::new("neuron".into(), neuron_c)];
+        for k in order {
+            frame.push(Column::new(k.into(), cols.remove(k).unwrap_or_default()));
+        }
+        frame.push(Column::new("vocab_class".into(), class_c));
+        cx.write_table("weights", &mut DataFrame::new_infer_height(frame)?, true)?;
+        let mut df = DataFrame::new_infer_height(vec![
+            Column::new("layer".into(), vt.0),
+            Column::new("neuron".into(), vt.1),
+            Column::new("basis".into(), vt.2),
+            Column::new("which".into(), vt.3),
+            Column::new("rank".into(), vt.4),
+            Column::new("token".into(), vt.5),
+            Column::new("cos".into(), vt.6),
+        ])?;
+        cx.write_table("vocab_tokens", &mut df, false)?;
+        self.compositions(cx, &model)
+    }
+}
+
+impl Spec {
+    /// Neuron↔neuron composition (cos of in/out vectors, self excluded; top-k per kind) and
+    /// neuron↔head composition tensors.
+    fn compositions(&self, cx: &RunCx, model: &crate::model::Model) -> Result<()> {
+        let cfg = &model.cfg;
+        let (mut ins, mut outs) = (Vec::new(), Vec::new());
+        for l in 0..cfg.n_layers {
+            let (i, o) = in_out(model, l)?;
+            ins.push(unit_rows(&i)?);
+            outs.push(unit_rows(&o)?);
+        }
+        let (all_in, all_out) = (Tensor::cat(&ins, 0)?, Tensor::cat(&outs, 0)?); // [L·d_mlp, d]
+        let total = all_in.dim(0)?;
+        let mut nc: (Vec<u32>, Vec<u32>, Vec<&str>, Vec<&str>, Vec<u32>, Vec<u32>, Vec<u32>, Vec<f32>) = Default::default();
+        for (kind, a, b) in [("in_in", &all_in, &all_in), ("in_out", &all_in, &all_out), ("out_in", &all_out, &all_in), ("out_out", &all_out, &all_out)] {
+            for start in (0..total).step_by(1024) {
+                let n = 1024.min(total - start);
+                let sims: Vec<Vec<f32>> = a.narrow(0, start, n)?.matmul(&b.t()?)?.to_vec2()?;
+                for (i, mut row) in sims.into_iter().enumerate() {
+                    let me = start + i;
+                    row[me] = 0.0;
+                    for (which, lowest) in [("top", false), ("bottom", true)] {
+                        for (rank, (j, v)) in crate::analysis::vocab::top_entries(&row, self.neuron_k, lowest).into_iter().enumerate() {
+                            nc.0.push((me / cfg.d_mlp) as u32);
+                            nc.1.push((me % cfg.d_mlp) as u32);
+                            nc.2.push(kind);
+                            nc.3.push(which);
+                            nc.4.push(rank as u32);
+                            nc.5.push((j / cfg.d_mlp) as u32);
+                            nc.6.push((j % cfg.d_mlp) as u32);
+                            nc.7.push(v);
+                        }
+                    }
+                }
+            }
+        }
+        let mut df = DataFrame::new_infer_height(vec![
+            Column::new("layer".into(), nc.0),
+            Column::new("neuron".into(), nc.1),
+            Column::new("kind".into(), nc.2),
+            Column::new("which".into(), nc.3),
+            Column::new("rank".into(), nc.4),
+            Column::new("other_layer".into(), nc.5),
+            Column::new("other_neuron".into(), nc.6),
+            Column::new("cos".into(), nc.7),
+        ])?;
+        cx.write_table("neuron_comps", &mut df, false)?;
+        // Head composition: [neuron layer · d_mlp, head layer · heads] per kind.
+        let mut heads: HashMap<String, Vec<Tensor>> = HashMap::new();
+        for nl in 0..cfg.n_layers {
+            let mut row: HashMap<&str, Vec<Tensor>> = HashMap::new();
+            for hl in 0..cfg.n_layers {
+                let c = head_composition(model, nl, hl)?;
+                for (k, t) in [("q", c.q), ("k", c.k), ("v", c.v), ("o", c.o)] {
+                    row.entry(k).or_default().push(t);
+                }
+            }
+            for (k, ts) in row {
+                heads.entry(format!("{k}_comp")).or_default().push(Tensor::cat(&ts, 1)?);
+            }
+        }
+        let mut out = HashMap::new();
+        for (k, ts) in heads {
+            out.insert(k, Tensor::cat(&ts, 0)?.to_device(&Device::Cpu)?);
+        }
+        crate::store::atomic::save_tensors(&cx.out().join("head_comps.safetensors"), &out)
+    }
+}
