@@ -83,7 +83,7 @@ impl Hooks<'_, '_> {
 }
 
 /// Run `f` on the f32 data of a CPU tensor (made contiguous first).
-pub(crate) fn with_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Result<R> {
+pub fn with_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Result<R> {
     let t = t.contiguous()?;
     let (s, l) = t.storage_and_layout();
     let Storage::Cpu(cs) = &*s else { bail!("tensor is not on the CPU") };
