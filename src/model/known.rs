@@ -2,6 +2,7 @@
 //! on a machine where the model has not been downloaded yet.
 
 use super::config::{Activation, Family, ModelConfig};
+use super::random::gpt2_config;
 
 /// (repository, family, layers, d_model, heads, d_mlp, vocab, context, crfm attention scaling)
 const KNOWN: &[(&str, Family, usize, usize, usize, usize, usize, usize, bool)] = &[
@@ -35,27 +36,17 @@ const KNOWN: &[(&str, Family, usize, usize, usize, usize, usize, usize, bool)] =
 pub fn known_config(repo: &str) -> Option<ModelConfig> {
     let &(_, family, n_layers, d_model, n_heads, d_mlp, d_vocab, n_ctx, crfm) = KNOWN.iter().find(|k| k.0 == repo)?;
     let neox = family == Family::NeoX;
-    Some(ModelConfig {
-        family,
-        n_layers,
-        d_model,
-        n_heads,
-        d_head: d_model / n_heads,
-        d_mlp,
-        d_vocab,
-        n_ctx,
-        act: match family {
-            Family::Gpt2 => Activation::GeluNew,
-            Family::NeoX => Activation::Gelu,
-            Family::Solu => Activation::SoluLn,
-        },
-        eps: 1e-5,
-        rotary_dim: if neox { d_model / n_heads / 4 } else { 0 },
-        rotary_base: 10000.0,
-        parallel_attn_mlp: neox,
-        scale_attn_by_inverse_layer_idx: crfm,
-        masked_score: f32::NEG_INFINITY,
-        bos_token_id: if neox { 0 } else { 50256 },
-        eos_token_id: if neox { 0 } else { 50256 },
-    })
+    let mut cfg = gpt2_config(n_layers, d_model, n_heads, d_mlp, d_vocab, n_ctx);
+    cfg.family = family;
+    cfg.act = match family {
+        Family::Gpt2 => Activation::GeluNew,
+        Family::NeoX => Activation::Gelu,
+        Family::Solu => Activation::SoluLn,
+    };
+    cfg.rotary_dim = if neox { d_model / n_heads / 4 } else { 0 };
+    cfg.parallel_attn_mlp = neox;
+    cfg.scale_attn_by_inverse_layer_idx = crfm;
+    let special = if neox { 0 } else { 50256 };
+    (cfg.bos_token_id, cfg.eos_token_id) = (special, special);
+    Some(cfg)
 }

@@ -2,6 +2,7 @@
 
 use super::checkpoint::{Checkpoint, Params};
 use super::config::{get_usize, Activation, Family, ModelConfig};
+use super::random::gpt2_config;
 use anyhow::{bail, Result};
 use candle_core::{DType, Device, Tensor};
 use serde_json::Value;
@@ -24,26 +25,14 @@ pub fn tl_config(v: &Value) -> Result<ModelConfig> {
     if v.get("final_rms").and_then(Value::as_bool).unwrap_or(false) {
         bail!("RMSNorm models (final_rms = true) are not supported");
     }
-    let d_vocab = get_usize(v, &["d_vocab"])?;
-    Ok(ModelConfig {
-        family: Family::Solu,
-        n_layers: get_usize(v, &["n_layers"])?,
-        d_model: get_usize(v, &["d_model"])?,
-        n_heads: get_usize(v, &["n_heads"])?,
-        d_head: get_usize(v, &["d_head"])?,
-        d_mlp: get_usize(v, &["d_mlp"])?,
-        d_vocab,
-        n_ctx: get_usize(v, &["n_ctx"])?,
-        act,
-        eps: 1e-5,
-        rotary_dim: 0,
-        rotary_base: 10000.0,
-        parallel_attn_mlp: false,
-        scale_attn_by_inverse_layer_idx: false,
-        masked_score: f32::NEG_INFINITY,
-        bos_token_id: 0,
-        eos_token_id: 0,
-    })
+    let d_model = get_usize(v, &["d_model"])?;
+    let n_heads = get_usize(v, &["n_heads"])?;
+    let mut cfg = gpt2_config(get_usize(v, &["n_layers"])?, d_model, n_heads, get_usize(v, &["d_mlp"])?, get_usize(v, &["d_vocab"])?, get_usize(v, &["n_ctx"])?);
+    cfg.family = Family::Solu;
+    cfg.d_head = get_usize(v, &["d_head"])?;
+    cfg.act = act;
+    (cfg.bos_token_id, cfg.eos_token_id) = (0, 0);
+    Ok(cfg)
 }
 
 /// The checkpoint's keys are TL names already; buffers (mask, IGNORE) are not parameters.
