@@ -176,8 +176,31 @@ fn intervention_stages_run_and_agree_with_the_analysis_functions() {
     assert!(out.join("table/neurons.csv").exists());
     let comps = read(&out.join("wstats/neuron_comps.parquet")).unwrap();
     assert_eq!(comps.height(), 512 * 4 * 2 * 10);
-    // Viewer pages and plots exist; every link of the report resolves.
-    assert!(out.join("pages/index.html").exists() && out.join("pages/texts.html").exists());
+    // Viewer pages: one per chosen neuron (the contrast's top 3), each showing that neuron's top
+    // example value and the tokens around it.
+    let contrast = read(&out.join("german/contrast.parquet")).unwrap();
+    let index = std::fs::read_to_string(out.join("pages/index.html")).unwrap();
+    let examples = read(&out.join("acts_de/examples.parquet")).unwrap();
+    for i in 0..3 {
+        let (l, n) = (col_f64(&contrast, "layer")[i] as u32, col_f64(&contrast, "neuron")[i] as u32);
+        let page = std::fs::read_to_string(out.join(format!("pages/L{l}.N{n}.html"))).unwrap();
+        assert!(index.contains(&format!("href=\"L{l}.N{n}.html\"")), "index lacks L{l}.N{n}");
+        let rows: Vec<usize> = (0..examples.height())
+            .filter(|&r| {
+                examples.column("hook").unwrap().str().unwrap().get(r) == Some("mlp.hook_post")
+                    && examples.column("which").unwrap().str().unwrap().get(r) == Some("top")
+                    && examples.column("layer").unwrap().u32().unwrap().get(r) == Some(l)
+                    && examples.column("neuron").unwrap().u32().unwrap().get(r) == Some(n)
+            })
+            .collect();
+        let top = rows.iter().map(|&r| examples.column("value").unwrap().f64().unwrap().get(r).unwrap()).fold(f64::MIN, f64::max);
+        assert!(page.contains(&format!("<span class=v>{top:.3}")), "L{l}.N{n}: top value {top:.3} not shown");
+        let max_token = rows.iter().find(|&&r| examples.column("value").unwrap().f64().unwrap().get(r) == Some(top)).map(|&r| examples.column("token_str").unwrap().str().unwrap().get(r).unwrap().to_string()).unwrap();
+        let shown = lantern::report::esc(&max_token.replace('\n', "⏎"));
+        assert!(page.contains(&format!("max\" style=")) && page.contains(&shown), "L{l}.N{n}: max token {max_token:?} not shown");
+    }
+    assert!(out.join("pages/texts.html").exists());
+    // Plots exist; every link of the report resolves.
     assert!(out.join("resid/plot.png").exists() && out.join("losses/plot.svg").exists());
     let v = lantern::spec::parse::parse_file(&f).and_then(lantern::spec::validate).unwrap();
     lantern::report::write_for(&v, &o, &ws.out()).unwrap();
