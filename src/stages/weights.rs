@@ -61,6 +61,9 @@ impl Stage for Spec {
         let w_u_unit = unit_rows(&model.weights.w_u.t()?.contiguous()?)?; // [vocab, d]
         let w_e_unit = unit_rows(&model.weights.w_e)?;
         let mut cols: HashMap<&str, Vec<f64>> = HashMap::new();
+        // Moments of the other three compositions: e_out_mean … e_in_kurt.
+        const STATS: [&str; 4] = ["mean", "var", "skew", "kurt"];
+        let mut other_cols: Vec<(String, Vec<f64>)> = ["e_out", "u_in", "e_in"].iter().flat_map(|p| STATS.map(|s| (format!("{p}_{s}"), Vec::new()))).collect();
         let (mut layer_c, mut neuron_c, mut class_c) = (Vec::new(), Vec::new(), Vec::new());
         let mut vt: (Vec<u32>, Vec<u32>, Vec<&str>, Vec<&str>, Vec<u32>, Vec<String>, Vec<f32>) = Default::default();
         let mut progress = cx.progress(cfg.n_layers as u64, "layers");
@@ -68,11 +71,14 @@ impl Stage for Spec {
             let nw = neuron_weights(&model, l)?;
             let (w_in, w_out) = in_out(&model, l)?;
             let u_out: Vec<Vec<f32>> = vocab_cosines(&w_out, &w_u_unit)?.to_vec2()?;
+            let e_out: Vec<Vec<f32>> = vocab_cosines(&w_out, &w_e_unit)?.to_vec2()?;
+            let u_in: Vec<Vec<f32>> = vocab_cosines(&w_in, &w_u_unit)?.to_vec2()?;
             let e_in: Vec<Vec<f32>> = vocab_cosines(&w_in, &w_e_unit)?.to_vec2()?;
             for n in 0..cfg.d_mlp {
                 layer_c.push(l as u32);
                 neuron_c.push(n as u32);
-                let (mu, me) = (moments(&u_out[n]), moments(&e_in[n]));
+                let mu = moments(&u_out[n]);
+                let others = [moments(&e_out[n]), moments(&u_in[n]), moments(&e_in[n])];
                 class_c.push(vocab_class(&mu, self.kurt_threshold, self.partition_var));
                 for (k, v) in [
                     ("w_in_norm", nw.w_in_norm[n] as f64),
@@ -84,14 +90,15 @@ impl Stage for Spec {
                     ("vocab_var", mu.var),
                     ("vocab_skew", mu.skew),
                     ("vocab_kurt", mu.kurt),
-                    ("e_in_mean", me.mean),
-                    ("e_in_var", me.var),
-                    ("e_in_skew", me.skew),
-                    ("e_in_kurt", me.kurt),
                 ] {
                     cols.entry(k).or_default().push(v);
                 }
-                for (basis, row) in [("u_out", &u_out[n]), ("e_in", &e_in[n])] {
+                for (p, m) in others.iter().enumerate() {
+                    for (s, v) in [m.mean, m.var, m.skew, m.kurt].into_iter().enumerate() {
+                        other_cols[p * STATS.len() + s].1.push(v);
+                    }
+                }
+                for (basis, row) in [("u_out", &u_out[n]), ("e_out", &e_out[n]), ("u_in", &u_in[n]), ("e_in", &e_in[n])] {
                     for (which, lowest) in [("top", false), ("bottom", true)] {
                         for (rank, (t, v)) in crate::analysis::vocab::top_entries(row, self.vocab_k, lowest).into_iter().enumerate() {
                             vt.0.push(l as u32);
@@ -107,10 +114,13 @@ impl Stage for Spec {
             }
             cx.tick(&mut progress, 1)?;
         }
-        let order = ["w_in_norm", "w_out_norm", "input_bias", "in_out_sim", "l2_penalty", "vocab_mean", "vocab_var", "vocab_skew", "vocab_kurt", "e_in_mean", "e_in_var", "e_in_skew", "e_in_kurt"];
+        let order = ["w_in_norm", "w_out_norm", "input_bias", "in_out_sim", "l2_penalty", "vocab_mean", "vocab_var", "vocab_skew", "vocab_kurt"];
         let mut frame = vec![Column::new("layer".into(), layer_c), Column::new("neuron".into(), neuron_c)];
         for k in order {
             frame.push(Column::new(k.into(), cols.remove(k).unwrap_or_default()));
+        }
+        for (k, v) in other_cols {
+            frame.push(Column::new(k.into(), v));
         }
         frame.push(Column::new("vocab_class".into(), class_c));
         cx.write_table("weights", &mut DataFrame::new_infer_height(frame)?, true)?;
