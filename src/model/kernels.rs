@@ -239,9 +239,16 @@ pub fn linear(x: &[f32], w: &[f32], b: &[f32], rows: usize, k: usize, n: usize) 
         y.truncate(n);
         return y;
     }
+    // A zero bias (GPT-2's unembedding) needs no initial pass: the GEMM writes without reading.
+    let zero_bias = b.iter().all(|&x| x == 0.0);
     let mut y = Vec::with_capacity(rows * n);
-    for _ in 0..rows {
-        y.extend_from_slice(b);
+    if zero_bias {
+        // SAFETY: with read_dst = false the GEMM writes every element before anything reads it.
+        unsafe { y.set_len(rows * n) };
+    } else {
+        for _ in 0..rows {
+            y.extend_from_slice(b);
+        }
     }
     unsafe {
         gemm::gemm(
@@ -251,7 +258,7 @@ pub fn linear(x: &[f32], w: &[f32], b: &[f32], rows: usize, k: usize, n: usize) 
             y.as_mut_ptr(),
             1,
             n as isize,
-            true,
+            !zero_bias,
             x.as_ptr(),
             1,
             k as isize,
@@ -333,24 +340,32 @@ unsafe fn small_gemm(
     )
 }
 
+/// Rows per block of the causal attention products: block r only needs key positions < (r + 1)·B.
+const CAUSAL_BLOCK: usize = 32;
+
 /// Causal attention scores of one (batch, head): `out` is [pos, pos], masked above the diagonal.
+/// Only the blocks on or below the diagonal are multiplied.
 fn scores_bh(q: HeadView, k: HeadView, d: AttnDims, b: usize, h: usize, out: &mut [f32]) {
     let t = d.pos;
-    unsafe {
-        small_gemm(
-            t,
-            t,
-            d.d_head,
-            out.as_mut_ptr(),
-            t,
-            q.data.as_ptr().add(q.offset + b * t * q.row_stride + h * d.d_head),
-            q.row_stride,
-            1,
-            k.data.as_ptr().add(k.offset + b * t * k.row_stride + h * d.d_head),
-            1,
-            k.row_stride,
-            d.scale,
-        );
+    for r0 in (0..t).step_by(CAUSAL_BLOCK) {
+        let rows = CAUSAL_BLOCK.min(t - r0);
+        let cols = r0 + rows;
+        unsafe {
+            small_gemm(
+                rows,
+                cols,
+                d.d_head,
+                out.as_mut_ptr().add(r0 * t),
+                t,
+                q.data.as_ptr().add(q.offset + (b * t + r0) * q.row_stride + h * d.d_head),
+                q.row_stride,
+                1,
+                k.data.as_ptr().add(k.offset + b * t * k.row_stride + h * d.d_head),
+                1,
+                k.row_stride,
+                d.scale,
+            );
+        }
     }
     for i in 0..t {
         for v in &mut out[i * t + i + 1..(i + 1) * t] {
@@ -359,25 +374,30 @@ fn scores_bh(q: HeadView, k: HeadView, d: AttnDims, b: usize, h: usize, out: &mu
     }
 }
 
-/// z rows of one (batch, head) = pattern · v, written into z [batch, pos, heads, d_head].
+/// z rows of one (batch, head) = pattern · v, written into z [batch, pos, heads, d_head]; each row
+/// block multiplies only the key positions its causal pattern can be non-zero at.
 fn pv_bh(pattern: &[f32], v: HeadView, d: AttnDims, b: usize, h: usize, z: &SendPtr) {
     let t = d.pos;
     let zs = d.heads * d.d_head;
-    unsafe {
-        small_gemm(
-            t,
-            d.d_head,
-            t,
-            z.0.add(b * t * zs + h * d.d_head),
-            zs,
-            pattern.as_ptr(),
-            t,
-            1,
-            v.data.as_ptr().add(v.offset + b * t * v.row_stride + h * d.d_head),
-            v.row_stride,
-            1,
-            1.0,
-        );
+    for r0 in (0..t).step_by(CAUSAL_BLOCK) {
+        let rows = CAUSAL_BLOCK.min(t - r0);
+        let cols = r0 + rows;
+        unsafe {
+            small_gemm(
+                rows,
+                d.d_head,
+                cols,
+                z.0.add((b * t + r0) * zs + h * d.d_head),
+                zs,
+                pattern.as_ptr().add(r0 * t),
+                t,
+                1,
+                v.data.as_ptr().add(v.offset + b * t * v.row_stride + h * d.d_head),
+                v.row_stride,
+                1,
+                1.0,
+            );
+        }
     }
 }
 
