@@ -343,13 +343,19 @@ unsafe fn small_gemm(
 /// Rows per block of the causal attention products: block r only needs key positions < (r + 1)·B.
 const CAUSAL_BLOCK: usize = 32;
 
+/// (first row, rows, key positions needed) of each causal row block of a [t, t] product.
+fn causal_blocks(t: usize) -> impl Iterator<Item = (usize, usize, usize)> {
+    (0..t).step_by(CAUSAL_BLOCK).map(move |r0| {
+        let rows = CAUSAL_BLOCK.min(t - r0);
+        (r0, rows, r0 + rows)
+    })
+}
+
 /// Causal attention scores of one (batch, head): `out` is [pos, pos], masked above the diagonal.
 /// Only the blocks on or below the diagonal are multiplied.
 fn scores_bh(q: HeadView, k: HeadView, d: AttnDims, b: usize, h: usize, out: &mut [f32]) {
     let t = d.pos;
-    for r0 in (0..t).step_by(CAUSAL_BLOCK) {
-        let rows = CAUSAL_BLOCK.min(t - r0);
-        let cols = r0 + rows;
+    for (r0, rows, cols) in causal_blocks(t) {
         unsafe {
             small_gemm(
                 rows,
@@ -379,9 +385,7 @@ fn scores_bh(q: HeadView, k: HeadView, d: AttnDims, b: usize, h: usize, out: &mu
 fn pv_bh(pattern: &[f32], v: HeadView, d: AttnDims, b: usize, h: usize, z: &SendPtr) {
     let t = d.pos;
     let zs = d.heads * d.d_head;
-    for r0 in (0..t).step_by(CAUSAL_BLOCK) {
-        let rows = CAUSAL_BLOCK.min(t - r0);
-        let cols = r0 + rows;
+    for (r0, rows, cols) in causal_blocks(t) {
         unsafe {
             small_gemm(
                 rows,
