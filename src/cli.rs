@@ -39,6 +39,17 @@ impl From<Exit> for ExitCode {
     }
 }
 
+/// `--shard i/n`.
+pub fn parse_shard(s: &str) -> Result<(usize, usize), String> {
+    let err = || format!("'{s}': expected i/n, e.g. 3/8 (shard 3 of 8)");
+    let (i, n) = s.split_once('/').ok_or_else(err)?;
+    let (i, n) = (i.trim().parse().map_err(|_| err())?, n.trim().parse().map_err(|_| err())?);
+    if i == 0 || i > n {
+        return Err(format!("'{s}': the shard number must be between 1 and {n}"));
+    }
+    Ok((i, n))
+}
+
 /// Parse and validate, printing diagnostics; `None` means invalid input.
 pub fn load(file: &Path) -> Option<Validated> {
     let checked = parse_file(file).and_then(check_experiment);
@@ -78,7 +89,7 @@ fn device(v: &Validated) -> Result<Device> {
     }
 }
 
-pub fn run(file: &Path, out: &Path, force: Vec<String>, only: Vec<String>, dry_run: bool) -> Result<Exit> {
+pub fn run(file: &Path, out: &Path, force: Vec<String>, only: Vec<String>, shard: Option<(usize, usize)>, dry_run: bool) -> Result<Exit> {
     let Some(v) = load(file) else { return Ok(Exit::Invalid) };
     let cancel: &'static AtomicBool = Box::leak(Box::new(AtomicBool::new(false)));
     // First Ctrl-C: stop after discarding the running stage; a second one exits at once.
@@ -88,7 +99,7 @@ pub fn run(file: &Path, out: &Path, force: Vec<String>, only: Vec<String>, dry_r
         }
         eprintln!("\ninterrupting: finishing cleanly (Ctrl-C again to quit now)");
     });
-    let opts = Options { out: out.to_path_buf(), force, only, dry_run, fail_after: None };
+    let opts = Options { out: out.to_path_buf(), force, only, shard, dry_run, fail_after: None };
     eprintln!("{}: {} ({})", v.exp.meta.name.value, file.display(), if dry_run { "dry run" } else { "running" });
     let outcome = exec::run(&v, &opts, cancel, device(&v)?)?;
     if !dry_run {

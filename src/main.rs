@@ -27,6 +27,10 @@ enum Command {
         /// Run only this stage and what it needs (repeatable).
         #[arg(long)]
         only: Vec<String>,
+        /// Compute only shard i of n of the stages split into n shards (e.g. a Slurm array task:
+        /// `--shard $((SLURM_ARRAY_TASK_ID+1))/$SLURM_ARRAY_TASK_COUNT`); a plain run then merges.
+        #[arg(long, value_parser = cli::parse_shard)]
+        shard: Option<(usize, usize)>,
         /// Show what would run, run nothing.
         #[arg(long)]
         dry_run: bool,
@@ -88,7 +92,7 @@ fn main() -> ExitCode {
     lantern::util::default_sigpipe();
     let args = Cli::parse();
     let result = match args.command {
-        Command::Run { file, out, force, only, dry_run } => cli::run(&file, &out, force, only, dry_run),
+        Command::Run { file, out, force, only, shard, dry_run } => cli::run(&file, &out, force, only, shard, dry_run),
         Command::Validate { file } => cli::validate(&file),
         Command::Plan { file, out, dot } => cli::plan(&file, &out, dot),
         Command::Status { file, out } => cli::plan(&file, &out, false),

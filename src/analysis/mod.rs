@@ -1,6 +1,8 @@
 //! Interpretability analyses on a loaded model, independent of the experiment engine: activation
 //! patching, logit lens, direct effects, vocabulary projections.
 
+pub mod baseline;
+pub mod correlation;
 pub mod patching;
 pub mod effects;
 pub mod lens;

@@ -29,6 +29,9 @@ pub struct Options {
     /// Run only these (with what they need).
     pub only: Vec<String>,
     pub dry_run: bool,
+    /// Run only shard `.0` (1-based) of `.1` of the stages split into `.1` shards (with what they
+    /// need); a later run without it merges the shards.
+    pub shard: Option<(usize, usize)>,
     /// Test hook: make stage `.0` fail after `.1` units of progress.
     pub fail_after: Option<(String, u64)>,
 }
@@ -100,7 +103,7 @@ pub fn node_params(v: &Validated, kind: &NodeKind) -> serde_json::Value {
     match kind {
         NodeKind::Tokenize { dataset, model } => serde_json::json!({ "dataset": v.exp.datasets[dataset].value, "model": model }),
         NodeKind::Stage(s) => serde_json::to_value(&v.exp.stages[s].value).unwrap_or_default(),
-        NodeKind::TrainSeed { stage, seed } => serde_json::json!({ "stage": v.exp.stages[stage].value, "seed": seed }),
+        NodeKind::Part { stage, part } => serde_json::json!({ "stage": v.exp.stages[stage].value, "part": part }),
         NodeKind::Plot(p) => serde_json::to_value(&v.exp.plots[p].value).unwrap_or_default(),
     }
 }
@@ -116,8 +119,16 @@ fn changed_fields(old: &serde_json::Value, new: &serde_json::Value) -> Vec<Strin
     }
 }
 
-/// Which nodes a run touches: everything, or the `only` nodes with their ancestors.
-fn selected(plan: &Plan, only: &[String]) -> Result<BTreeSet<NodeIndex>> {
+/// Which nodes a run touches: everything, or the `only` nodes (or one shard's nodes) with their
+/// ancestors.
+fn selected(plan: &Plan, only: &[String], shard: Option<(usize, usize)>) -> Result<BTreeSet<NodeIndex>> {
+    if let Some((i, n)) = shard {
+        anyhow::ensure!(i >= 1 && i <= n, "--shard {i}/{n}: the shard number must be between 1 and {n}");
+        let want = crate::stages::Part::Shard { index: i - 1, count: n };
+        let parts: Vec<NodeIndex> = plan.graph.node_indices().filter(|&ix| matches!(&plan.graph[ix].kind, NodeKind::Part { part, .. } if *part == want)).collect();
+        anyhow::ensure!(!parts.is_empty(), "--shard {i}/{n}: no stage is split into {n} shards (set shards = {n} in a correlation stage)");
+        return Ok(parts.into_iter().flat_map(|ix| plan.with_ancestors(ix)).collect());
+    }
     if only.is_empty() {
         return Ok(plan.order.iter().copied().collect());
     }
@@ -145,7 +156,7 @@ pub fn run(v: &Validated, opts: &Options, cancel: &AtomicBool, device: candle_co
     let digests = DigestCache::open(&opts.out);
     let mut fps = fingerprint::compute(v, &plan, &digests);
     digests.save();
-    let sel = selected(&plan, &opts.only)?;
+    let sel = selected(&plan, &opts.only, opts.shard)?;
     let models = models::ModelCache::new(device);
     let exp_name = v.exp.meta.name.value.clone();
     let mut results: Vec<NodeResult> = Vec::new();
@@ -237,10 +248,7 @@ fn run_node(env: &RunEnv, ix: NodeIndex, fp: &str, exp_name: &str) -> Result<Man
     match &node.kind {
         NodeKind::Tokenize { dataset, model } => crate::stages::tokenize::run(&mut cx, dataset, model)?,
         NodeKind::Stage(s) => v.exp.stages[s].value.stage().run(&mut cx)?,
-        NodeKind::TrainSeed { stage, seed } => match &v.exp.stages[stage].value {
-            crate::stages::StageSpec::Train(spec) => crate::stages::train::run_seed(&mut cx, spec, *seed)?,
-            other => anyhow::bail!("stage '{stage}' ({}) has no seeds", other.kind()),
-        },
+        NodeKind::Part { stage, part } => v.exp.stages[stage].value.stage().run_part(&mut cx, *part)?,
         NodeKind::Plot(p) => crate::stages::Stage::run(&v.exp.plots[p].value, &mut cx)?,
     }
     let manifest = Manifest {

@@ -28,6 +28,7 @@ macro_rules! multiversion {
         }
     };
 }
+pub(crate) use multiversion;
 
 const LANES: usize = 16;
 /// Rows per rayon task: below this much work, threading costs more than it saves.
@@ -69,7 +70,7 @@ fn erf(x: f32) -> f32 {
 }
 
 #[inline(always)]
-fn gelu_new_1(x: f32) -> f32 {
+pub(crate) fn gelu_new_1(x: f32) -> f32 {
     const C: f32 = 0.797_884_6; // sqrt(2/pi)
     0.5 * x * (1.0 + tanh(C * (x + 0.044715 * x * x * x)))
 }

@@ -145,9 +145,11 @@ impl Builder<'_> {
                 let seed = if st.stage().uses_seed() { v.exp.meta.seed.to_string() } else { String::new() };
                 self.params(serde_json::to_value(st), &mut inputs).map(|p| hash_parts(&["stage", &FORMAT_VERSION.to_string(), &p, &seed]))
             }
-            NodeKind::TrainSeed { stage, seed } => {
+            NodeKind::Part { stage, part } => {
                 let st = &v.exp.stages[stage].value;
-                self.params(serde_json::to_value(st), &mut inputs).map(|p| hash_parts(&["train-seed", &FORMAT_VERSION.to_string(), &p, &seed.to_string()]))
+                let seed = if st.stage().uses_seed() { v.exp.meta.seed.to_string() } else { String::new() };
+                let part = serde_json::to_string(part).unwrap_or_default();
+                self.params(serde_json::to_value(st), &mut inputs).map(|p| hash_parts(&["part", &FORMAT_VERSION.to_string(), &p, &part, &seed]))
             }
             NodeKind::Plot(name) => self.params(serde_json::to_value(&v.exp.plots[name].value), &mut inputs).map(|p| hash_parts(&["plot", &FORMAT_VERSION.to_string(), &p])),
         };

@@ -4,7 +4,7 @@
 pub mod fingerprint;
 
 use crate::spec::Validated;
-use crate::stages::{Dep, Stage};
+use crate::stages::{Dep, Part, Stage};
 use petgraph::graph::{DiGraph, NodeIndex};
 use std::collections::BTreeMap;
 
@@ -14,8 +14,8 @@ pub enum NodeKind {
     /// A dataset tokenized with a model's tokenizer.
     Tokenize { dataset: String, model: String },
     Stage(String),
-    /// One seed of a `train` stage.
-    TrainSeed { stage: String, seed: u64 },
+    /// One part of a stage that fans out (a seed of `train`, a shard of `correlation`).
+    Part { stage: String, part: Part },
     Plot(String),
 }
 
@@ -30,7 +30,7 @@ impl Node {
     pub fn kind_name<'a>(&self, v: &'a Validated) -> &'a str {
         match &self.kind {
             NodeKind::Tokenize { .. } => "tokenize",
-            NodeKind::Stage(s) | NodeKind::TrainSeed { stage: s, .. } => v.exp.stages[s].value.kind(),
+            NodeKind::Stage(s) | NodeKind::Part { stage: s, .. } => v.exp.stages[s].value.kind(),
             NodeKind::Plot(_) => "plot",
         }
     }
@@ -95,9 +95,9 @@ impl Plan {
         for (name, st) in &v.exp.stages {
             let ix = g.add_node(Node { name: name.clone(), kind: NodeKind::Stage(name.clone()) });
             index.insert(name.clone(), ix);
-            for seed in st.value.stage().fan_out_seeds(v.exp.meta.seed).unwrap_or_default() {
-                let n = crate::stages::train::seed_node(name, seed);
-                let s = g.add_node(Node { name: n.clone(), kind: NodeKind::TrainSeed { stage: name.clone(), seed } });
+            for part in st.value.stage().parts(v.exp.meta.seed) {
+                let n = part.node_name(name);
+                let s = g.add_node(Node { name: n.clone(), kind: NodeKind::Part { stage: name.clone(), part } });
                 g.update_edge(s, ix, ());
                 index.insert(n.clone(), s);
                 seed_nodes.push((name.clone(), s));
@@ -114,7 +114,7 @@ impl Plan {
             .chain(v.exp.plots.iter().map(|(n, p)| (n.clone(), p.value.deps())))
             .collect();
         for (name, ds) in &deps {
-            // A fanned-out stage's inputs feed each of its seed nodes.
+            // A fanned-out stage's inputs feed each of its parts.
             let mut targets = vec![index[name]];
             targets.extend(seed_nodes.iter().filter(|(s, _)| s == name).map(|(_, ix)| *ix));
             for d in ds {

@@ -153,7 +153,10 @@ fn resolve_model(exp: &Experiment, spec: &Sp<ModelSpec>, out: &mut Vec<Diagnosti
     match exp.stages.get(train.name()) {
         Some(st) => match st.value.trained_config() {
             Some(cfg) => {
-                let seeds = st.value.stage().fan_out_seeds(exp.meta.seed).unwrap_or_default();
+                let seeds: Vec<u64> = st.value.stage().parts(exp.meta.seed).into_iter().filter_map(|p| match p {
+                    crate::stages::Part::Seed(s) => Some(s),
+                    _ => None,
+                }).collect();
                 let seed = match m.seed {
                     Some(s) if seeds.contains(&s) => s,
                     Some(s) => {

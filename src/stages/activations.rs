@@ -81,7 +81,7 @@ fn yes() -> bool {
 const TOKEN_STATS_LIMIT: usize = 4 << 30;
 
 /// Width of a hook's per-position vector (hooks over position pairs are not per-neuron data).
-fn width(cfg: &ModelConfig, h: HookPoint) -> Option<usize> {
+pub(crate) fn width(cfg: &ModelConfig, h: HookPoint) -> Option<usize> {
     let shape = h.shape(cfg, 1, 1);
     match h.site() {
         Some(BlockSite::AttnScores | BlockSite::Pattern) => None,

@@ -4,6 +4,7 @@
 pub mod ablation;
 pub mod activations;
 pub mod contrast;
+pub mod correlation;
 pub mod direct_effect;
 pub mod intervention;
 pub mod logit_lens;
@@ -13,6 +14,7 @@ pub mod plot;
 pub mod select;
 pub mod tokenize;
 pub mod train;
+pub mod universal;
 pub mod viewer;
 pub mod vocab_projection;
 pub mod weights;
@@ -24,6 +26,25 @@ use schemars::JsonSchema;
 use serde::Serialize;
 
 pub use plot::PlotStage;
+
+/// One node of a stage that fans out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Part {
+    Seed(u64),
+    /// Shard `index` of `count` (0-based) of the stage's dataset.
+    Shard { index: usize, count: usize },
+}
+
+impl Part {
+    /// The plan node's name: `stage@seed`, `stage@shard-i-of-n` (1-based, as `--shard i/n`).
+    pub fn node_name(&self, stage: &str) -> String {
+        match self {
+            Part::Seed(s) => format!("{stage}@{s}"),
+            Part::Shard { index, count } => format!("{stage}@shard-{}-of-{count}", index + 1),
+        }
+    }
+}
 
 /// Something a stage reads.
 pub enum Dep<'a> {
@@ -51,9 +72,14 @@ pub trait Stage {
     fn uses_seed(&self) -> bool {
         false
     }
-    /// Train stages: the seeds they fan out into (one plan node each).
-    fn fan_out_seeds(&self, _experiment_seed: u64) -> Option<Vec<u64>> {
-        None
+    /// The parts a stage fans out into, one plan node each (train: one per seed; correlation: one
+    /// per shard); the stage's own node then gathers them.
+    fn parts(&self, _experiment_seed: u64) -> Vec<Part> {
+        vec![]
+    }
+    /// Compute one part into `cx.out()`.
+    fn run_part(&self, _cx: &mut RunCx, part: Part) -> Result<()> {
+        anyhow::bail!("this stage has no part {part:?}")
     }
     /// For stages that make models: the configuration of what they make.
     fn trained_config(&self) -> Option<crate::model::ModelConfig> {
@@ -100,11 +126,13 @@ stage_kinds! {
     Ablation(ablation::Spec) = "ablation",
     Activations(activations::Spec) = "activations",
     Contrast(contrast::Spec) = "contrast",
+    Correlation(correlation::Spec) = "correlation",
     DirectEffect(direct_effect::Spec) = "direct_effect",
     LogitLens(logit_lens::Spec) = "logit_lens",
     NeuronTable(neuron_table::Spec) = "neuron_table",
     Patching(patching::Spec) = "patching",
     Train(train::Spec) = "train",
+    Universal(universal::Spec) = "universal",
     Viewer(viewer::Spec) = "viewer",
     VocabProjection(vocab_projection::Spec) = "vocab_projection",
     Weights(weights::Spec) = "weights",

@@ -2,7 +2,7 @@
 //! cached on its own), written as Hugging Face folders that `[models.X] train = "…"` loads like any
 //! model; the stage's own node gathers the loss curves and metrics of every seed.
 
-use super::{Dep, Stage};
+use super::{Dep, Part, Stage};
 use crate::data::source::{Doc, Flow, Reader};
 use crate::data::{bpe, tokenize, DatasetSpec};
 use crate::exec::RunCx;
@@ -165,14 +165,21 @@ impl Stage for Spec {
         Some(self.model_config(self.vocab_size))
     }
 
-    fn fan_out_seeds(&self, experiment_seed: u64) -> Option<Vec<u64>> {
-        Some(self.seed_list(experiment_seed))
+    fn parts(&self, experiment_seed: u64) -> Vec<Part> {
+        self.seed_list(experiment_seed).into_iter().map(Part::Seed).collect()
+    }
+
+    fn run_part(&self, cx: &mut RunCx, part: Part) -> Result<()> {
+        match part {
+            Part::Seed(seed) => run_seed(cx, self, seed),
+            other => anyhow::bail!("a train stage has no part {other:?}"),
+        }
     }
 }
 
 /// The plan node that trains one seed of a train stage.
 pub fn seed_node(stage: &str, seed: u64) -> String {
-    format!("{stage}@{seed}")
+    Part::Seed(seed).node_name(stage)
 }
 
 /// Texts of the training datasets (for fitting the tokenizer).
@@ -193,7 +200,7 @@ fn texts(cx: &RunCx, specs: &[&DatasetSpec]) -> Result<Vec<String>> {
 }
 
 /// Train one seed: tokenizer, token rows, the model; write the HF folder, loss curve and metrics.
-pub fn run_seed(cx: &mut RunCx, spec: &Spec, seed: u64) -> Result<()> {
+fn run_seed(cx: &mut RunCx, spec: &Spec, seed: u64) -> Result<()> {
     let base = cx.base_dir();
     let ds: Vec<&DatasetSpec> = spec.datasets.iter().map(|d| &cx.env.v.exp.datasets[d.name()].value).collect();
     let hf_tok = match &spec.tokenizer {

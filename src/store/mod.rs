@@ -6,6 +6,7 @@ pub mod atomic;
 pub mod digest;
 pub mod manifest;
 pub mod table;
+pub mod tensor_file;
 
 pub use manifest::{FileEntry, Manifest};
 

@@ -1,6 +1,7 @@
 //! Integration tests (one binary, so the dependency tree links once).
 
 mod common;
+mod correlation;
 mod data;
 mod effects;
 mod engine;
