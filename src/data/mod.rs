@@ -45,7 +45,11 @@ pub fn check(spec: &DatasetSpec, base: &Path) -> Vec<(Option<&'static str>, Stri
     if sources != 1 {
         out.push((None, "needs exactly one of `path`, `hub`, `prompts`, `pairs`".to_string()));
     }
-    if let Some(p) = &spec.path {
+    if spec.path.as_ref().is_some_and(|p| source::is_glob(p)) {
+        if let Err(e) = source::input_files(spec, base) {
+            out.push((Some("path"), format!("{e:#}")));
+        }
+    } else if let Some(p) = &spec.path {
         let full = base.join(p);
         if !full.is_file() {
             out.push((Some("path"), format!("data file {} does not exist", full.display())));

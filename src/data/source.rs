@@ -25,8 +25,22 @@ pub enum Flow {
 }
 
 /// The files a spec reads (hub files resolved in the cache, downloading when online).
+/// Whether a `path` is a glob (several files, each document labelled by its file's stem).
+pub fn is_glob(p: &str) -> bool {
+    p.contains(['*', '?', '['])
+}
+
 pub fn input_files(spec: &DatasetSpec, base: &Path) -> Result<Vec<PathBuf>> {
     if let Some(p) = &spec.path {
+        if is_glob(p) {
+            let pattern = base.join(p);
+            let mut files: Vec<PathBuf> = glob::glob(&pattern.to_string_lossy()).with_context(|| format!("bad glob {p}"))?.filter_map(|f| f.ok()).filter(|f| f.is_file()).collect();
+            files.sort();
+            if files.is_empty() {
+                bail!("no data file matches {}", pattern.display());
+            }
+            return Ok(files);
+        }
         let path = base.join(p);
         if !path.is_file() {
             bail!("data file {} does not exist", path.display());
@@ -118,7 +132,10 @@ impl Reader<'_> {
             }
             return Ok(());
         }
-        for file in input_files(spec, base)? {
+        let files = input_files(spec, base)?;
+        let by_file = files.len() > 1 && spec.label.is_none() && spec.label_field.is_none();
+        for file in files {
+            let label = if by_file { file.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default() } else { label.clone() };
             let format = spec.format(&file).with_context(|| format!("{}: unknown file type; set format = \"jsonl\" | \"text\" | \"parquet\" | \"csv\"", file.display()))?;
             let flow = match format {
                 Format::Jsonl => self.jsonl(&file, &label, f)?,

@@ -52,7 +52,9 @@ pub enum MaskToken {
 #[derive(Clone, Debug, Serialize, Deserialize, JsonSchema, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct DatasetSpec {
-    /// A file: .jsonl/.json (one JSON object per line), .txt, .parquet or .csv; relative to the experiment file.
+    /// A file: .jsonl/.json (one JSON object per line), .txt, .parquet or .csv; relative to the
+    /// experiment file. A glob (`data/*.jsonl`) reads every match in name order, each document
+    /// labelled by its file name (without extension) unless `label` / `label_field` say otherwise.
     #[serde(default)]
     pub path: Option<String>,
     /// A Hugging Face dataset repository (e.g. `NeelNanda/pile-10k`), read from the standard cache.

@@ -149,13 +149,11 @@ impl ModelFiles {
         };
         let tok = dir.join("tokenizer.json");
         let (weights, format) = weight_list(&weights, |f| Ok(Some(dir.join(f))))?;
-        Ok(ModelFiles {
-            origin: dir.display().to_string(),
-            config,
-            weights,
-            format,
-            tokenizer: tok.is_file().then_some(tok),
-        })
+        let tokenizer = match tok.is_file() {
+            true => Some(tok),
+            false => named_tokenizer(&hub_cache(), &config, false).unwrap_or(None),
+        };
+        Ok(ModelFiles { origin: dir.display().to_string(), config, weights, format, tokenizer })
     }
 
     /// Locate a model by hub name or TL alias, through the cache (downloading what is missing).
@@ -193,9 +191,25 @@ impl ModelFiles {
         }
         let weights = weights.ok_or_else(|| missing("model.safetensors"))?;
         let (weights, format) = weight_list(&weights, |f| hub_file_in(cache, &repo, f, download))?;
-        let tokenizer = hub_file_in(cache, &repo, "tokenizer.json", download).unwrap_or(None);
+        let tokenizer = match hub_file_in(cache, &repo, "tokenizer.json", download).unwrap_or(None) {
+            Some(t) => Some(t),
+            None => named_tokenizer(cache, &config, download)?,
+        };
         Ok(ModelFiles { origin: repo_id.to_string(), config, weights, format, tokenizer })
     }
+}
+
+/// The tokenizer of the repository a TL-style config names (`tokenizer_name`, as the NeelNanda
+/// SoLU / GELU models do), through the cache.
+fn named_tokenizer(cache: &Cache, config: &Path, download: bool) -> Result<Option<PathBuf>> {
+    let text = std::fs::read_to_string(config)?;
+    let v: serde_json::Value = serde_json::from_str(&text).with_context(|| format!("{} is not JSON", config.display()))?;
+    let Some(name) = v.get("tokenizer_name").and_then(|n| n.as_str()) else { return Ok(None) };
+    let found = hub_file_in(cache, &Repo::model(name.to_string()), "tokenizer.json", download)?;
+    if found.is_none() && download {
+        bail!("the tokenizer repository '{name}' named by {} is not in the cache; {}", config.display(), placement_help(cache, name, RepoType::Model, "tokenizer.json"));
+    }
+    Ok(found)
 }
 
 /// Expand a sharded index into its shard files; name the format.

@@ -148,8 +148,13 @@ impl Builder<'_> {
             NodeKind::Part { stage, part } => {
                 let st = &v.exp.stages[stage].value;
                 let seed = if st.stage().uses_seed() { v.exp.meta.seed.to_string() } else { String::new() };
+                let mut params = serde_json::to_value(st);
+                // One seed's model does not depend on which other seeds are trained beside it.
+                if let (crate::stages::Part::Seed(_), Ok(Value::Object(m))) = (part, &mut params) {
+                    m.remove("seeds");
+                }
                 let part = serde_json::to_string(part).unwrap_or_default();
-                self.params(serde_json::to_value(st), &mut inputs).map(|p| hash_parts(&["part", &FORMAT_VERSION.to_string(), &p, &part, &seed]))
+                self.params(params, &mut inputs).map(|p| hash_parts(&["part", &FORMAT_VERSION.to_string(), &p, &part, &seed]))
             }
             NodeKind::Plot(name) => self.params(serde_json::to_value(&v.exp.plots[name].value), &mut inputs).map(|p| hash_parts(&["plot", &FORMAT_VERSION.to_string(), &p])),
         };

@@ -5,21 +5,27 @@ use crate::common::{assert_close, fixture, golden, load};
 use candle_core::Device;
 use lantern::model::{Model, ModelFiles, Processing, Tokenizer};
 
-/// A temporary HF cache holding `org/tiny` at a commit, files as symlinks to blobs like the real one.
-fn fake_cache(from: &str) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    let repo = dir.path().join("models--org--tiny");
+/// Place files into a HF cache folder as repository `repo` at a commit, as symlinks to blobs like
+/// the real cache.
+fn place(cache: &std::path::Path, repo: &str, files: &[(&str, std::path::PathBuf)]) {
+    let repo = cache.join(format!("models--{}", repo.replace('/', "--")));
     let commit = "0123456789abcdef0123456789abcdef01234567";
     std::fs::create_dir_all(repo.join("refs")).unwrap();
     std::fs::write(repo.join("refs/main"), commit).unwrap();
     let snap = repo.join("snapshots").join(commit);
     std::fs::create_dir_all(&snap).unwrap();
     std::fs::create_dir_all(repo.join("blobs")).unwrap();
-    for f in ["config.json", "model.safetensors"] {
-        let blob = repo.join("blobs").join(format!("blob-{f}"));
-        std::fs::copy(fixture(from).join(f), &blob).unwrap();
-        std::os::unix::fs::symlink(&blob, snap.join(f)).unwrap();
+    for (name, from) in files {
+        let blob = repo.join("blobs").join(format!("blob-{name}"));
+        std::fs::copy(from, &blob).unwrap();
+        std::os::unix::fs::symlink(&blob, snap.join(name)).unwrap();
     }
+}
+
+/// A temporary HF cache holding `org/tiny` (config and safetensors of a fixture).
+fn fake_cache(from: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    place(dir.path(), "org/tiny", &[("config.json", fixture(from).join("config.json")), ("model.safetensors", fixture(from).join("model.safetensors"))]);
     dir
 }
 
@@ -86,4 +92,34 @@ fn trace_writes_tokens_logits_loss_and_hooks() {
     assert_close("result", &t["blocks.0.attn.hook_result"], &opt["blocks.0.attn.hook_result"], 1e-4);
     assert!(t.contains_key("blocks.1.mlp.hook_pre") && !t.contains_key("blocks.0.mlp.hook_pre"));
     assert_eq!(t["tokens"].dims(), &[2, 12]);
+}
+
+#[test]
+fn a_solu_checkpoint_loads_by_alias_with_the_tokenizer_its_config_names() {
+    // `solu-2l` resolves to NeelNanda/SoLU_2L512W_C4_Code; its repository holds a TL config and a
+    // PyTorch pickle, and its config names the repository of its tokenizer.
+    let dir = tempfile::tempdir().unwrap();
+    let mut config: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(fixture("solu-tiny").join("config.json")).unwrap()).unwrap();
+    config["tokenizer_name"] = "org/solu-tokenizer".into();
+    let config_path = dir.path().join("config.json");
+    std::fs::write(&config_path, config.to_string()).unwrap();
+    let cache_dir = dir.path().join("hub");
+    place(&cache_dir, "NeelNanda/SoLU_2L512W_C4_Code", &[("config.json", config_path), ("model_final.pth", fixture("solu-tiny").join("model_final.pth"))]);
+    place(&cache_dir, "org/solu-tokenizer", &[("tokenizer.json", fixture("tiny-tokenizer/tokenizer.json"))]);
+    let cache = hf_hub::Cache::new(cache_dir);
+    let files = ModelFiles::from_cache(&cache, "solu-2l", None, false).unwrap();
+    assert!(files.weights[0].ends_with("model_final.pth"), "{:?}", files.weights);
+    assert!(files.tokenizer.as_ref().is_some_and(|t| t.to_string_lossy().contains("models--org--solu-tokenizer")), "{:?}", files.tokenizer);
+    for processing in [Processing::NONE, Processing::DEFAULT] {
+        let pickle = Model::load(&files, processing, &Device::Cpu).unwrap();
+        let safetensors = load("solu-tiny", processing);
+        // The pickle and the safetensors file hold the same weights: every parameter is equal.
+        for name in pickle.weights.param_names() {
+            assert_close(&name, &pickle.param(&name).unwrap(), &safetensors.param(&name).unwrap(), 0.0);
+        }
+        let g = golden("solu-tiny", if processing == Processing::NONE { "golden_raw.safetensors" } else { "golden_processed.safetensors" });
+        assert_close("solu logits", &pickle.logits(&g["tokens"]).unwrap(), &g["logits"], 1e-4);
+    }
+    let tok = Model::load(&files, Processing::NONE, &Device::Cpu).unwrap();
+    assert!(tok.tokenizer().is_ok());
 }

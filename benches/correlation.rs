@@ -1,0 +1,98 @@
+//! Cross-model correlation on GPT-2-small shapes. (1) The machine's f32 matmul peak (square
+//! 2048³ products) and the Σxy accumulation of one layer pair (3072 × 3072 neurons, products in
+//! f32 per batch, added exactly into the fixed-point sums) as GFLOP/s and share of that peak.
+//! (2) The `correlation` stage end to end between two random GPT-2-small-shaped models (all
+//! 12 × 12 layer pairs of `mlp.hook_post`, 4 GB budget) over 1k and then 2k tokens: tokens/s and
+//! peak RSS after each (flat: memory is set by the budget, not the data).
+//! Run: `cargo bench --bench correlation`.
+
+use candle_core::{DType, Device, Tensor};
+use lantern::analysis::correlation::{Shape, Sums};
+use lantern::model::random::gpt2_config;
+use lantern::model::Model;
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+fn peak_rss_mb() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status.lines().find(|l| l.starts_with("VmHWM")).and_then(|l| l.split_whitespace().nth(1)).and_then(|k| k.parse::<f64>().ok()).unwrap_or(0.0) / 1024.0
+}
+
+/// Best-of-`reps` seconds of `f`.
+fn best(reps: usize, mut f: impl FnMut()) -> f64 {
+    (0..reps)
+        .map(|_| {
+            let t = Instant::now();
+            f();
+            t.elapsed().as_secs_f64()
+        })
+        .fold(f64::INFINITY, f64::min)
+}
+
+fn randn(rows: usize, cols: usize) -> Tensor {
+    Tensor::randn(0f32, 1.0, (rows, cols), &Device::Cpu).unwrap()
+}
+
+fn main() {
+    lantern::util::tune_allocator();
+    let n = 2048;
+    let (a, b) = (randn(n, n), randn(n, n));
+    let peak = 2.0 * (n * n * n) as f64 / best(5, || drop(a.matmul(&b).unwrap())) / 1e9;
+    println!("f32 matmul peak (2048³): {peak:.0} GFLOP/s");
+    let d = 3072;
+    let shape = Shape { la: 1, da: d, lb: 1, db: d };
+    for t in [1024usize, 4096] {
+        let (x, y) = (BTreeMap::from([(0, randn(t, d))]), BTreeMap::from([(0, randn(t, d))]));
+        let flop = 2.0 * (t * d * d) as f64;
+        let gemm = flop / best(3, || drop(x[&0].t().unwrap().matmul(&y[&0]).unwrap())) / 1e9;
+        let mut sums = Sums::new(shape, &[(0, 0)]);
+        let acc = flop / best(3, || sums.add(&x, &y, DType::F32).unwrap()) / 1e9;
+        println!("Σxy, {t} tokens per batch: products alone {gemm:.0} GFLOP/s ({:.0}% of peak); with exact accumulation {acc:.0} GFLOP/s ({:.0}% of peak)", 100.0 * gemm / peak, 100.0 * acc / peak);
+    }
+    end_to_end();
+}
+
+fn end_to_end() {
+    let root = tempfile_dir();
+    let tok_path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/gpt2-tokenizer/tokenizer.json");
+    let tok = tokenizers::Tokenizer::from_file(&tok_path).unwrap();
+    for (name, seed) in [("model_a", 1), ("model_b", 2)] {
+        let m = Model::random(gpt2_config(12, 768, 12, 3072, 50257, 1024), seed, &Device::Cpu).unwrap();
+        std::fs::create_dir_all(root.join(name)).unwrap();
+        lantern::train::export::save_hf(&m, &tok, &root.join(name)).unwrap();
+    }
+    let data = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("experiments/data/english.jsonl");
+    for tokens in [1024, 2048] {
+        let file = root.join(format!("c{tokens}.toml"));
+        std::fs::write(
+            &file,
+            format!(
+                "[experiment]\nname = \"bench\"\n[models.a]\npath = \"model_a\"\n[models.b]\npath = \"model_b\"\n\
+                 [datasets.en]\npath = \"{}\"\ncontext = 128\nn_tokens = {tokens}\n\
+                 [stages.corr]\nkind = \"correlation\"\na = \"a\"\nb = \"b\"\ndataset = \"en\"\nmemory_gb = 4\n",
+                data.display()
+            ),
+        )
+        .unwrap();
+        let v = lantern::spec::parse::parse_file(&file).and_then(lantern::spec::validate).unwrap_or_else(|e| panic!("{e}"));
+        let cancel = std::sync::atomic::AtomicBool::new(false);
+        let t = Instant::now();
+        let o = lantern::exec::run(&v, &lantern::exec::Options { out: root.join("out"), ..Default::default() }, &cancel, Device::Cpu).unwrap();
+        assert!(!o.failed(), "{:?}", o.nodes);
+        let secs = t.elapsed().as_secs_f64();
+        let flop = 2.0 * (36864.0 * 36864.0) * tokens as f64;
+        println!(
+            "end to end, {tokens} tokens (12×12 layer pairs, 6 passes): {secs:.1} s, {:.1} tokens/s, {:.0} GFLOP/s of Σxy; peak RSS {:.0} MB",
+            tokens as f64 / secs,
+            flop / secs / 1e9,
+            peak_rss_mb()
+        );
+    }
+    std::fs::remove_dir_all(&root).ok();
+}
+
+fn tempfile_dir() -> std::path::PathBuf {
+    let p = std::env::temp_dir().join(format!("lantern-corr-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&p).unwrap();
+    p
+}
