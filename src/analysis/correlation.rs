@@ -18,11 +18,16 @@ const SCALE: f64 = 18_446_744_073_709_551_616.0;
 /// A value in fixed point (units of 2^-64), rounded to nearest. Exact for |x| ≥ 2^-11 given in f64.
 #[inline(always)]
 pub fn fixed(x: f64) -> i128 {
-    let r = (x * SCALE).round_ties_even();
+    let r = (x.abs() * SCALE).round_ties_even();
     let hi = (r * (1.0 / SCALE)).floor();
-    // r − hi·2^64 is exact: both are multiples of r's ulp and the result is smaller than |r|.
+    // r − hi·2^64 is exact: both are multiples of r's ulp and the result is at most r.
     let lo = r - hi * SCALE;
-    ((hi as i64 as i128) << 64) + lo as u64 as i128
+    let q = ((hi as i64 as i128) << 64) + lo as u64 as i128;
+    if x < 0.0 {
+        -q
+    } else {
+        q
+    }
 }
 
 /// A fixed-point sum as f64 (correctly rounded).

@@ -32,6 +32,39 @@ pub struct Tokenized {
 }
 
 impl Tokenized {
+    /// The rows of several datasets one after the other (same row length), documents relabelled
+    /// by `labels` where a dataset has none, rows shuffled with `shuffle_seed`.
+    pub fn concat(parts: Vec<(Tokenized, String)>, shuffle_seed: Option<u64>) -> anyhow::Result<Tokenized> {
+        let ctx = parts.first().map(|p| p.0.ctx).unwrap_or(0);
+        let mut out = Tokenized { rows: 0, ctx, tokens: vec![], valid: vec![], doc: vec![], doc_labels: vec![], pairs: None };
+        for (t, name) in parts {
+            anyhow::ensure!(t.ctx == ctx, "mixed datasets must have one row length: {ctx} and {} (set the same `context`)", t.ctx);
+            let offset = out.doc_labels.len() as u32;
+            out.doc.extend(t.doc.iter().map(|&d| if d == u32::MAX { d } else { d + offset }));
+            out.doc_labels.extend(t.doc_labels.into_iter().map(|l| if l.is_empty() { name.clone() } else { l }));
+            out.tokens.extend(t.tokens);
+            out.valid.extend(t.valid);
+            out.rows += t.rows;
+        }
+        if let Some(seed) = shuffle_seed {
+            use rand::{seq::SliceRandom, SeedableRng};
+            let mut order: Vec<usize> = (0..out.rows).collect();
+            order.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(seed));
+            let pick = |v: &[u32]| -> Vec<u32> { order.iter().flat_map(|&r| v[r * ctx..(r + 1) * ctx].iter().copied()).collect() };
+            let valid: Vec<u8> = order.iter().flat_map(|&r| out.valid[r * ctx..(r + 1) * ctx].iter().copied()).collect();
+            (out.tokens, out.doc, out.valid) = (pick(&out.tokens), pick(&out.doc), valid);
+        }
+        Ok(out)
+    }
+
+    /// The label of the document a position belongs to; a separator or BOS takes the label of the
+    /// document that follows it in its row (else the one before).
+    pub fn label_at(&self, index: usize) -> &str {
+        let row = index / self.ctx.max(1) * self.ctx;
+        let doc = (index..(row + self.ctx).min(self.doc.len())).chain((row..index).rev()).map(|i| self.doc[i]).find(|&d| d != u32::MAX);
+        doc.and_then(|d| self.doc_labels.get(d as usize)).map(String::as_str).unwrap_or("")
+    }
+
     /// Number of positions that count.
     pub fn n_valid(&self) -> usize {
         self.valid.iter().filter(|&&v| v != 0).count()
@@ -41,9 +74,9 @@ impl Tokenized {
 /// Problems with a dataset spec found before anything runs: (field, message).
 pub fn check(spec: &DatasetSpec, base: &Path) -> Vec<(Option<&'static str>, String)> {
     let mut out = Vec::new();
-    let sources = [spec.path.is_some(), spec.hub.is_some(), spec.prompts.is_some(), spec.pairs.is_some()].iter().filter(|b| **b).count();
+    let sources = [spec.path.is_some(), spec.hub.is_some(), spec.mix.is_some(), spec.prompts.is_some(), spec.pairs.is_some()].iter().filter(|b| **b).count();
     if sources != 1 {
-        out.push((None, "needs exactly one of `path`, `hub`, `prompts`, `pairs`".to_string()));
+        out.push((None, "needs exactly one of `path`, `hub`, `mix`, `prompts`, `pairs`".to_string()));
     }
     if spec.path.as_ref().is_some_and(|p| source::is_glob(p)) {
         if let Err(e) = source::input_files(spec, base) {

@@ -48,7 +48,7 @@ pub enum MaskToken {
     Newline,
 }
 
-/// `[datasets.NAME]`: exactly one source (`path`, `hub`, `prompts`, `pairs`) and options.
+/// `[datasets.NAME]`: exactly one source (`path`, `hub`, `mix`, `prompts`, `pairs`) and options.
 #[derive(Clone, Debug, Serialize, Deserialize, JsonSchema, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct DatasetSpec {
@@ -67,6 +67,10 @@ pub struct DatasetSpec {
     pub files: Option<String>,
     #[serde(default = "default_split")]
     pub split: String,
+    /// Other datasets of this file whose rows are concatenated (each tokenized with its own
+    /// options; a document keeps its dataset's `label`, else the dataset's name).
+    #[serde(default)]
+    pub mix: Option<Vec<String>>,
     /// Inline prompts, one row each.
     #[serde(default)]
     pub prompts: Option<Vec<String>>,

@@ -93,6 +93,9 @@ impl Builder<'_> {
             for f in crate::data::input_files(&ds.value, &self.v.exp.base_dir()).map_err(|e| format!("{e:#}"))? {
                 parts.push(self.digest(&f)?);
             }
+            for part in ds.value.mix.iter().flatten() {
+                parts.push(self.dataset(part)?);
+            }
             Ok(hash_parts(&parts.iter().map(|s| s.as_str()).collect::<Vec<_>>()))
         })();
         self.fps.datasets.insert(name.to_string(), fp.clone());

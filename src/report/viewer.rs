@@ -86,12 +86,27 @@ pub fn neuron_page(p: &NeuronPage) -> String {
     s += "</table><h2>Activation histogram</h2>";
     s += &histogram_svg(&p.histogram, 640, 160);
     let _ = write!(s, "<h2>Top activating examples</h2><p class=muted>colour scale {:.3} (white) → {:.3} (red); the max token is outlined; hover for values</p>", p.scale.lo, p.scale.hi);
-    for e in &p.examples {
-        let _ = write!(s, "<div class=ex><span class=v>{:.3}{}</span>", e.value, if e.label.is_empty() { String::new() } else { format!(" · {}", esc(&e.label)) });
-        for (i, (t, v)) in e.tokens.iter().enumerate() {
-            s += &token(t, *v, p.scale, i == e.max_at);
+    let mix = crate::stats::labels::LabelMix::of(p.examples.iter().map(|e| e.label.as_str())).filter(|m| m.distinct > 1);
+    // Several labels: one group per label, the most common first.
+    let groups: Vec<Option<&str>> = match &mix {
+        Some(m) => {
+            let parts: Vec<String> = m.counts.iter().map(|(l, c)| format!("{} {c}", esc(l))).collect();
+            let _ = write!(s, "<p>Labels of these examples: {} (entropy {:.2} bits)</p>", parts.join(" · "), m.entropy);
+            m.counts.iter().map(|(l, _)| Some(l.as_str())).collect()
         }
-        s += "</div>";
+        None => vec![None],
+    };
+    for g in groups {
+        if let Some(l) = g {
+            let _ = write!(s, "<h3>{}</h3>", esc(l));
+        }
+        for e in p.examples.iter().filter(|e| g.is_none_or(|l| e.label == l)) {
+            let _ = write!(s, "<div class=ex><span class=v>{:.3}{}</span>", e.value, if e.label.is_empty() || g.is_some() { String::new() } else { format!(" · {}", esc(&e.label)) });
+            for (i, (t, v)) in e.tokens.iter().enumerate() {
+                s += &token(t, *v, p.scale, i == e.max_at);
+            }
+            s += "</div>";
+        }
     }
     if !p.promoted.is_empty() {
         s += "<h2>Output weights through the unembedding</h2><div class=cols>";

@@ -275,6 +275,15 @@ pub fn validate(exp: Experiment) -> Result<Validated, Invalid> {
         }
     }
     for (name, ds) in &exp.datasets {
+        for part in ds.value.mix.iter().flatten() {
+            let span = super::locate::field_span(&exp.text, &ds.span, "mix");
+            match exp.datasets.get(part) {
+                None => out.push(Diagnostic::at(span, format!("dataset '{name}' mixes unknown dataset '{part}'{}", crate::util::did_you_mean(part, exp.datasets.keys().map(|s| s.as_str()))))),
+                Some(d) if d.value.mix.is_some() => out.push(Diagnostic::at(span, format!("dataset '{name}' mixes '{part}', itself a mix: list its datasets instead"))),
+                Some(d) if matches!(d.value.mode(), crate::data::spec::Mode::Prompt) => out.push(Diagnostic::at(span, format!("dataset '{name}' mixes '{part}', a prompt dataset: mix text datasets"))),
+                _ => {}
+            }
+        }
         for (span, msg) in crate::data::check(&ds.value, &exp.base_dir()) {
             let span = span.map(|f| super::locate::field_span(&exp.text, &ds.span, f)).unwrap_or(ds.span.clone());
             out.push(Diagnostic::at(span, format!("dataset '{name}': {msg}")));

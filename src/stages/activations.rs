@@ -1,6 +1,7 @@
 //! `activations` stage: streaming per-neuron statistics of chosen hooks over a dataset (moments,
-//! activation frequency, histogram, top/bottom-k examples, per-token mean and max), in f64 and
-//! with memory independent of the number of tokens.
+//! activation frequency, histogram, top/bottom-k examples, per-token mean and max, and on labelled
+//! datasets how mixed the labels of each neuron's top examples are), in f64 and with memory
+//! independent of the number of tokens.
 
 use super::{Dep, Stage};
 use crate::exec::RunCx;
@@ -8,6 +9,7 @@ use crate::model::hooks::{BlockSite, HookPoint};
 use crate::model::{ModelConfig, Request, Start};
 use crate::spec::validate::select_hook;
 use crate::spec::{CheckCx, DatasetRef, Diagnostic, ModelRef, Sp};
+use crate::stats::labels::LabelMix;
 use crate::stats::{Histogram, NeuronStats, Position, TokenStats};
 use anyhow::{bail, Result};
 use candle_core::{Device, Tensor};
@@ -192,6 +194,9 @@ impl Spec {
         let mut examples = Columns::default();
         let mut tokens = Columns::default();
         let mut hist = std::collections::HashMap::new();
+        let label_of = |index: u64| data.label_at(index as usize);
+        // Label mixes only mean something when the dataset has several labels.
+        let labelled = data.doc_labels.iter().collect::<std::collections::BTreeSet<_>>().len() > 1;
         for (h, s) in stats {
             let site = h.site().map(|s| s.tl_suffix()).unwrap_or("?");
             let layer = h.layer().unwrap_or(0) as u32;
@@ -201,6 +206,13 @@ impl Spec {
                 summary.key(site, layer, i as u32);
                 summary.ints(&[("count", s.count() as i64)]);
                 summary.f64s(&[("mean", m.mean), ("var", m.var), ("skew", m.skew), ("kurt", m.kurt), ("freq", m.freq), ("min", m.min as f64), ("max", m.max as f64)]);
+                if labelled {
+                    let mix = LabelMix::of(s.top(i).iter().map(|&(_, index)| label_of(index)));
+                    let (top, share, entropy, distinct) = mix.map(|m| (m.top, m.top_share, m.entropy, m.distinct)).unwrap_or_default();
+                    summary.strs(&[("top_label", top)]);
+                    summary.f64s(&[("top_label_share", share), ("label_entropy", entropy)]);
+                    summary.ints(&[("labels", distinct as i64)]);
+                }
                 for (which, list) in [("top", s.top(i)), ("bottom", s.bottom(i))] {
                     for (rank, (value, index)) in list.into_iter().enumerate() {
                         examples.key(site, layer, i as u32);
@@ -209,7 +221,7 @@ impl Spec {
                         let t = data.tokens[index as usize];
                         examples.ints(&[("rank", rank as i64), ("index", index as i64), ("row", row as i64), ("position", pos as i64), ("token", t as i64)]);
                         examples.f64s(&[("value", value as f64)]);
-                        examples.strs(&[("token_str", token_str(t))]);
+                        examples.strs(&[("token_str", token_str(t)), ("label", label_of(index).to_string())]);
                     }
                 }
                 for by_max in [false, true] {

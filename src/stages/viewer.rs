@@ -155,7 +155,7 @@ impl Stage for Spec {
                     .filter(|&q| q <= p || data.doc[r * ctx + q] != u32::MAX || data.tokens[r * ctx + q] != tok.pad)
                     .map(|q| (tok.token_str(data.tokens[r * ctx + q]), a[q * d + n]))
                     .collect();
-                let label = data.doc.get(r * ctx + p).and_then(|&di| data.doc_labels.get(di as usize)).cloned().unwrap_or_default();
+                let label = data.label_at(r * ctx + p).to_string();
                 page_examples.push(Example { value: v, tokens: toks, max_at: p - from, label });
             }
             let summary = neuron_summary(&stats, suffix, l, n)?;

@@ -26,10 +26,24 @@ impl Histogram {
         self.edges.len() + 1
     }
 
-    /// The bin of a value: the number of edges strictly below it.
+    /// The bin of a value: the number of edges strictly below it. Guessed from the first and last
+    /// edge (exact for evenly spaced edges after a step or two of correction), then corrected.
     #[inline]
     pub fn bin(&self, x: f32) -> usize {
-        self.edges.partition_point(|&e| e < x)
+        let e = &self.edges;
+        let n = e.len();
+        if n < 2 || x.is_nan() {
+            return e.partition_point(|&v| v < x);
+        }
+        let guess = ((x - e[0]) / (e[n - 1] - e[0]) * (n - 1) as f32).ceil();
+        let mut k = if guess > 0.0 { (guess as usize).min(n) } else { 0 };
+        while k > 0 && e[k - 1] >= x {
+            k -= 1;
+        }
+        while k < n && e[k] < x {
+            k += 1;
+        }
+        k
     }
 
     pub fn add_row(&mut self, row: &[f32]) {
@@ -64,5 +78,16 @@ mod tests {
         assert_eq!(h.bin(0.5), 1);
         assert_eq!(h.bin(1.0), 1);
         assert_eq!(h.bin(2.5), 3);
+        let h = Histogram::new(Histogram::linspace(-1.0, 1.0, 101), 1);
+        for i in 0..20_000 {
+            let x = -1.2 + 2.4 * i as f32 / 20_000.0;
+            for x in [x, h.edges[i % 101], f32::INFINITY, f32::NEG_INFINITY] {
+                assert_eq!(h.bin(x), h.edges.partition_point(|&e| e < x), "{x}");
+            }
+        }
+        let uneven = Histogram::new(vec![0.0, 0.1, 5.0, 5.5, 100.0], 1);
+        for x in [-1.0, 0.0, 0.05, 0.1, 3.0, 5.0, 5.2, 50.0, 100.0, 1e9] {
+            assert_eq!(uneven.bin(x), uneven.edges.partition_point(|&e| e < x), "{x}");
+        }
     }
 }

@@ -2,6 +2,7 @@
 //! Each accumulates batches in f64 (or exact counts) with memory independent of the number of tokens.
 
 pub mod histogram;
+pub mod labels;
 pub mod moments;
 pub mod neuron;
 pub mod tokens;

@@ -1,9 +1,11 @@
 //! Streaming neuron statistics equal a brute-force computation over captured activations; top-k
-//! equals a full sort; histograms count every value.
+//! equals a full sort; histograms count every value; label mixes of top examples on mixed datasets.
 
 use crate::common::{golden, load};
 use lantern::model::{HookPoint, Processing};
+use crate::common::Workspace;
 use lantern::stats::{NeuronStats, Position};
+use lantern::store::table::read;
 
 #[test]
 fn streaming_statistics_equal_brute_force() {
@@ -57,4 +59,80 @@ fn streaming_statistics_equal_brute_force() {
             assert!((vals.iter().sum::<f64>() / vals.len() as f64 - mean as f64).abs() < 1e-5);
         }
     }
+}
+
+#[test]
+fn mixed_and_globbed_datasets_give_label_mixes_of_top_examples() {
+    let ws = Workspace::new();
+    let f = ws.file(
+        "mix.toml",
+        r#"
+[experiment]
+name = "mix"
+
+[models.tiny]
+path = "model"
+
+[datasets.en]
+path = "data/english.jsonl"
+context = 32
+n_tokens = 1024
+
+[datasets.de]
+path = "data/german.jsonl"
+context = 32
+n_tokens = 1024
+label = "deutsch"
+
+[datasets.both]
+mix = ["en", "de"]
+shuffle_seed = 3
+
+[datasets.files]
+path = "data/*.jsonl"
+context = 32
+shuffle_seed = 3
+n_tokens = 2048
+
+[stages.acts]
+kind = "activations"
+model = "tiny"
+dataset = "both"
+hooks = ["mlp.hook_post"]
+top_k = 10
+token_stats = false
+
+[stages.acts_files]
+kind = "activations"
+model = "tiny"
+dataset = "files"
+hooks = ["mlp.hook_post"]
+top_k = 10
+token_stats = false
+"#,
+    );
+    let o = ws.run(&f);
+    assert!(!o.failed(), "{:?}", o.nodes);
+    let both = lantern::data::Tokenized::load(&ws.out().join("mix/both@tiny")).unwrap();
+    // 1,024 tokens of each in rows of 32.
+    assert_eq!(both.rows, 64);
+    let labels: std::collections::BTreeSet<&str> = (0..both.rows * both.ctx).map(|i| both.label_at(i)).collect();
+    assert_eq!(labels, ["deutsch", "en"].into_iter().collect());
+    let files = lantern::data::Tokenized::load(&ws.out().join("mix/files@tiny")).unwrap();
+    let labels: std::collections::BTreeSet<&str> = (0..files.rows * files.ctx).map(|i| files.label_at(i)).collect();
+    assert_eq!(labels, ["english", "german"].into_iter().collect());
+    // The stats' label mix equals the mix of the labels listed with the top examples.
+    let stats = read(&ws.out().join("mix/acts/stats.parquet")).unwrap();
+    let ex = read(&ws.out().join("mix/acts/examples.parquet")).unwrap();
+    let (ex_layer, ex_neuron, which, label) = (ex.column("layer").unwrap().u32().unwrap(), ex.column("neuron").unwrap().u32().unwrap(), ex.column("which").unwrap().str().unwrap(), ex.column("label").unwrap().str().unwrap());
+    let (layer, neuron, entropy, share) = (stats.column("layer").unwrap().u32().unwrap(), stats.column("neuron").unwrap().u32().unwrap(), stats.column("label_entropy").unwrap().f64().unwrap(), stats.column("top_label_share").unwrap().f64().unwrap());
+    let mut mixed = 0;
+    for i in (0..stats.height()).step_by(7) {
+        let top: Vec<&str> = (0..ex.height()).filter(|&j| ex_layer.get(j) == layer.get(i) && ex_neuron.get(j) == neuron.get(i) && which.get(j) == Some("top")).map(|j| label.get(j).unwrap()).collect();
+        let mix = lantern::stats::labels::LabelMix::of(top).unwrap();
+        assert!((mix.entropy - entropy.get(i).unwrap()).abs() < 1e-12);
+        assert!((mix.top_share - share.get(i).unwrap()).abs() < 1e-12);
+        mixed += (mix.distinct > 1) as usize;
+    }
+    assert!(mixed > 0, "no neuron's top examples mix the two languages");
 }
