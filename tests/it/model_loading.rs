@@ -123,3 +123,20 @@ fn a_solu_checkpoint_loads_by_alias_with_the_tokenizer_its_config_names() {
     let tok = Model::load(&files, Processing::NONE, &Device::Cpu).unwrap();
     assert!(tok.tokenizer().is_ok());
 }
+
+#[test]
+fn trace_works_on_a_solu_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("trace.safetensors");
+    let g = golden("solu-tiny", "golden_raw.safetensors");
+    let rows: Vec<Vec<u32>> = g["tokens"].to_dtype(candle_core::DType::U32).unwrap().to_vec2().unwrap();
+    let text = rows.iter().map(|r| r.iter().map(|t| t.to_string()).collect::<Vec<_>>().join(",")).collect::<Vec<_>>().join(";");
+    let model = fixture("solu-tiny").display().to_string();
+    lantern::cli::trace(&model, &lantern::cli::TraceInput::Tokens(text), &["blocks.0.mlp.*".into()], "none", &out).unwrap();
+    let t = candle_core::safetensors::load(&out, &Device::Cpu).unwrap();
+    assert_close("logits", &t["logits"], &g["logits"], 1e-4);
+    for h in ["hook_pre", "hook_mid", "ln.hook_scale", "ln.hook_normalized", "hook_post"] {
+        let name = format!("blocks.0.mlp.{h}");
+        assert_close(&name, &t[&name], &g[&name], 1e-4);
+    }
+}
