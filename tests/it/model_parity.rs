@@ -1,7 +1,7 @@
 //! The hooked transformer equals TransformerLens on the fixture models: every hook, logits,
 //! per-token loss, processed weights and ablation goldens, raw and processed.
 
-use crate::common::{assert_close, fixture, golden, load};
+use crate::common::{assert_close, fixture, golden, load, max_abs_diff};
 use candle_core::safetensors::MmapedSafetensors;
 use candle_core::{Device, Tensor};
 use std::collections::HashMap;
@@ -127,4 +127,37 @@ fn a_forward_that_needs_layer_zero_stops_there() {
         .unwrap();
     assert!(logits.is_none());
     assert_eq!(seen.len(), 2);
+}
+
+#[test]
+fn sequential_residual_neox_composes_attention_then_mlp() {
+    // pythia-tiny with `use_parallel_residual = false`: the MLP reads resid_mid = resid_pre +
+    // attn_out, and the fused kernels agree with the portable tensor ops.
+    let dir = tempfile::tempdir().unwrap();
+    let mut config: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(fixture("pythia-tiny").join("config.json")).unwrap()).unwrap();
+    config["use_parallel_residual"] = false.into();
+    std::fs::write(dir.path().join("config.json"), config.to_string()).unwrap();
+    std::fs::copy(fixture("pythia-tiny").join("model.safetensors"), dir.path().join("model.safetensors")).unwrap();
+    let files = lantern::model::ModelFiles::from_folder(dir.path()).unwrap();
+    let mut model = lantern::model::Model::load(&files, Processing::NONE, &Device::Cpu).unwrap();
+    assert!(!model.cfg.parallel_attn_mlp);
+    let tokens = &golden("pythia-tiny", "golden_raw.safetensors")["tokens"];
+    let names = ["hook_resid_pre", "hook_attn_out", "hook_resid_mid", "ln2.hook_normalized", "hook_mlp_out", "hook_resid_post"];
+    let hooks: Vec<HookPoint> = names.iter().map(|n| HookPoint::parse(&format!("blocks.1.{n}")).unwrap()).collect();
+    let (logits, cache) = model.run_with_cache(tokens, &hooks, &[]).unwrap();
+    let get = |n: &str| cache[&HookPoint::parse(&format!("blocks.1.{n}")).unwrap()].clone();
+    let mid = (get("hook_resid_pre") + get("hook_attn_out")).unwrap();
+    assert_close("resid_mid", &get("hook_resid_mid"), &mid, 1e-5);
+    let centred = mid.broadcast_sub(&mid.mean_keepdim(2).unwrap()).unwrap();
+    let scale = (centred.sqr().unwrap().mean_keepdim(2).unwrap() + model.cfg.eps).unwrap().sqrt().unwrap();
+    // TL's LayerNorm fires hook_normalized after its weight and bias.
+    let (w, b) = (model.param("blocks.1.ln2.w").unwrap(), model.param("blocks.1.ln2.b").unwrap());
+    let normalized = centred.broadcast_div(&scale).unwrap().broadcast_mul(&w).unwrap().broadcast_add(&b).unwrap();
+    assert_close("ln2 reads resid_mid", &get("ln2.hook_normalized"), &normalized, 1e-4);
+    assert_close("resid_post", &get("hook_resid_post"), &(mid + get("hook_mlp_out")).unwrap(), 1e-5);
+    model.portable_ops = true;
+    let (portable, _) = model.run_with_cache(tokens, &hooks, &[]).unwrap();
+    assert_close("fused vs portable", &logits, &portable, 1e-4);
+    let parallel = load("pythia-tiny", Processing::NONE).logits(tokens).unwrap();
+    assert!(max_abs_diff(&logits, &parallel) > 1e-3, "sequential and parallel residuals give the same logits");
 }
