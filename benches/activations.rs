@@ -4,6 +4,8 @@
 //! 200k tokens (memory must not grow with the number of tokens).
 //! Run: `cargo bench --bench activations`.
 
+mod common;
+
 use candle_core::{Device, Tensor};
 use lantern::model::hooks::{BlockSite, HookPoint};
 use lantern::model::random::gpt2_config;
@@ -12,10 +14,6 @@ use lantern::stats::{Histogram, NeuronStats, Position};
 use std::collections::BTreeMap;
 use std::time::Instant;
 
-fn peak_rss_mb() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status.lines().find(|l| l.starts_with("VmHWM")).and_then(|l| l.split_whitespace().nth(1)).and_then(|k| k.parse::<f64>().ok()).unwrap_or(0.0) / 1024.0
-}
 
 fn main() {
     lantern::util::tune_allocator();
@@ -41,6 +39,6 @@ fn main() {
             done += batch * ctx;
         }
         let secs = started.elapsed().as_secs_f64();
-        println!("{done:>7} tokens: {:.0} tokens/s, peak RSS {:.0} MB", done as f64 / secs, peak_rss_mb());
+        println!("{done:>7} tokens: {:.0} tokens/s, peak RSS {:.0} MB", done as f64 / secs, common::peak_rss_mb());
     }
 }

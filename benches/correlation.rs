@@ -6,6 +6,8 @@
 //! peak RSS after each (flat: memory is set by the budget, not the data).
 //! Run: `cargo bench --bench correlation`.
 
+mod common;
+
 use candle_core::{DType, Device, Tensor};
 use lantern::analysis::correlation::{Shape, Sums};
 use lantern::model::random::gpt2_config;
@@ -13,10 +15,6 @@ use lantern::model::Model;
 use std::collections::BTreeMap;
 use std::time::Instant;
 
-fn peak_rss_mb() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status.lines().find(|l| l.starts_with("VmHWM")).and_then(|l| l.split_whitespace().nth(1)).and_then(|k| k.parse::<f64>().ok()).unwrap_or(0.0) / 1024.0
-}
 
 /// Best-of-`reps` seconds of `f`.
 fn best(reps: usize, mut f: impl FnMut()) -> f64 {
@@ -37,11 +35,7 @@ fn main() {
     lantern::util::tune_allocator();
     // The peak: the best plain f32 matmul over the forward pass's shapes, a square one and a
     // plain product of the Σxy shape.
-    let mut peak: f64 = 0.0;
-    for (m, k, n) in [(1024, 768, 3072), (1024, 3072, 768), (2048, 2048, 2048), (3072, 1024, 3072)] {
-        let (a, b) = (randn(m, k), randn(k, n));
-        peak = peak.max(2.0 * (m * k * n) as f64 / best(5, || drop(a.matmul(&b).unwrap())) / 1e9);
-    }
+    let peak = common::matmul_peak(&[(1024, 768, 3072), (1024, 3072, 768), (2048, 2048, 2048), (3072, 1024, 3072)]);
     println!("f32 matmul peak (best of the forward's shapes, 2048³ and 3072×1024×3072): {peak:.0} GFLOP/s");
     let d = 3072;
     let shape = Shape { la: 1, da: d, lb: 1, db: d };
@@ -89,7 +83,7 @@ fn end_to_end() {
             "end to end, {tokens} tokens (12×12 layer pairs, 6 passes): {secs:.1} s, {:.1} tokens/s, {:.0} GFLOP/s of Σxy; peak RSS {:.0} MB",
             tokens as f64 / secs,
             flop / secs / 1e9,
-            peak_rss_mb()
+            common::peak_rss_mb()
         );
     }
     std::fs::remove_dir_all(&root).ok();

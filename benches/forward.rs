@@ -2,35 +2,12 @@
 //! d_mlp 3072, vocab 50257), batch 8×128, f32, against the f32 matmul peak measured in the same run.
 //! Run: `cargo bench --bench forward`.
 
+mod common;
+
 use candle_core::{Device, Tensor};
 use lantern::model::random::gpt2_config;
 use lantern::model::{Action, HookPoint, Intervention, Model, Request, Start};
 use std::time::Instant;
-
-fn peak_rss_mb() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status.lines().find(|l| l.starts_with("VmHWM")).and_then(|l| l.split_whitespace().nth(1)).and_then(|k| k.parse::<f64>().ok()).unwrap_or(0.0) / 1024.0
-}
-
-/// Best GFLOP/s of candle's f32 matmul over the shapes a forward pass uses.
-fn matmul_peak() -> f64 {
-    let dev = Device::Cpu;
-    let mut best: f64 = 0.0;
-    for (m, k, n) in [(1024, 768, 3072), (1024, 3072, 768), (1024, 768, 2304), (2048, 2048, 2048)] {
-        let a = Tensor::randn(0f32, 1.0, (m, k), &dev).unwrap();
-        let b = Tensor::randn(0f32, 1.0, (k, n), &dev).unwrap();
-        let _ = a.matmul(&b).unwrap();
-        let reps = 10;
-        let t = Instant::now();
-        for _ in 0..reps {
-            let _ = a.matmul(&b).unwrap();
-        }
-        let gflops = 2.0 * (m * k * n) as f64 * reps as f64 / t.elapsed().as_secs_f64() / 1e9;
-        println!("  matmul {m}×{k}×{n}: {gflops:.1} GFLOP/s");
-        best = best.max(gflops);
-    }
-    best
-}
 
 fn time(reps: usize, mut f: impl FnMut()) -> f64 {
     f();
@@ -51,7 +28,7 @@ fn main() {
     let model = Model::random(cfg, 0, &Device::Cpu).unwrap();
     let ids: Vec<u32> = (0..batch * pos).map(|i| (i * 7919 % 50257) as u32).collect();
     let tokens = Tensor::from_vec(ids, (batch, pos), &Device::Cpu).unwrap();
-    let peak = matmul_peak();
+    let peak = common::matmul_peak(&[(1024, 768, 3072), (1024, 3072, 768), (1024, 768, 2304), (2048, 2048, 2048)]);
     println!("f32 matmul peak (candle/gemm, this run): {peak:.1} GFLOP/s on {} threads", rayon::current_num_threads());
     let ntok = (batch * pos) as f64;
     let report = |name: &str, secs: f64, flops: f64| {
@@ -88,5 +65,5 @@ fn main() {
         model.forward(Start::Tokens(&tokens), &req, &mut |_, _| Ok(())).unwrap();
     });
     report("forward, one neuron zero-ablated", ablate, flops_full);
-    println!("peak RSS: {:.0} MB", peak_rss_mb());
+    println!("peak RSS: {:.0} MB", common::peak_rss_mb());
 }

@@ -1,0 +1,31 @@
+//! What the benchmarks share: peak RSS and the machine's f32 matmul peak measured in the run.
+
+use candle_core::{Device, Tensor};
+use std::time::Instant;
+
+/// Peak resident set size of this process so far, in MB.
+pub fn peak_rss_mb() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status.lines().find(|l| l.starts_with("VmHWM")).and_then(|l| l.split_whitespace().nth(1)).and_then(|k| k.parse::<f64>().ok()).unwrap_or(0.0) / 1024.0
+}
+
+/// Best GFLOP/s of candle's f32 matmul over `shapes` (m, k, n), each printed.
+#[allow(dead_code)]
+pub fn matmul_peak(shapes: &[(usize, usize, usize)]) -> f64 {
+    let dev = Device::Cpu;
+    let mut best: f64 = 0.0;
+    for &(m, k, n) in shapes {
+        let a = Tensor::randn(0f32, 1.0, (m, k), &dev).unwrap();
+        let b = Tensor::randn(0f32, 1.0, (k, n), &dev).unwrap();
+        let _ = a.matmul(&b).unwrap();
+        let reps = 10;
+        let t = Instant::now();
+        for _ in 0..reps {
+            let _ = a.matmul(&b).unwrap();
+        }
+        let gflops = 2.0 * (m * k * n) as f64 * reps as f64 / t.elapsed().as_secs_f64() / 1e9;
+        println!("  matmul {m}×{k}×{n}: {gflops:.1} GFLOP/s");
+        best = best.max(gflops);
+    }
+    best
+}
