@@ -5,6 +5,7 @@ pub mod baseline;
 pub mod correlation;
 pub mod patching;
 pub mod effects;
+pub mod features;
 pub mod lens;
 pub mod vocab;
 pub mod weights;

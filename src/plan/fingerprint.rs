@@ -146,7 +146,14 @@ impl Builder<'_> {
             NodeKind::Stage(name) => {
                 let st = &v.exp.stages[name].value;
                 let seed = if st.stage().uses_seed() { v.exp.meta.seed.to_string() } else { String::new() };
-                self.params(serde_json::to_value(st), &mut inputs).map(|p| hash_parts(&["stage", &FORMAT_VERSION.to_string(), &p, &seed]))
+                let mut parts = vec![self.params(serde_json::to_value(st), &mut inputs), Ok(seed)];
+                // Files a stage reads itself (label tables) count by their contents.
+                parts.extend(st.stage().files().iter().map(|f| self.digest(&v.exp.base_dir().join(f))));
+                parts.into_iter().collect::<Result<Vec<String>, String>>().map(|p| {
+                    let mut all = vec!["stage".to_string(), FORMAT_VERSION.to_string()];
+                    all.extend(p);
+                    hash_parts(&all.iter().map(|s| s.as_str()).collect::<Vec<_>>())
+                })
             }
             NodeKind::Part { stage, part } => {
                 let st = &v.exp.stages[stage].value;

@@ -6,6 +6,7 @@ pub mod activations;
 pub mod contrast;
 pub mod correlation;
 pub mod direct_effect;
+pub mod explain;
 pub mod intervention;
 pub mod logit_lens;
 pub mod neuron_table;
@@ -68,6 +69,11 @@ pub trait Stage {
     fn tables(&self) -> Vec<&'static str> {
         vec![]
     }
+    /// Files the stage reads itself (relative to the experiment file); their contents are part
+    /// of its fingerprint.
+    fn files(&self) -> Vec<&str> {
+        vec![]
+    }
     /// Whether the stage draws random numbers (then the experiment's seed is part of its fingerprint).
     fn uses_seed(&self) -> bool {
         false
@@ -128,6 +134,7 @@ stage_kinds! {
     Contrast(contrast::Spec) = "contrast",
     Correlation(correlation::Spec) = "correlation",
     DirectEffect(direct_effect::Spec) = "direct_effect",
+    Explain(explain::Spec) = "explain",
     LogitLens(logit_lens::Spec) = "logit_lens",
     NeuronTable(neuron_table::Spec) = "neuron_table",
     Patching(patching::Spec) = "patching",

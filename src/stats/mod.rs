@@ -1,10 +1,12 @@
-//! Streaming reducers over activations: moments, histograms, top-k examples, per-token statistics.
+//! Streaming reducers over activations: moments, histograms, top-k examples, per-token statistics,
+//! feature separation (variance reduction).
 //! Each accumulates batches in f64 (or exact counts) with memory independent of the number of tokens.
 
 pub mod histogram;
 pub mod labels;
 pub mod moments;
 pub mod neuron;
+pub mod separation;
 pub mod tokens;
 pub mod topk;
 

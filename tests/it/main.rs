@@ -6,6 +6,7 @@ mod data;
 mod effects;
 mod engine;
 mod experiments;
+mod families;
 mod model_loading;
 mod model_parity;
 mod patching;

@@ -1,0 +1,449 @@
+//! `explain` stage (Universal Neurons §1.6): how much of each neuron's activation variance each
+//! boolean feature explains — the current token's and the previous token's string features, unigram
+//! groups, user token sets, position buckets, dataset subsets and per-position labels from Parquet —
+//! in one streaming pass; each neuron's best explanations and its family.
+
+use super::activations::{width, Columns};
+use super::{Dep, Stage};
+use crate::analysis::features::{unigram_groups, Feature, TokenFeatures};
+use crate::data::Tokenized;
+use crate::exec::RunCx;
+use crate::model::hooks::HookPoint;
+use crate::model::tokenizer::Tokenizer;
+use crate::model::{Request, Start};
+use crate::spec::validate::select_hook;
+use crate::spec::{CheckCx, DatasetRef, Diagnostic, ModelRef, Sp};
+use crate::stats::separation::{Score, Separation};
+use anyhow::{bail, Context, Result};
+use candle_core::{Device, Tensor};
+use polars::prelude::*;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// Families of features.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, JsonSchema, PartialEq, Eq, PartialOrd, Ord)]
+#[serde(rename_all = "snake_case")]
+pub enum FeatureKind {
+    /// The current token's features (string features, unigrams, token sets, labels).
+    Token,
+    /// The previous token's (none at position 0).
+    PrevToken,
+    /// Position buckets: 0, 1, 2, 3, 4–7, 8–15, …
+    Position,
+    /// Which dataset (of a mix) or file (of a glob) the position's document comes from.
+    Subset,
+}
+
+/// Per-position labels from a Parquet file with columns `row`, `position` (of the tokenized
+/// dataset) and `column` (strings); each value becomes a feature `column=value`.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LabelSource {
+    pub path: Sp<String>,
+    pub column: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Spec {
+    pub model: ModelRef,
+    pub dataset: DatasetRef,
+    /// Hooks whose neurons are explained; layer-less names select every layer.
+    #[serde(default = "default_hooks")]
+    pub hooks: Vec<Sp<String>>,
+    #[serde(default = "default_features")]
+    pub features: Vec<FeatureKind>,
+    /// A unigram group counts when its tokens occur at least this often in the dataset …
+    #[serde(default = "default_min_count")]
+    pub unigram_min_count: u64,
+    /// … and it spans at least this many token ids.
+    #[serde(default = "default_min_ids")]
+    pub unigram_min_ids: usize,
+    /// Named token sets, each string one token: `{ pronouns = [" he", " she", " they"] }`.
+    #[serde(default)]
+    pub token_sets: BTreeMap<String, Vec<String>>,
+    #[serde(default)]
+    pub labels: Vec<LabelSource>,
+    /// Explanations listed per neuron.
+    #[serde(default = "default_top_k")]
+    pub top_k: usize,
+    /// A best variance reduction below this leaves the neuron "unexplained".
+    #[serde(default = "default_min_vr")]
+    pub min_vr: f64,
+    /// Rows of the `top` table (the best-explained neurons).
+    #[serde(default = "default_top")]
+    pub top: usize,
+    /// Memory the sums may take.
+    #[serde(default = "default_memory")]
+    pub memory_gb: f64,
+    #[serde(default = "default_batch")]
+    pub batch_size: usize,
+}
+
+fn default_hooks() -> Vec<Sp<String>> {
+    vec![Sp::new("mlp.hook_post".into())]
+}
+fn default_features() -> Vec<FeatureKind> {
+    vec![FeatureKind::Token, FeatureKind::PrevToken, FeatureKind::Position, FeatureKind::Subset]
+}
+fn default_min_count() -> u64 {
+    3000
+}
+fn default_min_ids() -> usize {
+    3
+}
+fn default_top_k() -> usize {
+    3
+}
+fn default_min_vr() -> f64 {
+    0.1
+}
+fn default_top() -> usize {
+    25
+}
+fn default_memory() -> f64 {
+    8.0
+}
+fn default_batch() -> usize {
+    8
+}
+
+/// One column of the neuron × feature table: a feature and where it is read from.
+#[derive(Clone, Debug)]
+pub struct FeatureColumn {
+    pub feature: Feature,
+    /// token, prev_token, position, subset, label, prev_label
+    pub variant: &'static str,
+}
+
+impl FeatureColumn {
+    /// The family a neuron explained by this feature belongs to.
+    pub fn family(&self) -> String {
+        match self.variant {
+            "prev_token" | "prev_label" => format!("prev {}", self.feature.group),
+            _ => self.feature.group.clone(),
+        }
+    }
+    pub fn label(&self) -> String {
+        format!("{}: {}", self.variant, self.feature.name)
+    }
+}
+
+/// Token sets named in an experiment, as token ids (each string must be one token).
+pub fn token_sets(tok: &Tokenizer, sets: &BTreeMap<String, Vec<String>>) -> Result<Vec<(String, Vec<u32>)>> {
+    sets.iter()
+        .map(|(name, strs)| Ok((name.clone(), strs.iter().map(|s| tok.single_token(s)).collect::<Result<Vec<u32>>>().with_context(|| format!("token set '{name}'"))?)))
+        .collect()
+}
+
+/// String features, unigram groups (counted in `data`) and token sets of every token id.
+pub fn vocabulary_features(tok: &Tokenizer, vocab: usize, counts: Option<(&[u64], u64, usize)>, sets: &BTreeMap<String, Vec<String>>) -> Result<TokenFeatures> {
+    let strings: Vec<String> = (0..vocab as u32).map(|i| tok.token_str(i)).collect();
+    let mut tf = TokenFeatures::builtin(&strings);
+    if let Some((counts, min_count, min_ids)) = counts {
+        for (key, ids) in unigram_groups(&strings, counts, min_count, min_ids) {
+            tf.push(format!("unigram {key:?}"), "unigram", ids);
+        }
+    }
+    for (name, ids) in token_sets(tok, sets)? {
+        tf.push(name, "token_set", ids);
+    }
+    Ok(tf)
+}
+
+/// Position bucket names and the bucket of each position: 0, 1, 2, 3, then 4–7, 8–15, ….
+fn position_buckets(ctx: usize) -> (Vec<String>, Vec<u32>) {
+    let (mut names, mut of) = (Vec::new(), Vec::with_capacity(ctx));
+    for p in 0..ctx {
+        let name = if p < 4 {
+            format!("position {p}")
+        } else {
+            let lo = 1usize << (usize::BITS - 1 - p.leading_zeros());
+            format!("positions {lo}–{}", (2 * lo - 1).min(ctx - 1))
+        };
+        if names.last() != Some(&name) {
+            names.push(name);
+        }
+        of.push(names.len() as u32 - 1);
+    }
+    (names, of)
+}
+
+/// Every feature column and, per position of the dataset, the columns that hold there.
+struct Layout {
+    columns: Vec<FeatureColumn>,
+    token: Option<u32>,
+    prev: Option<u32>,
+    position: Option<(u32, Vec<u32>)>,
+    subset: Option<(u32, Vec<u32>)>,
+    /// Per label block: first column, value index per dataset position (u32::MAX = none), and
+    /// whether it is read at the previous position.
+    labels: Vec<(u32, Vec<u32>, bool)>,
+}
+
+impl Spec {
+    fn has(&self, k: FeatureKind) -> bool {
+        self.features.contains(&k)
+    }
+
+    fn layout(&self, tf: &TokenFeatures, data: &Tokenized, base: &std::path::Path) -> Result<Layout> {
+        let mut columns = Vec::new();
+        let block = |columns: &mut Vec<FeatureColumn>, feats: &[Feature], variant: &'static str| {
+            let at = columns.len() as u32;
+            columns.extend(feats.iter().map(|f| FeatureColumn { feature: f.clone(), variant }));
+            at
+        };
+        let token = self.has(FeatureKind::Token).then(|| block(&mut columns, &tf.features, "token"));
+        let prev = self.has(FeatureKind::PrevToken).then(|| block(&mut columns, &tf.features, "prev_token"));
+        let position = self.has(FeatureKind::Position).then(|| {
+            let (names, of) = position_buckets(data.ctx);
+            let feats: Vec<Feature> = names.into_iter().map(|n| Feature { name: n, group: "position".into() }).collect();
+            (block(&mut columns, &feats, "position"), of)
+        });
+        let subset = if self.has(FeatureKind::Subset) {
+            let names: BTreeSet<&str> = data.doc_labels.iter().map(String::as_str).collect();
+            let names: Vec<&str> = names.into_iter().collect();
+            (names.len() > 1).then(|| {
+                let of: Vec<u32> = (0..data.tokens.len()).map(|i| names.binary_search(&data.label_at(i)).map(|k| k as u32).unwrap_or(u32::MAX)).collect();
+                let feats: Vec<Feature> = names.iter().map(|n| Feature { name: format!("subset {n}"), group: "subset".into() }).collect();
+                (block(&mut columns, &feats, "subset"), of)
+            })
+        } else {
+            None
+        };
+        let mut labels = Vec::new();
+        for src in &self.labels {
+            let (values, of) = read_labels(&base.join(&src.path.value), &src.column, data).with_context(|| format!("labels {}", src.path.value))?;
+            let feats: Vec<Feature> = values.iter().map(|v| Feature { name: format!("{}={v}", src.column), group: format!("label {}", src.column) }).collect();
+            labels.push((block(&mut columns, &feats, "label"), of.clone(), false));
+            if self.has(FeatureKind::PrevToken) {
+                labels.push((block(&mut columns, &feats, "prev_label"), of, true));
+            }
+        }
+        Ok(Layout { columns, token, prev, position, subset, labels })
+    }
+}
+
+impl Layout {
+    /// The columns that hold at dataset position `g` (position `p` of its row).
+    fn on(&self, tf: &TokenFeatures, data: &Tokenized, g: usize, p: usize) -> Vec<u32> {
+        let mut v = Vec::new();
+        if let Some(at) = self.token {
+            v.extend(tf.of_token[data.tokens[g] as usize].iter().map(|f| at + f));
+        }
+        if let (Some(at), true) = (self.prev, p > 0) {
+            v.extend(tf.of_token[data.tokens[g - 1] as usize].iter().map(|f| at + f));
+        }
+        if let Some((at, of)) = &self.position {
+            v.push(at + of[p]);
+        }
+        if let Some((at, of)) = &self.subset {
+            if of[g] != u32::MAX {
+                v.push(at + of[g]);
+            }
+        }
+        for (at, of, prev) in &self.labels {
+            if *prev && p == 0 {
+                continue;
+            }
+            let src = if *prev { g - 1 } else { g };
+            if of[src] != u32::MAX {
+                v.push(at + of[src]);
+            }
+        }
+        v
+    }
+}
+
+/// A label column aligned to the dataset: (distinct values, value index per position).
+fn read_labels(path: &std::path::Path, column: &str, data: &Tokenized) -> Result<(Vec<String>, Vec<u32>)> {
+    let df = crate::store::table::read(path)?;
+    let names: Vec<String> = df.get_column_names().iter().map(|s| s.to_string()).collect();
+    for need in ["row", "position", column] {
+        if !names.iter().any(|n| n == need) {
+            bail!("no column '{need}' (columns: {}){}", names.join(", "), crate::util::did_you_mean(need, names.iter().map(|s| s.as_str())));
+        }
+    }
+    let cast = |n: &str| -> Result<Vec<Option<i64>>> { Ok(df.column(n)?.cast(&DataType::Int64)?.i64()?.into_iter().collect()) };
+    let (rows, pos) = (cast("row")?, cast("position")?);
+    let vals = df.column(column)?.cast(&DataType::String)?;
+    let vals = vals.str()?;
+    let distinct: BTreeSet<&str> = vals.into_iter().flatten().collect();
+    let distinct: Vec<String> = distinct.into_iter().map(str::to_string).collect();
+    let mut of = vec![u32::MAX; data.tokens.len()];
+    for i in 0..df.height() {
+        let (Some(r), Some(p), Some(v)) = (rows[i], pos[i], vals.get(i)) else { continue };
+        if r < 0 || p < 0 || r as usize >= data.rows || p as usize >= data.ctx {
+            bail!("row {r}, position {p} is outside the dataset ({} rows of {} positions)", data.rows, data.ctx);
+        }
+        of[r as usize * data.ctx + p as usize] = distinct.binary_search_by(|d| d.as_str().cmp(v)).expect("value listed") as u32;
+    }
+    Ok((distinct, of))
+}
+
+impl Stage for Spec {
+    fn deps(&self) -> Vec<Dep<'_>> {
+        vec![Dep::Model(&self.model), Dep::Tokens { dataset: &self.dataset, model: &self.model }]
+    }
+
+    fn files(&self) -> Vec<&str> {
+        self.labels.iter().map(|l| l.path.value.as_str()).collect()
+    }
+
+    fn tables(&self) -> Vec<&'static str> {
+        vec!["features", "explanations", "best", "families", "top"]
+    }
+
+    fn check(&self, cx: &CheckCx, out: &mut Vec<Diagnostic>) {
+        if self.batch_size == 0 || self.top_k == 0 {
+            out.push(Diagnostic::at(self.model.span(), "explain: batch_size and top_k must be at least 1"));
+        }
+        if self.features.is_empty() && self.labels.is_empty() {
+            out.push(Diagnostic::at(self.model.span(), "explain needs at least one of features = [\"token\", \"prev_token\", \"position\", \"subset\"] or labels"));
+        }
+        for l in &self.labels {
+            if !cx.exp.base_dir().join(&l.path.value).is_file() {
+                out.push(Diagnostic::at(l.path.span.clone(), format!("label file '{}' not found", l.path.value)).help("a Parquet file with columns row, position and the label column"));
+            }
+        }
+        let Some(cfg) = cx.config(&self.model) else { return };
+        for h in &self.hooks {
+            match select_hook(cfg, h) {
+                Ok(points) if points.iter().any(|p| width(cfg, *p).is_none()) => {
+                    out.push(Diagnostic::at(h.span.clone(), format!("'{}' is per pair of positions; explain scores per-position hooks", h.value)))
+                }
+                Ok(_) => {}
+                Err(d) => out.push(d),
+            }
+        }
+    }
+
+    fn run(&self, cx: &mut RunCx) -> Result<()> {
+        let model = cx.model(&self.model)?;
+        let data = cx.tokens(&self.dataset, &self.model)?;
+        let cfg = &model.cfg;
+        let tok = model.tokenizer.as_ref().context("explain reads token strings: the model has no tokenizer")?;
+        let mut counts = vec![0u64; cfg.d_vocab];
+        for (t, v) in data.tokens.iter().zip(&data.valid) {
+            if *v != 0 {
+                counts[*t as usize] += 1;
+            }
+        }
+        let tf = vocabulary_features(tok, cfg.d_vocab, Some((&counts, self.unigram_min_count, self.unigram_min_ids)), &self.token_sets)?;
+        let layout = self.layout(&tf, &data, &cx.base_dir())?;
+        let hooks: Vec<HookPoint> = {
+            let mut v = Vec::new();
+            for h in &self.hooks {
+                v.extend(select_hook(cfg, h).map_err(|d| anyhow::anyhow!(d.message))?);
+            }
+            v.sort();
+            v.dedup();
+            v
+        };
+        let nf = layout.columns.len();
+        let bytes: usize = hooks.iter().map(|h| Separation::bytes(nf, width(cfg, *h).unwrap_or(0))).sum();
+        if bytes as f64 > self.memory_gb * 1e9 {
+            bail!("explain: {nf} features × {} hooks need {:.1} GB of sums (memory_gb = {}): select fewer hooks or features, or raise memory_gb", hooks.len(), bytes as f64 / 1e9, self.memory_gb);
+        }
+        let mut sums: BTreeMap<HookPoint, Separation> = hooks.iter().map(|&h| (h, Separation::new(nf, width(cfg, h).unwrap_or(0)))).collect();
+        let (rows, ctx) = (data.rows, data.ctx);
+        let mut progress = cx.progress((rows * ctx) as u64, "tok");
+        for start in (0..rows).step_by(self.batch_size) {
+            let b = self.batch_size.min(rows - start);
+            let ids = &data.tokens[start * ctx..(start + b) * ctx];
+            let tokens = Tensor::from_slice(ids, (b, ctx), &Device::Cpu)?.to_device(&model.device)?;
+            let keep: Vec<usize> = (0..b * ctx).filter(|&i| data.valid[start * ctx + i] != 0).collect();
+            let on: Vec<Vec<u32>> = keep.iter().map(|&i| layout.on(&tf, &data, start * ctx + i, i % ctx)).collect();
+            model.forward(Start::Tokens(&tokens), &Request::capture(hooks.iter().copied()), &mut |h, t| {
+                let s = sums.get_mut(&h).expect("captured hook has sums");
+                let w = width(cfg, h).unwrap_or(0);
+                crate::model::forward::with_f32(&t.to_device(&Device::Cpu)?, |x| {
+                    if keep.len() == b * ctx {
+                        s.add(x, &on);
+                    } else {
+                        let rows: Vec<f32> = keep.iter().flat_map(|&i| x[i * w..(i + 1) * w].iter().copied()).collect();
+                        s.add(&rows, &on);
+                    }
+                })
+            })?;
+            cx.tick(&mut progress, (b * ctx) as u64)?;
+        }
+        self.write(cx, &layout.columns, &sums)
+    }
+}
+
+impl Spec {
+    fn write(&self, cx: &RunCx, columns: &[FeatureColumn], sums: &BTreeMap<HookPoint, Separation>) -> Result<()> {
+        let n = sums.values().next().map(|s| s.rows()).unwrap_or(0);
+        if n < 2 {
+            bail!("explain needs at least two valid positions; the dataset has {n}");
+        }
+        let first = sums.values().next().expect("one hook");
+        let mut features = DataFrame::new_infer_height(vec![
+            polars::prelude::Column::new("feature".into(), columns.iter().map(|c| c.label()).collect::<Vec<_>>()),
+            polars::prelude::Column::new("variant".into(), columns.iter().map(|c| c.variant).collect::<Vec<_>>()),
+            polars::prelude::Column::new("group".into(), columns.iter().map(|c| c.feature.group.clone()).collect::<Vec<_>>()),
+            polars::prelude::Column::new("positions".into(), (0..columns.len()).map(|f| first.score(f, 0).n1).collect::<Vec<_>>()),
+            polars::prelude::Column::new("fraction".into(), (0..columns.len()).map(|f| first.score(f, 0).n1 as f64 / n as f64).collect::<Vec<_>>()),
+        ])?;
+        cx.write_table("features", &mut features, true)?;
+        let (mut expl, mut best) = (Columns::default(), Columns::default());
+        let mut families: BTreeMap<(String, u32, String), u32> = BTreeMap::new();
+        let mut top: Vec<(f64, String, u32, u32)> = Vec::new();
+        let mut matrices = std::collections::HashMap::new();
+        for (h, s) in sums {
+            let (site, layer) = (h.site().map(|s| s.tl_suffix()).unwrap_or("?"), h.layer().unwrap_or(0) as u32);
+            let nw = s.width();
+            let mut vr = Vec::with_capacity(nw * columns.len());
+            for neuron in 0..nw {
+                let scores: Vec<Score> = (0..columns.len()).map(|f| s.score(f, neuron)).collect();
+                vr.extend(scores.iter().map(|x| x.vr as f32));
+                let mut order: Vec<usize> = (0..columns.len()).filter(|&f| scores[f].vr.is_finite()).collect();
+                order.sort_by(|&a, &b| scores[b].vr.total_cmp(&scores[a].vr));
+                for (rank, &f) in order.iter().take(self.top_k).enumerate() {
+                    expl.key(site, layer, neuron as u32);
+                    expl.ints(&[("rank", rank as i64), ("positions", scores[f].n1 as i64)]);
+                    expl.strs(&[("feature", columns[f].label()), ("group", columns[f].feature.group.clone())]);
+                    expl.f64s(&[("vr", scores[f].vr), ("mean_diff", scores[f].mean_diff), ("welch_t", scores[f].welch_t)]);
+                }
+                let b = order.first().copied();
+                let bvr = b.map(|f| scores[f].vr).unwrap_or(f64::NAN);
+                let family = match b {
+                    Some(f) if bvr >= self.min_vr => columns[f].family(),
+                    _ => "unexplained".to_string(),
+                };
+                best.key(site, layer, neuron as u32);
+                best.strs(&[("feature", b.map(|f| columns[f].label()).unwrap_or_default()), ("family", family.clone())]);
+                best.f64s(&[("vr", bvr), ("mean_diff", b.map(|f| scores[f].mean_diff).unwrap_or(f64::NAN)), ("welch_t", b.map(|f| scores[f].welch_t).unwrap_or(f64::NAN))]);
+                *families.entry((site.to_string(), layer, family)).or_default() += 1;
+                if let Some(f) = b {
+                    top.push((bvr, columns[f].label(), layer, neuron as u32));
+                }
+            }
+            matrices.insert(h.to_string(), Tensor::from_vec(vr, (nw, columns.len()), &Device::Cpu)?);
+        }
+        cx.write_table("explanations", &mut expl.frame()?, false)?;
+        cx.write_table("best", &mut best.frame()?, true)?;
+        let mut fam = DataFrame::new_infer_height(vec![
+            polars::prelude::Column::new("hook".into(), families.keys().map(|k| k.0.clone()).collect::<Vec<_>>()),
+            polars::prelude::Column::new("layer".into(), families.keys().map(|k| k.1).collect::<Vec<_>>()),
+            polars::prelude::Column::new("family".into(), families.keys().map(|k| k.2.clone()).collect::<Vec<_>>()),
+            polars::prelude::Column::new("neurons".into(), families.values().copied().collect::<Vec<_>>()),
+        ])?;
+        cx.write_table("families", &mut fam, true)?;
+        top.sort_by(|a, b| b.0.total_cmp(&a.0));
+        top.truncate(self.top);
+        let mut top_df = DataFrame::new_infer_height(vec![
+            polars::prelude::Column::new("rank".into(), (0..top.len() as u32).collect::<Vec<_>>()),
+            polars::prelude::Column::new("layer".into(), top.iter().map(|t| t.2).collect::<Vec<_>>()),
+            polars::prelude::Column::new("neuron".into(), top.iter().map(|t| t.3).collect::<Vec<_>>()),
+            polars::prelude::Column::new("name".into(), top.iter().map(|t| format!("L{} N{} — {}", t.2, t.3, t.1)).collect::<Vec<_>>()),
+            polars::prelude::Column::new("feature".into(), top.iter().map(|t| t.1.clone()).collect::<Vec<_>>()),
+            polars::prelude::Column::new("vr".into(), top.iter().map(|t| t.0).collect::<Vec<_>>()),
+        ])?;
+        cx.write_table("top", &mut top_df, true)?;
+        candle_core::safetensors::save(&matrices, cx.out().join("variance_reduction.safetensors"))?;
+        Ok(())
+    }
+}

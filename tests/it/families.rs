@@ -1,0 +1,138 @@
+//! Neuron families: variance-reduction explanations against a brute-force (pandas-style) group
+//! computation, unigram grouping on a hand-made vocabulary, output-neuron feature separation, and
+//! the entropy and attention-deactivation stages against hand-composed interventions.
+
+use crate::common::Workspace;
+use candle_core::{Device, Tensor};
+use lantern::analysis::features::unigram_groups;
+use lantern::data::Tokenized;
+use lantern::model::hooks::{BlockSite, HookPoint};
+use lantern::model::{Model, ModelFiles, Processing, Request, Start};
+use lantern::store::table::read;
+use polars::prelude::*;
+
+fn load(ws: &Workspace) -> Model {
+    Model::load(&ModelFiles::from_folder(&ws.path().join("model")).unwrap(), Processing::DEFAULT, &Device::Cpu).unwrap()
+}
+
+/// Sample variance (ddof = 1), two passes, as pandas computes it.
+fn var(x: &[f64]) -> f64 {
+    let m = x.iter().sum::<f64>() / x.len() as f64;
+    x.iter().map(|v| (v - m).powi(2)).sum::<f64>() / (x.len() - 1) as f64
+}
+
+/// 1 − [p₀·Var(a|f=0) + p₁·Var(a|f=1)] / Var(a), by grouping the values.
+fn brute_vr(a: &[f64], f: &[bool]) -> f64 {
+    let side = |holds: bool| -> Vec<f64> { a.iter().zip(f).filter(|(_, &h)| h == holds).map(|(x, _)| *x).collect() };
+    let (yes, no) = (side(true), side(false));
+    let n = a.len() as f64;
+    1.0 - (no.len() as f64 / n * var(&no) + yes.len() as f64 / n * var(&yes)) / var(a)
+}
+
+#[test]
+fn unigram_groups_join_case_and_space_variants_over_thresholds() {
+    let strings: Vec<String> = ["the", " the", "The", " THE", " cat", "Cat", "dog", " dog", "\u{fffd}", " ", "a"].iter().map(|s| s.to_string()).collect();
+    //             0      1       2      3       4       5      6       7        8     9    10
+    let counts = [10, 20, 5, 1, 3, 3, 100, 0, 50, 9, 1];
+    let g = unigram_groups(&strings, &counts, 6, 2);
+    // "the" spans 4 ids and 36 occurrences; "dog" 2 ids and 100; "cat" only 6 ≥ 6; "a" one id;
+    // the replacement character and pure whitespace form no group.
+    assert_eq!(g, vec![("cat".to_string(), vec![4, 5]), ("dog".to_string(), vec![6, 7]), ("the".to_string(), vec![0, 1, 2, 3])]);
+    assert_eq!(unigram_groups(&strings, &counts, 7, 2).len(), 2, "cat has 6 occurrences");
+    assert_eq!(unigram_groups(&strings, &counts, 1, 3), vec![("the".to_string(), vec![0, 1, 2, 3])]);
+}
+
+#[test]
+fn variance_reduction_equals_grouped_sample_variances() {
+    let ws = Workspace::new();
+    // Per-position labels: "tag=even" on even positions of the first 20 rows, "tag=odd" on odd ones.
+    let (mut r, mut p, mut t) = (vec![], vec![], vec![]);
+    for row in 0..20i64 {
+        for pos in 0..32i64 {
+            r.push(row);
+            p.push(pos);
+            t.push(if pos % 2 == 0 { "even" } else { "odd" });
+        }
+    }
+    let mut df = df!("row" => r, "position" => p, "tag" => t).unwrap();
+    lantern::store::table::write(&ws.path().join("tags.parquet"), &mut df).unwrap();
+    let f = ws.file(
+        "e.toml",
+        r#"
+[experiment]
+name = "fam"
+
+[models.tiny]
+path = "model"
+
+[datasets.en]
+path = "data/english.jsonl"
+context = 32
+n_tokens = 2048
+
+[stages.explain]
+kind = "explain"
+model = "tiny"
+dataset = "en"
+hooks = ["blocks.1.mlp.hook_post"]
+unigram_min_count = 20
+unigram_min_ids = 2
+token_sets = { articles = [" the", " a"] }
+labels = [{ path = "tags.parquet", column = "tag" }]
+batch_size = 5
+"#,
+    );
+    let o = ws.run(&f);
+    assert!(!o.failed(), "{:?}", o.nodes.iter().map(|r| (&r.name, &r.status)).collect::<Vec<_>>());
+    let dir = ws.out().join("fam/explain");
+    let features = read(&dir.join("features.parquet")).unwrap();
+    let names: Vec<String> = features.column("feature").unwrap().str().unwrap().into_iter().map(|s| s.unwrap().to_string()).collect();
+    let vr = candle_core::safetensors::load(dir.join("variance_reduction.safetensors"), &Device::Cpu).unwrap();
+    let vr: Vec<Vec<f32>> = vr["blocks.1.mlp.hook_post"].to_vec2().unwrap();
+    // Activations at every valid position, by brute force.
+    let data = Tokenized::load(&ws.out().join("fam/en@tiny")).unwrap();
+    let model = load(&ws);
+    let tok = model.tokenizer().unwrap();
+    let tokens = Tensor::from_slice(&data.tokens, (data.rows, data.ctx), &Device::Cpu).unwrap();
+    let hook = HookPoint::Block(1, BlockSite::Post);
+    let mut acts: Vec<Vec<f32>> = vec![];
+    model
+        .forward(Start::Tokens(&tokens), &Request::capture([hook]), &mut |_, t| {
+            acts = t.flatten_to(1).unwrap().to_vec2().unwrap();
+            Ok(())
+        })
+        .unwrap();
+    let keep: Vec<usize> = (0..data.tokens.len()).filter(|&i| data.valid[i] != 0).collect();
+    let s = |i: usize| tok.token_str(data.tokens[i]);
+    let pos = |i: usize| i % data.ctx;
+    let cases: Vec<(&str, Box<dyn Fn(usize) -> bool>)> = vec![
+        ("token: starts_with_space", Box::new(|i| s(i).starts_with(' '))),
+        ("prev_token: is_punctuation", Box::new(|i| pos(i) > 0 && { let p = s(i - 1); !p.trim().is_empty() && p.trim().chars().all(|c| c.is_ascii_punctuation()) })),
+        ("token: unigram \"the\"", Box::new(|i| s(i).trim().to_lowercase() == "the")),
+        ("token: articles", Box::new(|i| s(i) == " the" || s(i) == " a")),
+        ("position: position 2", Box::new(|i| pos(i) == 2)),
+        ("position: positions 16–31", Box::new(|i| pos(i) >= 16)),
+        ("label: tag=even", Box::new(|i| i / data.ctx < 20 && pos(i) % 2 == 0)),
+        ("prev_label: tag=odd", Box::new(|i| i / data.ctx < 20 && pos(i) > 0 && (pos(i) - 1) % 2 == 1)),
+    ];
+    for (name, holds) in &cases {
+        let col = names.iter().position(|n| n == name).unwrap_or_else(|| panic!("no feature {name}: {names:?}"));
+        let f: Vec<bool> = keep.iter().map(|&i| holds(i)).collect();
+        assert!(f.iter().any(|x| *x) && !f.iter().all(|x| *x), "{name} is constant");
+        for neuron in (0..256).step_by(15) {
+            let a: Vec<f64> = keep.iter().map(|&i| acts[i][neuron] as f64).collect();
+            let want = brute_vr(&a, &f);
+            let got = vr[neuron][col] as f64;
+            assert!((got - want).abs() < 1e-5, "{name}, neuron {neuron}: {got} vs {want}");
+        }
+    }
+    // Each neuron's best explanation is the row maximum of its variance reductions.
+    let best = read(&dir.join("best.parquet")).unwrap();
+    let best_vr = best.column("vr").unwrap().f64().unwrap();
+    for neuron in [0usize, 100, 255] {
+        let max = vr[neuron].iter().filter(|v| v.is_finite()).fold(f32::MIN, |a, &b| a.max(b));
+        assert!((best_vr.get(neuron).unwrap() - max as f64).abs() < 1e-6);
+    }
+    let families = read(&dir.join("families.parquet")).unwrap();
+    assert_eq!(families.column("neurons").unwrap().u32().unwrap().sum(), Some(256));
+}
