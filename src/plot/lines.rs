@@ -9,32 +9,47 @@ use anyhow::Result;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 
-/// Series: (name, points) in axis coordinates.
-type Series = Vec<(String, Vec<(f64, f64)>)>;
+/// One series in axis coordinates, with its band (x, low, high) when the plot has one.
+struct Series {
+    name: String,
+    pts: Vec<(f64, f64)>,
+    band: Vec<(f64, f64, f64)>,
+}
 
-fn series(spec: &PlotSpec, df: &polars::prelude::DataFrame) -> Result<Series> {
+fn series(spec: &PlotSpec, df: &polars::prelude::DataFrame) -> Result<Vec<Series>> {
     let x: Vec<f64> = f64s(df, spec.x.as_deref().unwrap_or_default())?.into_iter().map(|v| axis_value(v, spec.log_x)).collect();
+    let band = match &spec.band {
+        Some([lo, hi]) => Some((f64s(df, lo)?, f64s(df, hi)?)),
+        None => None,
+    };
     let ys = spec.y.as_ref().map(|y| y.list()).unwrap_or_default();
-    let mut out = Vec::new();
+    // Row indices of each series.
+    let mut rows: Vec<(String, String, Vec<usize>)> = Vec::new();
     for yname in &ys {
-        let y: Vec<f64> = f64s(df, yname)?.into_iter().map(|v| axis_value(v, spec.log_y)).collect();
         match &spec.group {
             Some(g) => {
                 let groups = strs(df, g)?;
                 for name in distinct(&groups) {
-                    let pts: Vec<(f64, f64)> = x.iter().zip(&y).zip(&groups).filter(|(_, gg)| **gg == name).map(|((a, b), _)| (*a, *b)).collect();
                     let label = if ys.len() > 1 { format!("{yname} {g}={name}") } else { format!("{g}={name}") };
-                    out.push((label, pts));
+                    rows.push((label, yname.clone(), (0..groups.len()).filter(|&i| groups[i] == name).collect()));
                 }
             }
-            None => out.push((yname.clone(), x.iter().copied().zip(y.iter().copied()).collect())),
+            None => rows.push((yname.clone(), yname.clone(), (0..x.len()).collect())),
         }
     }
-    for (_, pts) in &mut out {
-        pts.retain(|(a, b)| a.is_finite() && b.is_finite());
+    let mut out = Vec::new();
+    for (name, yname, idx) in rows {
+        let y: Vec<f64> = f64s(df, &yname)?.into_iter().map(|v| axis_value(v, spec.log_y)).collect();
+        let mut pts: Vec<(f64, f64)> = idx.iter().map(|&i| (x[i], y[i])).filter(|(a, b)| a.is_finite() && b.is_finite()).collect();
+        let mut band: Vec<(f64, f64, f64)> = match &band {
+            Some((lo, hi)) => idx.iter().map(|&i| (x[i], axis_value(lo[i], spec.log_y), axis_value(hi[i], spec.log_y))).filter(|p| p.0.is_finite() && p.1.is_finite() && p.2.is_finite()).collect(),
+            None => vec![],
+        };
         if spec.kind == PlotKind::Line {
             pts.sort_by(|a, b| a.0.total_cmp(&b.0));
+            band.sort_by(|a, b| a.0.total_cmp(&b.0));
         }
+        out.push(Series { name, pts, band });
     }
     Ok(out)
 }
@@ -46,15 +61,20 @@ pub fn draw<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, spec: &PlotSpec, 
     };
     let (main, bar) = if color_values.is_some() { root.split_horizontally(root.dim_in_pixel().0 as i32 - 100) } else { (root.clone(), root.margin(0, 0, 0, 0)) };
     let all = series(spec, df)?;
-    let xr = padded(all.iter().flat_map(|s| s.1.iter().map(|p| p.0)).chain(spec.annotations.iter().map(|a| axis_value(a.x, spec.log_x))));
-    let yr = padded(all.iter().flat_map(|s| s.1.iter().map(|p| p.1)).chain(spec.annotations.iter().map(|a| axis_value(a.y, spec.log_y))));
+    let xr = padded(all.iter().flat_map(|s| s.pts.iter().map(|p| p.0)).chain(spec.annotations.iter().map(|a| axis_value(a.x, spec.log_x))));
+    let band_ys = all.iter().flat_map(|s| s.band.iter().flat_map(|b| [b.1, b.2]));
+    let yr = padded(all.iter().flat_map(|s| s.pts.iter().map(|p| p.1)).chain(band_ys).chain(spec.annotations.iter().map(|a| axis_value(a.y, spec.log_y))));
     let ys = spec.y.as_ref().map(|y| y.list().join(", ")).unwrap_or_default();
     let mut c = chart(&main, spec, xr, yr, spec.x.as_deref().unwrap_or(""), &ys)?;
     let mut tips = Vec::new();
     match spec.kind {
         PlotKind::Line => {
-            for (i, (name, pts)) in all.iter().enumerate() {
+            for (i, Series { name, pts, band }) in all.iter().enumerate() {
                 let col = categorical(i);
+                if !band.is_empty() {
+                    let outline: Vec<(f64, f64)> = band.iter().map(|b| (b.0, b.1)).chain(band.iter().rev().map(|b| (b.0, b.2))).collect();
+                    c.draw_series(std::iter::once(Polygon::new(outline, col.mix(0.18).filled()))).map_err(err)?;
+                }
                 c.draw_series(LineSeries::new(pts.iter().copied(), col.stroke_width(2)))
                     .map_err(err)?
                     .label(name.clone())
@@ -97,7 +117,7 @@ pub fn draw<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, spec: &PlotSpec, 
                 }
                 legend(&mut c)?;
             } else {
-                for (i, (name, pts)) in all.iter().enumerate() {
+                for (i, Series { name, pts, .. }) in all.iter().enumerate() {
                     let col = categorical(i);
                     c.draw_series(pts.iter().map(|p| Circle::new(*p, 3, col.mix(0.8).filled())))
                         .map_err(err)?

@@ -56,7 +56,8 @@ pub struct Annotation {
 }
 
 /// How to draw a table. Which fields a kind needs:
-/// line: `x`, `y` (one or several), optional `group`; scatter: `x`, `y`, optional `color`,
+/// line: `x`, `y` (one or several), optional `group`, `band` (low and high columns shaded around
+/// each series); scatter: `x`, `y`, optional `color`,
 /// `label`; heatmap: `x`, `y`, `value`, optional `x_labels`, `y_labels`, `vmin`, `vmax`;
 /// histogram: `column` (raw values, `bins`, `range`) or `left`, `right`, `count` (precomputed),
 /// optional `group`; bar: `x` (categories), `y` (values), optional `error`, `group`;
@@ -86,6 +87,9 @@ pub struct PlotSpec {
     pub label: Option<String>,
     #[serde(default)]
     pub error: Option<String>,
+    /// Line plots: columns of a band's lower and upper edge, shaded around each series.
+    #[serde(default)]
+    pub band: Option<[String; 2]>,
     #[serde(default)]
     pub x_labels: Option<String>,
     #[serde(default)]

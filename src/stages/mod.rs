@@ -12,6 +12,7 @@ pub mod logit_lens;
 pub mod neuron_table;
 pub mod patching;
 pub mod plot;
+pub mod prediction_neurons;
 pub mod select;
 pub mod tokenize;
 pub mod train;
@@ -138,6 +139,7 @@ stage_kinds! {
     LogitLens(logit_lens::Spec) = "logit_lens",
     NeuronTable(neuron_table::Spec) = "neuron_table",
     Patching(patching::Spec) = "patching",
+    PredictionNeurons(prediction_neurons::Spec) = "prediction_neurons",
     Train(train::Spec) = "train",
     Universal(universal::Spec) = "universal",
     Viewer(viewer::Spec) = "viewer",

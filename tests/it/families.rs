@@ -136,3 +136,96 @@ batch_size = 5
     let families = read(&dir.join("families.parquet")).unwrap();
     assert_eq!(families.column("neurons").unwrap().u32().unwrap().sum(), Some(256));
 }
+
+const TINY: &str = r#"
+[experiment]
+name = "fam"
+
+[models.tiny]
+path = "model"
+
+[datasets.en]
+path = "data/english.jsonl"
+context = 32
+n_tokens = 2048
+"#;
+
+#[test]
+fn output_neuron_features_equal_a_direct_computation_over_the_vocabulary() {
+    let ws = Workspace::new();
+    let f = ws.file(
+        "p.toml",
+        &format!(
+            r#"{TINY}
+[stages.w]
+kind = "weights"
+model = "tiny"
+
+[stages.w_again]
+kind = "weights"
+model = "tiny"
+vocab_k = 3
+
+[stages.pred]
+kind = "prediction_neurons"
+model = "tiny"
+family = ["w", "w_again"]
+classes = ["prediction", "suppression", "partition", "none"]
+top_k = 2
+show = [[1, 7]]
+"#
+        ),
+    );
+    let o = ws.run(&f);
+    assert!(!o.failed(), "{:?}", o.nodes.iter().map(|r| (&r.name, &r.status)).collect::<Vec<_>>());
+    let dir = ws.out().join("fam/pred");
+    let model = load(&ws);
+    let tok = model.tokenizer().unwrap();
+    // Neuron 1.7's logit effect on every token, and its best feature's statistics by hand.
+    let w_out = model.param("blocks.1.mlp.W_out").unwrap().get(7).unwrap();
+    let effect: Vec<f32> = w_out.unsqueeze(0).unwrap().matmul(&model.weights.w_u).unwrap().squeeze(0).unwrap().to_vec1().unwrap();
+    let feats = read(&dir.join("features.parquet")).unwrap();
+    let mask = feats.column("layer").unwrap().u32().unwrap().equal(1) & feats.column("neuron").unwrap().u32().unwrap().equal(7);
+    let mine = feats.filter(&mask).unwrap();
+    assert_eq!(mine.height(), 2);
+    let name = mine.column("feature").unwrap().str().unwrap().get(0).unwrap().to_string();
+    let t_reported = mine.column("welch_t").unwrap().f64().unwrap().get(0).unwrap();
+    let vr_reported = mine.column("vr").unwrap().f64().unwrap().get(0).unwrap();
+    let effects = read(&dir.join("effects.parquet")).unwrap();
+    assert_eq!(effects.height(), model.cfg.d_vocab);
+    let in_f: Vec<bool> = effects.column("in_feature").unwrap().str().unwrap().into_iter().map(|s| s == Some("yes")).collect();
+    let got: Vec<f64> = effects.column("effect").unwrap().f64().unwrap().into_no_null_iter().collect();
+    for (a, b) in got.iter().zip(&effect) {
+        assert!((a - *b as f64).abs() < 1e-5);
+    }
+    let a: Vec<f64> = effect.iter().map(|&x| x as f64).collect();
+    let side = |holds: bool| -> Vec<f64> { a.iter().zip(&in_f).filter(|(_, &h)| h == holds).map(|(x, _)| *x).collect() };
+    let (yes, no) = (side(true), side(false));
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+    let t = (mean(&yes) - mean(&no)) / (var(&yes) / yes.len() as f64 + var(&no) / no.len() as f64).sqrt();
+    assert!((t - t_reported).abs() < 1e-6 * t.abs().max(1.0), "{name}: t {t} vs {t_reported}");
+    assert!((brute_vr(&a, &in_f) - vr_reported).abs() < 1e-6);
+    // The membership the stage used is the feature's definition on the token strings.
+    if name == "starts_with_space" {
+        for (v, flag) in in_f.iter().enumerate() {
+            assert_eq!(*flag, tok.token_str(v as u32).starts_with(' '));
+        }
+    }
+    // Two identical family members: a zero-width band at numpy's linear percentile.
+    let pct = read(&dir.join("percentiles.parquet")).unwrap();
+    let (lo, hi, val) = (pct.column("low").unwrap().f64().unwrap(), pct.column("high").unwrap().f64().unwrap(), pct.column("value").unwrap().f64().unwrap());
+    for i in 0..pct.height() {
+        assert!((lo.get(i).unwrap() - hi.get(i).unwrap()).abs() < 1e-12 && (val.get(i).unwrap() - lo.get(i).unwrap()).abs() < 1e-9);
+    }
+    let weights = read(&ws.out().join("fam/w/weights.parquet")).unwrap();
+    let l0 = weights.filter(&weights.column("layer").unwrap().u32().unwrap().equal(0)).unwrap();
+    let mut kurt: Vec<f64> = l0.column("vocab_kurt").unwrap().f64().unwrap().into_no_null_iter().collect();
+    kurt.sort_by(f64::total_cmp);
+    let median = (kurt[127] + kurt[128]) / 2.0;
+    let row = (0..pct.height())
+        .find(|&i| pct.column("stat").unwrap().str().unwrap().get(i) == Some("vocab_kurt") && pct.column("layer").unwrap().u32().unwrap().get(i) == Some(0) && pct.column("percentile").unwrap().str().unwrap().get(i) == Some("p50"))
+        .unwrap();
+    assert!((val.get(row).unwrap() - median).abs() < 1e-9);
+    let classes = read(&dir.join("classes.parquet")).unwrap();
+    assert_eq!(classes.column("neurons").unwrap().u32().unwrap().sum(), Some(2 * 2 * 256));
+}

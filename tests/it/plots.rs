@@ -17,6 +17,7 @@ fn base(kind: PlotKind) -> PlotSpec {
         color: None,
         label: None,
         error: None,
+        band: None,
         x_labels: None,
         y_labels: None,
         left: None,
@@ -43,6 +44,8 @@ fn table() -> DataFrame {
     DataFrame::new_infer_height(vec![
         Column::new("x".into(), (0..n).map(|i| i as f64).collect::<Vec<_>>()),
         Column::new("y".into(), (0..n).map(|i| ((i as f64) / 7.0).sin()).collect::<Vec<_>>()),
+        Column::new("lo".into(), (0..n).map(|i| ((i as f64) / 7.0).sin() - 0.3).collect::<Vec<_>>()),
+        Column::new("hi".into(), (0..n).map(|i| ((i as f64) / 7.0).sin() + 0.3).collect::<Vec<_>>()),
         Column::new("cat".into(), (0..n).map(|i| ["a", "b", "c"][i % 3]).collect::<Vec<_>>()),
         Column::new("grp".into(), (0..n).map(|i| if i < 30 { "first" } else { "second" }).collect::<Vec<_>>()),
         Column::new("name".into(), (0..n).map(|i| format!("point {i}")).collect::<Vec<_>>()),
@@ -71,6 +74,7 @@ fn every_kind_renders_png_and_svg() {
     s.x = Some("x".into());
     s.y = Some(Names::One("y".into()));
     s.group = Some("grp".into());
+    s.band = Some(["lo".into(), "hi".into()]);
     kinds.push(s);
     let mut s = base(PlotKind::Scatter);
     s.x = Some("x".into());
@@ -104,6 +108,10 @@ fn every_kind_renders_png_and_svg() {
         assert!(variance(&img) > 100.0, "{:?} looks blank", s.kind);
         let doc = roxmltree::Document::parse(&svg).unwrap_or_else(|e| panic!("{:?} SVG: {e}", s.kind));
         assert!(doc.descendants().any(|n| n.text().is_some_and(|t| t.contains(s.title.as_deref().unwrap()))), "{:?}: no title", s.kind);
+        if s.kind == PlotKind::Line {
+            // One shaded band per series.
+            assert_eq!(doc.descendants().filter(|n| n.has_tag_name("polygon")).count(), 2, "bands");
+        }
         if s.kind == PlotKind::Scatter {
             let titles: Vec<&str> = doc.descendants().filter(|n| n.has_tag_name("title")).filter_map(|n| n.text()).collect();
             assert!(titles.iter().any(|t| t.starts_with("point 17 (17,")), "labels: {:?}", &titles[..3.min(titles.len())]);

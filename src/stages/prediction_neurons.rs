@@ -1,0 +1,257 @@
+//! `prediction_neurons` stage (Universal Neurons §1.7): output neurons classed by the vocabulary
+//! moments of cos(W_U, w_out) — prediction, suppression, partition — with the token feature that
+//! best separates the tokens each one promotes or suppresses (difference of means, Welch's t and
+//! variance reduction of W_Uᵀw_out over the vocabulary), and the per-layer percentiles of vocab
+//! kurtosis and skew across a family of models (seeds), with their min–max band.
+
+use super::activations::Columns;
+use super::{Dep, Stage, StageSpec};
+use crate::analysis::weights::{in_out, moments, unit_rows, vocab_class, vocab_cosines};
+use crate::exec::RunCx;
+use crate::spec::{CheckCx, Diagnostic, ModelRef, Sp, StageRef};
+use crate::stats::separation::Separation;
+use anyhow::{Context, Result};
+use polars::prelude::*;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Spec {
+    /// The model whose output neurons are explained.
+    pub model: ModelRef,
+    /// `weights` stages of a family of models (seeds) for the per-layer percentile bands;
+    /// default: this model alone.
+    #[serde(default)]
+    pub family: Vec<StageRef>,
+    /// Classes whose neurons get feature explanations.
+    #[serde(default = "default_classes")]
+    pub classes: Vec<Sp<String>>,
+    #[serde(default = "default_kurt")]
+    pub kurt_threshold: f64,
+    #[serde(default = "default_var")]
+    pub partition_var: f64,
+    /// Extra named token sets (each string one token) beside the built-in string features.
+    #[serde(default)]
+    pub token_sets: BTreeMap<String, Vec<String>>,
+    /// Features listed per neuron.
+    #[serde(default = "default_top_k")]
+    pub top_k: usize,
+    #[serde(default = "default_percentiles")]
+    pub percentiles: Vec<f64>,
+    /// Neurons `[layer, neuron]` whose logit effect on every token is written (`effects` table,
+    /// for histograms split by the best feature).
+    #[serde(default)]
+    pub show: Vec<[usize; 2]>,
+}
+
+const CLASSES: [&str; 4] = ["prediction", "suppression", "partition", "none"];
+
+fn default_classes() -> Vec<Sp<String>> {
+    CLASSES[..3].iter().map(|c| Sp::new(c.to_string())).collect()
+}
+fn default_kurt() -> f64 {
+    10.0
+}
+fn default_var() -> f64 {
+    0.005
+}
+fn default_top_k() -> usize {
+    3
+}
+fn default_percentiles() -> Vec<f64> {
+    vec![5.0, 10.0, 50.0, 90.0, 95.0]
+}
+
+/// The `p`-th percentile with linear interpolation (numpy's default) of sorted values.
+pub fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let at = p / 100.0 * (sorted.len() - 1) as f64;
+    let (lo, hi) = (at.floor() as usize, at.ceil() as usize);
+    sorted[lo] + (sorted[hi] - sorted[lo]) * (at - lo as f64)
+}
+
+/// Per model: (layer, vocab_kurt, vocab_skew, class) of every neuron.
+type NeuronMoments = Vec<(u32, f64, f64, String)>;
+
+impl Stage for Spec {
+    fn deps(&self) -> Vec<Dep<'_>> {
+        let mut d = vec![Dep::Model(&self.model)];
+        d.extend(self.family.iter().map(Dep::Stage));
+        d
+    }
+
+    fn tables(&self) -> Vec<&'static str> {
+        vec!["neurons", "features", "classes", "percentiles", "effects"]
+    }
+
+    fn check(&self, cx: &CheckCx, out: &mut Vec<Diagnostic>) {
+        for c in &self.classes {
+            if !CLASSES.contains(&c.value.as_str()) {
+                out.push(Diagnostic::at(c.span.clone(), format!("unknown class '{}' (classes: {}){}", c.value, CLASSES.join(", "), crate::util::did_you_mean(&c.value, CLASSES))));
+            }
+        }
+        for f in &self.family {
+            if let Some(s) = cx.exp.stages.get(f.name()) {
+                if !matches!(s.value, StageSpec::Weights(_)) {
+                    out.push(Diagnostic::at(f.span(), format!("family lists weights stages; '{}' is a {} stage", f.name(), s.value.kind())));
+                }
+            }
+        }
+        if let Some(p) = self.percentiles.iter().find(|p| !(0.0..=100.0).contains(*p)) {
+            out.push(Diagnostic::at(self.model.span(), format!("percentile {p} is outside 0–100")));
+        }
+        if let Some(cfg) = cx.config(&self.model) {
+            for [l, n] in &self.show {
+                if *l >= cfg.n_layers || *n >= cfg.d_mlp {
+                    out.push(Diagnostic::at(self.model.span(), format!("show: neuron [{l}, {n}] out of range: the model has {} layers of {} neurons", cfg.n_layers, cfg.d_mlp)));
+                }
+            }
+        }
+    }
+
+    fn run(&self, cx: &mut RunCx) -> Result<()> {
+        let model = cx.model(&self.model)?;
+        let cfg = &model.cfg;
+        let tok = model.tokenizer.as_ref().context("prediction_neurons reads token strings: the model has no tokenizer")?;
+        let tf = super::explain::vocabulary_features(tok, cfg.d_vocab, None, &self.token_sets)?;
+        let w_u = model.weights.w_u.to_dtype(candle_core::DType::F32)?; // [d, vocab]
+        let w_u_unit = unit_rows(&w_u.t()?.contiguous()?)?;
+        let wanted: Vec<&str> = self.classes.iter().map(|c| c.value.as_str()).collect();
+        let (mut neurons, mut feats, mut effects) = (Columns::default(), Columns::default(), Columns::default());
+        let mut own: NeuronMoments = Vec::new();
+        let mut progress = cx.progress(cfg.n_layers as u64, "layers");
+        for l in 0..cfg.n_layers {
+            let (_, w_out) = in_out(&model, l)?;
+            let w_out = w_out.to_dtype(candle_core::DType::F32)?;
+            let cos: Vec<Vec<f32>> = vocab_cosines(&w_out, &w_u_unit)?.to_vec2()?;
+            // Logit effect of each neuron on each token, [vocab, d_mlp]: rows are vocabulary entries.
+            let effect = w_u.t()?.matmul(&w_out.t()?)?.contiguous()?;
+            let effect_rows: Vec<f32> = effect.flatten_all()?.to_vec1()?;
+            let mut sep = Separation::new(tf.features.len(), cfg.d_mlp);
+            sep.add(&effect_rows, &tf.of_token);
+            for n in 0..cfg.d_mlp {
+                let m = moments(&cos[n]);
+                let class = vocab_class(&m, self.kurt_threshold, self.partition_var);
+                own.push((l as u32, m.kurt, m.skew, class.to_string()));
+                let key = |c: &mut Columns| c.key("mlp.hook_post", l as u32, n as u32);
+                key(&mut neurons);
+                neurons.strs(&[("class", class.to_string())]);
+                neurons.f64s(&[("vocab_mean", m.mean), ("vocab_var", m.var), ("vocab_skew", m.skew), ("vocab_kurt", m.kurt)]);
+                if !wanted.contains(&class) {
+                    continue;
+                }
+                // Prediction: the features of promoted tokens (largest t); suppression: of suppressed
+                // tokens (most negative t); otherwise the largest |t|.
+                let sign = match class {
+                    "prediction" => 1.0,
+                    "suppression" => -1.0,
+                    _ => 0.0,
+                };
+                let key_of = |t: f64| if sign == 0.0 { t.abs() } else { sign * t };
+                let mut order: Vec<(usize, f64)> = (0..tf.features.len()).map(|f| (f, sep.score(f, n).welch_t)).filter(|(_, t)| t.is_finite()).collect();
+                order.sort_by(|a, b| key_of(b.1).total_cmp(&key_of(a.1)));
+                for (rank, &(f, _)) in order.iter().take(self.top_k).enumerate() {
+                    let s = sep.score(f, n);
+                    key(&mut feats);
+                    feats.strs(&[("class", class.to_string()), ("feature", tf.features[f].name.clone()), ("group", tf.features[f].group.clone())]);
+                    feats.ints(&[("rank", rank as i64), ("tokens", s.n1 as i64)]);
+                    feats.f64s(&[("mean_diff", s.mean_diff), ("welch_t", s.welch_t), ("vr", s.vr)]);
+                }
+                if let (true, Some(&(best, _))) = (self.show.contains(&[l, n]), order.first()) {
+                    for (t, row) in effect_rows.chunks(cfg.d_mlp).enumerate() {
+                        key(&mut effects);
+                        let in_best = tf.of_token[t].contains(&(best as u32));
+                        effects.strs(&[("token", tok.token_str(t as u32)), ("best_feature", tf.features[best].name.clone()), ("in_feature", if in_best { "yes" } else { "no" }.to_string())]);
+                        effects.f64s(&[("effect", row[n] as f64)]);
+                    }
+                }
+            }
+            cx.tick(&mut progress, 1)?;
+        }
+        let mut family: Vec<(String, NeuronMoments)> = Vec::new();
+        for f in &self.family {
+            family.push((f.name().to_string(), read_moments(&cx.input(f)?.join("weights.parquet"))?));
+        }
+        if family.is_empty() {
+            family.push((self.model.name().to_string(), own));
+        }
+        cx.write_table("neurons", &mut neurons.frame()?, true)?;
+        cx.write_table("features", &mut feats.frame()?, true)?;
+        cx.write_table("classes", &mut class_counts(&family, cfg.n_layers)?, true)?;
+        cx.write_table("percentiles", &mut self.percentile_bands(&family, cfg.n_layers)?, true)?;
+        cx.write_table("effects", &mut effects.frame()?, false)
+    }
+}
+
+/// (layer, vocab_kurt, vocab_skew, class) of every neuron of a `weights` stage's table.
+fn read_moments(path: &std::path::Path) -> Result<NeuronMoments> {
+    let df = crate::store::table::read(path)?;
+    let (layer, kurt, skew, class) = (df.column("layer")?.u32()?, df.column("vocab_kurt")?.f64()?, df.column("vocab_skew")?.f64()?, df.column("vocab_class")?.str()?);
+    Ok((0..df.height()).map(|i| (layer.get(i).unwrap_or(0), kurt.get(i).unwrap_or(f64::NAN), skew.get(i).unwrap_or(f64::NAN), class.get(i).unwrap_or("").to_string())).collect())
+}
+
+/// Neurons of each class per layer and model.
+fn class_counts(family: &[(String, NeuronMoments)], layers: usize) -> Result<DataFrame> {
+    let mut counts: BTreeMap<(String, u32, &str), u32> = BTreeMap::new();
+    let mut totals: BTreeMap<(String, u32), u32> = BTreeMap::new();
+    for (name, rows) in family {
+        for l in 0..layers as u32 {
+            for c in CLASSES {
+                counts.insert((name.clone(), l, c), 0);
+            }
+        }
+        for (l, _, _, c) in rows {
+            if let Some(k) = CLASSES.iter().find(|k| **k == c) {
+                *counts.entry((name.clone(), *l, k)).or_default() += 1;
+            }
+            *totals.entry((name.clone(), *l)).or_default() += 1;
+        }
+    }
+    Ok(DataFrame::new_infer_height(vec![
+        Column::new("model".into(), counts.keys().map(|k| k.0.clone()).collect::<Vec<_>>()),
+        Column::new("layer".into(), counts.keys().map(|k| k.1).collect::<Vec<_>>()),
+        Column::new("class".into(), counts.keys().map(|k| k.2).collect::<Vec<_>>()),
+        Column::new("neurons".into(), counts.values().copied().collect::<Vec<_>>()),
+        Column::new("fraction".into(), counts.iter().map(|(k, v)| *v as f64 / totals.get(&(k.0.clone(), k.1)).copied().unwrap_or(1).max(1) as f64).collect::<Vec<_>>()),
+    ])?)
+}
+
+impl Spec {
+    /// Per layer, statistic and percentile: the mean over the family and the min–max band.
+    fn percentile_bands(&self, family: &[(String, NeuronMoments)], layers: usize) -> Result<DataFrame> {
+        let (mut stat, mut layer, mut pct, mut mean, mut lo, mut hi) = (vec![], vec![], vec![], vec![], vec![], vec![]);
+        for (name, pick) in [("vocab_kurt", 1usize), ("vocab_skew", 2)] {
+            for l in 0..layers as u32 {
+                let per_model: Vec<Vec<f64>> = family
+                    .iter()
+                    .map(|(_, rows)| {
+                        let mut v: Vec<f64> = rows.iter().filter(|r| r.0 == l).map(|r| if pick == 1 { r.1 } else { r.2 }).filter(|x| x.is_finite()).collect();
+                        v.sort_by(f64::total_cmp);
+                        v
+                    })
+                    .collect();
+                for &p in &self.percentiles {
+                    let vals: Vec<f64> = per_model.iter().map(|v| percentile(v, p)).collect();
+                    stat.push(name);
+                    layer.push(l);
+                    pct.push(format!("p{p}"));
+                    mean.push(vals.iter().sum::<f64>() / vals.len() as f64);
+                    lo.push(vals.iter().copied().fold(f64::INFINITY, f64::min));
+                    hi.push(vals.iter().copied().fold(f64::NEG_INFINITY, f64::max));
+                }
+            }
+        }
+        Ok(DataFrame::new_infer_height(vec![
+            Column::new("stat".into(), stat),
+            Column::new("layer".into(), layer),
+            Column::new("percentile".into(), pct),
+            Column::new("value".into(), mean),
+            Column::new("low".into(), lo),
+            Column::new("high".into(), hi),
+        ])?)
+    }
+}
