@@ -6,6 +6,7 @@ pub mod activations;
 pub mod contrast;
 pub mod correlation;
 pub mod direct_effect;
+pub mod entropy;
 pub mod explain;
 pub mod intervention;
 pub mod logit_lens;
@@ -135,6 +136,7 @@ stage_kinds! {
     Contrast(contrast::Spec) = "contrast",
     Correlation(correlation::Spec) = "correlation",
     DirectEffect(direct_effect::Spec) = "direct_effect",
+    Entropy(entropy::Spec) = "entropy",
     Explain(explain::Spec) = "explain",
     LogitLens(logit_lens::Spec) = "logit_lens",
     NeuronTable(neuron_table::Spec) = "neuron_table",

@@ -229,3 +229,91 @@ show = [[1, 7]]
     let classes = read(&dir.join("classes.parquet")).unwrap();
     assert_eq!(classes.column("neurons").unwrap().u32().unwrap().sum(), Some(2 * 2 * 256));
 }
+
+/// Mean loss, entropy, reciprocal rank and ln_final scale of a full run with `iv`, over the
+/// positions the entropy stage averages (valid, a valid next token, not BOS / EOS).
+fn hand_metrics(model: &Model, data: &Tokenized, iv: &[lantern::model::Intervention]) -> [f64; 4] {
+    let tokens = Tensor::from_slice(&data.tokens, (data.rows, data.ctx), &Device::Cpu).unwrap();
+    let (logits, cache) = model.run_with_cache(&tokens, &[HookPoint::LnFinalScale], iv).unwrap();
+    let s = lantern::model::outputs::token_stats(&logits, &tokens).unwrap();
+    let scale: Vec<f32> = cache[&HookPoint::LnFinalScale].flatten_all().unwrap().to_vec1().unwrap();
+    let (mut sum, mut n) = ([0f64; 4], 0f64);
+    for r in 0..data.rows {
+        for t in 0..data.ctx - 1 {
+            let g = r * data.ctx + t;
+            let tok = data.tokens[g];
+            if data.valid[g] == 0 || data.valid[g + 1] == 0 || tok == model.cfg.bos_token_id || tok == model.cfg.eos_token_id {
+                continue;
+            }
+            let i = r * (data.ctx - 1) + t;
+            for (k, x) in [s.loss[i] as f64, s.entropy[i] as f64, 1.0 / (s.rank[i] as f64 + 1.0), scale[g] as f64].into_iter().enumerate() {
+                sum[k] += x;
+            }
+            n += 1.0;
+        }
+    }
+    sum.map(|x| x / n)
+}
+
+#[test]
+fn entropy_interventions_equal_hand_composed_runs() {
+    let ws = Workspace::new();
+    let f = ws.file(
+        "en.toml",
+        &format!(
+            r#"{TINY}
+[stages.w]
+kind = "weights"
+model = "tiny"
+
+[stages.ent]
+kind = "entropy"
+model = "tiny"
+dataset = "en"
+neurons = [[1, 3], [0, 200]]
+values = [0.0, 2.0]
+baseline = {{ weights = "w", n = 4 }}
+batch_size = 7
+"#
+        ),
+    );
+    let o = ws.run(&f);
+    assert!(!o.failed(), "{:?}", o.nodes.iter().map(|r| (&r.name, &r.status)).collect::<Vec<_>>());
+    let dir = ws.out().join("fam/ent");
+    let data = Tokenized::load(&ws.out().join("fam/en@tiny")).unwrap();
+    let model = load(&ws);
+    let table = read(&dir.join("entropy.parquet")).unwrap();
+    let get = |name: &str, value: f32, col: &str| -> f64 {
+        let m = table.column("neuron_name").unwrap().str().unwrap().equal(name) & table.column("value").unwrap().f32().unwrap().equal(value);
+        table.filter(&m).unwrap().column(col).unwrap().f64().unwrap().get(0).unwrap()
+    };
+    for (name, [l, n]) in [("L1.3", [1usize, 3usize]), ("L0.200", [0, 200])] {
+        for value in [0.0f32, 2.0] {
+            let iv = [lantern::model::Intervention::new(HookPoint::Block(l, BlockSite::Post), lantern::model::Action::Constant(value)).neurons(vec![n])];
+            let want = hand_metrics(&model, &data, &iv);
+            for (k, col) in ["loss", "entropy", "reciprocal_rank", "ln_scale"].iter().enumerate() {
+                let got = get(name, value, col);
+                assert!((got - want[k]).abs() < 1e-4 * want[k].abs().max(1.0), "{name} = {value}: {col} {got} vs {}", want[k]);
+            }
+        }
+    }
+    let summary = read(&dir.join("summary.parquet")).unwrap();
+    let clean = summary.filter(&summary.column("series").unwrap().str().unwrap().equal("unintervened")).unwrap();
+    let want = hand_metrics(&model, &data, &[]);
+    assert!((clean.column("entropy").unwrap().f64().unwrap().get(0).unwrap() - want[1]).abs() < 1e-4);
+    // Baseline neurons follow the study's rule and exclude the studied ones.
+    let weights = read(&ws.out().join("fam/w/weights.parquet")).unwrap();
+    let mut l2: Vec<f64> = weights.column("l2_penalty").unwrap().f64().unwrap().into_no_null_iter().collect();
+    let mut vv: Vec<f64> = weights.column("vocab_var").unwrap().f64().unwrap().into_no_null_iter().collect();
+    let (l2_all, vv_all) = (l2.clone(), vv.clone());
+    l2.sort_by(f64::total_cmp);
+    vv.sort_by(f64::total_cmp);
+    let base = table.filter(&table.column("kind").unwrap().str().unwrap().equal("baseline")).unwrap();
+    assert_eq!(base.height(), 4 * 2);
+    for i in 0..base.height() {
+        let (l, n) = (base.column("layer").unwrap().u32().unwrap().get(i).unwrap() as usize, base.column("neuron").unwrap().u32().unwrap().get(i).unwrap() as usize);
+        assert!(![(1, 3), (0, 200)].contains(&(l, n)));
+        let row = l * 256 + n;
+        assert!(l2_all[row] <= lantern::stages::prediction_neurons::percentile(&l2, 90.0) && vv_all[row] >= lantern::stages::prediction_neurons::percentile(&vv, 10.0));
+    }
+}

@@ -1,0 +1,301 @@
+//! `entropy` stage (Universal Neurons §1.8): a neuron's post-activation fixed to each of a list of
+//! values at every position; per token the next-token loss, the entropy of the prediction (nats),
+//! the rank of the true next token and `ln_final.hook_scale`, averaged in f64 over valid tokens,
+//! beside the unintervened run and a random baseline of neurons drawn by the study's rule.
+
+use super::{Dep, Stage, StageSpec};
+use crate::analysis::weights::{in_out, unit_rows, vocab_cosines};
+use crate::exec::RunCx;
+use crate::model::hooks::{BlockSite, HookPoint};
+use crate::model::outputs::token_stats;
+use crate::model::{Action, Intervention, Model, Request, Start};
+use crate::spec::{CheckCx, DatasetRef, Diagnostic, ModelRef, Sp, StageRef};
+use crate::stages::prediction_neurons::percentile;
+use anyhow::{bail, Context, Result};
+use candle_core::{Device, Tensor};
+use polars::prelude::*;
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// The study's baseline: `n` random neurons of the last `last_layers` layers whose weight-decay
+/// penalty is at most its `max_l2_pct` quantile and whose vocab_var is at least its
+/// `min_vocab_var_pct` quantile (quantiles over those layers' neurons).
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BaselineSpec {
+    /// The `weights` stage of the model (l2_penalty and vocab_var).
+    pub weights: StageRef,
+    #[serde(default = "default_n")]
+    pub n: usize,
+    #[serde(default = "default_last")]
+    pub last_layers: usize,
+    #[serde(default = "default_max_l2")]
+    pub max_l2_pct: f64,
+    #[serde(default = "default_min_var")]
+    pub min_vocab_var_pct: f64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Spec {
+    pub model: ModelRef,
+    pub dataset: DatasetRef,
+    /// Neurons `[layer, neuron]` of `mlp.hook_post` to fix.
+    pub neurons: Sp<Vec<[usize; 2]>>,
+    /// Values the post-activation is fixed to (the study: GELU's minimum ≈ −0.17, then 0 … 6).
+    #[serde(default = "default_values")]
+    pub values: Vec<f32>,
+    #[serde(default)]
+    pub baseline: Option<BaselineSpec>,
+    #[serde(default = "default_batch")]
+    pub batch_size: usize,
+}
+
+fn default_n() -> usize {
+    20
+}
+fn default_last() -> usize {
+    2
+}
+fn default_max_l2() -> f64 {
+    0.9
+}
+fn default_min_var() -> f64 {
+    0.1
+}
+fn default_values() -> Vec<f32> {
+    vec![-0.17, 0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0]
+}
+fn default_batch() -> usize {
+    8
+}
+
+/// Sums of the per-token metrics of one run.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Metrics {
+    pub loss: f64,
+    pub entropy: f64,
+    pub rank: f64,
+    pub reciprocal_rank: f64,
+    pub ln_scale: f64,
+    pub tokens: u64,
+}
+
+impl Metrics {
+    fn mean(&self) -> [f64; 5] {
+        let n = self.tokens.max(1) as f64;
+        [self.loss / n, self.entropy / n, self.rank / n, self.reciprocal_rank / n, self.ln_scale / n]
+    }
+}
+
+const METRICS: [&str; 5] = ["loss", "entropy", "rank", "reciprocal_rank", "ln_scale"];
+
+/// Add the metrics of the positions `keep[r][t]` of one run (logits [b, pos, vocab], scale [b, pos, 1]).
+fn accumulate(m: &mut Metrics, logits: &Tensor, scale: &Tensor, tokens: &Tensor, keep: &[bool]) -> Result<()> {
+    let s = token_stats(logits, tokens)?;
+    let scale: Vec<f32> = scale.flatten_all()?.to_vec1()?;
+    let pos = s.pos + 1;
+    for r in 0..s.batch {
+        for t in 0..s.pos {
+            if !keep[r * pos + t] {
+                continue;
+            }
+            let i = r * s.pos + t;
+            m.loss += s.loss[i] as f64;
+            m.entropy += s.entropy[i] as f64;
+            m.rank += s.rank[i] as f64;
+            m.reciprocal_rank += 1.0 / (s.rank[i] as f64 + 1.0);
+            m.ln_scale += scale[r * pos + t] as f64;
+            m.tokens += 1;
+        }
+    }
+    Ok(())
+}
+
+impl Stage for Spec {
+    fn deps(&self) -> Vec<Dep<'_>> {
+        let mut d = vec![Dep::Model(&self.model), Dep::Tokens { dataset: &self.dataset, model: &self.model }];
+        d.extend(self.baseline.as_ref().map(|b| Dep::Stage(&b.weights)));
+        d
+    }
+
+    fn uses_seed(&self) -> bool {
+        self.baseline.is_some()
+    }
+
+    fn tables(&self) -> Vec<&'static str> {
+        vec!["entropy", "summary", "vocab_cos"]
+    }
+
+    fn check(&self, cx: &CheckCx, out: &mut Vec<Diagnostic>) {
+        if self.values.is_empty() || self.batch_size == 0 {
+            out.push(Diagnostic::at(self.neurons.span.clone(), "entropy needs at least one value and batch_size ≥ 1"));
+        }
+        if let Some(b) = &self.baseline {
+            match cx.exp.stages.get(b.weights.name()).map(|s| &s.value) {
+                Some(StageSpec::Weights(w)) if w.model.name() != self.model.name() => {
+                    out.push(Diagnostic::at(b.weights.span(), format!("baseline.weights describes model '{}', not '{}'", w.model.name(), self.model.name())))
+                }
+                Some(StageSpec::Weights(_)) | None => {}
+                Some(o) => out.push(Diagnostic::at(b.weights.span(), format!("baseline.weights reads a weights stage; '{}' is a {} stage", b.weights.name(), o.kind()))),
+            }
+        }
+        let Some(cfg) = cx.config(&self.model) else { return };
+        for [l, n] in &self.neurons.value {
+            if *l >= cfg.n_layers || *n >= cfg.d_mlp {
+                out.push(Diagnostic::at(self.neurons.span.clone(), format!("neuron [{l}, {n}] out of range: the model has {} layers of {} neurons", cfg.n_layers, cfg.d_mlp)));
+            }
+        }
+    }
+
+    fn run(&self, cx: &mut RunCx) -> Result<()> {
+        let model = cx.model(&self.model)?;
+        let data = cx.tokens(&self.dataset, &self.model)?;
+        let studied = self.neurons.value.clone();
+        let baseline = match &self.baseline {
+            Some(b) => draw_baseline(&cx.input(&b.weights)?.join("weights.parquet"), b, &studied, cx.seed())?,
+            None => vec![],
+        };
+        let all: Vec<([usize; 2], &str)> = studied.iter().map(|n| (*n, "studied")).chain(baseline.iter().map(|n| (*n, "baseline"))).collect();
+        let layers: Vec<usize> = {
+            let mut v: Vec<usize> = all.iter().map(|(n, _)| n[0]).collect();
+            v.sort();
+            v.dedup();
+            v
+        };
+        let (bos, eos) = (model.cfg.bos_token_id, model.cfg.eos_token_id);
+        let mut clean = Metrics::default();
+        let mut runs = vec![vec![Metrics::default(); self.values.len()]; all.len()];
+        let ctx = data.ctx;
+        let mut progress = cx.progress((data.rows * ctx) as u64, "tok");
+        for start in (0..data.rows).step_by(self.batch_size) {
+            let b = self.batch_size.min(data.rows - start);
+            let ids = &data.tokens[start * ctx..(start + b) * ctx];
+            let tokens = Tensor::from_slice(ids, (b, ctx), &Device::Cpu)?.to_device(&model.device)?;
+            // A position counts when it and the next are valid and it is not BOS / EOS.
+            let keep: Vec<bool> = (0..b * ctx)
+                .map(|i| i % ctx + 1 < ctx && data.valid[start * ctx + i] != 0 && data.valid[start * ctx + i + 1] != 0 && ids[i] != bos && ids[i] != eos)
+                .collect();
+            let (logits, mut cache) = run(&model, Start::Tokens(&tokens), layers.iter().map(|&l| HookPoint::Block(l, BlockSite::ResidPre)).collect(), &[])?;
+            accumulate(&mut clean, &logits, &cache.remove(&HookPoint::LnFinalScale).context("no ln_final scale")?, &tokens, &keep)?;
+            for (k, ([l, n], _)) in all.iter().enumerate() {
+                let resid = &cache[&HookPoint::Block(*l, BlockSite::ResidPre)];
+                for (v, &value) in self.values.iter().enumerate() {
+                    let iv = [Intervention::new(HookPoint::Block(*l, BlockSite::Post), Action::Constant(value)).neurons(vec![*n])];
+                    let (logits, mut c) = run(&model, Start::Resid { layer: *l, resid: resid.clone() }, vec![], &iv)?;
+                    accumulate(&mut runs[k][v], &logits, &c.remove(&HookPoint::LnFinalScale).context("no ln_final scale")?, &tokens, &keep)?;
+                }
+            }
+            cx.tick(&mut progress, (b * ctx) as u64)?;
+        }
+        if clean.tokens == 0 {
+            bail!("no valid tokens to average over");
+        }
+        self.write(cx, &model, &all, &clean, &runs)
+    }
+}
+
+/// One forward pass capturing `hooks` and `ln_final.hook_scale`: (logits, captures).
+fn run(model: &Model, start: Start, mut hooks: Vec<HookPoint>, iv: &[Intervention]) -> Result<(Tensor, BTreeMap<HookPoint, Tensor>)> {
+    hooks.push(HookPoint::LnFinalScale);
+    let mut cache = BTreeMap::new();
+    let req = Request::capture(hooks).with_logits().with_interventions(iv);
+    let logits = model
+        .forward(start, &req, &mut |h, t| {
+            cache.insert(h, t);
+            Ok(())
+        })?
+        .context("no logits")?;
+    Ok((logits, cache))
+}
+
+/// The study's random baseline neurons, excluding the studied ones, seeded.
+fn draw_baseline(weights: &std::path::Path, b: &BaselineSpec, studied: &[[usize; 2]], seed: u64) -> Result<Vec<[usize; 2]>> {
+    let df = crate::store::table::read(weights)?;
+    let (layer, neuron, l2, var) = (df.column("layer")?.u32()?, df.column("neuron")?.u32()?, df.column("l2_penalty")?.f64()?, df.column("vocab_var")?.f64()?);
+    let n_layers = layer.max().map(|m| m as usize + 1).unwrap_or(0);
+    let first = n_layers.saturating_sub(b.last_layers) as u32;
+    let rows: Vec<usize> = (0..df.height()).filter(|&i| layer.get(i).is_some_and(|l| l >= first)).collect();
+    let sorted = |c: &ChunkedArray<Float64Type>| {
+        let mut v: Vec<f64> = rows.iter().filter_map(|&i| c.get(i)).collect();
+        v.sort_by(f64::total_cmp);
+        v
+    };
+    let (max_l2, min_var) = (percentile(&sorted(l2), 100.0 * b.max_l2_pct), percentile(&sorted(var), 100.0 * b.min_vocab_var_pct));
+    let mut pool: Vec<[usize; 2]> = rows
+        .into_iter()
+        .filter(|&i| l2.get(i).is_some_and(|x| x <= max_l2) && var.get(i).is_some_and(|x| x >= min_var))
+        .map(|i| [layer.get(i).unwrap_or(0) as usize, neuron.get(i).unwrap_or(0) as usize])
+        .filter(|n| !studied.contains(n))
+        .collect();
+    pool.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ 0xe7_0b));
+    pool.truncate(b.n);
+    pool.sort();
+    Ok(pool)
+}
+
+impl Spec {
+    fn write(&self, cx: &RunCx, model: &Model, all: &[([usize; 2], &str)], clean: &Metrics, runs: &[Vec<Metrics>]) -> Result<()> {
+        let name = |n: &[usize; 2]| format!("L{}.{}", n[0], n[1]);
+        let mut rows: Vec<(String, u32, u32, String, f32, [f64; 5], u64)> = Vec::new();
+        for (k, (n, kind)) in all.iter().enumerate() {
+            for (v, &value) in self.values.iter().enumerate() {
+                rows.push((name(n), n[0] as u32, n[1] as u32, kind.to_string(), value, runs[k][v].mean(), runs[k][v].tokens));
+            }
+        }
+        let mut cols = vec![
+            Column::new("neuron_name".into(), rows.iter().map(|r| r.0.clone()).collect::<Vec<_>>()),
+            Column::new("layer".into(), rows.iter().map(|r| r.1).collect::<Vec<_>>()),
+            Column::new("neuron".into(), rows.iter().map(|r| r.2).collect::<Vec<_>>()),
+            Column::new("kind".into(), rows.iter().map(|r| r.3.clone()).collect::<Vec<_>>()),
+            Column::new("value".into(), rows.iter().map(|r| r.4).collect::<Vec<_>>()),
+        ];
+        for (m, metric) in METRICS.iter().enumerate() {
+            cols.push(Column::new((*metric).into(), rows.iter().map(|r| r.5[m]).collect::<Vec<_>>()));
+        }
+        cols.push(Column::new("tokens".into(), rows.iter().map(|r| r.6).collect::<Vec<_>>()));
+        cx.write_table("entropy", &mut DataFrame::new_infer_height(cols)?, true)?;
+        // For plots: each studied neuron, the baseline mean and the unintervened run, per value.
+        let n_base = all.iter().filter(|a| a.1 == "baseline").count();
+        let mut series: Vec<(String, f32, [f64; 5])> = Vec::new();
+        for (v, &value) in self.values.iter().enumerate() {
+            for (k, (n, kind)) in all.iter().enumerate() {
+                if *kind == "studied" {
+                    series.push((name(n), value, runs[k][v].mean()));
+                }
+            }
+            if n_base > 0 {
+                let mut mean = [0.0; 5];
+                for (k, _) in all.iter().enumerate().filter(|(_, a)| a.1 == "baseline") {
+                    for (m, x) in runs[k][v].mean().iter().enumerate() {
+                        mean[m] += x / n_base as f64;
+                    }
+                }
+                series.push((format!("baseline (mean of {n_base})"), value, mean));
+            }
+            series.push(("unintervened".into(), value, clean.mean()));
+        }
+        let mut cols = vec![
+            Column::new("series".into(), series.iter().map(|s| s.0.clone()).collect::<Vec<_>>()),
+            Column::new("value".into(), series.iter().map(|s| s.1).collect::<Vec<_>>()),
+        ];
+        for (m, metric) in METRICS.iter().enumerate() {
+            cols.push(Column::new((*metric).into(), series.iter().map(|s| s.2[m]).collect::<Vec<_>>()));
+        }
+        cx.write_table("summary", &mut DataFrame::new_infer_height(cols)?, true)?;
+        // cos(W_U, w_out) of each studied neuron over the vocabulary (an entropy neuron's is narrow).
+        let w_u_unit = unit_rows(&model.weights.w_u.t()?.contiguous()?)?;
+        let (mut who, mut cos) = (Vec::new(), Vec::new());
+        for (n, _) in all.iter().filter(|a| a.1 == "studied") {
+            let (_, w_out) = in_out(model, n[0])?;
+            let c: Vec<f32> = vocab_cosines(&w_out.narrow(0, n[1], 1)?, &w_u_unit)?.flatten_all()?.to_vec1()?;
+            who.extend(std::iter::repeat_n(name(n), c.len()));
+            cos.extend(c);
+        }
+        let mut df = DataFrame::new_infer_height(vec![Column::new("neuron_name".into(), who), Column::new("cos".into(), cos)])?;
+        cx.write_table("vocab_cos", &mut df, false)
+    }
+}
