@@ -3,6 +3,7 @@
 
 pub mod ablation;
 pub mod activations;
+pub mod attention_deactivation;
 pub mod contrast;
 pub mod correlation;
 pub mod direct_effect;
@@ -133,6 +134,7 @@ macro_rules! stage_kinds {
 stage_kinds! {
     Ablation(ablation::Spec) = "ablation",
     Activations(activations::Spec) = "activations",
+    AttentionDeactivation(attention_deactivation::Spec) = "attention_deactivation",
     Contrast(contrast::Spec) = "contrast",
     Correlation(correlation::Spec) = "correlation",
     DirectEffect(direct_effect::Spec) = "direct_effect",

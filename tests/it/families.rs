@@ -317,3 +317,91 @@ batch_size = 7
         assert!(l2_all[row] <= lantern::stages::prediction_neurons::percentile(&l2, 90.0) && vv_all[row] >= lantern::stages::prediction_neurons::percentile(&vv, 10.0));
     }
 }
+
+#[test]
+fn attention_deactivation_equals_a_hand_composed_query_path_ablation() {
+    let ws = Workspace::new();
+    let f = ws.file(
+        "ad.toml",
+        &format!(
+            r#"{TINY}
+[stages.deact]
+kind = "attention_deactivation"
+model = "tiny"
+dataset = "en"
+head = [1, 2]
+top = 2
+after_position = 8
+random_directions = 200
+batch_size = 6
+"#
+        ),
+    );
+    let o = ws.run(&f);
+    assert!(!o.failed(), "{:?}", o.nodes.iter().map(|r| (&r.name, &r.status)).collect::<Vec<_>>());
+    let dir = ws.out().join("fam/deact");
+    let data = Tokenized::load(&ws.out().join("fam/en@tiny")).unwrap();
+    let model = load(&ws);
+    let (hl, hh, dh) = (1usize, 2usize, model.cfg.d_head);
+    // Heuristic: (ŵ_out · W_Q) · k_BOS / sqrt(d_head), by hand for a few neurons.
+    let bos = Tensor::new(&[[model.cfg.bos_token_id]], &Device::Cpu).unwrap();
+    let k_hook = HookPoint::Block(hl, BlockSite::K);
+    let (_, c) = model.run_with_cache(&bos, &[k_hook], &[]).unwrap();
+    let k_bos: Vec<f32> = c[&k_hook].flatten_to(1).unwrap().get(0).unwrap().get(hh).unwrap().to_vec1().unwrap();
+    let w_q: Vec<Vec<f32>> = model.param("blocks.1.attn.W_Q").unwrap().get(hh).unwrap().to_vec2().unwrap();
+    let w_out: Vec<Vec<f32>> = model.param("blocks.0.mlp.W_out").unwrap().to_vec2().unwrap();
+    let scores = read(&dir.join("scores.parquet")).unwrap();
+    let got = scores.column("score").unwrap().f32().unwrap();
+    for n in [0usize, 77, 255] {
+        let norm = w_out[n].iter().map(|x| x * x).sum::<f32>().sqrt();
+        let q: Vec<f32> = (0..dh).map(|j| (0..w_q.len()).map(|i| w_out[n][i] / norm * w_q[i][j]).sum()).collect();
+        let want = q.iter().zip(&k_bos).map(|(a, b)| a * b).sum::<f32>() / (dh as f32).sqrt();
+        assert!((got.get(n).unwrap() - want).abs() < 1e-4, "neuron {n}: {} vs {want}", got.get(n).unwrap());
+    }
+    // Path ablation of the top neuron by hand: patch the head's residual input with a_n · w_out
+    // removed from position 8 on, keys and values patched back to the clean run's.
+    let ablation = read(&dir.join("ablation.parquet")).unwrap();
+    let top = ablation.column("neuron").unwrap().u32().unwrap().get(0).unwrap() as usize;
+    let mut by_abs: Vec<(usize, f32)> = (0..256).map(|n| (n, got.get(n).unwrap())).collect();
+    by_abs.sort_by(|a, b| b.1.abs().total_cmp(&a.1.abs()));
+    assert_eq!(top, by_abs[0].0, "the most negative or positive score is ablated first");
+    let tokens = Tensor::from_slice(&data.tokens, (data.rows, data.ctx), &Device::Cpu).unwrap();
+    let at = |s| HookPoint::Block(hl, s);
+    let (post, resid, k, v, z, pat) = (HookPoint::Block(0, BlockSite::Post), at(BlockSite::ResidPre), at(BlockSite::K), at(BlockSite::V), at(BlockSite::Z), at(BlockSite::Pattern));
+    let (_, clean) = model.run_with_cache(&tokens, &[post, resid, k, v, z, pat], &[]).unwrap();
+    let acts: Vec<Vec<Vec<f32>>> = clean[&post].to_vec3().unwrap();
+    let mut r3: Vec<Vec<Vec<f32>>> = clean[&resid].to_vec3().unwrap();
+    for (r, row) in r3.iter_mut().enumerate() {
+        for (p, x) in row.iter_mut().enumerate().skip(8) {
+            for (d, xd) in x.iter_mut().enumerate() {
+                *xd -= acts[r][p][top] * w_out[top][d];
+            }
+        }
+    }
+    let patched = Tensor::new(r3, &Device::Cpu).unwrap();
+    use lantern::model::{Action, Intervention};
+    let iv = [Intervention::new(resid, Action::Patch(patched)), Intervention::new(k, Action::Patch(clean[&k].clone())), Intervention::new(v, Action::Patch(clean[&v].clone()))];
+    let (_, abl) = model.run_with_cache(&tokens, &[z, pat], &iv).unwrap();
+    let norm = |t: &Tensor| -> Vec<Vec<f32>> { t.get_on_dim(2, hh).unwrap().sqr().unwrap().sum(2).unwrap().sqrt().unwrap().to_vec2().unwrap() };
+    let bos_p = |t: &Tensor| -> Vec<Vec<f32>> { t.get_on_dim(1, hh).unwrap().get_on_dim(2, 0).unwrap().to_vec2().unwrap() };
+    let (n0, n1, b0, b1) = (norm(&clean[&z]), norm(&abl[&z]), bos_p(&clean[&pat]), bos_p(&abl[&pat]));
+    let points = read(&dir.join("points.parquet")).unwrap();
+    let mine = points.filter(&points.column("neuron_name").unwrap().str().unwrap().equal(format!("L0.{top}").as_str())).unwrap();
+    let (act, dn, db) = (mine.column("activation").unwrap().f64().unwrap(), mine.column("d_norm").unwrap().f64().unwrap(), mine.column("d_bos").unwrap().f64().unwrap());
+    let mut i = 0;
+    let mut moved = 0.0f64;
+    for r in 0..data.rows {
+        for p in 8..data.ctx {
+            if data.valid[r * data.ctx + p] == 0 {
+                continue;
+            }
+            assert!((act.get(i).unwrap() - acts[r][p][top] as f64).abs() < 1e-5);
+            assert!((dn.get(i).unwrap() - (n1[r][p] - n0[r][p]) as f64).abs() < 1e-4, "Δnorm at {r},{p}");
+            assert!((db.get(i).unwrap() - (b1[r][p] - b0[r][p]) as f64).abs() < 1e-5, "Δp(BOS) at {r},{p}");
+            moved += db.get(i).unwrap().abs();
+            i += 1;
+        }
+    }
+    assert_eq!(i, mine.height(), "one point per valid position from 8 on");
+    assert!(moved > 0.0, "removing the neuron changes the head's attention");
+}
