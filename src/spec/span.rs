@@ -17,6 +17,12 @@ impl<T> Sp<T> {
     }
 }
 
+impl<T: Default> Default for Sp<T> {
+    fn default() -> Sp<T> {
+        Sp::new(T::default())
+    }
+}
+
 impl<T> std::ops::Deref for Sp<T> {
     type Target = T;
     fn deref(&self) -> &T {

@@ -38,13 +38,31 @@ pub struct BaselineSpec {
     pub min_vocab_var_pct: f64,
 }
 
+/// Entropy-neuron candidates as the study looks for them: in the last layer, among the neurons
+/// with a large weight-decay penalty (at least its `min_l2_pct` quantile), the `n` with the
+/// smallest vocab_var (an output direction the unembedding barely reads).
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CandidateSpec {
+    /// The `weights` stage of the model.
+    pub weights: StageRef,
+    #[serde(default = "default_candidates")]
+    pub n: usize,
+    #[serde(default = "default_min_l2")]
+    pub min_l2_pct: f64,
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Spec {
     pub model: ModelRef,
     pub dataset: DatasetRef,
-    /// Neurons `[layer, neuron]` of `mlp.hook_post` to fix.
+    /// Neurons `[layer, neuron]` of `mlp.hook_post` to fix …
+    #[serde(default)]
     pub neurons: Sp<Vec<[usize; 2]>>,
+    /// … and / or candidates chosen from the weights.
+    #[serde(default)]
+    pub candidates: Option<CandidateSpec>,
     /// Values the post-activation is fixed to (the study: GELU's minimum ≈ −0.17, then 0 … 6).
     #[serde(default = "default_values")]
     pub values: Vec<f32>,
@@ -65,6 +83,12 @@ fn default_max_l2() -> f64 {
 }
 fn default_min_var() -> f64 {
     0.1
+}
+fn default_candidates() -> usize {
+    2
+}
+fn default_min_l2() -> f64 {
+    0.9
 }
 fn default_values() -> Vec<f32> {
     vec![-0.17, 0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0]
@@ -119,6 +143,7 @@ impl Stage for Spec {
     fn deps(&self) -> Vec<Dep<'_>> {
         let mut d = vec![Dep::Model(&self.model), Dep::Tokens { dataset: &self.dataset, model: &self.model }];
         d.extend(self.baseline.as_ref().map(|b| Dep::Stage(&b.weights)));
+        d.extend(self.candidates.as_ref().map(|c| Dep::Stage(&c.weights)));
         d
     }
 
@@ -132,15 +157,19 @@ impl Stage for Spec {
 
     fn check(&self, cx: &CheckCx, out: &mut Vec<Diagnostic>) {
         if self.values.is_empty() || self.batch_size == 0 {
-            out.push(Diagnostic::at(self.neurons.span.clone(), "entropy needs at least one value and batch_size ≥ 1"));
+            out.push(Diagnostic::at(self.model.span(), "entropy needs at least one value and batch_size ≥ 1"));
         }
-        if let Some(b) = &self.baseline {
-            match cx.exp.stages.get(b.weights.name()).map(|s| &s.value) {
-                Some(StageSpec::Weights(w)) if w.model.name() != self.model.name() => {
-                    out.push(Diagnostic::at(b.weights.span(), format!("baseline.weights describes model '{}', not '{}'", w.model.name(), self.model.name())))
+        if self.neurons.value.is_empty() && self.candidates.is_none() {
+            out.push(Diagnostic::at(self.model.span(), "entropy needs `neurons = [[layer, neuron], …]` or `candidates = { weights = \"…\" }`"));
+        }
+        let refs = self.baseline.iter().map(|b| ("baseline", &b.weights)).chain(self.candidates.iter().map(|c| ("candidates", &c.weights)));
+        for (field, w) in refs {
+            match cx.exp.stages.get(w.name()).map(|s| &s.value) {
+                Some(StageSpec::Weights(ws)) if ws.model.name() != self.model.name() => {
+                    out.push(Diagnostic::at(w.span(), format!("{field}.weights describes model '{}', not '{}'", ws.model.name(), self.model.name())))
                 }
                 Some(StageSpec::Weights(_)) | None => {}
-                Some(o) => out.push(Diagnostic::at(b.weights.span(), format!("baseline.weights reads a weights stage; '{}' is a {} stage", b.weights.name(), o.kind()))),
+                Some(o) => out.push(Diagnostic::at(w.span(), format!("{field}.weights reads a weights stage; '{}' is of kind {}", w.name(), o.kind()))),
             }
         }
         let Some(cfg) = cx.config(&self.model) else { return };
@@ -154,7 +183,14 @@ impl Stage for Spec {
     fn run(&self, cx: &mut RunCx) -> Result<()> {
         let model = cx.model(&self.model)?;
         let data = cx.tokens(&self.dataset, &self.model)?;
-        let studied = self.neurons.value.clone();
+        let mut studied = self.neurons.value.clone();
+        if let Some(c) = &self.candidates {
+            for n in candidates(&cx.input(&c.weights)?.join("weights.parquet"), c)? {
+                if !studied.contains(&n) {
+                    studied.push(n);
+                }
+            }
+        }
         let baseline = match &self.baseline {
             Some(b) => draw_baseline(&cx.input(&b.weights)?.join("weights.parquet"), b, &studied, cx.seed())?,
             None => vec![],
@@ -212,25 +248,45 @@ fn run(model: &Model, start: Start, mut hooks: Vec<HookPoint>, iv: &[Interventio
     Ok((logits, cache))
 }
 
+/// (layer, neuron, l2_penalty, vocab_var) of the neurons of the last `last` layers of a weights
+/// table, and the quantile function of a column over them.
+struct LastLayers {
+    rows: Vec<([usize; 2], f64, f64)>,
+}
+
+impl LastLayers {
+    fn read(weights: &std::path::Path, last: usize) -> Result<LastLayers> {
+        let df = crate::store::table::read(weights)?;
+        let (layer, neuron, l2, var) = (df.column("layer")?.u32()?, df.column("neuron")?.u32()?, df.column("l2_penalty")?.f64()?, df.column("vocab_var")?.f64()?);
+        let first = layer.max().map(|m| m + 1).unwrap_or(0).saturating_sub(last as u32);
+        let rows = (0..df.height())
+            .filter_map(|i| Some(([layer.get(i)? as usize, neuron.get(i)? as usize], l2.get(i)?, var.get(i)?)))
+            .filter(|r| r.0[0] as u32 >= first)
+            .collect();
+        Ok(LastLayers { rows })
+    }
+
+    fn quantile(&self, col: fn(&([usize; 2], f64, f64)) -> f64, q: f64) -> f64 {
+        let mut v: Vec<f64> = self.rows.iter().map(col).collect();
+        v.sort_by(f64::total_cmp);
+        percentile(&v, 100.0 * q)
+    }
+}
+
+/// Entropy-neuron candidates: see [`CandidateSpec`].
+fn candidates(weights: &std::path::Path, c: &CandidateSpec) -> Result<Vec<[usize; 2]>> {
+    let t = LastLayers::read(weights, 1)?;
+    let min_l2 = t.quantile(|r| r.1, c.min_l2_pct);
+    let mut pool: Vec<&([usize; 2], f64, f64)> = t.rows.iter().filter(|r| r.1 >= min_l2).collect();
+    pool.sort_by(|a, b| a.2.total_cmp(&b.2));
+    Ok(pool.into_iter().take(c.n).map(|r| r.0).collect())
+}
+
 /// The study's random baseline neurons, excluding the studied ones, seeded.
 fn draw_baseline(weights: &std::path::Path, b: &BaselineSpec, studied: &[[usize; 2]], seed: u64) -> Result<Vec<[usize; 2]>> {
-    let df = crate::store::table::read(weights)?;
-    let (layer, neuron, l2, var) = (df.column("layer")?.u32()?, df.column("neuron")?.u32()?, df.column("l2_penalty")?.f64()?, df.column("vocab_var")?.f64()?);
-    let n_layers = layer.max().map(|m| m as usize + 1).unwrap_or(0);
-    let first = n_layers.saturating_sub(b.last_layers) as u32;
-    let rows: Vec<usize> = (0..df.height()).filter(|&i| layer.get(i).is_some_and(|l| l >= first)).collect();
-    let sorted = |c: &ChunkedArray<Float64Type>| {
-        let mut v: Vec<f64> = rows.iter().filter_map(|&i| c.get(i)).collect();
-        v.sort_by(f64::total_cmp);
-        v
-    };
-    let (max_l2, min_var) = (percentile(&sorted(l2), 100.0 * b.max_l2_pct), percentile(&sorted(var), 100.0 * b.min_vocab_var_pct));
-    let mut pool: Vec<[usize; 2]> = rows
-        .into_iter()
-        .filter(|&i| l2.get(i).is_some_and(|x| x <= max_l2) && var.get(i).is_some_and(|x| x >= min_var))
-        .map(|i| [layer.get(i).unwrap_or(0) as usize, neuron.get(i).unwrap_or(0) as usize])
-        .filter(|n| !studied.contains(n))
-        .collect();
+    let t = LastLayers::read(weights, b.last_layers)?;
+    let (max_l2, min_var) = (t.quantile(|r| r.1, b.max_l2_pct), t.quantile(|r| r.2, b.min_vocab_var_pct));
+    let mut pool: Vec<[usize; 2]> = t.rows.iter().filter(|r| r.1 <= max_l2 && r.2 >= min_var && !studied.contains(&r.0)).map(|r| r.0).collect();
     pool.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ 0xe7_0b));
     pool.truncate(b.n);
     pool.sort();

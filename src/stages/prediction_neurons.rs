@@ -97,7 +97,7 @@ impl Stage for Spec {
         for f in &self.family {
             if let Some(s) = cx.exp.stages.get(f.name()) {
                 if !matches!(s.value, StageSpec::Weights(_)) {
-                    out.push(Diagnostic::at(f.span(), format!("family lists weights stages; '{}' is a {} stage", f.name(), s.value.kind())));
+                    out.push(Diagnostic::at(f.span(), format!("family lists weights stages; '{}' is of kind {}", f.name(), s.value.kind())));
                 }
             }
         }

@@ -138,3 +138,59 @@ fn interventions_out_of_range_point_at_the_value() {
     expect(&ws, &abl("{ hook = \"blocks.1.attn.hook_z\", heads = [4], zero = true }"), &["head 4 out of range: there are 4 (0..=3)"]);
     expect(&ws, &abl("{ hook = \"blocks.1.mlp.hook_post\", neurons = [1], zero = true, scale = 2.0 }"), &["exactly one of zero, set, scale"]);
 }
+
+#[test]
+fn neuron_family_stages_check_their_inputs() {
+    let ws = Workspace::new();
+    let bad = format!(
+        r#"{BASE}
+[stages.ex]
+kind = "explain"
+model = "tiny"
+dataset = "en"
+hooks = ["blocks.1.attn.hook_pattern"]
+labels = [{{ path = "missing.parquet", column = "pos" }}]
+
+[stages.pred]
+kind = "prediction_neurons"
+model = "tiny"
+family = ["acts"]
+classes = ["prediktion"]
+
+[stages.ent]
+kind = "entropy"
+model = "tiny"
+dataset = "en"
+neurons = [[2, 0]]
+baseline = {{ weights = "acts" }}
+
+[stages.ent2]
+kind = "entropy"
+model = "tiny"
+dataset = "en"
+
+[stages.deact]
+kind = "attention_deactivation"
+model = "tiny"
+dataset = "en"
+head = [1, 9]
+"#
+    );
+    expect(
+        &ws,
+        &bad,
+        &[
+            "bad.toml:21:10: 'blocks.1.attn.hook_pattern' is per pair of positions",
+            "bad.toml:22:20: label file 'missing.parquet' not found",
+            "bad.toml:27:11: family lists weights stages; 'acts' is of kind activations",
+            "bad.toml:28:12: unknown class 'prediktion' (classes: prediction, suppression, partition, none); did you mean 'prediction'?",
+            "bad.toml:34:11: neuron [2, 0] out of range: the model has 2 layers",
+            "bad.toml:35:24: baseline.weights reads a weights stage; 'acts' is of kind activations",
+            "bad.toml:39:9: entropy needs `neurons = [[layer, neuron], …]` or `candidates",
+            "bad.toml:46:8: head [1, 9] out of range: the model has 2 layers of 4 heads",
+            "bad.toml:46:8: after_position 64 leaves no positions in a context of 64",
+        ],
+    );
+    let unknown = format!("{BASE}\n[stages.ex]\nkind = \"explain\"\nmodel = \"tiny\"\ndataset = \"en\"\nfeatures = [\"tokens\"]\n");
+    expect(&ws, &unknown, &["unknown variant `tokens`"]);
+}
