@@ -8,6 +8,7 @@ use super::PlotSpec;
 use anyhow::{bail, Result};
 use plotters::coord::Shift;
 use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 /// (group name, bins as (left, right, count)).
 type Hist = Vec<(String, Vec<(f64, f64, f64)>)>;
@@ -99,18 +100,23 @@ pub fn bar<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, spec: &PlotSpec, d
     let hi = vals.iter().zip(&errs).map(|(v, e)| v + e.abs()).fold(0.0f64, f64::max);
     let span = if hi > lo { hi - lo } else { 1.0 };
     let yr = (lo - if lo < 0.0 { 0.05 * span } else { 0.0 })..(hi + 0.08 * span);
-    // Category labels shortened to the room each category has.
+    let yr_start = yr.start;
+    // Category labels: horizontal when they fit the room each category has, else vertical (up to
+    // 48 characters, in at most 40% of the height).
     let room = (root.dim_in_pixel().0 as usize).saturating_sub(110) / cats.len().max(1) / 7;
-    let keep = room.clamp(3, 24);
+    let longest = cats.iter().map(|c| c.chars().count()).max().unwrap_or(0);
+    let vertical = longest > room.max(3);
+    let area = if vertical { (longest.min(48) as u32 * 7 + 24).min(root.dim_in_pixel().1 * 2 / 5) } else { 48 };
+    let keep = if vertical { ((area - 24) / 7) as usize } else { room.clamp(3, 24) };
     let mut b = ChartBuilder::on(root);
-    b.margin(18).x_label_area_size(48).y_label_area_size(72);
+    b.margin(18).x_label_area_size(area).y_label_area_size(72);
     if let Some(t) = &spec.title {
         b.caption(t, ("sans-serif", 22));
     }
     let slots = (cats.len() * (g + 1)) as i32;
     let mut c = b.build_cartesian_2d(super::common::segments(slots as usize), yr).map_err(err)?;
     let label_at = |v: &SegmentValue<i32>| match v {
-        SegmentValue::CenterOf(s) if (*s as usize) % (g + 1) == (g - 1) / 2 => cats.get(*s as usize / (g + 1)).map(|s| s.chars().take(keep).collect()).unwrap_or_default(),
+        SegmentValue::CenterOf(s) if !vertical && (*s as usize) % (g + 1) == (g - 1) / 2 => cats.get(*s as usize / (g + 1)).map(|s| s.chars().take(keep).collect()).unwrap_or_default(),
         _ => String::new(),
     };
     c.configure_mesh()
@@ -120,12 +126,21 @@ pub fn bar<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, spec: &PlotSpec, d
         .y_label_formatter(&|v| fmt_num(*v))
         .x_label_style(("sans-serif", 13))
         .y_label_style(("sans-serif", 14))
-        .x_desc(spec.x_label.clone().unwrap_or(xname.clone()))
+        .x_desc(if vertical { String::new() } else { spec.x_label.clone().unwrap_or(xname.clone()) })
         .y_desc(spec.y_label.clone().unwrap_or_else(|| spec.y_one().unwrap_or_default()))
         .axis_desc_style(("sans-serif", 16))
         .light_line_style(RGBColor(235, 235, 235))
         .draw()
         .map_err(err)?;
+    if vertical {
+        // Long labels read downwards from below each group of bars.
+        let style = ("sans-serif", 13).into_font().transform(FontTransform::Rotate90).color(&BLACK).pos(Pos::new(HPos::Left, VPos::Center));
+        for (k, cat) in cats.iter().enumerate() {
+            let (x, y) = c.backend_coord(&(SegmentValue::CenterOf((k * (g + 1) + (g - 1) / 2) as i32), yr_start));
+            let x = if g % 2 == 0 { x + c.backend_coord(&(SegmentValue::Exact(1), yr_start)).0 / 2 - c.backend_coord(&(SegmentValue::Exact(0), yr_start)).0 / 2 } else { x };
+            root.draw(&Text::new(cat.chars().take(keep).collect::<String>(), (x, y + 8), style.clone())).map_err(err)?;
+        }
+    }
     for (gi, gname) in groups.iter().enumerate() {
         let col = categorical(gi);
         let rows: Vec<usize> = (0..vals.len()).filter(|&i| &groups_col[i] == gname).collect();

@@ -101,6 +101,7 @@ pub fn draw<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, spec: &PlotSpec, 
                     .map(|((a, b), v)| ((axis_value(*a, spec.log_x), axis_value(*b, spec.log_y)), *v))
                     .filter(|(p, _)| p.0.is_finite() && p.1.is_finite())
                     .collect();
+                let pts = one_per_pixel(&c, pts, |x| x.0);
                 c.draw_series(pts.iter().map(|(p, v)| Circle::new(*p, 4, sequential(norm(*v)).filled()))).map_err(err)?;
                 colour_bar(&bar, cname, r)?;
             } else if let Some(cat) = &spec.color {
@@ -110,6 +111,7 @@ pub fn draw<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, spec: &PlotSpec, 
                 for (i, name) in distinct(&cats).iter().enumerate() {
                     let col = categorical(i);
                     let pts: Vec<(f64, f64)> = x.iter().zip(&y).zip(&cats).filter(|(_, c)| *c == name).map(|((a, b), _)| (axis_value(*a, spec.log_x), axis_value(*b, spec.log_y))).collect();
+                    let pts = one_per_pixel(&c, pts, |p| *p);
                     c.draw_series(pts.iter().map(|p| Circle::new(*p, 4, col.filled())))
                         .map_err(err)?
                         .label(format!("{cat}={name}"))
@@ -119,6 +121,7 @@ pub fn draw<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, spec: &PlotSpec, 
             } else {
                 for (i, Series { name, pts, .. }) in all.iter().enumerate() {
                     let col = categorical(i);
+                    let pts = one_per_pixel(&c, pts.clone(), |p| *p);
                     c.draw_series(pts.iter().map(|p| Circle::new(*p, 3, col.mix(0.8).filled())))
                         .map_err(err)?
                         .label(name.clone())
@@ -143,6 +146,15 @@ pub fn draw<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, spec: &PlotSpec, 
     }
     annotate(&mut c, spec)?;
     Ok(tips)
+}
+
+/// The points of a series that land on distinct pixels (later ones drawn at the same pixel would
+/// hide the earlier: the picture is the same, the SVG far smaller).
+fn one_per_pixel<'a, DB: DrawingBackend + 'a, T>(c: &super::common::Chart<'a, DB>, pts: Vec<T>, at: impl Fn(&T) -> (f64, f64)) -> Vec<T> {
+    let mut seen = std::collections::HashSet::new();
+    let mut kept: Vec<T> = pts.into_iter().rev().filter(|p| seen.insert(c.backend_coord(&at(p)))).collect();
+    kept.reverse();
+    kept
 }
 
 /// A vertical colour bar for a sequential colour scale.

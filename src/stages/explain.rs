@@ -157,10 +157,10 @@ fn position_buckets(ctx: usize) -> (Vec<String>, Vec<u32>) {
     let (mut names, mut of) = (Vec::new(), Vec::with_capacity(ctx));
     for p in 0..ctx {
         let name = if p < 4 {
-            format!("position {p}")
+            p.to_string()
         } else {
             let lo = 1usize << (usize::BITS - 1 - p.leading_zeros());
-            format!("positions {lo}–{}", (2 * lo - 1).min(ctx - 1))
+            format!("{lo}–{}", (2 * lo - 1).min(ctx - 1))
         };
         if names.last() != Some(&name) {
             names.push(name);
@@ -206,7 +206,7 @@ impl Spec {
             let names: Vec<&str> = names.into_iter().collect();
             (names.len() > 1).then(|| {
                 let of: Vec<u32> = (0..data.tokens.len()).map(|i| names.binary_search(&data.label_at(i)).map(|k| k as u32).unwrap_or(u32::MAX)).collect();
-                let feats: Vec<Feature> = names.iter().map(|n| Feature { name: format!("subset {n}"), group: "subset".into() }).collect();
+                let feats: Vec<Feature> = names.iter().map(|n| Feature { name: n.to_string(), group: "subset".into() }).collect();
                 (block(&mut columns, &feats, "subset"), of)
             })
         } else {
@@ -438,7 +438,7 @@ impl Spec {
             polars::prelude::Column::new("rank".into(), (0..top.len() as u32).collect::<Vec<_>>()),
             polars::prelude::Column::new("layer".into(), top.iter().map(|t| t.2).collect::<Vec<_>>()),
             polars::prelude::Column::new("neuron".into(), top.iter().map(|t| t.3).collect::<Vec<_>>()),
-            polars::prelude::Column::new("name".into(), top.iter().map(|t| format!("L{} N{} — {}", t.2, t.3, t.1)).collect::<Vec<_>>()),
+            polars::prelude::Column::new("name".into(), top.iter().map(|t| format!("L{}.{} {}", t.2, t.3, t.1)).collect::<Vec<_>>()),
             polars::prelude::Column::new("feature".into(), top.iter().map(|t| t.1.clone()).collect::<Vec<_>>()),
             polars::prelude::Column::new("vr".into(), top.iter().map(|t| t.0).collect::<Vec<_>>()),
         ])?;

@@ -6,7 +6,7 @@
 
 use super::activations::Columns;
 use super::{Dep, Stage, StageSpec};
-use crate::analysis::weights::{in_out, moments, unit_rows, vocab_class, vocab_cosines};
+use crate::analysis::weights::{in_out, moments, unit_rows, vocab_class, vocab_cosines, Moments};
 use crate::exec::RunCx;
 use crate::spec::{CheckCx, Diagnostic, ModelRef, Sp, StageRef};
 use crate::stats::separation::Separation;
@@ -74,8 +74,8 @@ pub fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[lo] + (sorted[hi] - sorted[lo]) * (at - lo as f64)
 }
 
-/// Per model: (layer, vocab_kurt, vocab_skew, class) of every neuron.
-type NeuronMoments = Vec<(u32, f64, f64, String)>;
+/// Per model: (layer, vocab moments) of every neuron.
+type NeuronMoments = Vec<(u32, Moments)>;
 
 impl Stage for Spec {
     fn deps(&self) -> Vec<Dep<'_>> {
@@ -136,7 +136,7 @@ impl Stage for Spec {
             for n in 0..cfg.d_mlp {
                 let m = moments(&cos[n]);
                 let class = vocab_class(&m, self.kurt_threshold, self.partition_var);
-                own.push((l as u32, m.kurt, m.skew, class.to_string()));
+                own.push((l as u32, m));
                 let key = |c: &mut Columns| c.key("mlp.hook_post", l as u32, n as u32);
                 key(&mut neurons);
                 neurons.strs(&[("class", class.to_string())]);
@@ -181,55 +181,55 @@ impl Stage for Spec {
         }
         cx.write_table("neurons", &mut neurons.frame()?, true)?;
         cx.write_table("features", &mut feats.frame()?, true)?;
-        cx.write_table("classes", &mut class_counts(&family, cfg.n_layers)?, true)?;
+        cx.write_table("classes", &mut self.class_counts(&family, cfg.n_layers)?, true)?;
         cx.write_table("percentiles", &mut self.percentile_bands(&family, cfg.n_layers)?, true)?;
         cx.write_table("effects", &mut effects.frame()?, false)
     }
 }
 
-/// (layer, vocab_kurt, vocab_skew, class) of every neuron of a `weights` stage's table.
+/// (layer, vocab moments) of every neuron of a `weights` stage's table.
 fn read_moments(path: &std::path::Path) -> Result<NeuronMoments> {
     let df = crate::store::table::read(path)?;
-    let (layer, kurt, skew, class) = (df.column("layer")?.u32()?, df.column("vocab_kurt")?.f64()?, df.column("vocab_skew")?.f64()?, df.column("vocab_class")?.str()?);
-    Ok((0..df.height()).map(|i| (layer.get(i).unwrap_or(0), kurt.get(i).unwrap_or(f64::NAN), skew.get(i).unwrap_or(f64::NAN), class.get(i).unwrap_or("").to_string())).collect())
-}
-
-/// Neurons of each class per layer and model.
-fn class_counts(family: &[(String, NeuronMoments)], layers: usize) -> Result<DataFrame> {
-    let mut counts: BTreeMap<(String, u32, &str), u32> = BTreeMap::new();
-    let mut totals: BTreeMap<(String, u32), u32> = BTreeMap::new();
-    for (name, rows) in family {
-        for l in 0..layers as u32 {
-            for c in CLASSES {
-                counts.insert((name.clone(), l, c), 0);
-            }
-        }
-        for (l, _, _, c) in rows {
-            if let Some(k) = CLASSES.iter().find(|k| **k == c) {
-                *counts.entry((name.clone(), *l, k)).or_default() += 1;
-            }
-            *totals.entry((name.clone(), *l)).or_default() += 1;
-        }
-    }
-    Ok(DataFrame::new_infer_height(vec![
-        Column::new("model".into(), counts.keys().map(|k| k.0.clone()).collect::<Vec<_>>()),
-        Column::new("layer".into(), counts.keys().map(|k| k.1).collect::<Vec<_>>()),
-        Column::new("class".into(), counts.keys().map(|k| k.2).collect::<Vec<_>>()),
-        Column::new("neurons".into(), counts.values().copied().collect::<Vec<_>>()),
-        Column::new("fraction".into(), counts.iter().map(|(k, v)| *v as f64 / totals.get(&(k.0.clone(), k.1)).copied().unwrap_or(1).max(1) as f64).collect::<Vec<_>>()),
-    ])?)
+    let layer = df.column("layer")?.u32()?;
+    let col = |n: &str| -> Result<Vec<f64>> { Ok(df.column(n)?.f64()?.into_iter().map(|x| x.unwrap_or(f64::NAN)).collect()) };
+    let (mean, var, skew, kurt) = (col("vocab_mean")?, col("vocab_var")?, col("vocab_skew")?, col("vocab_kurt")?);
+    Ok((0..df.height()).map(|i| (layer.get(i).unwrap_or(0), Moments { mean: mean[i], var: var[i], skew: skew[i], kurt: kurt[i] })).collect())
 }
 
 impl Spec {
+    /// Neurons of each class (by this stage's thresholds) per layer and family member.
+    fn class_counts(&self, family: &[(String, NeuronMoments)], layers: usize) -> Result<DataFrame> {
+        let mut counts: BTreeMap<(String, u32, &str), u32> = BTreeMap::new();
+        for (name, rows) in family {
+            for l in 0..layers as u32 {
+                for c in CLASSES {
+                    counts.insert((name.clone(), l, c), 0);
+                }
+            }
+            for (l, m) in rows {
+                *counts.entry((name.clone(), *l, vocab_class(m, self.kurt_threshold, self.partition_var))).or_default() += 1;
+            }
+        }
+        let total = |k: &(String, u32, &str)| family.iter().find(|f| f.0 == k.0).map(|f| f.1.iter().filter(|r| r.0 == k.1).count()).unwrap_or(0).max(1) as f64;
+        Ok(DataFrame::new_infer_height(vec![
+            Column::new("model".into(), counts.keys().map(|k| k.0.clone()).collect::<Vec<_>>()),
+            Column::new("layer".into(), counts.keys().map(|k| k.1).collect::<Vec<_>>()),
+            Column::new("class".into(), counts.keys().map(|k| k.2).collect::<Vec<_>>()),
+            Column::new("neurons".into(), counts.values().copied().collect::<Vec<_>>()),
+            Column::new("fraction".into(), counts.iter().map(|(k, v)| *v as f64 / total(k)).collect::<Vec<_>>()),
+        ])?)
+    }
+
     /// Per layer, statistic and percentile: the mean over the family and the min–max band.
     fn percentile_bands(&self, family: &[(String, NeuronMoments)], layers: usize) -> Result<DataFrame> {
         let (mut stat, mut layer, mut pct, mut mean, mut lo, mut hi) = (vec![], vec![], vec![], vec![], vec![], vec![]);
-        for (name, pick) in [("vocab_kurt", 1usize), ("vocab_skew", 2)] {
+        let stats: [(&str, fn(&Moments) -> f64); 2] = [("vocab_kurt", |m| m.kurt), ("vocab_skew", |m| m.skew)];
+        for (name, pick) in stats {
             for l in 0..layers as u32 {
                 let per_model: Vec<Vec<f64>> = family
                     .iter()
                     .map(|(_, rows)| {
-                        let mut v: Vec<f64> = rows.iter().filter(|r| r.0 == l).map(|r| if pick == 1 { r.1 } else { r.2 }).filter(|x| x.is_finite()).collect();
+                        let mut v: Vec<f64> = rows.iter().filter(|r| r.0 == l).map(|r| pick(&r.1)).filter(|x| x.is_finite()).collect();
                         v.sort_by(f64::total_cmp);
                         v
                     })

@@ -110,8 +110,8 @@ batch_size = 5
         ("prev_token: is_punctuation", Box::new(|i| pos(i) > 0 && { let p = s(i - 1); !p.trim().is_empty() && p.trim().chars().all(|c| c.is_ascii_punctuation()) })),
         ("token: unigram \"the\"", Box::new(|i| s(i).trim().to_lowercase() == "the")),
         ("token: articles", Box::new(|i| s(i) == " the" || s(i) == " a")),
-        ("position: position 2", Box::new(|i| pos(i) == 2)),
-        ("position: positions 16–31", Box::new(|i| pos(i) >= 16)),
+        ("position: 2", Box::new(|i| pos(i) == 2)),
+        ("position: 16–31", Box::new(|i| pos(i) >= 16)),
         ("label: tag=even", Box::new(|i| i / data.ctx < 20 && pos(i) % 2 == 0)),
         ("prev_label: tag=odd", Box::new(|i| i / data.ctx < 20 && pos(i) > 0 && (pos(i) - 1) % 2 == 1)),
     ];
