@@ -29,6 +29,26 @@ fn brute_vr(a: &[f64], f: &[bool]) -> f64 {
     1.0 - (no.len() as f64 / n * var(&no) + yes.len() as f64 / n * var(&yes)) / var(a)
 }
 
+const TINY: &str = r#"
+[experiment]
+name = "fam"
+
+[models.tiny]
+path = "model"
+
+[datasets.en]
+path = "data/english.jsonl"
+context = 32
+n_tokens = 2048
+"#;
+
+/// Run the tiny model's experiment with these stages; the test fails if any node fails.
+fn run(ws: &Workspace, stages: &str) {
+    let f = ws.file("e.toml", &format!("{TINY}\n{stages}"));
+    let o = ws.run(&f);
+    assert!(!o.failed(), "{:?}", o.nodes.iter().map(|r| (&r.name, &r.status)).collect::<Vec<_>>());
+}
+
 #[test]
 fn unigram_groups_join_case_and_space_variants_over_thresholds() {
     let strings: Vec<String> = ["the", " the", "The", " THE", " cat", "Cat", "dog", " dog", "\u{fffd}", " ", "a"].iter().map(|s| s.to_string()).collect();
@@ -56,20 +76,9 @@ fn variance_reduction_equals_grouped_sample_variances() {
     }
     let mut df = df!("row" => r, "position" => p, "tag" => t).unwrap();
     lantern::store::table::write(&ws.path().join("tags.parquet"), &mut df).unwrap();
-    let f = ws.file(
-        "e.toml",
+    run(
+        &ws,
         r#"
-[experiment]
-name = "fam"
-
-[models.tiny]
-path = "model"
-
-[datasets.en]
-path = "data/english.jsonl"
-context = 32
-n_tokens = 2048
-
 [stages.explain]
 kind = "explain"
 model = "tiny"
@@ -82,8 +91,6 @@ labels = [{ path = "tags.parquet", column = "tag" }]
 batch_size = 5
 "#,
     );
-    let o = ws.run(&f);
-    assert!(!o.failed(), "{:?}", o.nodes.iter().map(|r| (&r.name, &r.status)).collect::<Vec<_>>());
     let dir = ws.out().join("fam/explain");
     let features = read(&dir.join("features.parquet")).unwrap();
     let names: Vec<String> = features.column("feature").unwrap().str().unwrap().into_iter().map(|s| s.unwrap().to_string()).collect();
@@ -137,26 +144,13 @@ batch_size = 5
     assert_eq!(families.column("neurons").unwrap().u32().unwrap().sum(), Some(256));
 }
 
-const TINY: &str = r#"
-[experiment]
-name = "fam"
-
-[models.tiny]
-path = "model"
-
-[datasets.en]
-path = "data/english.jsonl"
-context = 32
-n_tokens = 2048
-"#;
 
 #[test]
 fn output_neuron_features_equal_a_direct_computation_over_the_vocabulary() {
     let ws = Workspace::new();
-    let f = ws.file(
-        "p.toml",
-        &format!(
-            r#"{TINY}
+    run(
+        &ws,
+        r#"
 [stages.w]
 kind = "weights"
 model = "tiny"
@@ -173,11 +167,8 @@ family = ["w", "w_again"]
 classes = ["prediction", "suppression", "partition", "none"]
 top_k = 2
 show = [[1, 7]]
-"#
-        ),
+"#,
     );
-    let o = ws.run(&f);
-    assert!(!o.failed(), "{:?}", o.nodes.iter().map(|r| (&r.name, &r.status)).collect::<Vec<_>>());
     let dir = ws.out().join("fam/pred");
     let model = load(&ws);
     let tok = model.tokenizer().unwrap();
@@ -258,10 +249,9 @@ fn hand_metrics(model: &Model, data: &Tokenized, iv: &[lantern::model::Intervent
 #[test]
 fn entropy_interventions_equal_hand_composed_runs() {
     let ws = Workspace::new();
-    let f = ws.file(
-        "en.toml",
-        &format!(
-            r#"{TINY}
+    run(
+        &ws,
+        r#"
 [stages.w]
 kind = "weights"
 model = "tiny"
@@ -272,13 +262,10 @@ model = "tiny"
 dataset = "en"
 neurons = [[1, 3], [0, 200]]
 values = [0.0, 2.0]
-baseline = {{ weights = "w", n = 4 }}
+baseline = { weights = "w", n = 4 }
 batch_size = 7
-"#
-        ),
+"#,
     );
-    let o = ws.run(&f);
-    assert!(!o.failed(), "{:?}", o.nodes.iter().map(|r| (&r.name, &r.status)).collect::<Vec<_>>());
     let dir = ws.out().join("fam/ent");
     let data = Tokenized::load(&ws.out().join("fam/en@tiny")).unwrap();
     let model = load(&ws);
@@ -321,10 +308,9 @@ batch_size = 7
 #[test]
 fn attention_deactivation_equals_a_hand_composed_query_path_ablation() {
     let ws = Workspace::new();
-    let f = ws.file(
-        "ad.toml",
-        &format!(
-            r#"{TINY}
+    run(
+        &ws,
+        r#"
 [stages.deact]
 kind = "attention_deactivation"
 model = "tiny"
@@ -334,11 +320,8 @@ top = 2
 after_position = 8
 random_directions = 200
 batch_size = 6
-"#
-        ),
+"#,
     );
-    let o = ws.run(&f);
-    assert!(!o.failed(), "{:?}", o.nodes.iter().map(|r| (&r.name, &r.status)).collect::<Vec<_>>());
     let dir = ws.out().join("fam/deact");
     let data = Tokenized::load(&ws.out().join("fam/en@tiny")).unwrap();
     let model = load(&ws);
