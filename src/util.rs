@@ -26,6 +26,23 @@ pub fn tune_allocator() {
     }
 }
 
+/// Ask for transparent huge pages under a fresh allocation of at least 32 MiB, before anything
+/// touches it: such buffers come straight from mmap, and a 200 MB logits buffer otherwise costs
+/// ~50,000 page faults on every forward pass (the unembedding ran ~20% slower into a fresh buffer
+/// than into a reused one). Harmless where the kernel refuses.
+pub fn advise_huge_pages<T>(buf: &Vec<T>) {
+    #[cfg(target_os = "linux")]
+    {
+        const HUGE: usize = 2 << 20;
+        let (ptr, bytes) = (buf.as_ptr() as usize, buf.capacity() * std::mem::size_of::<T>());
+        let (start, end) = (ptr.next_multiple_of(HUGE), (ptr + bytes) / HUGE * HUGE);
+        if bytes >= 32 << 20 && end > start {
+            // SAFETY: an advice on pages this Vec owns; it changes no contents.
+            unsafe { libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_HUGEPAGE) };
+        }
+    }
+}
+
 /// Die quietly on a closed pipe (`lantern hooks gpt2 | head`) like other command-line tools.
 pub fn default_sigpipe() {
     #[cfg(unix)]

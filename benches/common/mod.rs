@@ -9,7 +9,22 @@ pub fn peak_rss_mb() -> f64 {
     status.lines().find(|l| l.starts_with("VmHWM")).and_then(|l| l.split_whitespace().nth(1)).and_then(|k| k.parse::<f64>().ok()).unwrap_or(0.0) / 1024.0
 }
 
-/// Best GFLOP/s of candle's f32 matmul over `shapes` (m, k, n), each printed.
+/// The fastest of `reps` timed calls of `f` after one warm-up call, in seconds. On a shared
+/// machine the fastest call is the one least disturbed by other load, so the throughput and the
+/// matmul peak it is compared with are both measured this way.
+#[allow(dead_code)]
+pub fn best_time(reps: usize, mut f: impl FnMut()) -> f64 {
+    f();
+    (0..reps)
+        .map(|_| {
+            let t = Instant::now();
+            f();
+            t.elapsed().as_secs_f64()
+        })
+        .fold(f64::INFINITY, f64::min)
+}
+
+/// Best GFLOP/s of candle's f32 matmul over `shapes` (m, k, n), each printed (fastest of 10 calls).
 #[allow(dead_code)]
 pub fn matmul_peak(shapes: &[(usize, usize, usize)]) -> f64 {
     let dev = Device::Cpu;
@@ -17,13 +32,10 @@ pub fn matmul_peak(shapes: &[(usize, usize, usize)]) -> f64 {
     for &(m, k, n) in shapes {
         let a = Tensor::randn(0f32, 1.0, (m, k), &dev).unwrap();
         let b = Tensor::randn(0f32, 1.0, (k, n), &dev).unwrap();
-        let _ = a.matmul(&b).unwrap();
-        let reps = 10;
-        let t = Instant::now();
-        for _ in 0..reps {
+        let secs = best_time(10, || {
             let _ = a.matmul(&b).unwrap();
-        }
-        let gflops = 2.0 * (m * k * n) as f64 * reps as f64 / t.elapsed().as_secs_f64() / 1e9;
+        });
+        let gflops = 2.0 * (m * k * n) as f64 / secs / 1e9;
         println!("  matmul {m}×{k}×{n}: {gflops:.1} GFLOP/s");
         best = best.max(gflops);
     }

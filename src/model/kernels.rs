@@ -243,6 +243,7 @@ pub fn linear(x: &[f32], w: &[f32], b: &[f32], rows: usize, k: usize, n: usize) 
     // A zero bias (GPT-2's unembedding) needs no initial pass: the GEMM writes without reading.
     let zero_bias = b.iter().all(|&x| x == 0.0);
     let mut y = Vec::with_capacity(rows * n);
+    crate::util::advise_huge_pages(&y);
     if zero_bias {
         // SAFETY: with read_dst = false the GEMM writes every element before anything reads it.
         unsafe { y.set_len(rows * n) };
