@@ -8,7 +8,7 @@ use crate::analysis::weights::{in_out, unit_rows, vocab_cosines};
 use crate::exec::RunCx;
 use crate::model::hooks::{BlockSite, HookPoint};
 use crate::model::outputs::token_stats;
-use crate::model::{Action, Intervention, Model, Request, Start};
+use crate::model::{Model, Request, Start};
 use crate::spec::{CheckCx, DatasetRef, Diagnostic, ModelRef, Sp, StageRef};
 use crate::stages::prediction_neurons::percentile;
 use anyhow::{bail, Context, Result};
@@ -215,13 +215,18 @@ impl Stage for Spec {
             let keep: Vec<bool> = (0..b * ctx)
                 .map(|i| i % ctx + 1 < ctx && data.valid[start * ctx + i] != 0 && data.valid[start * ctx + i + 1] != 0 && ids[i] != bos && ids[i] != eos)
                 .collect();
-            let (logits, mut cache) = run(&model, Start::Tokens(&tokens), layers.iter().map(|&l| HookPoint::Block(l, BlockSite::ResidPre)).collect(), &[])?;
+            let hooks = layers.iter().flat_map(|&l| [HookPoint::Block(l, BlockSite::ResidPost), HookPoint::Block(l, BlockSite::Post)]).collect();
+            let (logits, mut cache) = run(&model, Start::Tokens(&tokens), hooks)?;
             accumulate(&mut clean, &logits, &cache.remove(&HookPoint::LnFinalScale).context("no ln_final scale")?, &tokens, &keep)?;
             for (k, ([l, n], _)) in all.iter().enumerate() {
-                let resid = &cache[&HookPoint::Block(*l, BlockSite::ResidPre)];
+                // Fixing the post-activation to c changes only the layer's MLP output, by
+                // (c − a)·w_out: the pass resumes from the clean residual leaving the layer plus that.
+                let resid = &cache[&HookPoint::Block(*l, BlockSite::ResidPost)];
+                let a = cache[&HookPoint::Block(*l, BlockSite::Post)].narrow(2, *n, 1)?.to_dtype(resid.dtype())?;
+                let w_out = in_out(&model, *l)?.1.narrow(0, *n, 1)?.unsqueeze(0)?.to_dtype(resid.dtype())?;
                 for (v, &value) in self.values.iter().enumerate() {
-                    let iv = [Intervention::new(HookPoint::Block(*l, BlockSite::Post), Action::Constant(value)).neurons(vec![*n])];
-                    let (logits, mut c) = run(&model, Start::Resid { layer: *l, resid: resid.clone() }, vec![], &iv)?;
+                    let shifted = (resid + a.affine(-1.0, value as f64)?.broadcast_mul(&w_out)?)?;
+                    let (logits, mut c) = run(&model, Start::Resid { layer: l + 1, resid: shifted }, vec![])?;
                     accumulate(&mut runs[k][v], &logits, &c.remove(&HookPoint::LnFinalScale).context("no ln_final scale")?, &tokens, &keep)?;
                 }
             }
@@ -235,10 +240,10 @@ impl Stage for Spec {
 }
 
 /// One forward pass capturing `hooks` and `ln_final.hook_scale`: (logits, captures).
-fn run(model: &Model, start: Start, mut hooks: Vec<HookPoint>, iv: &[Intervention]) -> Result<(Tensor, BTreeMap<HookPoint, Tensor>)> {
+fn run(model: &Model, start: Start, mut hooks: Vec<HookPoint>) -> Result<(Tensor, BTreeMap<HookPoint, Tensor>)> {
     hooks.push(HookPoint::LnFinalScale);
     let mut cache = BTreeMap::new();
-    let req = Request::capture(hooks).with_logits().with_interventions(iv);
+    let req = Request::capture(hooks).with_logits();
     let logits = model
         .forward(start, &req, &mut |h, t| {
             cache.insert(h, t);
