@@ -1,6 +1,7 @@
 //! Neuron families: variance-reduction explanations against a brute-force (pandas-style) group
 //! computation, unigram grouping on a hand-made vocabulary, output-neuron feature separation, and
-//! the entropy and attention-deactivation stages against hand-composed interventions.
+//! the entropy and attention-deactivation stages against hand-composed interventions on the GPT-2
+//! and NeoX fixture models.
 
 use crate::common::Workspace;
 use candle_core::{Device, Tensor};
@@ -246,11 +247,25 @@ fn hand_metrics(model: &Model, data: &Tokenized, iv: &[lantern::model::Intervent
     sum.map(|x| x / n)
 }
 
+/// The tiny GPT-2 model's files replaced by pythia-tiny's (rotary, parallel residual).
+fn use_pythia(ws: &Workspace) {
+    for f in ["config.json", "model.safetensors"] {
+        std::fs::copy(crate::common::fixture("pythia-tiny").join(f), ws.path().join("model").join(f)).unwrap();
+    }
+}
+
 #[test]
 fn entropy_interventions_equal_hand_composed_runs() {
     let ws = Workspace::new();
+    entropy_matches(&ws);
+    let ws = Workspace::new();
+    use_pythia(&ws);
+    entropy_matches(&ws);
+}
+
+fn entropy_matches(ws: &Workspace) {
     run(
-        &ws,
+        ws,
         r#"
 [stages.w]
 kind = "weights"
@@ -268,7 +283,7 @@ batch_size = 7
     );
     let dir = ws.out().join("fam/ent");
     let data = Tokenized::load(&ws.out().join("fam/en@tiny")).unwrap();
-    let model = load(&ws);
+    let model = load(ws);
     let table = read(&dir.join("entropy.parquet")).unwrap();
     let get = |name: &str, value: f32, col: &str| -> f64 {
         let m = table.column("neuron_name").unwrap().str().unwrap().equal(name) & table.column("value").unwrap().f32().unwrap().equal(value);
@@ -308,8 +323,15 @@ batch_size = 7
 #[test]
 fn attention_deactivation_equals_a_hand_composed_query_path_ablation() {
     let ws = Workspace::new();
+    query_path_ablation_matches(&ws);
+    let ws = Workspace::new();
+    use_pythia(&ws);
+    query_path_ablation_matches(&ws);
+}
+
+fn query_path_ablation_matches(ws: &Workspace) {
     run(
-        &ws,
+        ws,
         r#"
 [stages.deact]
 kind = "attention_deactivation"
@@ -324,7 +346,7 @@ batch_size = 6
     );
     let dir = ws.out().join("fam/deact");
     let data = Tokenized::load(&ws.out().join("fam/en@tiny")).unwrap();
-    let model = load(&ws);
+    let model = load(ws);
     let (hl, hh, dh) = (1usize, 2usize, model.cfg.d_head);
     // Heuristic: (ŵ_out · W_Q) · k_BOS / sqrt(d_head), by hand for a few neurons.
     let bos = Tensor::new(&[[model.cfg.bos_token_id]], &Device::Cpu).unwrap();
