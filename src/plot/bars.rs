@@ -82,6 +82,14 @@ fn slot(cat: usize, group: usize, groups: usize) -> i32 {
     (cat * (groups + 1) + group) as i32
 }
 
+/// `s` cut to `keep` characters, the last one an ellipsis when something was cut.
+fn shorten(s: &str, keep: usize) -> String {
+    if s.chars().count() <= keep {
+        return s.to_string();
+    }
+    s.chars().take(keep.saturating_sub(1)).chain(['…']).collect()
+}
+
 pub fn bar<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, spec: &PlotSpec, df: &polars::prelude::DataFrame) -> Result<()> {
     let xname = spec.x.clone().unwrap_or_default();
     let cats_col = strs(df, &xname)?;
@@ -116,7 +124,7 @@ pub fn bar<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, spec: &PlotSpec, d
     let slots = (cats.len() * (g + 1)) as i32;
     let mut c = b.build_cartesian_2d(super::common::segments(slots as usize), yr).map_err(err)?;
     let label_at = |v: &SegmentValue<i32>| match v {
-        SegmentValue::CenterOf(s) if !vertical && (*s as usize) % (g + 1) == (g - 1) / 2 => cats.get(*s as usize / (g + 1)).map(|s| s.chars().take(keep).collect()).unwrap_or_default(),
+        SegmentValue::CenterOf(s) if !vertical && (*s as usize) % (g + 1) == (g - 1) / 2 => cats.get(*s as usize / (g + 1)).map(|s| shorten(s, keep)).unwrap_or_default(),
         _ => String::new(),
     };
     c.configure_mesh()
@@ -138,7 +146,7 @@ pub fn bar<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, spec: &PlotSpec, d
         for (k, cat) in cats.iter().enumerate() {
             let (x, y) = c.backend_coord(&(SegmentValue::CenterOf((k * (g + 1) + (g - 1) / 2) as i32), yr_start));
             let x = if g % 2 == 0 { x + c.backend_coord(&(SegmentValue::Exact(1), yr_start)).0 / 2 - c.backend_coord(&(SegmentValue::Exact(0), yr_start)).0 / 2 } else { x };
-            root.draw(&Text::new(cat.chars().take(keep).collect::<String>(), (x, y + 8), style.clone())).map_err(err)?;
+            root.draw(&Text::new(shorten(cat, keep), (x, y + 8), style.clone())).map_err(err)?;
         }
     }
     for (gi, gname) in groups.iter().enumerate() {

@@ -157,3 +157,36 @@ fn a_missing_column_names_the_nearest() {
     let e = render(&s, &table(), &dir.path().join("a.png"), &dir.path().join("a.svg")).unwrap_err().to_string();
     assert!(e.contains("needs y, value"), "{e}");
 }
+
+#[test]
+fn long_bar_labels_are_written_whole_and_vertically_and_dense_scatters_stay_small() {
+    let names: Vec<String> = (0..20).map(|i| format!("L0.{i} token: a rather long feature name")).collect();
+    let df = DataFrame::new_infer_height(vec![Column::new("name".into(), names.clone()), Column::new("vr".into(), (0..20).map(|i| 1.0 - i as f64 / 40.0).collect::<Vec<_>>())]).unwrap();
+    let mut s = base(PlotKind::Bar);
+    s.x = Some("name".into());
+    s.y = Some(Names::One("vr".into()));
+    s.height = 800;
+    let (img, svg) = draw(&s, &df);
+    assert!(variance(&img) > 100.0);
+    let doc = roxmltree::Document::parse(&svg).unwrap();
+    let texts: Vec<roxmltree::Node> = doc.descendants().filter(|n| n.has_tag_name("text")).collect();
+    let label = texts.iter().find(|n| n.text().map(str::trim) == Some(names[7].as_str())).unwrap_or_else(|| panic!("'{}' not written whole: {:?}", names[7], texts.iter().filter_map(|t| t.text()).collect::<Vec<_>>()));
+    assert!(label.attribute("transform").is_some_and(|t| t.contains("rotate")), "long labels are vertical");
+    // With less room they are cut, visibly.
+    s.height = 420;
+    let (_, svg) = draw(&s, &df);
+    assert!(svg.contains("L0.7 token: a rathe…"), "cut labels end in an ellipsis");
+    // 200,000 points on 640 × 420 pixels: one circle per occupied pixel, not per point.
+    let n = 200_000;
+    let df = DataFrame::new_infer_height(vec![
+        Column::new("x".into(), (0..n).map(|i| ((i * 7919) % 1000) as f64).collect::<Vec<_>>()),
+        Column::new("y".into(), (0..n).map(|i| ((i * 104_729) % 997) as f64).collect::<Vec<_>>()),
+    ])
+    .unwrap();
+    let mut s = base(PlotKind::Scatter);
+    s.x = Some("x".into());
+    s.y = Some(Names::One("y".into()));
+    let (_, svg) = draw(&s, &df);
+    let circles = svg.matches("<circle").count();
+    assert!(circles < 640 * 420 / 2 && circles > 1000, "{circles} circles");
+}
