@@ -16,17 +16,6 @@ use std::collections::BTreeMap;
 use std::time::Instant;
 
 
-/// Best-of-`reps` seconds of `f`.
-fn best(reps: usize, mut f: impl FnMut()) -> f64 {
-    (0..reps)
-        .map(|_| {
-            let t = Instant::now();
-            f();
-            t.elapsed().as_secs_f64()
-        })
-        .fold(f64::INFINITY, f64::min)
-}
-
 fn randn(rows: usize, cols: usize) -> Tensor {
     Tensor::randn(0f32, 1.0, (rows, cols), &Device::Cpu).unwrap()
 }
@@ -42,9 +31,9 @@ fn main() {
     for t in [1024usize, 4096] {
         let (x, y) = (BTreeMap::from([(0, randn(t, d))]), BTreeMap::from([(0, randn(t, d))]));
         let flop = 2.0 * (t * d * d) as f64;
-        let gemm = flop / best(3, || drop(x[&0].t().unwrap().matmul(&y[&0]).unwrap())) / 1e9;
+        let gemm = flop / common::best_time(3, || drop(x[&0].t().unwrap().matmul(&y[&0]).unwrap())) / 1e9;
         let mut sums = Sums::new(shape, &[(0, 0)]);
-        let acc = flop / best(3, || sums.add(&x, &y, DType::F32).unwrap()) / 1e9;
+        let acc = flop / common::best_time(3, || sums.add(&x, &y, DType::F32).unwrap()) / 1e9;
         println!("Σxy, {t} tokens per batch: products alone {gemm:.0} GFLOP/s ({:.0}% of peak); with exact accumulation {acc:.0} GFLOP/s ({:.0}% of peak)", 100.0 * gemm / peak, 100.0 * acc / peak);
     }
     end_to_end();
