@@ -38,12 +38,18 @@ pub struct Spec {
     /// Features listed per neuron.
     #[serde(default = "default_top_k")]
     pub top_k: usize,
+    /// Features holding for fewer tokens are not ranked (Welch's t of a handful of tokens is noise).
+    #[serde(default = "default_min_tokens")]
+    pub min_tokens: u64,
     #[serde(default = "default_percentiles")]
     pub percentiles: Vec<f64>,
     /// Neurons `[layer, neuron]` whose logit effect on every token is written (`effects` table,
-    /// for histograms split by the best feature).
+    /// for histograms split by the best feature) …
     #[serde(default)]
     pub show: Vec<[usize; 2]>,
+    /// … and as many of the explained neurons whose best feature separates best (largest |t|).
+    #[serde(default)]
+    pub show_top: usize,
 }
 
 const CLASSES: [&str; 4] = ["prediction", "suppression", "partition", "none"];
@@ -59,6 +65,9 @@ fn default_var() -> f64 {
 }
 fn default_top_k() -> usize {
     3
+}
+fn default_min_tokens() -> u64 {
+    10
 }
 fn default_percentiles() -> Vec<f64> {
     vec![5.0, 10.0, 50.0, 90.0, 95.0]
@@ -121,7 +130,9 @@ impl Stage for Spec {
         let w_u = model.weights.w_u.to_dtype(candle_core::DType::F32)?; // [d, vocab]
         let w_u_unit = unit_rows(&w_u.t()?.contiguous()?)?;
         let wanted: Vec<&str> = self.classes.iter().map(|c| c.value.as_str()).collect();
-        let (mut neurons, mut feats, mut effects) = (Columns::default(), Columns::default(), Columns::default());
+        let (mut neurons, mut feats) = (Columns::default(), Columns::default());
+        // (sort key, neuron, best feature) of the explained and the `show` neurons.
+        let mut best_of: Vec<(f64, [usize; 2], usize)> = Vec::new();
         let mut own: NeuronMoments = Vec::new();
         let mut progress = cx.progress(cfg.n_layers as u64, "layers");
         for l in 0..cfg.n_layers {
@@ -131,6 +142,7 @@ impl Stage for Spec {
             // Logit effect of each neuron on each token, [vocab, d_mlp]: rows are vocabulary entries.
             let effect = w_u.t()?.matmul(&w_out.t()?)?.contiguous()?;
             let effect_rows: Vec<f32> = effect.flatten_all()?.to_vec1()?;
+            drop(effect);
             let mut sep = Separation::new(tf.features.len(), cfg.d_mlp);
             sep.add(&effect_rows, &tf.of_token);
             for n in 0..cfg.d_mlp {
@@ -141,7 +153,8 @@ impl Stage for Spec {
                 key(&mut neurons);
                 neurons.strs(&[("class", class.to_string())]);
                 neurons.f64s(&[("vocab_mean", m.mean), ("vocab_var", m.var), ("vocab_skew", m.skew), ("vocab_kurt", m.kurt)]);
-                if !wanted.contains(&class) {
+                let shown = self.show.contains(&[l, n]);
+                if !wanted.contains(&class) && !shown {
                     continue;
                 }
                 // Prediction: the features of promoted tokens (largest t); suppression: of suppressed
@@ -152,22 +165,19 @@ impl Stage for Spec {
                     _ => 0.0,
                 };
                 let key_of = |t: f64| if sign == 0.0 { t.abs() } else { sign * t };
-                let mut order: Vec<(usize, f64)> = (0..tf.features.len()).map(|f| (f, sep.score(f, n).welch_t)).filter(|(_, t)| t.is_finite()).collect();
+                let mut order: Vec<(usize, f64)> = (0..tf.features.len()).map(|f| (f, sep.score(f, n))).filter(|(_, s)| s.n1 >= self.min_tokens && s.welch_t.is_finite()).map(|(f, s)| (f, s.welch_t)).collect();
                 order.sort_by(|a, b| key_of(b.1).total_cmp(&key_of(a.1)));
+                let Some(&(best, best_t)) = order.first() else { continue };
+                best_of.push((if shown { f64::INFINITY } else { best_t.abs() }, [l, n], best));
+                if !wanted.contains(&class) {
+                    continue;
+                }
                 for (rank, &(f, _)) in order.iter().take(self.top_k).enumerate() {
                     let s = sep.score(f, n);
                     key(&mut feats);
                     feats.strs(&[("class", class.to_string()), ("feature", tf.features[f].name.clone()), ("group", tf.features[f].group.clone())]);
                     feats.ints(&[("rank", rank as i64), ("tokens", s.n1 as i64)]);
                     feats.f64s(&[("mean_diff", s.mean_diff), ("welch_t", s.welch_t), ("vr", s.vr)]);
-                }
-                if let (true, Some(&(best, _))) = (self.show.contains(&[l, n]), order.first()) {
-                    for (t, row) in effect_rows.chunks(cfg.d_mlp).enumerate() {
-                        key(&mut effects);
-                        let in_best = tf.of_token[t].contains(&(best as u32));
-                        effects.strs(&[("token", tok.token_str(t as u32)), ("best_feature", tf.features[best].name.clone()), ("in_feature", if in_best { "yes" } else { "no" }.to_string())]);
-                        effects.f64s(&[("effect", row[n] as f64)]);
-                    }
                 }
             }
             cx.tick(&mut progress, 1)?;
@@ -183,6 +193,21 @@ impl Stage for Spec {
         cx.write_table("features", &mut feats.frame()?, true)?;
         cx.write_table("classes", &mut self.class_counts(&family, cfg.n_layers)?, true)?;
         cx.write_table("percentiles", &mut self.percentile_bands(&family, cfg.n_layers)?, true)?;
+        // The `show` neurons first, then the best-separated: each one's effect on every token.
+        best_of.sort_by(|a, b| b.0.total_cmp(&a.0));
+        best_of.truncate(self.show.len() + self.show_top);
+        let mut effects = Columns::default();
+        for (shown, &(_, [l, n], best)) in best_of.iter().enumerate() {
+            let (_, w_out) = in_out(&model, l)?;
+            let effect: Vec<f32> = w_out.to_dtype(candle_core::DType::F32)?.narrow(0, n, 1)?.matmul(&w_u)?.flatten_all()?.to_vec1()?;
+            for (t, e) in effect.into_iter().enumerate() {
+                effects.key("mlp.hook_post", l as u32, n as u32);
+                let in_best = tf.of_token[t].contains(&(best as u32));
+                effects.strs(&[("neuron_name", format!("L{l}.{n}")), ("token", tok.token_str(t as u32)), ("best_feature", tf.features[best].name.clone()), ("in_feature", if in_best { "yes" } else { "no" }.to_string())]);
+                effects.ints(&[("shown", shown as i64)]);
+                effects.f64s(&[("effect", e as f64)]);
+            }
+        }
         cx.write_table("effects", &mut effects.frame()?, false)
     }
 }
