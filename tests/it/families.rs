@@ -168,6 +168,7 @@ family = ["w", "w_again"]
 classes = ["prediction", "suppression", "partition", "none"]
 top_k = 2
 show = [[1, 7]]
+show_top = 1
 "#,
     );
     let dir = ws.out().join("fam/pred");
@@ -183,8 +184,17 @@ show = [[1, 7]]
     let name = mine.column("feature").unwrap().str().unwrap().get(0).unwrap().to_string();
     let t_reported = mine.column("welch_t").unwrap().f64().unwrap().get(0).unwrap();
     let vr_reported = mine.column("vr").unwrap().f64().unwrap().get(0).unwrap();
-    let effects = read(&dir.join("effects.parquet")).unwrap();
-    assert_eq!(effects.height(), model.cfg.d_vocab);
+    // The `show` neuron first, then the explained neuron whose best feature has the largest |t|.
+    let all_effects = read(&dir.join("effects.parquet")).unwrap();
+    assert_eq!(all_effects.height(), 2 * model.cfg.d_vocab);
+    let effects = all_effects.filter(&all_effects.column("shown").unwrap().i64().unwrap().equal(0)).unwrap();
+    assert_eq!(effects.column("neuron_name").unwrap().str().unwrap().get(0), Some("L1.7"));
+    let top_t = feats.filter(&feats.column("rank").unwrap().i64().unwrap().equal(0)).unwrap().column("welch_t").unwrap().f64().unwrap().into_no_null_iter().map(f64::abs).fold(0.0, f64::max);
+    let second = all_effects.filter(&all_effects.column("shown").unwrap().i64().unwrap().equal(1)).unwrap();
+    let second_name = second.column("neuron_name").unwrap().str().unwrap().get(0).unwrap().to_string();
+    let (l2, n2) = second_name[1..].split_once('.').map(|(a, b)| (a.parse::<u32>().unwrap(), b.parse::<u32>().unwrap())).unwrap();
+    let m2 = feats.column("layer").unwrap().u32().unwrap().equal(l2) & feats.column("neuron").unwrap().u32().unwrap().equal(n2) & feats.column("rank").unwrap().i64().unwrap().equal(0);
+    assert_eq!(feats.filter(&m2).unwrap().column("welch_t").unwrap().f64().unwrap().get(0).unwrap().abs(), top_t);
     let in_f: Vec<bool> = effects.column("in_feature").unwrap().str().unwrap().into_iter().map(|s| s == Some("yes")).collect();
     let got: Vec<f64> = effects.column("effect").unwrap().f64().unwrap().into_no_null_iter().collect();
     for (a, b) in got.iter().zip(&effect) {
