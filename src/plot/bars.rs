@@ -90,6 +90,48 @@ fn shorten(s: &str, keep: usize) -> String {
     s.chars().take(keep.saturating_sub(1)).chain(['…']).collect()
 }
 
+/// How the category labels of a bar or box plot fit: horizontal when they fit the room each
+/// category has (cut to it), else vertical (up to 48 characters, in at most 40% of the height).
+struct CategoryLabels {
+    vertical: bool,
+    keep: usize,
+    /// Height of the label area below the axis, in pixels.
+    area: u32,
+}
+
+impl CategoryLabels {
+    fn new(dim: (u32, u32), cats: &[String]) -> CategoryLabels {
+        let room = (dim.0 as usize).saturating_sub(110) / cats.len().max(1) / 7;
+        let longest = cats.iter().map(|c| c.chars().count()).max().unwrap_or(0);
+        let vertical = longest > room.max(3);
+        let area = if vertical { (longest.min(48) as u32 * 7 + 24).min(dim.1 * 2 / 5) } else { 48 };
+        let keep = if vertical { ((area - 24) / 7) as usize } else { room.clamp(3, 24) };
+        CategoryLabels { vertical, keep, area }
+    }
+
+    /// The mesh's label at a segment: category k's under the middle slot of its group (horizontal only).
+    fn at(&self, v: &SegmentValue<i32>, cats: &[String], groups: usize) -> String {
+        match v {
+            SegmentValue::CenterOf(s) if !self.vertical && (*s as usize) % (groups + 1) == (groups - 1) / 2 => cats.get(*s as usize / (groups + 1)).map(|c| shorten(c, self.keep)).unwrap_or_default(),
+            _ => String::new(),
+        }
+    }
+
+    /// Vertical labels, reading downwards from below each group; `span(k)` gives the pixel x range
+    /// of category k's group and the axis' pixel y.
+    fn draw_vertical<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>, cats: &[String], span: impl Fn(usize) -> (i32, i32, i32)) -> Result<()> {
+        if !self.vertical {
+            return Ok(());
+        }
+        let style = ("sans-serif", 13).into_font().transform(FontTransform::Rotate90).color(&BLACK).pos(Pos::new(HPos::Left, VPos::Center));
+        for (k, cat) in cats.iter().enumerate() {
+            let (x0, x1, y) = span(k);
+            root.draw(&Text::new(shorten(cat, self.keep), ((x0 + x1) / 2, y + 8), style.clone())).map_err(err)?;
+        }
+        Ok(())
+    }
+}
+
 pub fn bar<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, spec: &PlotSpec, df: &polars::prelude::DataFrame) -> Result<()> {
     let xname = spec.x.clone().unwrap_or_default();
     let cats_col = strs(df, &xname)?;
@@ -109,24 +151,15 @@ pub fn bar<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, spec: &PlotSpec, d
     let span = if hi > lo { hi - lo } else { 1.0 };
     let yr = (lo - if lo < 0.0 { 0.05 * span } else { 0.0 })..(hi + 0.08 * span);
     let yr_start = yr.start;
-    // Category labels: horizontal when they fit the room each category has, else vertical (up to
-    // 48 characters, in at most 40% of the height).
-    let room = (root.dim_in_pixel().0 as usize).saturating_sub(110) / cats.len().max(1) / 7;
-    let longest = cats.iter().map(|c| c.chars().count()).max().unwrap_or(0);
-    let vertical = longest > room.max(3);
-    let area = if vertical { (longest.min(48) as u32 * 7 + 24).min(root.dim_in_pixel().1 * 2 / 5) } else { 48 };
-    let keep = if vertical { ((area - 24) / 7) as usize } else { room.clamp(3, 24) };
+    let labels = CategoryLabels::new(root.dim_in_pixel(), &cats);
     let mut b = ChartBuilder::on(root);
-    b.margin(18).x_label_area_size(area).y_label_area_size(72);
+    b.margin(18).x_label_area_size(labels.area).y_label_area_size(72);
     if let Some(t) = &spec.title {
         b.caption(t, ("sans-serif", 22));
     }
     let slots = (cats.len() * (g + 1)) as i32;
     let mut c = b.build_cartesian_2d(super::common::segments(slots as usize), yr).map_err(err)?;
-    let label_at = |v: &SegmentValue<i32>| match v {
-        SegmentValue::CenterOf(s) if !vertical && (*s as usize) % (g + 1) == (g - 1) / 2 => cats.get(*s as usize / (g + 1)).map(|s| shorten(s, keep)).unwrap_or_default(),
-        _ => String::new(),
-    };
+    let label_at = |v: &SegmentValue<i32>| labels.at(v, &cats, g);
     c.configure_mesh()
         .disable_x_mesh()
         .x_labels(slots as usize)
@@ -134,21 +167,16 @@ pub fn bar<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, spec: &PlotSpec, d
         .y_label_formatter(&|v| fmt_num(*v))
         .x_label_style(("sans-serif", 13))
         .y_label_style(("sans-serif", 14))
-        .x_desc(if vertical { String::new() } else { spec.x_label.clone().unwrap_or(xname.clone()) })
+        .x_desc(if labels.vertical { String::new() } else { spec.x_label.clone().unwrap_or(xname.clone()) })
         .y_desc(spec.y_label.clone().unwrap_or_else(|| spec.y_one().unwrap_or_default()))
         .axis_desc_style(("sans-serif", 16))
         .light_line_style(RGBColor(235, 235, 235))
         .draw()
         .map_err(err)?;
-    if vertical {
-        // Long labels read downwards from below each group of bars.
-        let style = ("sans-serif", 13).into_font().transform(FontTransform::Rotate90).color(&BLACK).pos(Pos::new(HPos::Left, VPos::Center));
-        for (k, cat) in cats.iter().enumerate() {
-            let (x, y) = c.backend_coord(&(SegmentValue::CenterOf((k * (g + 1) + (g - 1) / 2) as i32), yr_start));
-            let x = if g % 2 == 0 { x + c.backend_coord(&(SegmentValue::Exact(1), yr_start)).0 / 2 - c.backend_coord(&(SegmentValue::Exact(0), yr_start)).0 / 2 } else { x };
-            root.draw(&Text::new(shorten(cat, keep), (x, y + 8), style.clone())).map_err(err)?;
-        }
-    }
+    labels.draw_vertical(root, &cats, |k| {
+        let (a, y) = c.backend_coord(&(SegmentValue::Exact(slot(k, 0, g)), yr_start));
+        (a, c.backend_coord(&(SegmentValue::Exact(slot(k, g, g)), yr_start)).0, y)
+    })?;
     for (gi, gname) in groups.iter().enumerate() {
         let col = categorical(gi);
         let rows: Vec<usize> = (0..vals.len()).filter(|&i| &groups_col[i] == gname).collect();
@@ -192,29 +220,32 @@ pub fn boxes<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, spec: &PlotSpec,
     let g = groups.len();
     let r = padded(vals.iter().copied());
     let yr = r.start as f32..r.end as f32;
+    let y0 = yr.start;
+    let labels = CategoryLabels::new(root.dim_in_pixel(), &cats);
     let mut b = ChartBuilder::on(root);
-    b.margin(18).x_label_area_size(48).y_label_area_size(72);
+    b.margin(18).x_label_area_size(labels.area).y_label_area_size(72);
     if let Some(t) = &spec.title {
         b.caption(t, ("sans-serif", 22));
     }
     let slots = (cats.len() * (g + 1)) as i32;
     let mut c = b.build_cartesian_2d(super::common::segments(slots as usize), yr).map_err(err)?;
-    let label_at = |v: &SegmentValue<i32>| match v {
-        SegmentValue::CenterOf(s) if (*s as usize) % (g + 1) == (g - 1) / 2 => cats.get(*s as usize / (g + 1)).cloned().unwrap_or_default(),
-        _ => String::new(),
-    };
+    let label_at = |v: &SegmentValue<i32>| labels.at(v, &cats, g);
     c.configure_mesh()
         .disable_x_mesh()
         .x_labels(slots as usize)
         .x_label_formatter(&label_at)
         .y_label_formatter(&|v| fmt_num(*v as f64))
         .label_style(("sans-serif", 13))
-        .x_desc(spec.x_label.clone().unwrap_or(xname.clone()))
+        .x_desc(if labels.vertical { String::new() } else { spec.x_label.clone().unwrap_or(xname.clone()) })
         .y_desc(spec.y_label.clone().unwrap_or(yname))
         .axis_desc_style(("sans-serif", 16))
         .light_line_style(RGBColor(235, 235, 235))
         .draw()
         .map_err(err)?;
+    labels.draw_vertical(root, &cats, |k| {
+        let (a, y) = c.backend_coord(&(SegmentValue::Exact(slot(k, 0, g)), y0));
+        (a, c.backend_coord(&(SegmentValue::Exact(slot(k, g, g)), y0)).0, y)
+    })?;
     let px = root.dim_in_pixel().0 as f64 / slots.max(1) as f64;
     for (gi, gname) in groups.iter().enumerate() {
         let col = categorical(gi);

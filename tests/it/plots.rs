@@ -172,6 +172,11 @@ fn long_bar_labels_are_written_whole_and_vertically_and_dense_scatters_stay_smal
     let texts: Vec<roxmltree::Node> = doc.descendants().filter(|n| n.has_tag_name("text")).collect();
     let label = texts.iter().find(|n| n.text().map(str::trim) == Some(names[7].as_str())).unwrap_or_else(|| panic!("'{}' not written whole: {:?}", names[7], texts.iter().filter_map(|t| t.text()).collect::<Vec<_>>()));
     assert!(label.attribute("transform").is_some_and(|t| t.contains("rotate")), "long labels are vertical");
+    // Box plots lay out their categories the same way.
+    let mut b = s.clone();
+    b.kind = PlotKind::Box;
+    let (_, svg) = draw(&b, &df);
+    assert!(svg.contains(names[7].as_str()) && svg.contains("rotate("), "box labels written whole, vertically");
     // With less room they are cut, visibly.
     s.height = 420;
     let (_, svg) = draw(&s, &df);
