@@ -109,21 +109,15 @@ impl CategoryLabels {
         CategoryLabels { vertical, keep, area }
     }
 
-    /// The mesh's label at a segment: category k's under the middle slot of its group (horizontal only).
-    fn at(&self, v: &SegmentValue<i32>, cats: &[String], groups: usize) -> String {
-        match v {
-            SegmentValue::CenterOf(s) if !self.vertical && (*s as usize) % (groups + 1) == (groups - 1) / 2 => cats.get(*s as usize / (groups + 1)).map(|c| shorten(c, self.keep)).unwrap_or_default(),
-            _ => String::new(),
-        }
-    }
-
-    /// Vertical labels, reading downwards from below each group; `span(k)` gives the pixel x range
-    /// of category k's group and the axis' pixel y.
-    fn draw_vertical<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>, cats: &[String], span: impl Fn(usize) -> (i32, i32, i32)) -> Result<()> {
-        if !self.vertical {
-            return Ok(());
-        }
-        let style = ("sans-serif", 13).into_font().transform(FontTransform::Rotate90).color(&BLACK).pos(Pos::new(HPos::Left, VPos::Center));
+    /// Each category's label centred under its group: horizontal, or reading downwards.
+    /// `span(k)` gives the pixel x range of category k's group and the axis' pixel y.
+    fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>, cats: &[String], span: impl Fn(usize) -> (i32, i32, i32)) -> Result<()> {
+        let font = ("sans-serif", 13).into_font();
+        let style = if self.vertical {
+            font.transform(FontTransform::Rotate90).color(&BLACK).pos(Pos::new(HPos::Left, VPos::Center))
+        } else {
+            font.color(&BLACK).pos(Pos::new(HPos::Center, VPos::Top))
+        };
         for (k, cat) in cats.iter().enumerate() {
             let (x0, x1, y) = span(k);
             root.draw(&Text::new(shorten(cat, self.keep), ((x0 + x1) / 2, y + 8), style.clone())).map_err(err)?;
@@ -159,11 +153,10 @@ pub fn bar<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, spec: &PlotSpec, d
     }
     let slots = (cats.len() * (g + 1)) as i32;
     let mut c = b.build_cartesian_2d(super::common::segments(slots as usize), yr).map_err(err)?;
-    let label_at = |v: &SegmentValue<i32>| labels.at(v, &cats, g);
     c.configure_mesh()
         .disable_x_mesh()
         .x_labels(slots as usize)
-        .x_label_formatter(&label_at)
+        .x_label_formatter(&|_| String::new())
         .y_label_formatter(&|v| fmt_num(*v))
         .x_label_style(("sans-serif", 13))
         .y_label_style(("sans-serif", 14))
@@ -173,7 +166,7 @@ pub fn bar<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, spec: &PlotSpec, d
         .light_line_style(RGBColor(235, 235, 235))
         .draw()
         .map_err(err)?;
-    labels.draw_vertical(root, &cats, |k| {
+    labels.draw(root, &cats, |k| {
         let (a, y) = c.backend_coord(&(SegmentValue::Exact(slot(k, 0, g)), yr_start));
         (a, c.backend_coord(&(SegmentValue::Exact(slot(k, g, g)), yr_start)).0, y)
     })?;
@@ -229,11 +222,10 @@ pub fn boxes<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, spec: &PlotSpec,
     }
     let slots = (cats.len() * (g + 1)) as i32;
     let mut c = b.build_cartesian_2d(super::common::segments(slots as usize), yr).map_err(err)?;
-    let label_at = |v: &SegmentValue<i32>| labels.at(v, &cats, g);
     c.configure_mesh()
         .disable_x_mesh()
         .x_labels(slots as usize)
-        .x_label_formatter(&label_at)
+        .x_label_formatter(&|_| String::new())
         .y_label_formatter(&|v| fmt_num(*v as f64))
         .label_style(("sans-serif", 13))
         .x_desc(if labels.vertical { String::new() } else { spec.x_label.clone().unwrap_or(xname.clone()) })
@@ -242,7 +234,7 @@ pub fn boxes<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, spec: &PlotSpec,
         .light_line_style(RGBColor(235, 235, 235))
         .draw()
         .map_err(err)?;
-    labels.draw_vertical(root, &cats, |k| {
+    labels.draw(root, &cats, |k| {
         let (a, y) = c.backend_coord(&(SegmentValue::Exact(slot(k, 0, g)), y0));
         (a, c.backend_coord(&(SegmentValue::Exact(slot(k, g, g)), y0)).0, y)
     })?;
