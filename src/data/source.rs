@@ -188,7 +188,8 @@ impl Reader<'_> {
                 );
             };
             let label = match &spec.label_field {
-                Some(lf) => v.get(lf).map(|x| x.as_str().map(str::to_string).unwrap_or_else(|| x.to_string())).unwrap_or_default(),
+                // `meta.pile_set_name` reads a nested field.
+                Some(lf) => v.get(lf).or_else(|| v.pointer(&format!("/{}", lf.replace('.', "/")))).map(|x| x.as_str().map(str::to_string).unwrap_or_else(|| x.to_string())).unwrap_or_default(),
                 None => label.to_string(),
             };
             if f(Doc { text: text.to_string(), label })? == Flow::Stop {
@@ -219,8 +220,15 @@ impl Reader<'_> {
 
     fn table(&mut self, file: &Path, format: Format, label: &str, f: &mut dyn FnMut(Doc) -> Result<Flow>) -> Result<Flow> {
         use polars::prelude::*;
+        // Only the text and label columns are read (a Pile file's other columns may be of any type).
+        let wanted = || -> Option<Vec<String>> {
+            let root = |c: &str| c.split('.').next().unwrap_or(c).to_string();
+            let names: Vec<String> = std::iter::once(&self.spec.field).chain(self.spec.label_field.as_ref()).map(|c| root(c)).collect();
+            let schema = polars::prelude::ParquetReader::new(std::fs::File::open(file).ok()?).schema().ok()?;
+            names.iter().all(|n| schema.contains(n)).then_some(names)
+        };
         let df = match format {
-            Format::Parquet => crate::store::table::read(file)?,
+            Format::Parquet => crate::store::table::read_columns(file, wanted())?,
             _ => CsvReadOptions::default()
                 .with_has_header(true)
                 .try_into_reader_with_file_path(Some(file.to_path_buf()))
@@ -229,7 +237,7 @@ impl Reader<'_> {
         };
         let names: Vec<String> = df.get_column_names().iter().map(|s| s.to_string()).collect();
         let column = |name: &str| -> Result<Vec<Option<String>>> {
-            let c = df.column(name).map_err(|_| {
+            let c = crate::store::table::column(&df, name).map_err(|_| {
                 anyhow!("{}: no column '{name}' (columns: {}){}", file.display(), names.join(", "), crate::util::did_you_mean(name, names.iter().map(|s| s.as_str())))
             })?;
             let c = c.cast(&DataType::String)?;

@@ -19,6 +19,21 @@ pub fn write_csv(path: &Path, df: &mut DataFrame) -> Result<()> {
 }
 
 pub fn read(path: &Path) -> Result<DataFrame> {
+    read_columns(path, None)
+}
+
+/// Read only these top-level columns (others, whatever their type, are never decoded).
+pub fn read_columns(path: &Path, columns: Option<Vec<String>>) -> Result<DataFrame> {
     let f = std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
-    ParquetReader::new(f).finish().with_context(|| format!("cannot read {}", path.display()))
+    ParquetReader::new(f).with_columns(columns).finish().with_context(|| format!("cannot read {}", path.display()))
+}
+
+/// A column by name, where `a.b` is field `b` of struct column `a` (a Pile document's
+/// `meta.pile_set_name`).
+pub fn column(df: &DataFrame, name: &str) -> PolarsResult<Column> {
+    match (df.column(name), name.split_once('.')) {
+        (Ok(c), _) => Ok(c.clone()),
+        (Err(_), Some((outer, field))) => Ok(df.column(outer)?.struct_()?.field_by_name(field)?.into_column()),
+        (Err(e), None) => Err(e),
+    }
 }

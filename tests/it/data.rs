@@ -194,3 +194,21 @@ fn bad_input_names_the_file_the_line_and_the_fix() {
     let checks = lantern::data::check(&spec("path = \"a.jsonl\"\nprompts = [\"x\"]"), dir.path());
     assert!(checks.iter().any(|c| c.1.contains("exactly one of")), "{checks:?}");
 }
+
+#[test]
+fn pile_style_nested_labels_from_jsonl_and_parquet_struct_columns() {
+    use polars::prelude::*;
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "p.jsonl", "{\"text\": \"A first document about code.\", \"meta\": {\"pile_set_name\": \"Github\"}}\n{\"text\": \"A second one, from the web.\", \"meta\": {\"pile_set_name\": \"Pile-CC\"}}\n");
+    // The Pile's parquet files hold `meta` as a struct column, which is never read as text.
+    let subset = Series::new("pile_set_name".into(), ["Github", "Pile-CC"]);
+    let meta = StructChunked::from_series("meta".into(), 2, [subset].iter()).unwrap().into_series();
+    let mut df = DataFrame::new_infer_height(vec![Column::new("text".into(), ["A first document about code.", "A second one, from the web."]), meta.into_column()]).unwrap();
+    lantern::store::table::write(&dir.path().join("p.parquet"), &mut df).unwrap();
+    for file in ["p.jsonl", "p.parquet"] {
+        let t = run(&spec(&format!("path = \"{file}\"\ncontext = 8\nlabel_field = \"meta.pile_set_name\"")), dir.path()).unwrap();
+        assert_eq!(t.doc_labels, vec!["Github".to_string(), "Pile-CC".to_string()], "{file}");
+    }
+    // Without a label field the struct column is simply not read.
+    assert!(run(&spec("path = \"p.parquet\"\ncontext = 8"), dir.path()).is_ok());
+}
