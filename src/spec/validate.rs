@@ -64,6 +64,18 @@ impl CheckCx<'_> {
     }
 }
 
+/// Every hook point several selectors name, sorted, each once (for running: errors were reported
+/// at validation).
+pub fn select_hooks(cfg: &ModelConfig, hooks: &[Sp<String>]) -> anyhow::Result<Vec<HookPoint>> {
+    let mut out = Vec::new();
+    for h in hooks {
+        out.extend(select_hook(cfg, h).map_err(|d| anyhow::anyhow!(d.message))?);
+    }
+    out.sort();
+    out.dedup();
+    Ok(out)
+}
+
 /// Resolve one hook selector to hook points of a model, or explain why not.
 pub fn select_hook(cfg: &ModelConfig, h: &Sp<String>) -> Result<Vec<HookPoint>, Diagnostic> {
     if let Some(p) = HookPoint::parse(h) {

@@ -7,7 +7,7 @@ use super::{Dep, Stage};
 use crate::exec::RunCx;
 use crate::model::hooks::{BlockSite, HookPoint};
 use crate::model::{ModelConfig, Request, Start};
-use crate::spec::validate::select_hook;
+use crate::spec::validate::{select_hook, select_hooks};
 use crate::spec::{CheckCx, DatasetRef, Diagnostic, ModelRef, Sp};
 use crate::stats::labels::LabelMix;
 use crate::stats::{Histogram, NeuronStats, Position, TokenStats};
@@ -82,6 +82,19 @@ fn yes() -> bool {
 /// Per-token statistics above this many bytes are refused (turn them off or pick fewer hooks).
 const TOKEN_STATS_LIMIT: usize = 4 << 30;
 
+/// Check hook selectors against a model, reporting hooks over pairs of positions as something
+/// `stage_reads` (e.g. "activations summarises") per-position hooks only; the hook points, when
+/// the model's configuration is known.
+pub(crate) fn check_per_position(cx: &CheckCx, model: &ModelRef, hooks: &[Sp<String>], stage_reads: &str, out: &mut Vec<Diagnostic>) -> Option<Vec<HookPoint>> {
+    let cfg = cx.config(model)?;
+    for h in hooks {
+        if select_hook(cfg, h).is_ok_and(|points| points.iter().any(|p| width(cfg, *p).is_none())) {
+            out.push(Diagnostic::at(h.span.clone(), format!("'{}' is per pair of positions; {stage_reads} per-position hooks", h.value)));
+        }
+    }
+    cx.hooks(model, hooks, out)
+}
+
 /// Width of a hook's per-position vector (hooks over position pairs are not per-neuron data).
 pub(crate) fn width(cfg: &ModelConfig, h: HookPoint) -> Option<usize> {
     let shape = h.shape(cfg, 1, 1);
@@ -92,16 +105,6 @@ pub(crate) fn width(cfg: &ModelConfig, h: HookPoint) -> Option<usize> {
 }
 
 impl Spec {
-    fn hook_points(&self, cfg: &ModelConfig) -> Result<Vec<HookPoint>> {
-        let mut out = Vec::new();
-        for h in &self.hooks {
-            out.extend(select_hook(cfg, h).map_err(|d| anyhow::anyhow!(d.message))?);
-        }
-        out.sort();
-        out.dedup();
-        Ok(out)
-    }
-
     fn token_hooks(&self, hooks: &[HookPoint]) -> usize {
         if self.token_stats {
             hooks.iter().filter(|h| h.site() == Some(BlockSite::Post)).count()
@@ -128,14 +131,7 @@ impl Stage for Spec {
             out.push(Diagnostic::global("activations: histogram needs stop > start and at least 2 edges"));
         }
         let Some(cfg) = cx.config(&self.model) else { return };
-        for h in &self.hooks {
-            if let Ok(points) = select_hook(cfg, h) {
-                if points.iter().any(|p| width(cfg, *p).is_none()) {
-                    out.push(Diagnostic::at(h.span.clone(), format!("'{}' is per pair of positions; activations summarises per-position hooks", h.value)));
-                }
-            }
-        }
-        if let Some(points) = cx.hooks(&self.model, &self.hooks, out) {
+        if let Some(points) = check_per_position(cx, &self.model, &self.hooks, "activations summarises", out) {
             let bytes = TokenStats::bytes(self.token_hooks(&points) * cfg.d_mlp, cfg.d_vocab);
             if bytes > TOKEN_STATS_LIMIT {
                 let span = self.hooks.first().map(|h| h.span.clone()).unwrap_or(0..0);
@@ -151,7 +147,7 @@ impl Stage for Spec {
         let model = cx.model(&self.model)?;
         let data = cx.tokens(&self.dataset, &self.model)?;
         let cfg = &model.cfg;
-        let hooks = self.hook_points(cfg)?;
+        let hooks = select_hooks(cfg, &self.hooks)?;
         let edges = Histogram::linspace(self.histogram.start, self.histogram.stop, self.histogram.edges);
         let mut stats: BTreeMap<HookPoint, NeuronStats> = hooks
             .iter()

@@ -3,7 +3,7 @@
 //! groups, user token sets, position buckets, dataset subsets and per-position labels from Parquet —
 //! in one streaming pass; each neuron's best explanations and its family.
 
-use super::activations::{width, Columns};
+use super::activations::{check_per_position, width, Columns};
 use super::{Dep, Stage};
 use crate::analysis::features::{unigram_groups, Feature, TokenFeatures};
 use crate::data::Tokenized;
@@ -11,7 +11,7 @@ use crate::exec::RunCx;
 use crate::model::hooks::HookPoint;
 use crate::model::tokenizer::Tokenizer;
 use crate::model::{Request, Start};
-use crate::spec::validate::select_hook;
+use crate::spec::validate::select_hooks;
 use crate::spec::{CheckCx, DatasetRef, Diagnostic, ModelRef, Sp};
 use crate::stats::separation::{Score, Separation};
 use anyhow::{bail, Context, Result};
@@ -307,16 +307,7 @@ impl Stage for Spec {
                 out.push(Diagnostic::at(l.path.span.clone(), format!("label file '{}' not found", l.path.value)).help("a Parquet file with columns row, position and the label column"));
             }
         }
-        let Some(cfg) = cx.config(&self.model) else { return };
-        for h in &self.hooks {
-            match select_hook(cfg, h) {
-                Ok(points) if points.iter().any(|p| width(cfg, *p).is_none()) => {
-                    out.push(Diagnostic::at(h.span.clone(), format!("'{}' is per pair of positions; explain scores per-position hooks", h.value)))
-                }
-                Ok(_) => {}
-                Err(d) => out.push(d),
-            }
-        }
+        check_per_position(cx, &self.model, &self.hooks, "explain scores", out);
     }
 
     fn run(&self, cx: &mut RunCx) -> Result<()> {
@@ -332,15 +323,7 @@ impl Stage for Spec {
         }
         let tf = vocabulary_features(tok, cfg.d_vocab, Some((&counts, self.unigram_min_count, self.unigram_min_ids)), &self.token_sets)?;
         let layout = self.layout(&tf, &data, &cx.base_dir())?;
-        let hooks: Vec<HookPoint> = {
-            let mut v = Vec::new();
-            for h in &self.hooks {
-                v.extend(select_hook(cfg, h).map_err(|d| anyhow::anyhow!(d.message))?);
-            }
-            v.sort();
-            v.dedup();
-            v
-        };
+        let hooks = select_hooks(cfg, &self.hooks)?;
         let nf = layout.columns.len();
         let bytes: usize = hooks.iter().map(|h| Separation::bytes(nf, width(cfg, *h).unwrap_or(0))).sum();
         if bytes as f64 > self.memory_gb * 1e9 {
