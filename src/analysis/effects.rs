@@ -3,8 +3,8 @@
 //! their values from another run, and per-token losses of each combination.
 
 use crate::model::outputs::token_stats;
-use crate::model::{Action, HookPoint, Intervention, Model, Request, Start};
-use anyhow::{Context, Result};
+use crate::model::{Action, HookPoint, Intervention, Model};
+use anyhow::Result;
 use candle_core::Tensor;
 use std::collections::BTreeMap;
 
@@ -25,14 +25,7 @@ impl Force {
 
 /// One forward pass: interventions in, per-token loss [rows × (pos − 1)] and captures out.
 fn run(model: &Model, tokens: &Tensor, iv: &[Intervention], capture: &[HookPoint]) -> Result<(Vec<f32>, BTreeMap<HookPoint, Tensor>)> {
-    let mut cache = BTreeMap::new();
-    let req = Request::capture(capture.iter().copied()).with_logits().with_interventions(iv);
-    let logits = model
-        .forward(Start::Tokens(tokens), &req, &mut |h, t| {
-            cache.insert(h, t);
-            Ok(())
-        })?
-        .context("no logits")?;
+    let (logits, cache) = model.run_with_cache(tokens, capture, iv)?;
     Ok((token_stats(&logits, tokens)?.loss, cache))
 }
 

@@ -86,13 +86,19 @@ impl Model {
 
     /// Logits and the chosen activations, like TL's `run_with_cache`.
     pub fn run_with_cache(&self, tokens: &Tensor, hooks: &[HookPoint], interventions: &[Intervention]) -> Result<(Tensor, BTreeMap<HookPoint, Tensor>)> {
-        let mut cache = BTreeMap::new();
         let req = Request::capture(hooks.iter().copied()).with_logits().with_interventions(interventions);
-        let logits = self.forward(Start::Tokens(tokens), &req, &mut |h, t| {
+        let (logits, cache) = self.forward_cached(Start::Tokens(tokens), &req)?;
+        Ok((logits.context("no logits")?, cache))
+    }
+
+    /// One pass from any start, its captures gathered by hook point: (logits if requested, cache).
+    pub fn forward_cached(&self, start: Start, req: &Request) -> Result<(Option<Tensor>, BTreeMap<HookPoint, Tensor>)> {
+        let mut cache = BTreeMap::new();
+        let logits = self.forward(start, req, &mut |h, t| {
             cache.insert(h, t);
             Ok(())
         })?;
-        Ok((logits.context("no logits")?, cache))
+        Ok((logits, cache))
     }
 
     /// A parameter by TL name in TL layout (`blocks.0.mlp.W_in`).

@@ -19,7 +19,6 @@ use rand::SeedableRng;
 use rand_distr::{Distribution, StandardNormal};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
 
 #[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -248,7 +247,7 @@ impl Spec {
         for start in (0..data.rows).step_by(self.batch_size.max(1)) {
             let b = self.batch_size.max(1).min(data.rows - start);
             let tokens = Tensor::from_slice(&data.tokens[start * ctx..(start + b) * ctx], (b, ctx), &Device::Cpu)?.to_device(&model.device)?;
-            let clean = capture(model, Start::Tokens(&tokens), &[post, resid, k, v, z, pat], &[])?;
+            let (_, clean) = model.forward_cached(Start::Tokens(&tokens), &Request::capture([post, resid, k, v, z, pat]))?;
             let (z0, p0) = head_view(&clean[&z], &clean[&pat], hh)?;
             let acts = clean[&post].to_dtype(DType::F32)?;
             let mask: Vec<f32> = (0..b * ctx).map(|i| if i % ctx >= after { 1.0 } else { 0.0 }).collect();
@@ -258,7 +257,8 @@ impl Spec {
                 let a = acts.narrow(2, n, 1)?; // [b, pos, 1]
                 let removed = a.broadcast_mul(&mask)?.broadcast_mul(&w_out.narrow(0, n, 1)?.unsqueeze(0)?)?;
                 let patched = (clean[&resid].to_dtype(DType::F32)? - removed)?.to_dtype(clean[&resid].dtype())?;
-                let out = capture(model, Start::Resid { layer: hl, resid: patched }, &[z, pat], &restore)?;
+                // No logits: the pass stops after the head's layer.
+                let (_, out) = model.forward_cached(Start::Resid { layer: hl, resid: patched }, &Request::capture([z, pat]).with_interventions(&restore))?;
                 let (z1, p1) = head_view(&out[&z], &out[&pat], hh)?;
                 let a: Vec<f32> = a.flatten_all()?.to_vec1()?;
                 let p = &mut points[c];
@@ -304,16 +304,6 @@ impl Spec {
         ])?;
         cx.write_table("points", &mut pts, false)
     }
-}
-
-/// One pass capturing `hooks`, stopping after the deepest.
-fn capture(model: &Model, start: Start, hooks: &[HookPoint], iv: &[Intervention]) -> Result<BTreeMap<HookPoint, Tensor>> {
-    let mut out = BTreeMap::new();
-    model.forward(start, &Request::capture(hooks.iter().copied()).with_interventions(iv), &mut |h, t| {
-        out.insert(h, t);
-        Ok(())
-    })?;
-    Ok(out)
 }
 
 /// Per position of the batch (row-major): ‖z‖ of head `h` and its attention to position 0.

@@ -242,15 +242,8 @@ impl Stage for Spec {
 /// One forward pass capturing `hooks` and `ln_final.hook_scale`: (logits, captures).
 fn run(model: &Model, start: Start, mut hooks: Vec<HookPoint>) -> Result<(Tensor, BTreeMap<HookPoint, Tensor>)> {
     hooks.push(HookPoint::LnFinalScale);
-    let mut cache = BTreeMap::new();
-    let req = Request::capture(hooks).with_logits();
-    let logits = model
-        .forward(start, &req, &mut |h, t| {
-            cache.insert(h, t);
-            Ok(())
-        })?
-        .context("no logits")?;
-    Ok((logits, cache))
+    let (logits, cache) = model.forward_cached(start, &Request::capture(hooks).with_logits())?;
+    Ok((logits.context("no logits")?, cache))
 }
 
 /// (layer, neuron, l2_penalty, vocab_var) of the neurons of the last `last` layers of a weights
