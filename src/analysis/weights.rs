@@ -58,7 +58,8 @@ pub struct NeuronWeights {
     pub l2_penalty: Vec<f32>,
 }
 
-fn row_norms(x: &Tensor) -> Result<Tensor> {
+/// Euclidean norm of each row.
+pub fn row_norms(x: &Tensor) -> Result<Tensor> {
     Ok(x.sqr()?.sum(D::Minus1)?.sqrt()?)
 }
 

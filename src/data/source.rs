@@ -221,14 +221,9 @@ impl Reader<'_> {
     fn table(&mut self, file: &Path, format: Format, label: &str, f: &mut dyn FnMut(Doc) -> Result<Flow>) -> Result<Flow> {
         use polars::prelude::*;
         // Only the text and label columns are read (a Pile file's other columns may be of any type).
-        let wanted = || -> Option<Vec<String>> {
-            let root = |c: &str| c.split('.').next().unwrap_or(c).to_string();
-            let names: Vec<String> = std::iter::once(&self.spec.field).chain(self.spec.label_field.as_ref()).map(|c| root(c)).collect();
-            let schema = polars::prelude::ParquetReader::new(std::fs::File::open(file).ok()?).schema().ok()?;
-            names.iter().all(|n| schema.contains(n)).then_some(names)
-        };
+        let wanted: Vec<String> = std::iter::once(&self.spec.field).chain(self.spec.label_field.as_ref()).map(|c| c.split('.').next().unwrap_or(c).to_string()).collect();
         let df = match format {
-            Format::Parquet => crate::store::table::read_columns(file, wanted())?,
+            Format::Parquet => crate::store::table::read_columns(file, &wanted)?,
             _ => CsvReadOptions::default()
                 .with_has_header(true)
                 .try_into_reader_with_file_path(Some(file.to_path_buf()))

@@ -7,7 +7,7 @@
 //! and in its attention to BOS with the neuron's activation over every position of the dataset.
 
 use super::{Dep, Stage};
-use crate::analysis::weights::{in_out, unit_rows};
+use crate::analysis::weights::{in_out, row_norms, unit_rows};
 use crate::exec::RunCx;
 use crate::model::hooks::{BlockSite, HookPoint};
 use crate::model::{Action, Intervention, Model, Request, Start};
@@ -177,9 +177,9 @@ impl Stage for Spec {
         let (mut sl, mut sn, mut score, mut raw) = (vec![], vec![], vec![], vec![]);
         let mut by_mlp: Vec<(usize, f32)> = Vec::new();
         for l in 0..hl {
-            let (_, w_out) = in_out(&model, l)?;
-            let s = bos_scores(&model, hl, hh, &unit_rows(&w_out.to_dtype(DType::F32)?)?)?;
-            let norms: Vec<f32> = w_out.to_dtype(DType::F32)?.sqr()?.sum(D::Minus1)?.sqrt()?.to_vec1()?;
+            let w_out = in_out(&model, l)?.1.to_dtype(DType::F32)?;
+            let s = bos_scores(&model, hl, hh, &unit_rows(&w_out)?)?;
+            let norms: Vec<f32> = row_norms(&w_out)?.to_vec1()?;
             for (n, (&x, &nn)) in s.iter().zip(&norms).enumerate() {
                 sl.push(l as u32);
                 sn.push(n as u32);

@@ -19,13 +19,18 @@ pub fn write_csv(path: &Path, df: &mut DataFrame) -> Result<()> {
 }
 
 pub fn read(path: &Path) -> Result<DataFrame> {
-    read_columns(path, None)
+    let f = std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    ParquetReader::new(f).finish().with_context(|| format!("cannot read {}", path.display()))
 }
 
-/// Read only these top-level columns (others, whatever their type, are never decoded).
-pub fn read_columns(path: &Path, columns: Option<Vec<String>>) -> Result<DataFrame> {
+/// Read only these top-level columns when the file has them all (the others, whatever their type,
+/// are never decoded); else every column, so that the caller's error can list them.
+pub fn read_columns(path: &Path, wanted: &[String]) -> Result<DataFrame> {
     let f = std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
-    ParquetReader::new(f).with_columns(columns).finish().with_context(|| format!("cannot read {}", path.display()))
+    let mut reader = ParquetReader::new(f);
+    let schema = reader.schema().with_context(|| format!("cannot read {}", path.display()))?;
+    let columns = wanted.iter().all(|c| schema.contains(c)).then(|| wanted.to_vec());
+    reader.with_columns(columns).finish().with_context(|| format!("cannot read {}", path.display()))
 }
 
 /// A column by name, where `a.b` is field `b` of struct column `a` (a Pile document's
