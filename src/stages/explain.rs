@@ -367,8 +367,8 @@ impl Spec {
             polars::prelude::Column::new("feature".into(), columns.iter().map(|c| c.label()).collect::<Vec<_>>()),
             polars::prelude::Column::new("variant".into(), columns.iter().map(|c| c.variant).collect::<Vec<_>>()),
             polars::prelude::Column::new("group".into(), columns.iter().map(|c| c.feature.group.clone()).collect::<Vec<_>>()),
-            polars::prelude::Column::new("positions".into(), (0..columns.len()).map(|f| first.score(f, 0).n1).collect::<Vec<_>>()),
-            polars::prelude::Column::new("fraction".into(), (0..columns.len()).map(|f| first.score(f, 0).n1 as f64 / n as f64).collect::<Vec<_>>()),
+            polars::prelude::Column::new("positions".into(), (0..columns.len()).map(|f| first.holds(f)).collect::<Vec<_>>()),
+            polars::prelude::Column::new("fraction".into(), (0..columns.len()).map(|f| first.holds(f) as f64 / n as f64).collect::<Vec<_>>()),
         ])?;
         cx.write_table("features", &mut features, true)?;
         let (mut expl, mut best) = (Columns::default(), Columns::default());

@@ -66,6 +66,11 @@ impl Separation {
         self.n
     }
 
+    /// Rows where feature `f` holds.
+    pub fn holds(&self, f: usize) -> u64 {
+        self.n1[f]
+    }
+
     /// Add rows: `x` is [rows × width], `on[r]` the features that hold in row r.
     pub fn add(&mut self, x: &[f32], on: &[Vec<u32>]) {
         let w = self.width;
