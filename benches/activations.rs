@@ -14,13 +14,14 @@ use lantern::stats::{Histogram, NeuronStats, Position};
 use std::collections::BTreeMap;
 use std::time::Instant;
 
-
 fn main() {
     lantern::util::tune_allocator();
     let model = Model::random(gpt2_config(12, 768, 12, 3072, 50257, 1024), 0, &Device::Cpu).unwrap();
-    let hooks: Vec<HookPoint> = (0..12).flat_map(|l| [HookPoint::Block(l, BlockSite::Pre), HookPoint::Block(l, BlockSite::Post)]).collect();
+    let hooks: Vec<HookPoint> =
+        (0..12).flat_map(|l| [HookPoint::Block(l, BlockSite::Pre), HookPoint::Block(l, BlockSite::Post)]).collect();
     let edges = Histogram::linspace(-10.0, 15.0, 256);
-    let mut stats: BTreeMap<HookPoint, NeuronStats> = hooks.iter().map(|&h| (h, NeuronStats::new(3072, &edges, 50, 10, None))).collect();
+    let mut stats: BTreeMap<HookPoint, NeuronStats> =
+        hooks.iter().map(|&h| (h, NeuronStats::new(3072, &edges, 50, 10, None))).collect();
     let (batch, ctx) = (8usize, 128usize);
     let mut done = 0usize;
     let started = Instant::now();
@@ -28,7 +29,8 @@ fn main() {
         while done < target {
             let ids: Vec<u32> = (0..batch * ctx).map(|i| ((done + i) * 7919 % 50257) as u32).collect();
             let tokens = Tensor::from_vec(ids.clone(), (batch, ctx), &Device::Cpu).unwrap();
-            let positions: Vec<Position> = (0..batch * ctx).map(|i| Position { row: i, index: (done + i) as u64, token: ids[i] }).collect();
+            let positions: Vec<Position> =
+                (0..batch * ctx).map(|i| Position { row: i, index: (done + i) as u64, token: ids[i] }).collect();
             let req = Request::capture(hooks.iter().copied());
             model
                 .forward(Start::Tokens(&tokens), &req, &mut |h, t| {

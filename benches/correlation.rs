@@ -15,7 +15,6 @@ use lantern::model::Model;
 use std::collections::BTreeMap;
 use std::time::Instant;
 
-
 fn randn(rows: usize, cols: usize) -> Tensor {
     Tensor::randn(0f32, 1.0, (rows, cols), &Device::Cpu).unwrap()
 }
@@ -41,7 +40,8 @@ fn main() {
 
 fn end_to_end() {
     let root = tempfile_dir();
-    let tok_path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/gpt2-tokenizer/tokenizer.json");
+    let tok_path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/gpt2-tokenizer/tokenizer.json");
     let tok = tokenizers::Tokenizer::from_file(&tok_path).unwrap();
     for (name, seed) in [("model_a", 1), ("model_b", 2)] {
         let m = Model::random(gpt2_config(12, 768, 12, 3072, 50257, 1024), seed, &Device::Cpu).unwrap();
@@ -61,10 +61,17 @@ fn end_to_end() {
             ),
         )
         .unwrap();
-        let v = lantern::spec::parse::parse_file(&file).and_then(lantern::spec::validate).unwrap_or_else(|e| panic!("{e}"));
+        let v =
+            lantern::spec::parse::parse_file(&file).and_then(lantern::spec::validate).unwrap_or_else(|e| panic!("{e}"));
         let cancel = std::sync::atomic::AtomicBool::new(false);
         let t = Instant::now();
-        let o = lantern::exec::run(&v, &lantern::exec::Options { out: root.join("out"), ..Default::default() }, &cancel, Device::Cpu).unwrap();
+        let o = lantern::exec::run(
+            &v,
+            &lantern::exec::Options { out: root.join("out"), ..Default::default() },
+            &cancel,
+            Device::Cpu,
+        )
+        .unwrap();
         assert!(!o.failed(), "{:?}", o.nodes);
         let secs = t.elapsed().as_secs_f64();
         let flop = 2.0 * (36864.0 * 36864.0) * tokens as f64;

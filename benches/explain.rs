@@ -20,12 +20,23 @@ fn main() {
     let (batch, ctx, features, on) = (8usize, 128usize, 1000usize, 30usize);
     let ids: Vec<u32> = (0..batch * ctx).map(|i| (i * 7919 % 50257) as u32).collect();
     let tokens = Tensor::from_vec(ids, (batch, ctx), &Device::Cpu).unwrap();
-    let rows: Vec<Vec<u32>> = (0..batch * ctx).map(|i| (0..on).map(|k| ((i * 31 + k * 97) % features) as u32).collect::<std::collections::BTreeSet<u32>>().into_iter().collect()).collect();
-    let mut sums: BTreeMap<HookPoint, Separation> = hooks.iter().map(|&h| (h, Separation::new(features, 3072))).collect();
+    let rows: Vec<Vec<u32>> = (0..batch * ctx)
+        .map(|i| {
+            (0..on)
+                .map(|k| ((i * 31 + k * 97) % features) as u32)
+                .collect::<std::collections::BTreeSet<u32>>()
+                .into_iter()
+                .collect()
+        })
+        .collect();
+    let mut sums: BTreeMap<HookPoint, Separation> =
+        hooks.iter().map(|&h| (h, Separation::new(features, 3072))).collect();
     let req = Request::capture(hooks.iter().copied());
     let (mut plain, mut with) = (f64::INFINITY, f64::INFINITY);
     for _ in 0..3 {
-        plain = plain.min(common::best_time(2, || drop(model.forward(Start::Tokens(&tokens), &req, &mut |_, _| Ok(())).unwrap())));
+        plain = plain.min(common::best_time(2, || {
+            drop(model.forward(Start::Tokens(&tokens), &req, &mut |_, _| Ok(())).unwrap())
+        }));
         with = with.min(common::best_time(2, || {
             model
                 .forward(Start::Tokens(&tokens), &req, &mut |h, t| {
@@ -38,5 +49,9 @@ fn main() {
     let ntok = (batch * ctx) as f64;
     println!("forward capturing 12 mlp.hook_post        {:>7.0} tokens/s", ntok / plain);
     println!("  + variance-reduction sums ({features} features, {on} per position) {:>7.0} tokens/s  ({:.2}× the forward's time)", ntok / with, with / plain);
-    println!("sums: {:.0} MB; peak RSS: {:.0} MB", 12.0 * Separation::bytes(features, 3072) as f64 / 1e6, common::peak_rss_mb());
+    println!(
+        "sums: {:.0} MB; peak RSS: {:.0} MB",
+        12.0 * Separation::bytes(features, 3072) as f64 / 1e6,
+        common::peak_rss_mb()
+    );
 }

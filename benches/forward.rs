@@ -5,10 +5,9 @@
 mod common;
 
 use candle_core::{Device, Tensor};
+use common::best_time as time;
 use lantern::model::random::gpt2_config;
 use lantern::model::{Action, HookPoint, Intervention, Model, Request, Start};
-use common::best_time as time;
-
 
 fn main() {
     lantern::util::tune_allocator();
@@ -20,7 +19,8 @@ fn main() {
     let model = Model::random(cfg, 0, &Device::Cpu).unwrap();
     let ids: Vec<u32> = (0..batch * pos).map(|i| (i * 7919 % 50257) as u32).collect();
     let tokens = Tensor::from_vec(ids, (batch, pos), &Device::Cpu).unwrap();
-    let posts: Vec<HookPoint> = (0..12).map(|l| HookPoint::parse(&format!("blocks.{l}.mlp.hook_post")).unwrap()).collect();
+    let posts: Vec<HookPoint> =
+        (0..12).map(|l| HookPoint::parse(&format!("blocks.{l}.mlp.hook_post")).unwrap()).collect();
     let last = HookPoint::parse("blocks.11.hook_resid_post").unwrap();
     let iv = [Intervention::new(posts[5], Action::Zero).neurons(vec![669])];
     let runs: Vec<(&str, f64, Box<dyn Fn()>)> = vec![
@@ -43,12 +43,20 @@ fn main() {
         (
             "forward stopping before the unembedding",
             flops_body,
-            Box::new(|| drop(model.forward(Start::Tokens(&tokens), &Request::capture([last]), &mut |_, _| Ok(())).unwrap())),
+            Box::new(|| {
+                drop(model.forward(Start::Tokens(&tokens), &Request::capture([last]), &mut |_, _| Ok(())).unwrap())
+            }),
         ),
         (
             "forward, one neuron zero-ablated",
             flops_full,
-            Box::new(|| drop(model.forward(Start::Tokens(&tokens), &Request::logits().with_interventions(&iv), &mut |_, _| Ok(())).unwrap())),
+            Box::new(|| {
+                drop(
+                    model
+                        .forward(Start::Tokens(&tokens), &Request::logits().with_interventions(&iv), &mut |_, _| Ok(()))
+                        .unwrap(),
+                )
+            }),
         ),
     ];
     // Three rounds of (peak, every run), keeping each one's best: on a shared machine the least
@@ -56,12 +64,21 @@ fn main() {
     let (mut peak, mut best) = (0f64, vec![f64::INFINITY; runs.len()]);
     for round in 1..=3 {
         println!("round {round}:");
-        peak = peak.max(common::matmul_peak(&[(1024, 768, 3072), (1024, 3072, 768), (1024, 768, 2304), (1024, 768, 50257), (2048, 2048, 2048)]));
+        peak = peak.max(common::matmul_peak(&[
+            (1024, 768, 3072),
+            (1024, 3072, 768),
+            (1024, 768, 2304),
+            (1024, 768, 50257),
+            (2048, 2048, 2048),
+        ]));
         for (i, (_, _, f)) in runs.iter().enumerate() {
             best[i] = best[i].min(time(4, f));
         }
     }
-    println!("f32 matmul peak (candle/gemm, best of the rounds): {peak:.1} GFLOP/s on {} threads", rayon::current_num_threads());
+    println!(
+        "f32 matmul peak (candle/gemm, best of the rounds): {peak:.1} GFLOP/s on {} threads",
+        rayon::current_num_threads()
+    );
     let ntok = (batch * pos) as f64;
     for ((name, flops, _), secs) in runs.iter().zip(&best) {
         let tps = ntok / secs;

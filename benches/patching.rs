@@ -17,7 +17,10 @@ fn main() {
     let clean: Vec<u32> = (0..pos).map(|i| (i * 7919 % 50257) as u32).collect();
     let mut corrupt = clean.clone();
     corrupt[pos / 2] = 1234;
-    let (c, x) = (Tensor::from_vec(clean, (1, pos), &Device::Cpu).unwrap(), Tensor::from_vec(corrupt, (1, pos), &Device::Cpu).unwrap());
+    let (c, x) = (
+        Tensor::from_vec(clean, (1, pos), &Device::Cpu).unwrap(),
+        Tensor::from_vec(corrupt, (1, pos), &Device::Cpu).unwrap(),
+    );
     let mut patches = Vec::new();
     for site in [BlockSite::ResidPre, BlockSite::AttnOut, BlockSite::MlpOut] {
         patches.extend(layer_position_patches(12, pos, site));

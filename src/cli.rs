@@ -70,7 +70,14 @@ pub fn load(file: &Path) -> Option<Validated> {
 pub fn validate(file: &Path) -> Result<Exit> {
     Ok(match load(file) {
         Some(v) => {
-            eprintln!("{}: valid ({} models, {} datasets, {} stages, {} plots)", file.display(), v.exp.models.len(), v.exp.datasets.len(), v.exp.stages.len(), v.exp.plots.len());
+            eprintln!(
+                "{}: valid ({} models, {} datasets, {} stages, {} plots)",
+                file.display(),
+                v.exp.models.len(),
+                v.exp.datasets.len(),
+                v.exp.stages.len(),
+                v.exp.plots.len()
+            );
             Exit::Ok
         }
         None => Exit::Invalid,
@@ -82,14 +89,27 @@ fn device(v: &Validated) -> Result<Device> {
     match v.exp.meta.device.as_ref().map(|d| d.value.as_str()) {
         None | Some("cpu") => Ok(Device::Cpu),
         Some(d) if d.starts_with("cuda") => {
-            let ordinal = d.strip_prefix("cuda:").map(|n| n.parse::<usize>()).transpose().context("device must be cuda or cuda:N")?.unwrap_or(0);
-            Device::new_cuda(ordinal).context("CUDA is not available (build with --features cuda on a machine with a GPU)")
+            let ordinal = d
+                .strip_prefix("cuda:")
+                .map(|n| n.parse::<usize>())
+                .transpose()
+                .context("device must be cuda or cuda:N")?
+                .unwrap_or(0);
+            Device::new_cuda(ordinal)
+                .context("CUDA is not available (build with --features cuda on a machine with a GPU)")
         }
         Some(d) => bail!("unknown device '{d}' (cpu, cuda, cuda:N)"),
     }
 }
 
-pub fn run(file: &Path, out: &Path, force: Vec<String>, only: Vec<String>, shard: Option<(usize, usize)>, dry_run: bool) -> Result<Exit> {
+pub fn run(
+    file: &Path,
+    out: &Path,
+    force: Vec<String>,
+    only: Vec<String>,
+    shard: Option<(usize, usize)>,
+    dry_run: bool,
+) -> Result<Exit> {
     let Some(v) = load(file) else { return Ok(Exit::Invalid) };
     let cancel: &'static AtomicBool = Box::leak(Box::new(AtomicBool::new(false)));
     // First Ctrl-C: stop after discarding the running stage; a second one exits at once.
@@ -224,7 +244,9 @@ fn parse_tokens(s: &str) -> Result<(Vec<u32>, usize, usize)> {
 }
 
 pub fn trace(model: &str, input: &TraceInput, hook_globs: &[String], processing: &str, out: &Path) -> Result<Exit> {
-    let Some(processing) = Processing::from_name(processing) else { bail!("unknown processing '{processing}' (none, default, default+refactor)") };
+    let Some(processing) = Processing::from_name(processing) else {
+        bail!("unknown processing '{processing}' (none, default, default+refactor)")
+    };
     let dir = Path::new(model);
     let files = if dir.is_dir() { ModelFiles::from_folder(dir) } else { ModelFiles::from_hub(model, None) };
     let files = match files {

@@ -102,7 +102,9 @@ fn main() -> ExitCode {
             Ok(cli::Exit::Ok)
         }
         Command::Hooks { model } => cli::hooks(&model),
-        Command::Trace { model, text, tokens, hooks, processing, no_bos, out } => trace(&model, text, tokens, hooks, &processing, !no_bos, &out),
+        Command::Trace { model, text, tokens, hooks, processing, no_bos, out } => {
+            trace(&model, text, tokens, hooks, &processing, !no_bos, &out)
+        }
     };
     match result {
         Ok(code) => code.into(),
@@ -113,7 +115,15 @@ fn main() -> ExitCode {
     }
 }
 
-fn trace(model: &str, text: Option<String>, tokens: Option<String>, hooks: Vec<String>, processing: &str, bos: bool, out: &PathBuf) -> Result<cli::Exit> {
+fn trace(
+    model: &str,
+    text: Option<String>,
+    tokens: Option<String>,
+    hooks: Vec<String>,
+    processing: &str,
+    bos: bool,
+    out: &PathBuf,
+) -> Result<cli::Exit> {
     let input = match (text, tokens) {
         (Some(t), None) => cli::TraceInput::Text(t, bos),
         (None, Some(t)) => cli::TraceInput::Tokens(t),

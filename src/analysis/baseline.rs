@@ -99,7 +99,8 @@ fn orthonormal_columns(b: &Tensor) -> Result<Tensor> {
 /// gelu(N(0,1)) noise [t, d] for one layer of one batch.
 pub fn gaussian_noise(t: usize, d: usize, seed: u64, batch: u64, layer: usize) -> Result<Tensor> {
     let mut r = rng(seed, 3 + layer as u64, batch);
-    let v: Vec<f32> = (0..t * d).map(|_| crate::model::kernels::gelu_new_1(r.sample::<f32, _>(StandardNormal))).collect();
+    let v: Vec<f32> =
+        (0..t * d).map(|_| crate::model::kernels::gelu_new_1(r.sample::<f32, _>(StandardNormal))).collect();
     Ok(Tensor::from_vec(v, (t, d), &Device::Cpu)?)
 }
 

@@ -191,7 +191,9 @@ impl Sums {
         for (l, m) in self.b.iter_mut() {
             m.add(&xb[l].flatten_all()?.to_vec1::<f32>()?, db);
         }
-        let cast = |m: &BTreeMap<usize, Tensor>| -> Result<BTreeMap<usize, Tensor>> { m.iter().map(|(l, x)| Ok((*l, x.to_dtype(products)?))).collect() };
+        let cast = |m: &BTreeMap<usize, Tensor>| -> Result<BTreeMap<usize, Tensor>> {
+            m.iter().map(|(l, x)| Ok((*l, x.to_dtype(products)?))).collect()
+        };
         let (ca, cb) = (cast(xa)?, cast(xb)?);
         for ((la, lb), acc) in self.cross.iter_mut() {
             let c = ca[la].t()?.matmul(&cb[lb])?;
@@ -202,7 +204,10 @@ impl Sums {
 
     /// Add another tile's sums over other tokens (exact: the order of merging does not matter).
     pub fn merge(&mut self, o: &Sums) -> Result<()> {
-        ensure!(self.shape == o.shape && self.cross.keys().eq(o.cross.keys()), "partial sums of different shapes or tiles");
+        ensure!(
+            self.shape == o.shape && self.cross.keys().eq(o.cross.keys()),
+            "partial sums of different shapes or tiles"
+        );
         self.count += o.count;
         for (l, m) in self.a.iter_mut() {
             m.merge(&o.a[l]);
@@ -286,10 +291,16 @@ impl Sums {
     /// Read the sums of a tile from a partial-sums file.
     pub fn read(f: &TensorFile, shape: Shape, pairs: &[(usize, usize)]) -> Result<Sums> {
         let (cshape, _) = f.get("cross")?;
-        ensure!(cshape == vec![shape.la, shape.lb, shape.da, shape.db, 2], "partial sums of shape {cshape:?}, expected {shape:?}");
+        ensure!(
+            cshape == vec![shape.la, shape.lb, shape.da, shape.db, 2],
+            "partial sums of shape {cshape:?}, expected {shape:?}"
+        );
         let ints = |name: &str, from: usize, n: usize| -> Result<Vec<i128>> {
             let (_, data) = f.get(name)?;
-            Ok(data[from * 16..(from + n) * 16].chunks_exact(16).map(|c| i128::from_le_bytes(c.try_into().expect("16 bytes"))).collect())
+            Ok(data[from * 16..(from + n) * 16]
+                .chunks_exact(16)
+                .map(|c| i128::from_le_bytes(c.try_into().expect("16 bytes")))
+                .collect())
         };
         let mut s = Sums::new(shape, pairs);
         let (_, count) = f.get("count")?;

@@ -24,7 +24,12 @@ impl Force {
 }
 
 /// One forward pass: interventions in, per-token loss [rows × (pos − 1)] and captures out.
-fn run(model: &Model, tokens: &Tensor, iv: &[Intervention], capture: &[HookPoint]) -> Result<(Vec<f32>, BTreeMap<HookPoint, Tensor>)> {
+fn run(
+    model: &Model,
+    tokens: &Tensor,
+    iv: &[Intervention],
+    capture: &[HookPoint],
+) -> Result<(Vec<f32>, BTreeMap<HookPoint, Tensor>)> {
     let (logits, cache) = model.run_with_cache(tokens, capture, iv)?;
     Ok((token_stats(&logits, tokens)?.loss, cache))
 }
@@ -48,7 +53,13 @@ pub struct DirectEffect {
     pub only_patched: Vec<f32>,
 }
 
-pub fn direct_effect(model: &Model, tokens: &Tensor, force: Force, frozen: &[HookPoint], patched: &[HookPoint]) -> Result<DirectEffect> {
+pub fn direct_effect(
+    model: &Model,
+    tokens: &Tensor,
+    force: Force,
+    frozen: &[HookPoint],
+    patched: &[HookPoint],
+) -> Result<DirectEffect> {
     let (original, _) = run(model, tokens, &[force.set(force.active)], &[])?;
     let both: Vec<HookPoint> = frozen.iter().chain(patched).copied().collect();
     let (ablated, cache_a) = run(model, tokens, &[force.set(force.inactive)], &both)?;

@@ -69,28 +69,102 @@ pub fn unigram_groups(strings: &[String], counts: &[u64], min_count: u64, min_id
     }
     groups
         .into_iter()
-        .filter(|(_, ids)| ids.len() >= min_ids && ids.iter().map(|&i| counts.get(i as usize).copied().unwrap_or(0)).sum::<u64>() >= min_count)
+        .filter(|(_, ids)| {
+            ids.len() >= min_ids
+                && ids.iter().map(|&i| counts.get(i as usize).copied().unwrap_or(0)).sum::<u64>() >= min_count
+        })
         .collect()
 }
 
 type Pred = Box<dyn Fn(&str) -> bool>;
 
 const NUMBER_WORDS: &[&str] = &[
-    "zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen",
-    "nineteen", "twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety", "hundred", "thousand", "million", "billion", "trillion", "dozen",
+    "zero",
+    "one",
+    "two",
+    "three",
+    "four",
+    "five",
+    "six",
+    "seven",
+    "eight",
+    "nine",
+    "ten",
+    "eleven",
+    "twelve",
+    "thirteen",
+    "fourteen",
+    "fifteen",
+    "sixteen",
+    "seventeen",
+    "eighteen",
+    "nineteen",
+    "twenty",
+    "thirty",
+    "forty",
+    "fifty",
+    "sixty",
+    "seventy",
+    "eighty",
+    "ninety",
+    "hundred",
+    "thousand",
+    "million",
+    "billion",
+    "trillion",
+    "dozen",
 ];
-const ORDINALS: &[&str] = &["first", "second", "third", "fourth", "fifth", "sixth", "seventh", "eighth", "ninth", "tenth", "last"];
-const MONTHS: &[&str] = &["january", "february", "march", "april", "may", "june", "july", "august", "september", "october", "november", "december", "jan", "feb", "mar", "apr", "jun", "jul", "aug", "sep", "sept", "oct", "nov", "dec"];
+const ORDINALS: &[&str] =
+    &["first", "second", "third", "fourth", "fifth", "sixth", "seventh", "eighth", "ninth", "tenth", "last"];
+const MONTHS: &[&str] = &[
+    "january",
+    "february",
+    "march",
+    "april",
+    "may",
+    "june",
+    "july",
+    "august",
+    "september",
+    "october",
+    "november",
+    "december",
+    "jan",
+    "feb",
+    "mar",
+    "apr",
+    "jun",
+    "jul",
+    "aug",
+    "sep",
+    "sept",
+    "oct",
+    "nov",
+    "dec",
+];
 const DAYS: &[&str] = &["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"];
-const PRONOUNS: &[&str] = &["i", "me", "my", "mine", "you", "your", "yours", "he", "him", "his", "she", "her", "hers", "it", "its", "we", "us", "our", "ours", "they", "them", "their", "theirs"];
+const PRONOUNS: &[&str] = &[
+    "i", "me", "my", "mine", "you", "your", "yours", "he", "him", "his", "she", "her", "hers", "it", "its", "we", "us",
+    "our", "ours", "they", "them", "their", "theirs",
+];
 const ARTICLES: &[&str] = &["a", "an", "the"];
-const PREPOSITIONS: &[&str] = &["of", "in", "to", "for", "with", "on", "at", "from", "by", "about", "into", "over", "after", "under", "between", "through", "during", "without", "against"];
+const PREPOSITIONS: &[&str] = &[
+    "of", "in", "to", "for", "with", "on", "at", "from", "by", "about", "into", "over", "after", "under", "between",
+    "through", "during", "without", "against",
+];
 const CONJUNCTIONS: &[&str] = &["and", "or", "but", "nor", "so", "yet", "because", "although", "while", "if"];
-const AUX_VERBS: &[&str] = &["is", "are", "was", "were", "be", "been", "being", "am", "has", "have", "had", "do", "does", "did", "will", "would", "can", "could", "should", "may", "might", "must"];
-const PREFIXES: &[&str] = &["un", "re", "in", "im", "dis", "pre", "non", "over", "mis", "sub", "inter", "de", "en", "anti", "auto", "ex", "co", "con", "com", "pro", "trans", "under", "super", "semi"];
+const AUX_VERBS: &[&str] = &[
+    "is", "are", "was", "were", "be", "been", "being", "am", "has", "have", "had", "do", "does", "did", "will",
+    "would", "can", "could", "should", "may", "might", "must",
+];
+const PREFIXES: &[&str] = &[
+    "un", "re", "in", "im", "dis", "pre", "non", "over", "mis", "sub", "inter", "de", "en", "anti", "auto", "ex", "co",
+    "con", "com", "pro", "trans", "under", "super", "semi",
+];
 const SUFFIXES: &[&str] = &[
-    "s", "es", "ed", "ing", "ly", "er", "est", "tion", "sion", "ment", "ness", "able", "ible", "al", "ial", "ous", "ive", "ful", "less", "ity", "ism", "ist", "ize", "ise", "ant", "ent", "ance",
-    "ence", "ic", "ical", "ure", "ship", "hood", "ward", "ry", "y", "ee", "an", "ian", "age",
+    "s", "es", "ed", "ing", "ly", "er", "est", "tion", "sion", "ment", "ness", "able", "ible", "al", "ial", "ous",
+    "ive", "ful", "less", "ity", "ism", "ist", "ize", "ise", "ant", "ent", "ance", "ence", "ic", "ical", "ure", "ship",
+    "hood", "ward", "ry", "y", "ee", "an", "ian", "age",
 ];
 
 fn letters(s: &str) -> impl Iterator<Item = char> + '_ {
@@ -111,13 +185,21 @@ fn predicates() -> Vec<(String, &'static str, Pred)> {
     // Case and type (of the token with surrounding whitespace stripped).
     add("all_lower", "case", Box::new(|s| letters(s).next().is_some() && letters(s).all(char::is_lowercase)));
     add("all_upper", "case", Box::new(|s| letters(s).count() >= 2 && letters(s).all(char::is_uppercase)));
-    add("title_case", "case", Box::new(|s| {
-        let l: Vec<char> = letters(s).collect();
-        l.len() >= 2 && l[0].is_uppercase() && l[1..].iter().all(|c| c.is_lowercase())
-    }));
+    add(
+        "title_case",
+        "case",
+        Box::new(|s| {
+            let l: Vec<char> = letters(s).collect();
+            l.len() >= 2 && l[0].is_uppercase() && l[1..].iter().all(|c| c.is_lowercase())
+        }),
+    );
     add("is_alpha", "type", Box::new(|s| !s.trim().is_empty() && s.trim().chars().all(char::is_alphabetic)));
     add("is_numeric", "type", Box::new(|s| !s.trim().is_empty() && s.trim().chars().all(|c| c.is_ascii_digit())));
-    add("alnum_mixed", "type", Box::new(|s| s.chars().any(char::is_alphabetic) && s.chars().any(|c| c.is_ascii_digit())));
+    add(
+        "alnum_mixed",
+        "type",
+        Box::new(|s| s.chars().any(char::is_alphabetic) && s.chars().any(|c| c.is_ascii_digit())),
+    );
     add("is_whitespace", "type", Box::new(|s| !s.is_empty() && s.trim().is_empty()));
     add("contains_newline", "type", Box::new(|s| s.contains('\n')));
     add("non_ascii", "type", Box::new(|s| s.chars().any(|c| !c.is_ascii())));
@@ -126,11 +208,19 @@ fn predicates() -> Vec<(String, &'static str, Pred)> {
     add("starts_with_space", "space", Box::new(|s| s.starts_with(' ')));
     add("word_continuation", "space", Box::new(|s| s.chars().next().is_some_and(char::is_alphabetic)));
     add("starts_with_capital", "start", Box::new(|s| s.trim_start().chars().next().is_some_and(char::is_uppercase)));
-    add("starts_with_vowel", "start", Box::new(|s| s.trim_start().chars().next().is_some_and(|c| "aeiouAEIOU".contains(c))));
+    add(
+        "starts_with_vowel",
+        "start",
+        Box::new(|s| s.trim_start().chars().next().is_some_and(|c| "aeiouAEIOU".contains(c))),
+    );
     add("starts_with_letter", "start", Box::new(|s| s.trim_start().chars().next().is_some_and(char::is_alphabetic)));
     add("starts_with_digit", "start", Box::new(|s| s.trim_start().chars().next().is_some_and(|c| c.is_ascii_digit())));
     // Punctuation and symbols.
-    add("is_punctuation", "punctuation", Box::new(|s| !s.trim().is_empty() && s.trim().chars().all(|c| c.is_ascii_punctuation())));
+    add(
+        "is_punctuation",
+        "punctuation",
+        Box::new(|s| !s.trim().is_empty() && s.trim().chars().all(|c| c.is_ascii_punctuation())),
+    );
     add("contains_punctuation", "punctuation", Box::new(|s| s.chars().any(|c| c.is_ascii_punctuation())));
     add("contains_open_paren", "punctuation", Box::new(|s| s.contains(['(', '[', '{'])));
     add("contains_close_paren", "punctuation", Box::new(|s| s.contains([')', ']', '}'])));
@@ -140,16 +230,26 @@ fn predicates() -> Vec<(String, &'static str, Pred)> {
     add("is_colon", "punctuation", Box::new(|s| matches!(s.trim(), ":" | ";")));
     add("is_dash", "punctuation", Box::new(|s| matches!(s.trim(), "-" | "--" | "—" | "–")));
     add("ends_sentence", "punctuation", Box::new(|s| matches!(s.trim(), "." | "!" | "?" | "...")));
-    add("contains_symbol", "symbol", Box::new(|s| s.contains(['#', '$', '%', '&', '*', '+', '<', '=', '>', '@', '\\', '^', '_', '|', '~', '/'])));
+    add(
+        "contains_symbol",
+        "symbol",
+        Box::new(|s| s.contains(['#', '$', '%', '&', '*', '+', '<', '=', '>', '@', '\\', '^', '_', '|', '~', '/'])),
+    );
     add("contains_currency", "symbol", Box::new(|s| s.contains(['$', '€', '£', '¥'])));
     add("contains_math", "symbol", Box::new(|s| s.contains(['+', '=', '<', '>', '*', '^'])));
     // Numbers.
     add("contains_digit", "number", Box::new(|s| s.chars().any(|c| c.is_ascii_digit())));
     add("single_digit", "number", Box::new(|s| s.trim().len() == 1 && s.trim().chars().all(|c| c.is_ascii_digit())));
-    add("is_year", "number", Box::new(|s| {
-        let t = s.trim();
-        t.len() == 4 && t.chars().all(|c| c.is_ascii_digit()) && (1000..=2099).contains(&t.parse::<u32>().unwrap_or(0))
-    }));
+    add(
+        "is_year",
+        "number",
+        Box::new(|s| {
+            let t = s.trim();
+            t.len() == 4
+                && t.chars().all(|c| c.is_ascii_digit())
+                && (1000..=2099).contains(&t.parse::<u32>().unwrap_or(0))
+        }),
+    );
     add("number_word", "number", word_in(NUMBER_WORDS));
     add("ordinal_word", "number", word_in(ORDINALS));
     // Word classes.
@@ -162,19 +262,31 @@ fn predicates() -> Vec<(String, &'static str, Pred)> {
     add("auxiliary_verb", "word", word_in(AUX_VERBS));
     // Prefixes and suffixes of alphabetic tokens longer than the affix + 1.
     for &p in PREFIXES {
-        add(&format!("prefix_{p}"), "prefix", Box::new(move |s| {
-            let w = s.trim().to_lowercase();
-            w.len() > p.len() + 1 && w.starts_with(p) && w.chars().all(char::is_alphabetic)
-        }));
+        add(
+            &format!("prefix_{p}"),
+            "prefix",
+            Box::new(move |s| {
+                let w = s.trim().to_lowercase();
+                w.len() > p.len() + 1 && w.starts_with(p) && w.chars().all(char::is_alphabetic)
+            }),
+        );
     }
     for &x in SUFFIXES {
-        add(&format!("suffix_{x}"), "suffix", Box::new(move |s| {
-            let w = s.trim().to_lowercase();
-            w.len() > x.len() + 1 && w.ends_with(x) && w.chars().all(char::is_alphabetic)
-        }));
+        add(
+            &format!("suffix_{x}"),
+            "suffix",
+            Box::new(move |s| {
+                let w = s.trim().to_lowercase();
+                w.len() > x.len() + 1 && w.ends_with(x) && w.chars().all(char::is_alphabetic)
+            }),
+        );
     }
     for c in 'a'..='z' {
-        add(&format!("first_letter_{c}"), "first_letter", Box::new(move |s| s.trim_start().chars().next().is_some_and(|f| f.to_ascii_lowercase() == c)));
+        add(
+            &format!("first_letter_{c}"),
+            "first_letter",
+            Box::new(move |s| s.trim_start().chars().next().is_some_and(|f| f.to_ascii_lowercase() == c)),
+        );
     }
     v
 }

@@ -3,9 +3,9 @@
 
 pub mod baseline;
 pub mod correlation;
-pub mod patching;
 pub mod effects;
 pub mod features;
 pub mod lens;
+pub mod patching;
 pub mod vocab;
 pub mod weights;

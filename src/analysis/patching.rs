@@ -36,7 +36,8 @@ impl Metric {
     /// The metric of every row of logits [rows, 1 or pos, vocab] at the last position.
     pub fn rows(&self, logits: &Tensor) -> Result<Vec<f32>> {
         let (b, t, v) = logits.dims3()?;
-        let last = logits.narrow(1, t - 1, 1)?.reshape((b, v))?.to_device(&candle_core::Device::Cpu)?.to_vec2::<f32>()?;
+        let last =
+            logits.narrow(1, t - 1, 1)?.reshape((b, v))?.to_device(&candle_core::Device::Cpu)?.to_vec2::<f32>()?;
         Ok(last.iter().map(|r| self.eval(r)).collect())
     }
 }
@@ -87,7 +88,13 @@ pub struct Prepared<'m> {
 impl<'m> Prepared<'m> {
     /// Run both prompts ([1, pos] each, same length), caching the hooks the patches touch and the
     /// residual stream entering each of their layers.
-    pub fn new(model: &'m Model, clean: &Tensor, corrupted: &Tensor, metric: Metric, patches: &[Patch]) -> Result<Prepared<'m>> {
+    pub fn new(
+        model: &'m Model,
+        clean: &Tensor,
+        corrupted: &Tensor,
+        metric: Metric,
+        patches: &[Patch],
+    ) -> Result<Prepared<'m>> {
         if clean.dims() != corrupted.dims() {
             bail!("clean {:?} and corrupted {:?} prompts differ in length", clean.dims(), corrupted.dims());
         }
@@ -99,7 +106,15 @@ impl<'m> Prepared<'m> {
         let (corrupt_logits, corrupt_acts) = model.run_with_cache(corrupted, &hooks, &[])?;
         let clean_metric = metric.rows(&clean_logits)?[0];
         let corrupt_metric = metric.rows(&corrupt_logits)?[0];
-        Ok(Prepared { model, metric, corrupted: corrupted.clone(), clean_acts, corrupt_acts, clean_metric, corrupt_metric })
+        Ok(Prepared {
+            model,
+            metric,
+            corrupted: corrupted.clone(),
+            clean_acts,
+            corrupt_acts,
+            clean_metric,
+            corrupt_metric,
+        })
     }
 
     /// The metric with one patch, by a full forward pass from the corrupted tokens (the reference
@@ -107,13 +122,19 @@ impl<'m> Prepared<'m> {
     pub fn run_one(&self, p: &Patch) -> Result<f32> {
         let iv = [p.intervention(self.clean_acts[&p.hook()].clone())];
         let req = Request::logits().last_position_only().with_interventions(&iv);
-        let logits = self.model.forward(Start::Tokens(&self.corrupted), &req, &mut |_, _| Ok(()))?.context("no logits")?;
+        let logits =
+            self.model.forward(Start::Tokens(&self.corrupted), &req, &mut |_, _| Ok(()))?.context("no logits")?;
         Ok(self.metric.rows(&logits)?[0])
     }
 
     /// The metric for every patch, `batch` patched copies per forward pass, each pass starting
     /// from the corrupted residual stream entering the patched layer.
-    pub fn run_batched(&self, patches: &[Patch], batch: usize, mut tick: impl FnMut(usize) -> Result<()>) -> Result<Vec<f32>> {
+    pub fn run_batched(
+        &self,
+        patches: &[Patch],
+        batch: usize,
+        mut tick: impl FnMut(usize) -> Result<()>,
+    ) -> Result<Vec<f32>> {
         let mut out = vec![0f32; patches.len()];
         // Group by hook so that one pass patches one hook (each row its own entries).
         let mut groups: BTreeMap<HookPoint, Vec<usize>> = BTreeMap::new();
@@ -136,7 +157,10 @@ impl<'m> Prepared<'m> {
                 let start = resid.repeat((n, 1, 1))?;
                 let iv = [Intervention::new(hook, Action::Patch(source))];
                 let req = Request::logits().last_position_only().with_interventions(&iv);
-                let logits = self.model.forward(Start::Resid { layer, resid: start }, &req, &mut |_, _| Ok(()))?.context("no logits")?;
+                let logits = self
+                    .model
+                    .forward(Start::Resid { layer, resid: start }, &req, &mut |_, _| Ok(()))?
+                    .context("no logits")?;
                 for (&i, m) in chunk.iter().zip(self.metric.rows(&logits)?) {
                     out[i] = m;
                 }
@@ -149,7 +173,9 @@ impl<'m> Prepared<'m> {
 
 /// Every (layer, position) patch of a residual component.
 pub fn layer_position_patches(n_layers: usize, n_pos: usize, site: BlockSite) -> Vec<Patch> {
-    (0..n_layers).flat_map(|layer| (0..n_pos).map(move |p| Patch { layer, site, position: Some(p), head: None, index: None })).collect()
+    (0..n_layers)
+        .flat_map(|layer| (0..n_pos).map(move |p| Patch { layer, site, position: Some(p), head: None, index: None }))
+        .collect()
 }
 
 /// Every neuron of `layer`'s `mlp.hook_post`, patched at all positions (or one).
@@ -159,10 +185,16 @@ pub fn neuron_patches(layer: usize, neurons: &[usize], position: Option<usize>) 
 
 /// Every head's `attn.hook_z` at every layer, all positions (or one).
 pub fn head_patches(n_layers: usize, n_heads: usize, position: Option<usize>) -> Vec<Patch> {
-    (0..n_layers).flat_map(|layer| (0..n_heads).map(move |h| Patch { layer, site: BlockSite::Z, position, head: Some(h), index: None })).collect()
+    (0..n_layers)
+        .flat_map(|layer| {
+            (0..n_heads).map(move |h| Patch { layer, site: BlockSite::Z, position, head: Some(h), index: None })
+        })
+        .collect()
 }
 
 /// Token ids as a [1, pos] tensor on the model's device.
 pub fn prompt(model: &Model, ids: &[u32]) -> Result<Tensor> {
-    Ok(Tensor::from_slice(ids, (1, ids.len()), &candle_core::Device::Cpu)?.to_dtype(DType::U32)?.to_device(&model.device)?)
+    Ok(Tensor::from_slice(ids, (1, ids.len()), &candle_core::Device::Cpu)?
+        .to_dtype(DType::U32)?
+        .to_device(&model.device)?)
 }

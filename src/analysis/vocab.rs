@@ -65,7 +65,13 @@ pub struct Extremes {
 }
 
 /// Scan all neurons against the vocabulary, `chunk` neurons at a time (bounded memory).
-pub fn extremes(model: &Model, side: Side, basis: Basis, chunk: usize, mut tick: impl FnMut(usize) -> Result<()>) -> Result<Extremes> {
+pub fn extremes(
+    model: &Model,
+    side: Side,
+    basis: Basis,
+    chunk: usize,
+    mut tick: impl FnMut(usize) -> Result<()>,
+) -> Result<Extremes> {
     let vocab = model.cfg.d_vocab;
     let mut neuron_best = Vec::with_capacity(model.cfg.n_neurons());
     let mut token_best = vec![(u32::MAX, f32::NEG_INFINITY, f32::NEG_INFINITY); vocab];

@@ -26,7 +26,8 @@ impl Tokenized {
         t.insert("valid".to_string(), Tensor::from_slice(&self.valid, (self.rows, self.ctx), &Device::Cpu)?);
         t.insert("doc".to_string(), Tensor::from_slice(&self.doc, (self.rows, self.ctx), &Device::Cpu)?);
         atomic::save_tensors(&dir.join("tokens.safetensors"), &t)?;
-        let meta = Meta { rows: self.rows, ctx: self.ctx, doc_labels: self.doc_labels.clone(), pairs: self.pairs.clone() };
+        let meta =
+            Meta { rows: self.rows, ctx: self.ctx, doc_labels: self.doc_labels.clone(), pairs: self.pairs.clone() };
         atomic::write(&dir.join("tokens.json"), serde_json::to_string(&meta)?.as_bytes())?;
         let mut strs: HashMap<u32, String> = HashMap::new();
         let n = self.tokens.len();
@@ -35,7 +36,13 @@ impl Tokenized {
             Column::new("row".into(), (0..n).map(|i| (i / self.ctx) as u32).collect::<Vec<_>>()),
             Column::new("position".into(), (0..n).map(|i| (i % self.ctx) as u32).collect::<Vec<_>>()),
             Column::new("token".into(), self.tokens.clone()),
-            Column::new("token_str".into(), self.tokens.iter().map(|&t| strs.entry(t).or_insert_with(|| tok.token_str(t)).clone()).collect::<Vec<_>>()),
+            Column::new(
+                "token_str".into(),
+                self.tokens
+                    .iter()
+                    .map(|&t| strs.entry(t).or_insert_with(|| tok.token_str(t)).clone())
+                    .collect::<Vec<_>>(),
+            ),
             Column::new("doc".into(), self.doc.iter().map(|&d| (d != u32::MAX).then_some(d)).collect::<Vec<_>>()),
             Column::new("valid".into(), self.valid.iter().map(|&v| v != 0).collect::<Vec<_>>()),
             Column::new("label".into(), self.doc.iter().map(|&d| label(d)).collect::<Vec<_>>()),
@@ -44,9 +51,12 @@ impl Tokenized {
     }
 
     pub fn load(dir: &Path) -> Result<Tokenized> {
-        let meta: Meta = serde_json::from_str(&std::fs::read_to_string(dir.join("tokens.json")).context("no tokens.json")?)?;
+        let meta: Meta =
+            serde_json::from_str(&std::fs::read_to_string(dir.join("tokens.json")).context("no tokens.json")?)?;
         let t = candle_core::safetensors::load(dir.join("tokens.safetensors"), &Device::Cpu)?;
-        let get = |k: &str| t.get(k).with_context(|| format!("tokens.safetensors has no '{k}'")).and_then(|x| Ok(x.flatten_all()?));
+        let get = |k: &str| {
+            t.get(k).with_context(|| format!("tokens.safetensors has no '{k}'")).and_then(|x| Ok(x.flatten_all()?))
+        };
         Ok(Tokenized {
             rows: meta.rows,
             ctx: meta.ctx,

@@ -73,7 +73,14 @@ fn concat_batch(docs: &[Doc], doc0: usize, tok: &Tokenizer, seq: usize, bos: boo
 }
 
 /// Tokenize a dataset. `n_ctx` is the model's context (rows may not be longer).
-pub fn tokenize(spec: &DatasetSpec, base: &Path, tok: &Tokenizer, n_ctx: usize, progress: &mut dyn FnMut(u64, u64), cancel: &AtomicBool) -> Result<Tokenized> {
+pub fn tokenize(
+    spec: &DatasetSpec,
+    base: &Path,
+    tok: &Tokenizer,
+    n_ctx: usize,
+    progress: &mut dyn FnMut(u64, u64),
+    cancel: &AtomicBool,
+) -> Result<Tokenized> {
     let mode = spec.mode();
     // Prompts are as long as they are: `context` only bounds them (by the model's context too).
     let ctx = if mode == Mode::Prompt { spec.context.min(n_ctx) } else { spec.context };
@@ -92,32 +99,35 @@ pub fn tokenize(spec: &DatasetSpec, base: &Path, tok: &Tokenizer, n_ctx: usize, 
     let (mut rows, mut doc_of): (Vec<Vec<u32>>, Vec<Vec<u32>>) = (vec![], vec![]);
     let seq = if spec.bos { ctx - 1 } else { ctx };
     let mut reader = Reader { spec, cancel, progress };
-    let flush = |pending: &mut Vec<Doc>, doc0: usize, rows: &mut Vec<Vec<u32>>, doc_of: &mut Vec<Vec<u32>>| -> Result<()> {
-        if pending.is_empty() {
-            return Ok(());
-        }
-        match mode {
-            Mode::Concat => {
-                let (r, d) = concat_batch(pending, doc0, tok, seq, spec.bos)?;
-                rows.extend(r.chunks(ctx).map(|c| c.to_vec()));
-                doc_of.extend(d.chunks(ctx).map(|c| c.to_vec()));
+    let flush =
+        |pending: &mut Vec<Doc>, doc0: usize, rows: &mut Vec<Vec<u32>>, doc_of: &mut Vec<Vec<u32>>| -> Result<()> {
+            if pending.is_empty() {
+                return Ok(());
             }
-            Mode::Document | Mode::Prompt => {
-                for (i, d) in pending.iter().enumerate() {
-                    let mut ids = tok.encode(&d.text, spec.bos)?;
-                    if mode == Mode::Prompt && ids.len() > ctx {
-                        bail!("prompt {} is {} tokens, longer than context {ctx}", doc0 + i, ids.len());
+            match mode {
+                Mode::Concat => {
+                    let (r, d) = concat_batch(pending, doc0, tok, seq, spec.bos)?;
+                    rows.extend(r.chunks(ctx).map(|c| c.to_vec()));
+                    doc_of.extend(d.chunks(ctx).map(|c| c.to_vec()));
+                }
+                Mode::Document | Mode::Prompt => {
+                    for (i, d) in pending.iter().enumerate() {
+                        let mut ids = tok.encode(&d.text, spec.bos)?;
+                        if mode == Mode::Prompt && ids.len() > ctx {
+                            bail!("prompt {} is {} tokens, longer than context {ctx}", doc0 + i, ids.len());
+                        }
+                        ids.truncate(ctx);
+                        let docs = (0..ids.len())
+                            .map(|p| if spec.bos && p == 0 { u32::MAX } else { (doc0 + i) as u32 })
+                            .collect();
+                        rows.push(ids);
+                        doc_of.push(docs);
                     }
-                    ids.truncate(ctx);
-                    let docs = (0..ids.len()).map(|p| if spec.bos && p == 0 { u32::MAX } else { (doc0 + i) as u32 }).collect();
-                    rows.push(ids);
-                    doc_of.push(docs);
                 }
             }
-        }
-        pending.clear();
-        Ok(())
-    };
+            pending.clear();
+            Ok(())
+        };
     let mut doc0 = 0;
     reader.read(base, &mut |d: Doc| {
         seen += 1;
@@ -135,7 +145,9 @@ pub fn tokenize(spec: &DatasetSpec, base: &Path, tok: &Tokenizer, n_ctx: usize, 
         }
         let enough_docs = spec.max_docs.is_some_and(|m| kept >= m);
         let enough_rows = early_stop && mode == Mode::Concat && want_rows.is_some_and(|w| rows.len() >= w);
-        let enough_tokens = early_stop && mode == Mode::Document && spec.n_tokens.is_some_and(|n| rows.iter().map(|r| r.len() as u64).sum::<u64>() >= n);
+        let enough_tokens = early_stop
+            && mode == Mode::Document
+            && spec.n_tokens.is_some_and(|n| rows.iter().map(|r| r.len() as u64).sum::<u64>() >= n);
         Ok(if enough_docs || enough_rows || enough_tokens { Flow::Stop } else { Flow::Continue })
     })?;
     flush(&mut pending, doc0, &mut rows, &mut doc_of)?;
@@ -146,7 +158,9 @@ pub fn tokenize(spec: &DatasetSpec, base: &Path, tok: &Tokenizer, n_ctx: usize, 
         bail!("all {seen} documents have at most {} characters: lower `min_chars`", spec.min_chars);
     }
     if rows.is_empty() {
-        bail!("{kept} documents give fewer than {seq} tokens: no full row of context {ctx}; lower `context` or add text");
+        bail!(
+            "{kept} documents give fewer than {seq} tokens: no full row of context {ctx}; lower `context` or add text"
+        );
     }
     if let Some(seed) = spec.shuffle_seed {
         let mut order: Vec<usize> = (0..rows.len()).collect();
@@ -206,11 +220,19 @@ fn tokenize_pairs(pairs: &[super::spec::PromptPair], tok: &Tokenizer, bos: bool)
 }
 
 /// Pad rows to one length and compute the validity mask (padding, crop, masked tokens).
-fn assemble(rows: Vec<Vec<u32>>, doc_of: Vec<Vec<u32>>, labels: Vec<String>, pairs: Option<Vec<PairTokens>>, spec: &DatasetSpec, tok: &Tokenizer) -> Tokenized {
+fn assemble(
+    rows: Vec<Vec<u32>>,
+    doc_of: Vec<Vec<u32>>,
+    labels: Vec<String>,
+    pairs: Option<Vec<PairTokens>>,
+    spec: &DatasetSpec,
+    tok: &Tokenizer,
+) -> Tokenized {
     let ctx = rows.iter().map(|r| r.len()).max().unwrap_or(0);
     let newline = tok.single_token("\n").ok();
     let n = rows.len();
-    let (mut tokens, mut valid, mut doc) = (Vec::with_capacity(n * ctx), Vec::with_capacity(n * ctx), Vec::with_capacity(n * ctx));
+    let (mut tokens, mut valid, mut doc) =
+        (Vec::with_capacity(n * ctx), Vec::with_capacity(n * ctx), Vec::with_capacity(n * ctx));
     for (r, d) in rows.iter().zip(&doc_of) {
         for p in 0..ctx {
             let (t, real) = match r.get(p) {

@@ -36,9 +36,14 @@ impl Tokenized {
     /// by `labels` where a dataset has none, rows shuffled with `shuffle_seed`.
     pub fn concat(parts: Vec<(Tokenized, String)>, shuffle_seed: Option<u64>) -> anyhow::Result<Tokenized> {
         let ctx = parts.first().map(|p| p.0.ctx).unwrap_or(0);
-        let mut out = Tokenized { rows: 0, ctx, tokens: vec![], valid: vec![], doc: vec![], doc_labels: vec![], pairs: None };
+        let mut out =
+            Tokenized { rows: 0, ctx, tokens: vec![], valid: vec![], doc: vec![], doc_labels: vec![], pairs: None };
         for (t, name) in parts {
-            anyhow::ensure!(t.ctx == ctx, "mixed datasets must have one row length: {ctx} and {} (set the same `context`)", t.ctx);
+            anyhow::ensure!(
+                t.ctx == ctx,
+                "mixed datasets must have one row length: {ctx} and {} (set the same `context`)",
+                t.ctx
+            );
             let offset = out.doc_labels.len() as u32;
             out.doc.extend(t.doc.iter().map(|&d| if d == u32::MAX { d } else { d + offset }));
             out.doc_labels.extend(t.doc_labels.into_iter().map(|l| if l.is_empty() { name.clone() } else { l }));
@@ -50,8 +55,11 @@ impl Tokenized {
             use rand::{seq::SliceRandom, SeedableRng};
             let mut order: Vec<usize> = (0..out.rows).collect();
             order.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(seed));
-            let pick = |v: &[u32]| -> Vec<u32> { order.iter().flat_map(|&r| v[r * ctx..(r + 1) * ctx].iter().copied()).collect() };
-            let valid: Vec<u8> = order.iter().flat_map(|&r| out.valid[r * ctx..(r + 1) * ctx].iter().copied()).collect();
+            let pick = |v: &[u32]| -> Vec<u32> {
+                order.iter().flat_map(|&r| v[r * ctx..(r + 1) * ctx].iter().copied()).collect()
+            };
+            let valid: Vec<u8> =
+                order.iter().flat_map(|&r| out.valid[r * ctx..(r + 1) * ctx].iter().copied()).collect();
             (out.tokens, out.doc, out.valid) = (pick(&out.tokens), pick(&out.doc), valid);
         }
         Ok(out)
@@ -61,7 +69,10 @@ impl Tokenized {
     /// document that follows it in its row (else the one before).
     pub fn label_at(&self, index: usize) -> &str {
         let row = index / self.ctx.max(1) * self.ctx;
-        let doc = (index..(row + self.ctx).min(self.doc.len())).chain((row..index).rev()).map(|i| self.doc[i]).find(|&d| d != u32::MAX);
+        let doc = (index..(row + self.ctx).min(self.doc.len()))
+            .chain((row..index).rev())
+            .map(|i| self.doc[i])
+            .find(|&d| d != u32::MAX);
         doc.and_then(|d| self.doc_labels.get(d as usize)).map(String::as_str).unwrap_or("")
     }
 
@@ -74,7 +85,11 @@ impl Tokenized {
 /// Problems with a dataset spec found before anything runs: (field, message).
 pub fn check(spec: &DatasetSpec, base: &Path) -> Vec<(Option<&'static str>, String)> {
     let mut out = Vec::new();
-    let sources = [spec.path.is_some(), spec.hub.is_some(), spec.mix.is_some(), spec.prompts.is_some(), spec.pairs.is_some()].iter().filter(|b| **b).count();
+    let sources =
+        [spec.path.is_some(), spec.hub.is_some(), spec.mix.is_some(), spec.prompts.is_some(), spec.pairs.is_some()]
+            .iter()
+            .filter(|b| **b)
+            .count();
     if sources != 1 {
         out.push((None, "needs exactly one of `path`, `hub`, `mix`, `prompts`, `pairs`".to_string()));
     }
@@ -87,7 +102,10 @@ pub fn check(spec: &DatasetSpec, base: &Path) -> Vec<(Option<&'static str>, Stri
         if !full.is_file() {
             out.push((Some("path"), format!("data file {} does not exist", full.display())));
         } else if spec.format(&full).is_none() {
-            out.push((Some("path"), format!("unknown file type of {p}: set format = \"jsonl\" | \"text\" | \"parquet\" | \"csv\"")));
+            out.push((
+                Some("path"),
+                format!("unknown file type of {p}: set format = \"jsonl\" | \"text\" | \"parquet\" | \"csv\""),
+            ));
         }
     }
     if spec.context < 2 {

@@ -34,7 +34,11 @@ pub fn input_files(spec: &DatasetSpec, base: &Path) -> Result<Vec<PathBuf>> {
     if let Some(p) = &spec.path {
         if is_glob(p) {
             let pattern = base.join(p);
-            let mut files: Vec<PathBuf> = glob::glob(&pattern.to_string_lossy()).with_context(|| format!("bad glob {p}"))?.filter_map(|f| f.ok()).filter(|f| f.is_file()).collect();
+            let mut files: Vec<PathBuf> = glob::glob(&pattern.to_string_lossy())
+                .with_context(|| format!("bad glob {p}"))?
+                .filter_map(|f| f.ok())
+                .filter(|f| f.is_file())
+                .collect();
             files.sort();
             if files.is_empty() {
                 bail!("no data file matches {}", pattern.display());
@@ -61,11 +65,15 @@ pub fn hub_files_in(cache: &hf_hub::Cache, spec: &DatasetSpec, repo_id: &str, do
     let wanted = |name: &str| -> bool {
         match &spec.files {
             Some(g) => glob::Pattern::new(g).is_ok_and(|p| p.matches(name)),
-            None => [".parquet", ".jsonl", ".json"].iter().any(|e| name.ends_with(e)) && name.contains(spec.split.as_str()),
+            None => {
+                [".parquet", ".jsonl", ".json"].iter().any(|e| name.ends_with(e)) && name.contains(spec.split.as_str())
+            }
         }
     };
     // A snapshot in the cache: list its files (works offline).
-    if let Some(readme) = cache.repo(repo.clone()).get(".gitattributes").or_else(|| cache.repo(repo.clone()).get("README.md")) {
+    if let Some(readme) =
+        cache.repo(repo.clone()).get(".gitattributes").or_else(|| cache.repo(repo.clone()).get("README.md"))
+    {
         let root = readme.parent().expect("snapshot folder").to_path_buf();
         let mut found = Vec::new();
         list(&root, &root, &mut found)?;
@@ -75,13 +83,22 @@ pub fn hub_files_in(cache: &hf_hub::Cache, spec: &DatasetSpec, repo_id: &str, do
             return Ok(files);
         }
     }
-    let help = || placement_help(cache, repo_id, RepoType::Dataset, "its data files (e.g. data/train-00000-of-00001.parquet) and README.md");
+    let help = || {
+        placement_help(
+            cache,
+            repo_id,
+            RepoType::Dataset,
+            "its data files (e.g. data/train-00000-of-00001.parquet) and README.md",
+        )
+    };
     if !download || std::env::var("HF_HUB_OFFLINE").is_ok_and(|v| v == "1") {
         bail!("dataset '{repo_id}' is not in the Hugging Face cache; {}", help());
     }
     // Online: ask the hub for the repository's files.
     let api = hf_hub::api::sync::ApiBuilder::from_cache(cache.clone()).with_progress(true).build()?;
-    let info = api.repo(repo.clone()).info().map_err(|e| anyhow!("dataset '{repo_id}' is not in the Hugging Face cache and cannot be listed online ({e}); {}", help()))?;
+    let info = api.repo(repo.clone()).info().map_err(|e| {
+        anyhow!("dataset '{repo_id}' is not in the Hugging Face cache and cannot be listed online ({e}); {}", help())
+    })?;
     let mut files = Vec::new();
     for s in info.siblings.iter().filter(|s| wanted(&s.rfilename)) {
         files.push(hub_file(&repo, &s.rfilename, true)?.with_context(|| format!("cannot download {}", s.rfilename))?);
@@ -135,8 +152,17 @@ impl Reader<'_> {
         let files = input_files(spec, base)?;
         let by_file = files.len() > 1 && spec.label.is_none() && spec.label_field.is_none();
         for file in files {
-            let label = if by_file { file.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default() } else { label.clone() };
-            let format = spec.format(&file).with_context(|| format!("{}: unknown file type; set format = \"jsonl\" | \"text\" | \"parquet\" | \"csv\"", file.display()))?;
+            let label = if by_file {
+                file.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default()
+            } else {
+                label.clone()
+            };
+            let format = spec.format(&file).with_context(|| {
+                format!(
+                    "{}: unknown file type; set format = \"jsonl\" | \"text\" | \"parquet\" | \"csv\"",
+                    file.display()
+                )
+            })?;
             let flow = match format {
                 Format::Jsonl => self.jsonl(&file, &label, f)?,
                 Format::Text => self.text(&file, &label, f)?,
@@ -159,7 +185,8 @@ impl Reader<'_> {
     fn jsonl(&mut self, file: &Path, label: &str, f: &mut dyn FnMut(Doc) -> Result<Flow>) -> Result<Flow> {
         let spec = self.spec;
         let total = std::fs::metadata(file)?.len();
-        let mut r = BufReader::new(std::fs::File::open(file).with_context(|| format!("cannot open {}", file.display()))?);
+        let mut r =
+            BufReader::new(std::fs::File::open(file).with_context(|| format!("cannot open {}", file.display()))?);
         let (mut buf, mut done, mut line_no) = (Vec::new(), 0u64, 0usize);
         loop {
             buf.clear();
@@ -173,11 +200,14 @@ impl Reader<'_> {
                 (self.progress)(done, total);
                 self.check_cancel()?;
             }
-            let line = std::str::from_utf8(&buf).map_err(|e| anyhow!("{}:{line_no}: invalid UTF-8 at byte {} of the line", file.display(), e.valid_up_to() + 1))?;
+            let line = std::str::from_utf8(&buf).map_err(|e| {
+                anyhow!("{}:{line_no}: invalid UTF-8 at byte {} of the line", file.display(), e.valid_up_to() + 1)
+            })?;
             if line.trim().is_empty() {
                 continue;
             }
-            let v: serde_json::Value = serde_json::from_str(line).map_err(|e| anyhow!("{}:{line_no}:{}: invalid JSON: {e}", file.display(), e.column()))?;
+            let v: serde_json::Value = serde_json::from_str(line)
+                .map_err(|e| anyhow!("{}:{line_no}:{}: invalid JSON: {e}", file.display(), e.column()))?;
             let Some(text) = v.get(&spec.field).and_then(|t| t.as_str()) else {
                 let fields: Vec<&String> = v.as_object().map(|o| o.keys().collect()).unwrap_or_default();
                 bail!(
@@ -189,7 +219,11 @@ impl Reader<'_> {
             };
             let label = match &spec.label_field {
                 // `meta.pile_set_name` reads a nested field.
-                Some(lf) => v.get(lf).or_else(|| v.pointer(&format!("/{}", lf.replace('.', "/")))).map(|x| x.as_str().map(str::to_string).unwrap_or_else(|| x.to_string())).unwrap_or_default(),
+                Some(lf) => v
+                    .get(lf)
+                    .or_else(|| v.pointer(&format!("/{}", lf.replace('.', "/"))))
+                    .map(|x| x.as_str().map(str::to_string).unwrap_or_else(|| x.to_string()))
+                    .unwrap_or_default(),
                 None => label.to_string(),
             };
             if f(Doc { text: text.to_string(), label })? == Flow::Stop {
@@ -200,7 +234,9 @@ impl Reader<'_> {
 
     fn text(&mut self, file: &Path, label: &str, f: &mut dyn FnMut(Doc) -> Result<Flow>) -> Result<Flow> {
         let mut bytes = Vec::new();
-        std::fs::File::open(file).with_context(|| format!("cannot open {}", file.display()))?.read_to_end(&mut bytes)?;
+        std::fs::File::open(file)
+            .with_context(|| format!("cannot open {}", file.display()))?
+            .read_to_end(&mut bytes)?;
         let text = String::from_utf8(bytes).map_err(|e| {
             let upto = &e.as_bytes()[..e.utf8_error().valid_up_to()];
             let line = upto.iter().filter(|&&b| b == b'\n').count() + 1;
@@ -218,10 +254,19 @@ impl Reader<'_> {
         Ok(Flow::Continue)
     }
 
-    fn table(&mut self, file: &Path, format: Format, label: &str, f: &mut dyn FnMut(Doc) -> Result<Flow>) -> Result<Flow> {
+    fn table(
+        &mut self,
+        file: &Path,
+        format: Format,
+        label: &str,
+        f: &mut dyn FnMut(Doc) -> Result<Flow>,
+    ) -> Result<Flow> {
         use polars::prelude::*;
         // Only the text and label columns are read (a Pile file's other columns may be of any type).
-        let wanted: Vec<String> = std::iter::once(&self.spec.field).chain(self.spec.label_field.as_ref()).map(|c| c.split('.').next().unwrap_or(c).to_string()).collect();
+        let wanted: Vec<String> = std::iter::once(&self.spec.field)
+            .chain(self.spec.label_field.as_ref())
+            .map(|c| c.split('.').next().unwrap_or(c).to_string())
+            .collect();
         let df = match format {
             Format::Parquet => crate::store::table::read_columns(file, &wanted)?,
             _ => CsvReadOptions::default()
@@ -233,7 +278,12 @@ impl Reader<'_> {
         let names: Vec<String> = df.get_column_names().iter().map(|s| s.to_string()).collect();
         let column = |name: &str| -> Result<Vec<Option<String>>> {
             let c = crate::store::table::column(&df, name).map_err(|_| {
-                anyhow!("{}: no column '{name}' (columns: {}){}", file.display(), names.join(", "), crate::util::did_you_mean(name, names.iter().map(|s| s.as_str())))
+                anyhow!(
+                    "{}: no column '{name}' (columns: {}){}",
+                    file.display(),
+                    names.join(", "),
+                    crate::util::did_you_mean(name, names.iter().map(|s| s.as_str()))
+                )
             })?;
             let c = c.cast(&DataType::String)?;
             Ok(c.str()?.into_iter().map(|s| s.map(str::to_string)).collect())

@@ -41,12 +41,22 @@ impl RunEnv<'_> {
     }
 
     pub fn model(&self, name: &str) -> Result<Arc<Model>> {
-        let fp = self.fps.models.get(name).cloned().unwrap_or_else(|| Err(format!("model '{name}' not resolved"))).map_err(|e| anyhow!("model '{name}': {e}"))?;
+        let fp = self
+            .fps
+            .models
+            .get(name)
+            .cloned()
+            .unwrap_or_else(|| Err(format!("model '{name}' not resolved")))
+            .map_err(|e| anyhow!("model '{name}': {e}"))?;
         let resolved = self.v.models.get(name).ok_or_else(|| anyhow!("unknown model '{name}'"))?;
-        self.models.get(&fp, || match &resolved.source {
-            super::models::ModelSource::Hub { .. } => resolved.files(|_, _| unreachable!()),
-            _ => model_files(self.v, name, &|s, seed| self.trained_dir(s, seed)),
-        }, resolved.processing)
+        self.models.get(
+            &fp,
+            || match &resolved.source {
+                super::models::ModelSource::Hub { .. } => resolved.files(|_, _| unreachable!()),
+                _ => model_files(self.v, name, &|s, seed| self.trained_dir(s, seed)),
+            },
+            resolved.processing,
+        )
     }
 }
 

@@ -85,9 +85,13 @@ pub fn describe_state(v: &Validated, plan: &Plan, fps: &Fingerprints, store: &St
     }
     let node = &plan.graph[ix];
     let Some(old) = store.view_manifest(&v.exp.meta.name, &node.name) else { return "to run (never run)".into() };
-    let changed_inputs: Vec<&String> = fps.inputs[&ix].iter().filter(|(k, fp)| old.inputs.get(*k) != Some(fp)).map(|(k, _)| k).collect();
+    let changed_inputs: Vec<&String> =
+        fps.inputs[&ix].iter().filter(|(k, fp)| old.inputs.get(*k) != Some(fp)).map(|(k, _)| k).collect();
     if !changed_inputs.is_empty() {
-        return format!("stale (input changed: {})", changed_inputs.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", "));
+        return format!(
+            "stale (input changed: {})",
+            changed_inputs.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+        );
     }
     let params = node_params(v, &node.kind);
     let changed = changed_fields(&old.params, &params);
@@ -101,7 +105,9 @@ pub fn describe_state(v: &Validated, plan: &Plan, fps: &Fingerprints, store: &St
 /// Parameters of a node as recorded in manifests.
 pub fn node_params(v: &Validated, kind: &NodeKind) -> serde_json::Value {
     match kind {
-        NodeKind::Tokenize { dataset, model } => serde_json::json!({ "dataset": v.exp.datasets[dataset].value, "model": model }),
+        NodeKind::Tokenize { dataset, model } => {
+            serde_json::json!({ "dataset": v.exp.datasets[dataset].value, "model": model })
+        }
         NodeKind::Stage(s) => serde_json::to_value(&v.exp.stages[s].value).unwrap_or_default(),
         NodeKind::Part { stage, part } => serde_json::json!({ "stage": v.exp.stages[stage].value, "part": part }),
         NodeKind::Plot(p) => serde_json::to_value(&v.exp.plots[p].value).unwrap_or_default(),
@@ -125,8 +131,15 @@ fn selected(plan: &Plan, only: &[String], shard: Option<(usize, usize)>) -> Resu
     if let Some((i, n)) = shard {
         anyhow::ensure!(i >= 1 && i <= n, "--shard {i}/{n}: the shard number must be between 1 and {n}");
         let want = crate::stages::Part::Shard { index: i - 1, count: n };
-        let parts: Vec<NodeIndex> = plan.graph.node_indices().filter(|&ix| matches!(&plan.graph[ix].kind, NodeKind::Part { part, .. } if *part == want)).collect();
-        anyhow::ensure!(!parts.is_empty(), "--shard {i}/{n}: no stage is split into {n} shards (set shards = {n} in a correlation stage)");
+        let parts: Vec<NodeIndex> = plan
+            .graph
+            .node_indices()
+            .filter(|&ix| matches!(&plan.graph[ix].kind, NodeKind::Part { part, .. } if *part == want))
+            .collect();
+        anyhow::ensure!(
+            !parts.is_empty(),
+            "--shard {i}/{n}: no stage is split into {n} shards (set shards = {n} in a correlation stage)"
+        );
         return Ok(parts.into_iter().flat_map(|ix| plan.with_ancestors(ix)).collect());
     }
     if only.is_empty() {
@@ -164,7 +177,14 @@ pub fn run(v: &Validated, opts: &Options, cancel: &AtomicBool, device: candle_co
     for &ix in plan.order.iter().filter(|ix| sel.contains(ix)) {
         let node = plan.graph[ix].clone();
         let kind = node.kind_name(v).to_string();
-        let mut res = NodeResult { name: node.name.clone(), kind, status: Status::Pending, seconds: 0.0, fingerprint: None, manifest: None };
+        let mut res = NodeResult {
+            name: node.name.clone(),
+            kind,
+            status: Status::Pending,
+            seconds: 0.0,
+            fingerprint: None,
+            manifest: None,
+        };
         if interrupted || opts.dry_run {
             if opts.dry_run {
                 eprintln!("  {:<24} {}", node.name, describe_state(v, &plan, &fps, &store, ix));
@@ -212,7 +232,15 @@ pub fn run(v: &Validated, opts: &Options, cancel: &AtomicBool, device: candle_co
         }
         eprintln!("  {:<24} running ({})", node.name, res.kind);
         let started = Instant::now();
-        let env = RunEnv { v, plan: &plan, fps: &fps, store: &store, models: &models, cancel, fail_after: opts.fail_after.clone() };
+        let env = RunEnv {
+            v,
+            plan: &plan,
+            fps: &fps,
+            store: &store,
+            models: &models,
+            cancel,
+            fail_after: opts.fail_after.clone(),
+        };
         let outcome = run_node(&env, ix, &fp, &exp_name);
         res.seconds = started.elapsed().as_secs_f64();
         match outcome {
@@ -242,7 +270,8 @@ fn run_node(env: &RunEnv, ix: NodeIndex, fp: &str, exp_name: &str) -> Result<Man
     let v = env.v;
     let node = &env.plan.graph[ix];
     let pending = env.store.begin(fp)?;
-    let started_unix = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let started_unix =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
     let started = Instant::now();
     let mut cx = RunCx::new(env, &node.name, pending.dir.clone());
     match &node.kind {

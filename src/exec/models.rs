@@ -11,9 +11,15 @@ use std::sync::{Arc, Mutex};
 #[derive(Clone, Debug)]
 pub enum ModelSource {
     Folder(PathBuf),
-    Hub { name: String, revision: Option<String> },
+    Hub {
+        name: String,
+        revision: Option<String>,
+    },
     /// Trained by a `train` stage (its artifact folder is resolved at run time).
-    Trained { stage: String, seed: u64 },
+    Trained {
+        stage: String,
+        seed: u64,
+    },
 }
 
 #[derive(Clone, Debug)]
@@ -49,7 +55,12 @@ impl ModelCache {
         &self.device
     }
 
-    pub fn get(&self, fingerprint: &str, files: impl FnOnce() -> Result<ModelFiles>, processing: Processing) -> Result<Arc<Model>> {
+    pub fn get(
+        &self,
+        fingerprint: &str,
+        files: impl FnOnce() -> Result<ModelFiles>,
+        processing: Processing,
+    ) -> Result<Arc<Model>> {
         let mut loaded = self.loaded.lock().expect("model cache");
         if let Some(i) = loaded.iter().position(|(fp, _)| fp == fingerprint) {
             let m = loaded.remove(i);
@@ -60,7 +71,10 @@ impl ModelCache {
             loaded.remove(0);
         }
         let files = files()?;
-        let model = Arc::new(Model::load(&files, processing, &self.device).with_context(|| format!("cannot load model {}", files.origin))?);
+        let model = Arc::new(
+            Model::load(&files, processing, &self.device)
+                .with_context(|| format!("cannot load model {}", files.origin))?,
+        );
         loaded.push((fingerprint.to_string(), model.clone()));
         Ok(model)
     }

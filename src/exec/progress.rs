@@ -19,14 +19,24 @@ impl Progress {
     pub fn new(label: &str, total: u64, unit: &str) -> Progress {
         let bar = std::io::stderr().is_terminal().then(|| {
             let b = ProgressBar::new(total);
-            let style = ProgressStyle::with_template(&format!("{{msg:>20}} [{{bar:30}}] {{human_pos}}/{{human_len}} {unit} {{per_sec}} eta {{eta}}"))
-                .unwrap_or_else(|_| ProgressStyle::default_bar())
-                .progress_chars("=> ");
+            let style = ProgressStyle::with_template(&format!(
+                "{{msg:>20}} [{{bar:30}}] {{human_pos}}/{{human_len}} {unit} {{per_sec}} eta {{eta}}"
+            ))
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> ");
             b.set_style(style);
             b.set_message(label.to_string());
             b
         });
-        Progress { bar, label: label.to_string(), unit: unit.to_string(), total, done: 0, started: Instant::now(), last_line: Instant::now() }
+        Progress {
+            bar,
+            label: label.to_string(),
+            unit: unit.to_string(),
+            total,
+            done: 0,
+            started: Instant::now(),
+            last_line: Instant::now(),
+        }
     }
 
     pub fn inc(&mut self, n: u64) {
@@ -36,7 +46,15 @@ impl Progress {
             None => {
                 if self.last_line.elapsed() > Duration::from_secs(10) {
                     self.last_line = Instant::now();
-                    eprintln!("  {}: {}/{} {} ({:.0} {}/s)", self.label, self.done, self.total, self.unit, self.rate(), self.unit);
+                    eprintln!(
+                        "  {}: {}/{} {} ({:.0} {}/s)",
+                        self.label,
+                        self.done,
+                        self.total,
+                        self.unit,
+                        self.rate(),
+                        self.unit
+                    );
                 }
             }
         }

@@ -29,7 +29,10 @@ impl Checkpoint {
                 let mut parts = Vec::new();
                 for f in &files.weights {
                     parts.push(PthTensors::new(f, None).with_context(|| {
-                        format!("cannot read PyTorch checkpoint {} (only the zip format of torch >= 1.6 is supported)", f.display())
+                        format!(
+                            "cannot read PyTorch checkpoint {} (only the zip format of torch >= 1.6 is supported)",
+                            f.display()
+                        )
                     })?);
                 }
                 Ok(Checkpoint::Pickle(parts))

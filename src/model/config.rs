@@ -60,10 +60,9 @@ GPTNeoXForCausalLM (Pythia), and NeelNanda TransformerLens checkpoints (solu-*, 
 impl ModelConfig {
     /// Read a Hugging Face `config.json` (or a NeelNanda TL config).
     pub fn from_file(path: &Path) -> Result<ModelConfig> {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read model config {}", path.display()))?;
-        let v: Value = serde_json::from_str(&text)
-            .with_context(|| format!("{} is not valid JSON", path.display()))?;
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("cannot read model config {}", path.display()))?;
+        let v: Value = serde_json::from_str(&text).with_context(|| format!("{} is not valid JSON", path.display()))?;
         Self::from_json(&v).with_context(|| format!("in model config {}", path.display()))
     }
 
@@ -72,15 +71,9 @@ impl ModelConfig {
         match model_type {
             "gpt2" => gpt2_config(v),
             "gpt_neox" => neox_config(v),
-            "" if v.get("act_fn").is_some() && v.get("d_model").is_some() => {
-                super::solu::tl_config(v)
-            }
+            "" if v.get("act_fn").is_some() && v.get("d_model").is_some() => super::solu::tl_config(v),
             other => {
-                let arch = v
-                    .get("architectures")
-                    .and_then(|a| a.get(0))
-                    .and_then(Value::as_str)
-                    .unwrap_or(other);
+                let arch = v.get("architectures").and_then(|a| a.get(0)).and_then(Value::as_str).unwrap_or(other);
                 bail!("unsupported architecture '{arch}'; lantern supports {SUPPORTED}")
             }
         }

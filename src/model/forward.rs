@@ -119,11 +119,21 @@ impl Model {
     }
 
     /// LayerNorm with TL's `hook_scale` / `hook_normalized`; a rewritten scale is honoured.
-    fn layer_norm(&self, x: &Tensor, ln: &Ln, scale_hook: HookPoint, norm_hook: HookPoint, h: &mut Hooks) -> Result<Tensor> {
+    fn layer_norm(
+        &self,
+        x: &Tensor,
+        ln: &Ln,
+        scale_hook: HookPoint,
+        norm_hook: HookPoint,
+        h: &mut Hooks,
+    ) -> Result<Tensor> {
         let d = x.dim(D::Minus1)?;
         let eps = self.cfg.eps;
         let (normalized, scale) = if self.fused() {
-            let (w, b) = (ln.w.as_ref().map(|t| t.to_vec1::<f32>()).transpose()?, ln.b.as_ref().map(|t| t.to_vec1::<f32>()).transpose()?);
+            let (w, b) = (
+                ln.w.as_ref().map(|t| t.to_vec1::<f32>()).transpose()?,
+                ln.b.as_ref().map(|t| t.to_vec1::<f32>()).transpose()?,
+            );
             let (n, s) = with_f32(x, |xs| kernels::layer_norm(xs, d, w.as_deref(), b.as_deref(), eps as f32))?;
             let mut sshape = x.dims().to_vec();
             *sshape.last_mut().unwrap() = 1;
@@ -164,7 +174,9 @@ impl Model {
                 bail!("model has no hook point {p}");
             }
         }
-        let last_layer = if req.logits || active.iter().any(|p| p.layer().is_none() && !matches!(p, HookPoint::Embed | HookPoint::PosEmbed)) {
+        let last_layer = if req.logits
+            || active.iter().any(|p| p.layer().is_none() && !matches!(p, HookPoint::Embed | HookPoint::PosEmbed))
+        {
             cfg.n_layers
         } else {
             active.iter().filter_map(|p| p.layer()).max().map(|l| l + 1).unwrap_or(0)
@@ -180,11 +192,18 @@ impl Model {
         if last_layer < cfg.n_layers {
             return Ok(None);
         }
-        let normalized = self.layer_norm(&resid, &self.weights.ln_final, HookPoint::LnFinalScale, HookPoint::LnFinalNormalized, &mut h)?;
+        let normalized = self.layer_norm(
+            &resid,
+            &self.weights.ln_final,
+            HookPoint::LnFinalScale,
+            HookPoint::LnFinalNormalized,
+            &mut h,
+        )?;
         if !req.logits {
             return Ok(None);
         }
-        let normalized = if req.last_only { normalized.narrow(1, normalized.dim(1)? - 1, 1)?.contiguous()? } else { normalized };
+        let normalized =
+            if req.last_only { normalized.narrow(1, normalized.dim(1)? - 1, 1)?.contiguous()? } else { normalized };
         Ok(Some(linear(&normalized, &self.weights.w_u, &self.weights.b_u, self.fused())?))
     }
 
@@ -285,7 +304,14 @@ impl Model {
         if cfg.scale_attn_by_inverse_layer_idx {
             attn_scale *= (l + 1) as f64;
         }
-        let dims = AttnDims { batch: b, pos: t, heads: nh, d_head: dh, scale: (1.0 / attn_scale) as f32, masked: cfg.masked_score };
+        let dims = AttnDims {
+            batch: b,
+            pos: t,
+            heads: nh,
+            d_head: dh,
+            scale: (1.0 / attn_scale) as f32,
+            masked: cfg.masked_score,
+        };
         let scores_hook = hp(BlockSite::AttnScores);
         let pattern_hook = hp(BlockSite::Pattern);
         let z = if self.fused() && !h.intervened(scores_hook) && !h.intervened(pattern_hook) {
@@ -306,19 +332,22 @@ impl Model {
                 let kh = k.transpose(1, 2)?.contiguous()?;
                 let s = (qh.matmul(&kh.t()?)? * dims.scale as f64)?;
                 let mask = causal_mask(t, x.device())?;
-                mask.broadcast_as(s.shape())?.where_cond(&Tensor::new(cfg.masked_score, x.device())?.broadcast_as(s.shape())?, &s)?
+                mask.broadcast_as(s.shape())?
+                    .where_cond(&Tensor::new(cfg.masked_score, x.device())?.broadcast_as(s.shape())?, &s)?
             };
             let scores = h.fire(scores_hook, scores)?;
             let pattern = if self.fused() {
                 cpu_tensor(with_f32(&scores, |s| kernels::softmax_causal(s, t))?, &[b, nh, t, t])?
             } else {
                 let mask = causal_mask(t, x.device())?.broadcast_as(scores.shape())?;
-                let s = mask.where_cond(&Tensor::new(f32::NEG_INFINITY, x.device())?.broadcast_as(scores.shape())?, &scores)?;
+                let s = mask
+                    .where_cond(&Tensor::new(f32::NEG_INFINITY, x.device())?.broadcast_as(scores.shape())?, &scores)?;
                 candle_nn::ops::softmax_last_dim(&s)?
             };
             let pattern = h.fire(pattern_hook, pattern)?;
             if self.fused() {
-                let z = with_heads(&v, &v, &v, |_, _, vv| with_f32(&pattern, |p| kernels::pattern_times_v(p, vv, dims)))??;
+                let z =
+                    with_heads(&v, &v, &v, |_, _, vv| with_f32(&pattern, |p| kernels::pattern_times_v(p, vv, dims)))??;
                 cpu_tensor(z, &[b, t, nh, dh])?
             } else {
                 pattern.matmul(&v.transpose(1, 2)?.contiguous()?)?.transpose(1, 2)?.contiguous()?

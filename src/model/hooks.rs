@@ -138,9 +138,7 @@ impl HookPoint {
             "hook_embed" | "embed" => return Some(HookPoint::Embed),
             "hook_pos_embed" | "pos_embed" => return Some(HookPoint::PosEmbed),
             "ln_final.hook_scale" | "ln_final_scale" => return Some(HookPoint::LnFinalScale),
-            "ln_final.hook_normalized" | "ln_final_normalized" => {
-                return Some(HookPoint::LnFinalNormalized)
-            }
+            "ln_final.hook_normalized" | "ln_final_normalized" => return Some(HookPoint::LnFinalNormalized),
             _ => {}
         }
         if let Some(rest) = name.strip_prefix("blocks.") {
@@ -178,12 +176,9 @@ impl HookPoint {
             HookPoint::LnFinalScale => vec![b, p, 1],
             HookPoint::Block(_, s) => match s {
                 BlockSite::Ln1Scale | BlockSite::Ln2Scale | BlockSite::MlpLnScale => vec![b, p, 1],
-                BlockSite::Q
-                | BlockSite::K
-                | BlockSite::V
-                | BlockSite::RotQ
-                | BlockSite::RotK
-                | BlockSite::Z => vec![b, p, cfg.n_heads, cfg.d_head],
+                BlockSite::Q | BlockSite::K | BlockSite::V | BlockSite::RotQ | BlockSite::RotK | BlockSite::Z => {
+                    vec![b, p, cfg.n_heads, cfg.d_head]
+                }
                 BlockSite::Result => vec![b, p, cfg.n_heads, d],
                 BlockSite::AttnScores | BlockSite::Pattern => vec![b, cfg.n_heads, p, p],
                 BlockSite::Pre | BlockSite::Mid | BlockSite::MlpLnNormalized | BlockSite::Post => {

@@ -15,13 +15,18 @@ pub enum Action {
     /// One value per selected index of the last axis (per-neuron means, for example).
     Values(Vec<f32>),
     Scale(f32),
-    Clamp { min: Option<f32>, max: Option<f32> },
+    Clamp {
+        min: Option<f32>,
+        max: Option<f32>,
+    },
     /// Add `vector` (one value per selected index of the last axis).
     Add(Vec<f32>),
     /// Overwrite with a tensor broadcastable to the hook's shape (another run's activation).
     Patch(Tensor),
     /// Replace each batch row by another row of the same batch (seeded permutation).
-    Resample { seed: u64 },
+    Resample {
+        seed: u64,
+    },
 }
 
 /// An intervention at one hook point. `None` selects everything on that axis.
@@ -195,7 +200,8 @@ mod tests {
     #[test]
     fn values_spread_over_selected_neurons() -> Result<()> {
         let x = Tensor::zeros((1, 2, 4), DType::F32, &Device::Cpu)?;
-        let iv = Intervention::new(HookPoint::Block(0, BlockSite::Post), Action::Values(vec![5.0, 7.0])).neurons(vec![1, 3]);
+        let iv =
+            Intervention::new(HookPoint::Block(0, BlockSite::Post), Action::Values(vec![5.0, 7.0])).neurons(vec![1, 3]);
         assert_eq!(iv.apply(&x)?.to_vec3::<f32>()?[0][1], vec![0.0, 5.0, 0.0, 7.0]);
         Ok(())
     }

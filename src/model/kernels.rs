@@ -46,8 +46,7 @@ pub fn exp(x: f32) -> f32 {
     let p = 1.0
         + r * (1.0
             + r * (0.5
-                + r * (1.0 / 6.0
-                    + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0 + r * (1.0 / 5040.0)))))));
+                + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0 + r * (1.0 / 5040.0)))))));
     let scale = f32::from_bits(((n as i32 + 127) << 23) as u32);
     p * scale
 }
@@ -63,8 +62,7 @@ fn tanh(y: f32) -> f32 {
 fn erf(x: f32) -> f32 {
     let a = x.abs();
     let t = 1.0 / (1.0 + 0.327_591_1 * a);
-    let poly = t
-        * (0.254_829_6 + t * (-0.284_496_74 + t * (1.421_413_8 + t * (-1.453_152_1 + t * 1.061_405_4))));
+    let poly = t * (0.254_829_6 + t * (-0.284_496_74 + t * (1.421_413_8 + t * (-1.453_152_1 + t * 1.061_405_4))));
     let y = 1.0 - poly * exp(-a * a);
     y.copysign(x)
 }
@@ -456,9 +454,7 @@ pub fn attention(
 /// Causal softmax of full scores [batch, heads, pos, pos].
 pub fn softmax_causal(scores: &[f32], t: usize) -> Vec<f32> {
     let mut out = vec![0.0f32; scores.len()];
-    out.par_chunks_mut(t * t)
-        .zip(scores.par_chunks(t * t))
-        .for_each(|(o, s)| softmax_causal_block(s, t, o));
+    out.par_chunks_mut(t * t).zip(scores.par_chunks(t * t)).for_each(|(o, s)| softmax_causal_block(s, t, o));
     out
 }
 
@@ -466,9 +462,7 @@ pub fn softmax_causal(scores: &[f32], t: usize) -> Vec<f32> {
 pub fn scores(q: HeadView, k: HeadView, d: AttnDims) -> Vec<f32> {
     let t = d.pos;
     let mut out = vec![0.0f32; d.batch * d.heads * t * t];
-    out.par_chunks_mut(t * t)
-        .enumerate()
-        .for_each(|(i, o)| scores_bh(q, k, d, i / d.heads, i % d.heads, o));
+    out.par_chunks_mut(t * t).enumerate().for_each(|(i, o)| scores_bh(q, k, d, i / d.heads, i % d.heads, o));
     out
 }
 

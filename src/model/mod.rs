@@ -7,8 +7,8 @@ pub mod forward;
 mod gpt2;
 pub mod hooks;
 pub mod intervene;
-pub mod known;
 pub mod kernels;
+pub mod known;
 mod neox;
 pub mod outputs;
 pub mod processing;
@@ -71,7 +71,15 @@ impl Model {
             cfg.bos_token_id = t.bos;
             cfg.eos_token_id = t.eos;
         }
-        Ok(Model { cfg, weights, processing, device: device.clone(), tokenizer, origin: files.origin.clone(), portable_ops: false })
+        Ok(Model {
+            cfg,
+            weights,
+            processing,
+            device: device.clone(),
+            tokenizer,
+            origin: files.origin.clone(),
+            portable_ops: false,
+        })
     }
 
     /// The tokenizer, or an error naming the model.
@@ -85,7 +93,12 @@ impl Model {
     }
 
     /// Logits and the chosen activations, like TL's `run_with_cache`.
-    pub fn run_with_cache(&self, tokens: &Tensor, hooks: &[HookPoint], interventions: &[Intervention]) -> Result<(Tensor, BTreeMap<HookPoint, Tensor>)> {
+    pub fn run_with_cache(
+        &self,
+        tokens: &Tensor,
+        hooks: &[HookPoint],
+        interventions: &[Intervention],
+    ) -> Result<(Tensor, BTreeMap<HookPoint, Tensor>)> {
         let req = Request::capture(hooks.iter().copied()).with_logits().with_interventions(interventions);
         let (logits, cache) = self.forward_cached(Start::Tokens(tokens), &req)?;
         Ok((logits.context("no logits")?, cache))

@@ -27,7 +27,13 @@ pub fn token_stats(logits: &Tensor, tokens: &Tensor) -> Result<TokenStats> {
     with_f32(&logits, |x| {
         let rows = kernels::logit_rows(x, v);
         let n = t.saturating_sub(1);
-        let mut out = TokenStats { loss: Vec::with_capacity(b * n), entropy: Vec::with_capacity(b * n), rank: Vec::with_capacity(b * n), batch: b, pos: n };
+        let mut out = TokenStats {
+            loss: Vec::with_capacity(b * n),
+            entropy: Vec::with_capacity(b * n),
+            rank: Vec::with_capacity(b * n),
+            batch: b,
+            pos: n,
+        };
         for bi in 0..b {
             for ti in 0..n {
                 let r = bi * t + ti;

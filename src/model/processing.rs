@@ -66,7 +66,14 @@ fn center(t: &Tensor, dim: usize) -> Result<Tensor> {
 
 /// Fold a LayerNorm (w, b) into weights that read its output along `read_dim` (d_model axis):
 /// b_new = b_old + Σ_d lnb[d]·W[.., d, ..]; W_new = lnw[d]·W; optionally centre W over d.
-fn fold_into(w: &Tensor, bias: &Tensor, ln_w: &Tensor, ln_b: &Tensor, read_dim: usize, centre: bool) -> Result<(Tensor, Tensor)> {
+fn fold_into(
+    w: &Tensor,
+    bias: &Tensor,
+    ln_w: &Tensor,
+    ln_b: &Tensor,
+    read_dim: usize,
+    centre: bool,
+) -> Result<(Tensor, Tensor)> {
     let mut shape = vec![1usize; w.rank()];
     shape[read_dim] = ln_w.dim(0)?;
     let lw = ln_w.reshape(shape.clone())?;

@@ -9,7 +9,14 @@ use rand::SeedableRng;
 use rand_distr::{Distribution, Normal};
 
 /// A GPT-2-architecture configuration of the given shape.
-pub fn gpt2_config(n_layers: usize, d_model: usize, n_heads: usize, d_mlp: usize, d_vocab: usize, n_ctx: usize) -> ModelConfig {
+pub fn gpt2_config(
+    n_layers: usize,
+    d_model: usize,
+    n_heads: usize,
+    d_mlp: usize,
+    d_vocab: usize,
+    n_ctx: usize,
+) -> ModelConfig {
     ModelConfig {
         family: Family::Gpt2,
         n_layers,
@@ -75,6 +82,14 @@ impl Model {
     pub fn random(cfg: ModelConfig, seed: u64, dev: &Device) -> Result<Model> {
         let params = gpt2_params(&cfg, seed, dev)?;
         let weights = Weights::from_params(params, &cfg)?;
-        Ok(Model { cfg, weights, processing: Processing::NONE, device: dev.clone(), tokenizer: None, origin: format!("random (seed {seed})"), portable_ops: false })
+        Ok(Model {
+            cfg,
+            weights,
+            processing: Processing::NONE,
+            device: dev.clone(),
+            tokenizer: None,
+            origin: format!("random (seed {seed})"),
+            portable_ops: false,
+        })
     }
 }

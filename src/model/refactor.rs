@@ -55,7 +55,10 @@ fn sym_eig(a: &Mat) -> (Vec<f64>, Mat) {
         v.v[i * n + i] = 1.0;
     }
     for _sweep in 0..100 {
-        let off: f64 = (0..n).flat_map(|i| (0..n).filter(move |j| *j != i).map(move |j| (i, j))).map(|(i, j)| a.at(i, j).powi(2)).sum();
+        let off: f64 = (0..n)
+            .flat_map(|i| (0..n).filter(move |j| *j != i).map(move |j| (i, j)))
+            .map(|(i, j)| a.at(i, j).powi(2))
+            .sum();
         if off < 1e-30 {
             break;
         }

@@ -27,7 +27,14 @@ pub fn tl_config(v: &Value) -> Result<ModelConfig> {
     }
     let d_model = get_usize(v, &["d_model"])?;
     let n_heads = get_usize(v, &["n_heads"])?;
-    let mut cfg = gpt2_config(get_usize(v, &["n_layers"])?, d_model, n_heads, get_usize(v, &["d_mlp"])?, get_usize(v, &["d_vocab"])?, get_usize(v, &["n_ctx"])?);
+    let mut cfg = gpt2_config(
+        get_usize(v, &["n_layers"])?,
+        d_model,
+        n_heads,
+        get_usize(v, &["d_mlp"])?,
+        get_usize(v, &["d_vocab"])?,
+        get_usize(v, &["n_ctx"])?,
+    );
     cfg.family = Family::Solu;
     cfg.d_head = get_usize(v, &["d_head"])?;
     cfg.act = act;

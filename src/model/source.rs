@@ -80,7 +80,8 @@ pub struct ModelFiles {
 }
 
 /// Weight files tried in order, in a folder or a hub repository.
-const WEIGHT_FILES: &[&str] = &["model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "model_final.pth"];
+const WEIGHT_FILES: &[&str] =
+    &["model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "model_final.pth"];
 
 /// The Hugging Face hub cache: `HF_HUB_CACHE`, else `HF_HOME/hub`, else `~/.cache/huggingface/hub`.
 pub fn hub_cache() -> Cache {
@@ -176,11 +177,18 @@ impl ModelFiles {
         let missing = |file: &str| {
             anyhow!(
                 "model '{repo_id}' is not in the Hugging Face cache (missing {file}){}; {}",
-                if offline() { " and HF_HUB_OFFLINE=1" } else if download { " and could not be downloaded" } else { "" },
+                if offline() {
+                    " and HF_HUB_OFFLINE=1"
+                } else if download {
+                    " and could not be downloaded"
+                } else {
+                    ""
+                },
                 placement_help(cache, repo_id, RepoType::Model, "config.json, model.safetensors and tokenizer.json")
             )
         };
-        let config = hub_file_in(cache, &repo, "config.json", download).map_err(|e| missing("config.json").context(e))?;
+        let config =
+            hub_file_in(cache, &repo, "config.json", download).map_err(|e| missing("config.json").context(e))?;
         let config = config.ok_or_else(|| missing("config.json"))?;
         let mut weights = None;
         for f in WEIGHT_FILES {
@@ -203,11 +211,16 @@ impl ModelFiles {
 /// SoLU / GELU models do), through the cache.
 fn named_tokenizer(cache: &Cache, config: &Path, download: bool) -> Result<Option<PathBuf>> {
     let text = std::fs::read_to_string(config)?;
-    let v: serde_json::Value = serde_json::from_str(&text).with_context(|| format!("{} is not JSON", config.display()))?;
+    let v: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("{} is not JSON", config.display()))?;
     let Some(name) = v.get("tokenizer_name").and_then(|n| n.as_str()) else { return Ok(None) };
     let found = hub_file_in(cache, &Repo::model(name.to_string()), "tokenizer.json", download)?;
     if found.is_none() && download {
-        bail!("the tokenizer repository '{name}' named by {} is not in the cache; {}", config.display(), placement_help(cache, name, RepoType::Model, "tokenizer.json"));
+        bail!(
+            "the tokenizer repository '{name}' named by {} is not in the cache; {}",
+            config.display(),
+            placement_help(cache, name, RepoType::Model, "tokenizer.json")
+        );
     }
     Ok(found)
 }
@@ -217,7 +230,8 @@ fn weight_list(first: &Path, fetch: impl Fn(&str) -> Result<Option<PathBuf>>) ->
     let name = first.file_name().and_then(|n| n.to_str()).unwrap_or("");
     if name.ends_with(".index.json") {
         let text = std::fs::read_to_string(first)?;
-        let v: serde_json::Value = serde_json::from_str(&text).with_context(|| format!("{} is not JSON", first.display()))?;
+        let v: serde_json::Value =
+            serde_json::from_str(&text).with_context(|| format!("{} is not JSON", first.display()))?;
         let map = v.get("weight_map").and_then(|m| m.as_object()).context("index has no weight_map")?;
         let mut shards: Vec<&str> = map.values().filter_map(|s| s.as_str()).collect();
         shards.sort();

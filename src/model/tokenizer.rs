@@ -14,7 +14,8 @@ pub struct Tokenizer {
 impl Tokenizer {
     /// Load `tokenizer.json`; BOS/EOS default to the model's ids.
     pub fn from_file(path: &Path, bos: u32, eos: u32) -> Result<Tokenizer> {
-        let inner = tokenizers::Tokenizer::from_file(path).map_err(|e| anyhow!("cannot load tokenizer {}: {e}", path.display()))?;
+        let inner = tokenizers::Tokenizer::from_file(path)
+            .map_err(|e| anyhow!("cannot load tokenizer {}: {e}", path.display()))?;
         Ok(Tokenizer::from_inner(inner, bos, eos))
     }
 

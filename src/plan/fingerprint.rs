@@ -34,7 +34,11 @@ fn hash_parts(parts: &[&str]) -> String {
 }
 
 /// The files a model is read from, without downloading anything.
-pub fn model_files(v: &Validated, name: &str, trained_dir: &dyn Fn(&str, u64) -> anyhow::Result<PathBuf>) -> anyhow::Result<ModelFiles> {
+pub fn model_files(
+    v: &Validated,
+    name: &str,
+    trained_dir: &dyn Fn(&str, u64) -> anyhow::Result<PathBuf>,
+) -> anyhow::Result<ModelFiles> {
     let m = v.models.get(name).ok_or_else(|| anyhow::anyhow!("unknown model '{name}'"))?;
     match &m.source {
         ModelSource::Hub { name, revision } => ModelFiles::from_hub_offline(name, revision.as_deref()),
@@ -69,10 +73,16 @@ impl Builder<'_> {
         if let ModelSource::Trained { stage, seed } = &m.source {
             let node = crate::stages::train::seed_node(stage, *seed);
             let ix = self.plan.find(&node).ok_or_else(|| format!("unknown stage '{node}'"))?;
-            let stage_fp = self.fps.nodes.get(&ix).cloned().unwrap_or_else(|| Err(format!("stage '{stage}' has no fingerprint yet")))?;
+            let stage_fp = self
+                .fps
+                .nodes
+                .get(&ix)
+                .cloned()
+                .unwrap_or_else(|| Err(format!("stage '{stage}' has no fingerprint yet")))?;
             return Ok(hash_parts(&["trained-model", &stage_fp, &format!("{seed:?}"), &processing]));
         }
-        let files = model_files(self.v, name, &|_, _| unreachable!("not a trained model")).map_err(|e| format!("{e:#}"))?;
+        let files =
+            model_files(self.v, name, &|_, _| unreachable!("not a trained model")).map_err(|e| format!("{e:#}"))?;
         let mut parts = vec!["model".to_string(), processing, self.digest(&files.config)?];
         for w in &files.weights {
             parts.push(self.digest(w)?);
@@ -106,7 +116,11 @@ impl Builder<'_> {
     fn resolve(&mut self, v: &mut Value, inputs: &mut BTreeMap<String, String>) -> Result<(), String> {
         match v {
             Value::Object(map) if map.len() == 1 => {
-                let (k, name) = map.iter().next().map(|(k, n)| (k.clone(), n.as_str().unwrap_or("").to_string())).expect("one entry");
+                let (k, name) = map
+                    .iter()
+                    .next()
+                    .map(|(k, n)| (k.clone(), n.as_str().unwrap_or("").to_string()))
+                    .expect("one entry");
                 let fp = match k.as_str() {
                     ModelRef::TAG => self.model(&name),
                     DatasetRef::TAG => self.dataset(&name),
@@ -164,9 +178,12 @@ impl Builder<'_> {
                     m.remove("seeds");
                 }
                 let part = serde_json::to_string(part).unwrap_or_default();
-                self.params(params, &mut inputs).map(|p| hash_parts(&["part", &FORMAT_VERSION.to_string(), &p, &part, &seed]))
+                self.params(params, &mut inputs)
+                    .map(|p| hash_parts(&["part", &FORMAT_VERSION.to_string(), &p, &part, &seed]))
             }
-            NodeKind::Plot(name) => self.params(serde_json::to_value(&v.exp.plots[name].value), &mut inputs).map(|p| hash_parts(&["plot", &FORMAT_VERSION.to_string(), &p])),
+            NodeKind::Plot(name) => self
+                .params(serde_json::to_value(&v.exp.plots[name].value), &mut inputs)
+                .map(|p| hash_parts(&["plot", &FORMAT_VERSION.to_string(), &p])),
         };
         (fp, inputs)
     }
@@ -189,7 +206,17 @@ impl Builder<'_> {
 
 /// Fingerprint every node in run order.
 pub fn compute(v: &Validated, plan: &Plan, digests: &DigestCache) -> Fingerprints {
-    let mut b = Builder { v, plan, digests, fps: Fingerprints { nodes: BTreeMap::new(), models: BTreeMap::new(), datasets: BTreeMap::new(), inputs: BTreeMap::new() } };
+    let mut b = Builder {
+        v,
+        plan,
+        digests,
+        fps: Fingerprints {
+            nodes: BTreeMap::new(),
+            models: BTreeMap::new(),
+            datasets: BTreeMap::new(),
+            inputs: BTreeMap::new(),
+        },
+    };
     for &ix in &plan.order {
         let (fp, inputs) = b.node(ix);
         b.fps.nodes.insert(ix, fp);

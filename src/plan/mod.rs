@@ -12,10 +12,16 @@ use std::collections::BTreeMap;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum NodeKind {
     /// A dataset tokenized with a model's tokenizer.
-    Tokenize { dataset: String, model: String },
+    Tokenize {
+        dataset: String,
+        model: String,
+    },
     Stage(String),
     /// One part of a stage that fans out (a seed of `train`, a shard of `correlation`).
-    Part { stage: String, part: Part },
+    Part {
+        stage: String,
+        part: Part,
+    },
     Plot(String),
 }
 
@@ -43,16 +49,26 @@ pub struct Plan {
 }
 
 /// The node a stage's dependency points at, creating tokenization nodes on the way.
-fn dep_node(v: &Validated, g: &mut DiGraph<Node, ()>, index: &mut BTreeMap<String, NodeIndex>, d: &Dep) -> Option<NodeIndex> {
+fn dep_node(
+    v: &Validated,
+    g: &mut DiGraph<Node, ()>,
+    index: &mut BTreeMap<String, NodeIndex>,
+    d: &Dep,
+) -> Option<NodeIndex> {
     match d {
         Dep::Model(m) => match &v.models.get(m.name())?.source {
-            crate::exec::models::ModelSource::Trained { stage, seed } => index.get(&crate::stages::train::seed_node(stage, *seed)).copied(),
+            crate::exec::models::ModelSource::Trained { stage, seed } => {
+                index.get(&crate::stages::train::seed_node(stage, *seed)).copied()
+            }
             _ => None,
         },
         Dep::Tokens { dataset, model } => {
             let name = format!("{}@{}", dataset.name(), model.name());
             let ix = *index.entry(name.clone()).or_insert_with(|| {
-                g.add_node(Node { name, kind: NodeKind::Tokenize { dataset: dataset.name().into(), model: model.name().into() } })
+                g.add_node(Node {
+                    name,
+                    kind: NodeKind::Tokenize { dataset: dataset.name().into(), model: model.name().into() },
+                })
             });
             // Tokenizing for a trained model needs its tokenizer first.
             if let Some(train) = dep_node(v, g, index, &Dep::Model(model)) {
@@ -70,8 +86,10 @@ fn dep_node(v: &Validated, g: &mut DiGraph<Node, ()>, index: &mut BTreeMap<Strin
 fn stable_order(g: &DiGraph<Node, ()>) -> Vec<NodeIndex> {
     use std::cmp::Reverse;
     use std::collections::BinaryHeap;
-    let mut indeg: Vec<usize> = g.node_indices().map(|i| g.neighbors_directed(i, petgraph::Direction::Incoming).count()).collect();
-    let mut ready: BinaryHeap<Reverse<usize>> = g.node_indices().filter(|i| indeg[i.index()] == 0).map(|i| Reverse(i.index())).collect();
+    let mut indeg: Vec<usize> =
+        g.node_indices().map(|i| g.neighbors_directed(i, petgraph::Direction::Incoming).count()).collect();
+    let mut ready: BinaryHeap<Reverse<usize>> =
+        g.node_indices().filter(|i| indeg[i.index()] == 0).map(|i| Reverse(i.index())).collect();
     let mut order = Vec::with_capacity(g.node_count());
     while let Some(Reverse(i)) = ready.pop() {
         let ix = NodeIndex::new(i);
@@ -164,7 +182,13 @@ impl Plan {
                 "stale" => "khaki",
                 _ => "lightblue",
             };
-            s += &format!("  n{} [label=\"{}\\n{} · {}\", style=filled, fillcolor={color}];\n", ix.index(), n.name, n.kind_name(v), st.replace('"', "'"));
+            s += &format!(
+                "  n{} [label=\"{}\\n{} · {}\", style=filled, fillcolor={color}];\n",
+                ix.index(),
+                n.name,
+                n.kind_name(v),
+                st.replace('"', "'")
+            );
         }
         for e in self.graph.edge_indices() {
             let (a, b) = self.graph.edge_endpoints(e).expect("edge");

@@ -25,7 +25,10 @@ fn bins_of(spec: &PlotSpec, df: &polars::prelude::DataFrame) -> Result<Hist> {
         if finite.is_empty() {
             bail!("column '{col}' has no finite values");
         }
-        let [lo, hi] = spec.range.unwrap_or([finite.iter().copied().fold(f64::INFINITY, f64::min), finite.iter().copied().fold(f64::NEG_INFINITY, f64::max)]);
+        let [lo, hi] = spec.range.unwrap_or([
+            finite.iter().copied().fold(f64::INFINITY, f64::min),
+            finite.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+        ]);
         let n = spec.bins.unwrap_or(50).max(1);
         let w = if hi > lo { (hi - lo) / n as f64 } else { 1.0 };
         return Ok(names
@@ -37,26 +40,54 @@ fn bins_of(spec: &PlotSpec, df: &polars::prelude::DataFrame) -> Result<Hist> {
                         counts[(((x - lo) / w) as usize).min(n - 1)] += 1.0;
                     }
                 }
-                (name.clone(), counts.iter().enumerate().map(|(i, c)| (lo + i as f64 * w, lo + (i + 1) as f64 * w, *c)).collect())
+                (
+                    name.clone(),
+                    counts.iter().enumerate().map(|(i, c)| (lo + i as f64 * w, lo + (i + 1) as f64 * w, *c)).collect(),
+                )
             })
             .collect());
     }
-    let (l, r, c) = (f64s(df, spec.left.as_deref().unwrap_or_default())?, f64s(df, spec.right.as_deref().unwrap_or_default())?, f64s(df, spec.count.as_deref().unwrap_or_default())?);
+    let (l, r, c) = (
+        f64s(df, spec.left.as_deref().unwrap_or_default())?,
+        f64s(df, spec.right.as_deref().unwrap_or_default())?,
+        f64s(df, spec.count.as_deref().unwrap_or_default())?,
+    );
     Ok(names
         .iter()
         .map(|name| {
-            let bins = (0..l.len()).filter(|&i| &groups[i] == name && l[i].is_finite() && r[i].is_finite()).map(|i| (l[i], r[i], c[i])).collect();
+            let bins = (0..l.len())
+                .filter(|&i| &groups[i] == name && l[i].is_finite() && r[i].is_finite())
+                .map(|i| (l[i], r[i], c[i]))
+                .collect();
             (name.clone(), bins)
         })
         .collect())
 }
 
-pub fn histogram<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, spec: &PlotSpec, df: &polars::prelude::DataFrame) -> Result<()> {
+pub fn histogram<DB: DrawingBackend>(
+    root: &DrawingArea<DB, Shift>,
+    spec: &PlotSpec,
+    df: &polars::prelude::DataFrame,
+) -> Result<()> {
     let hist = bins_of(spec, df)?;
-    let y = |c: f64| if spec.log_y { if c > 0.0 { c.log10() } else { f64::NAN } } else { c };
+    let y = |c: f64| {
+        if spec.log_y {
+            if c > 0.0 {
+                c.log10()
+            } else {
+                f64::NAN
+            }
+        } else {
+            c
+        }
+    };
     let xr = padded(hist.iter().flat_map(|h| h.1.iter().flat_map(|b| [b.0, b.1])));
     let ys: Vec<f64> = hist.iter().flat_map(|h| h.1.iter().map(|b| y(b.2))).collect();
-    let floor = if spec.log_y { ys.iter().copied().filter(|v| v.is_finite()).fold(f64::INFINITY, f64::min).min(0.0) - 0.2 } else { 0.0 };
+    let floor = if spec.log_y {
+        ys.iter().copied().filter(|v| v.is_finite()).fold(f64::INFINITY, f64::min).min(0.0) - 0.2
+    } else {
+        0.0
+    };
     let top = ys.iter().copied().filter(|v| v.is_finite()).fold(f64::NEG_INFINITY, f64::max);
     let top = if top > floor { top } else { floor + 1.0 };
     let yr = floor..top + (top - floor) * 0.05;
@@ -66,10 +97,12 @@ pub fn histogram<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, spec: &PlotS
     for (i, (name, bins)) in hist.iter().enumerate() {
         let col = categorical(i);
         let style = if overlay { col.mix(0.45).filled() } else { col.mix(0.85).filled() };
-        c.draw_series(bins.iter().filter(|b| y(b.2).is_finite()).map(|b| Rectangle::new([(b.0, floor), (b.1, y(b.2))], style)))
-            .map_err(err)?
-            .label(name.clone())
-            .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 14, y + 5)], col.filled()));
+        c.draw_series(
+            bins.iter().filter(|b| y(b.2).is_finite()).map(|b| Rectangle::new([(b.0, floor), (b.1, y(b.2))], style)),
+        )
+        .map_err(err)?
+        .label(name.clone())
+        .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 14, y + 5)], col.filled()));
     }
     if overlay {
         legend(&mut c)?;
@@ -111,7 +144,12 @@ impl CategoryLabels {
 
     /// Each category's label centred under its group: horizontal, or reading downwards.
     /// `span(k)` gives the pixel x range of category k's group and the axis' pixel y.
-    fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>, cats: &[String], span: impl Fn(usize) -> (i32, i32, i32)) -> Result<()> {
+    fn draw<DB: DrawingBackend>(
+        &self,
+        root: &DrawingArea<DB, Shift>,
+        cats: &[String],
+        span: impl Fn(usize) -> (i32, i32, i32),
+    ) -> Result<()> {
         let font = ("sans-serif", 13).into_font();
         let style = if self.vertical {
             font.transform(FontTransform::Rotate90).color(&BLACK).pos(Pos::new(HPos::Left, VPos::Center))
@@ -126,7 +164,11 @@ impl CategoryLabels {
     }
 }
 
-pub fn bar<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, spec: &PlotSpec, df: &polars::prelude::DataFrame) -> Result<()> {
+pub fn bar<DB: DrawingBackend>(
+    root: &DrawingArea<DB, Shift>,
+    spec: &PlotSpec,
+    df: &polars::prelude::DataFrame,
+) -> Result<()> {
     let xname = spec.x.clone().unwrap_or_default();
     let cats_col = strs(df, &xname)?;
     let vals = f64s(df, &spec.y_one()?)?;
@@ -179,23 +221,41 @@ pub fn bar<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, spec: &PlotSpec, d
         };
         let series = c.draw_series(rows.iter().map(|&i| rect(i))).map_err(err)?;
         if g > 1 {
-            series.label(gname.clone()).legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 14, y + 5)], col.filled()));
+            series
+                .label(gname.clone())
+                .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 14, y + 5)], col.filled()));
         }
         if spec.error.is_some() {
             c.draw_series(rows.iter().map(|&i| {
                 let s = slot(cats.iter().position(|c| *c == cats_col[i]).expect("category"), gi, g);
-                ErrorBar::new_vertical(SegmentValue::CenterOf(s), vals[i] - errs[i].abs(), vals[i], vals[i] + errs[i].abs(), BLACK.stroke_width(1), 8)
+                ErrorBar::new_vertical(
+                    SegmentValue::CenterOf(s),
+                    vals[i] - errs[i].abs(),
+                    vals[i],
+                    vals[i] + errs[i].abs(),
+                    BLACK.stroke_width(1),
+                    8,
+                )
             }))
             .map_err(err)?;
         }
     }
     if g > 1 {
-        c.configure_series_labels().background_style(WHITE.mix(0.85)).border_style(RGBColor(200, 200, 200)).label_font(("sans-serif", 14)).draw().map_err(err)?;
+        c.configure_series_labels()
+            .background_style(WHITE.mix(0.85))
+            .border_style(RGBColor(200, 200, 200))
+            .label_font(("sans-serif", 14))
+            .draw()
+            .map_err(err)?;
     }
     Ok(())
 }
 
-pub fn boxes<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, spec: &PlotSpec, df: &polars::prelude::DataFrame) -> Result<()> {
+pub fn boxes<DB: DrawingBackend>(
+    root: &DrawingArea<DB, Shift>,
+    spec: &PlotSpec,
+    df: &polars::prelude::DataFrame,
+) -> Result<()> {
     let xname = spec.x.clone().unwrap_or_default();
     let cats_col = strs(df, &xname)?;
     let yname = spec.y_one()?;
@@ -243,20 +303,34 @@ pub fn boxes<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, spec: &PlotSpec,
         let col = categorical(gi);
         let mut boxes = Vec::new();
         for (ci, cat) in cats.iter().enumerate() {
-            let v: Vec<f64> = (0..vals.len()).filter(|&i| &cats_col[i] == cat && &groups_col[i] == gname && vals[i].is_finite()).map(|i| vals[i]).collect();
+            let v: Vec<f64> = (0..vals.len())
+                .filter(|&i| &cats_col[i] == cat && &groups_col[i] == gname && vals[i].is_finite())
+                .map(|i| vals[i])
+                .collect();
             if v.is_empty() {
                 continue;
             }
             let q = Quartiles::new(&v);
-            boxes.push(Boxplot::new_vertical(SegmentValue::CenterOf(slot(ci, gi, g)), &q).width((px * 0.7).clamp(4.0, 60.0) as u32).style(col.stroke_width(2)));
+            boxes.push(
+                Boxplot::new_vertical(SegmentValue::CenterOf(slot(ci, gi, g)), &q)
+                    .width((px * 0.7).clamp(4.0, 60.0) as u32)
+                    .style(col.stroke_width(2)),
+            );
         }
         let series = c.draw_series(boxes).map_err(err)?;
         if g > 1 {
-            series.label(gname.clone()).legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 14, y + 5)], col.filled()));
+            series
+                .label(gname.clone())
+                .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 14, y + 5)], col.filled()));
         }
     }
     if g > 1 {
-        c.configure_series_labels().background_style(WHITE.mix(0.85)).border_style(RGBColor(200, 200, 200)).label_font(("sans-serif", 14)).draw().map_err(err)?;
+        c.configure_series_labels()
+            .background_style(WHITE.mix(0.85))
+            .border_style(RGBColor(200, 200, 200))
+            .label_font(("sans-serif", 14))
+            .draw()
+            .map_err(err)?;
     }
     Ok(())
 }

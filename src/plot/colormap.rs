@@ -15,7 +15,8 @@ pub fn diverging(t: f64) -> RGBColor {
 
 /// Sequential map (viridis-like): t in [0, 1].
 pub fn sequential(t: f64) -> RGBColor {
-    const STOPS: [(f64, f64, f64); 5] = [(68.0, 1.0, 84.0), (59.0, 82.0, 139.0), (33.0, 145.0, 140.0), (94.0, 201.0, 98.0), (253.0, 231.0, 37.0)];
+    const STOPS: [(f64, f64, f64); 5] =
+        [(68.0, 1.0, 84.0), (59.0, 82.0, 139.0), (33.0, 145.0, 140.0), (94.0, 201.0, 98.0), (253.0, 231.0, 37.0)];
     if t.is_nan() {
         return RGBColor(190, 190, 190);
     }

@@ -70,7 +70,14 @@ fn tick(v: f64, log: bool) -> String {
 }
 
 /// A chart with title, axis descriptions and a light mesh.
-pub fn chart<'a, DB: DrawingBackend>(area: &'a DrawingArea<DB, Shift>, spec: &PlotSpec, xr: Range<f64>, yr: Range<f64>, default_x: &str, default_y: &str) -> Result<Chart<'a, DB>> {
+pub fn chart<'a, DB: DrawingBackend>(
+    area: &'a DrawingArea<DB, Shift>,
+    spec: &PlotSpec,
+    xr: Range<f64>,
+    yr: Range<f64>,
+    default_x: &str,
+    default_y: &str,
+) -> Result<Chart<'a, DB>> {
     let mut b = ChartBuilder::on(area);
     b.margin(18).x_label_area_size(48).y_label_area_size(72);
     if let Some(t) = &spec.title {
@@ -98,7 +105,9 @@ pub fn chart<'a, DB: DrawingBackend>(area: &'a DrawingArea<DB, Shift>, spec: &Pl
 pub fn annotate<'a, DB: DrawingBackend + 'a>(c: &mut Chart<'a, DB>, spec: &PlotSpec) -> Result<()> {
     for a in &spec.annotations {
         let p = (axis_value(a.x, spec.log_x), axis_value(a.y, spec.log_y));
-        let mark = EmptyElement::at(p) + Circle::new((0, 0), 7, BLACK.stroke_width(2)) + Text::new(a.text.clone(), (10, -20), ("sans-serif", 15).into_font());
+        let mark = EmptyElement::at(p)
+            + Circle::new((0, 0), 7, BLACK.stroke_width(2))
+            + Text::new(a.text.clone(), (10, -20), ("sans-serif", 15).into_font());
         c.draw_series([mark]).map_err(err)?;
     }
     Ok(())

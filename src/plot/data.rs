@@ -11,7 +11,11 @@ pub type Filter = BTreeMap<String, serde_json::Value>;
 fn column<'a>(df: &'a DataFrame, name: &str) -> Result<&'a Column> {
     df.column(name).map_err(|_| {
         let names: Vec<String> = df.get_column_names().iter().map(|s| s.to_string()).collect();
-        anyhow!("the table has no column '{name}'{} (columns: {})", crate::util::did_you_mean(name, names.iter().map(|s| s.as_str())), names.join(", "))
+        anyhow!(
+            "the table has no column '{name}'{} (columns: {})",
+            crate::util::did_you_mean(name, names.iter().map(|s| s.as_str())),
+            names.join(", ")
+        )
     })
 }
 

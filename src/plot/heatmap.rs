@@ -11,7 +11,11 @@ use plotters::prelude::*;
 use std::collections::BTreeMap;
 
 /// Categories of an axis in order (numeric order when the column is numeric), with labels.
-fn axis(df: &polars::prelude::DataFrame, col: &str, labels: Option<&str>) -> Result<(Vec<String>, Vec<usize>, Vec<String>)> {
+fn axis(
+    df: &polars::prelude::DataFrame,
+    col: &str,
+    labels: Option<&str>,
+) -> Result<(Vec<String>, Vec<usize>, Vec<String>)> {
     let keys = strs(df, col)?;
     let mut order: Vec<String> = super::data::distinct(&keys);
     if let Ok(nums) = f64s(df, col) {
@@ -46,7 +50,11 @@ pub fn limits(spec: &PlotSpec, values: &[f64]) -> (f64, f64) {
     (spec.vmin.unwrap_or(-m), spec.vmax.unwrap_or(m))
 }
 
-pub fn draw<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, spec: &PlotSpec, df: &polars::prelude::DataFrame) -> Result<()> {
+pub fn draw<DB: DrawingBackend>(
+    root: &DrawingArea<DB, Shift>,
+    spec: &PlotSpec,
+    df: &polars::prelude::DataFrame,
+) -> Result<()> {
     let (xs, xi, xl) = axis(df, spec.x.as_deref().unwrap_or_default(), spec.x_labels.as_deref())?;
     let yname = spec.y_one()?;
     let (ys, yi, yl) = axis(df, &yname, spec.y_labels.as_deref())?;
@@ -63,13 +71,17 @@ pub fn draw<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, spec: &PlotSpec, 
     let chars = xl.iter().map(|s| s.chars().count().min(14)).max().unwrap_or(1);
     let step = (nx * (chars * 7 + 8)).div_ceil(width.saturating_sub(120).max(1)).max(1);
     let mut b = ChartBuilder::on(&main);
-    b.margin(18).x_label_area_size(48).y_label_area_size(20 + 8 * yl.iter().map(|s| s.chars().count()).max().unwrap_or(1).min(16) as u32);
+    b.margin(18)
+        .x_label_area_size(48)
+        .y_label_area_size(20 + 8 * yl.iter().map(|s| s.chars().count()).max().unwrap_or(1).min(16) as u32);
     if let Some(t) = &spec.title {
         b.caption(t, ("sans-serif", 22));
     }
     let mut c = b.build_cartesian_2d(segments(nx), segments(ny)).map_err(err)?;
     let xfmt = |v: &SegmentValue<i32>| match v {
-        SegmentValue::CenterOf(i) if (*i as usize) < nx && (*i as usize) % step == 0 => xl[*i as usize].chars().take(14).collect(),
+        SegmentValue::CenterOf(i) if (*i as usize) < nx && (*i as usize) % step == 0 => {
+            xl[*i as usize].chars().take(14).collect()
+        }
         _ => String::new(),
     };
     let yfmt = |v: &SegmentValue<i32>| match v {
@@ -93,7 +105,13 @@ pub fn draw<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, spec: &PlotSpec, 
         let row = (ny - 1 - y) as i32;
         let v = grid[y * nx + x];
         let col = if v.is_nan() { RGBColor(190, 190, 190) } else { color_of(v, lo, hi) };
-        Rectangle::new([(SegmentValue::Exact(x as i32), SegmentValue::Exact(row)), (SegmentValue::Exact(x as i32 + 1), SegmentValue::Exact(row + 1))], col.filled())
+        Rectangle::new(
+            [
+                (SegmentValue::Exact(x as i32), SegmentValue::Exact(row)),
+                (SegmentValue::Exact(x as i32 + 1), SegmentValue::Exact(row + 1)),
+            ],
+            col.filled(),
+        )
     }))
     .map_err(err)?;
     colour_bar(&bar, spec.value.as_deref().unwrap_or(""), lo, hi)
@@ -108,7 +126,14 @@ fn colour_bar<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, name: &str, lo:
         .caption(name, ("sans-serif", 13))
         .build_cartesian_2d(0.0..1.0, lo..hi)
         .map_err(err)?;
-    c.configure_mesh().disable_x_mesh().disable_y_mesh().disable_x_axis().y_label_formatter(&|v| fmt_num(*v)).label_style(("sans-serif", 12)).draw().map_err(err)?;
+    c.configure_mesh()
+        .disable_x_mesh()
+        .disable_y_mesh()
+        .disable_x_axis()
+        .y_label_formatter(&|v| fmt_num(*v))
+        .label_style(("sans-serif", 12))
+        .draw()
+        .map_err(err)?;
     let steps = 120;
     let h = (hi - lo) / steps as f64;
     c.draw_series((0..steps).map(|i| {

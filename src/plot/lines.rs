@@ -17,7 +17,8 @@ struct Series {
 }
 
 fn series(spec: &PlotSpec, df: &polars::prelude::DataFrame) -> Result<Vec<Series>> {
-    let x: Vec<f64> = f64s(df, spec.x.as_deref().unwrap_or_default())?.into_iter().map(|v| axis_value(v, spec.log_x)).collect();
+    let x: Vec<f64> =
+        f64s(df, spec.x.as_deref().unwrap_or_default())?.into_iter().map(|v| axis_value(v, spec.log_x)).collect();
     let band = match &spec.band {
         Some([lo, hi]) => Some((f64s(df, lo)?, f64s(df, hi)?)),
         None => None,
@@ -40,9 +41,14 @@ fn series(spec: &PlotSpec, df: &polars::prelude::DataFrame) -> Result<Vec<Series
     let mut out = Vec::new();
     for (name, yname, idx) in rows {
         let y: Vec<f64> = f64s(df, &yname)?.into_iter().map(|v| axis_value(v, spec.log_y)).collect();
-        let mut pts: Vec<(f64, f64)> = idx.iter().map(|&i| (x[i], y[i])).filter(|(a, b)| a.is_finite() && b.is_finite()).collect();
+        let mut pts: Vec<(f64, f64)> =
+            idx.iter().map(|&i| (x[i], y[i])).filter(|(a, b)| a.is_finite() && b.is_finite()).collect();
         let mut band: Vec<(f64, f64, f64)> = match &band {
-            Some((lo, hi)) => idx.iter().map(|&i| (x[i], axis_value(lo[i], spec.log_y), axis_value(hi[i], spec.log_y))).filter(|p| p.0.is_finite() && p.1.is_finite() && p.2.is_finite()).collect(),
+            Some((lo, hi)) => idx
+                .iter()
+                .map(|&i| (x[i], axis_value(lo[i], spec.log_y), axis_value(hi[i], spec.log_y)))
+                .filter(|p| p.0.is_finite() && p.1.is_finite() && p.2.is_finite())
+                .collect(),
             None => vec![],
         };
         if spec.kind == PlotKind::Line {
@@ -54,16 +60,33 @@ fn series(spec: &PlotSpec, df: &polars::prelude::DataFrame) -> Result<Vec<Series
     Ok(out)
 }
 
-pub fn draw<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, spec: &PlotSpec, df: &polars::prelude::DataFrame) -> Result<Vec<(i32, i32, String)>> {
+pub fn draw<DB: DrawingBackend>(
+    root: &DrawingArea<DB, Shift>,
+    spec: &PlotSpec,
+    df: &polars::prelude::DataFrame,
+) -> Result<Vec<(i32, i32, String)>> {
     let color_values = match &spec.color {
         Some(c) if spec.kind == PlotKind::Scatter && is_numeric(df, c)? => Some((c.clone(), f64s(df, c)?)),
         _ => None,
     };
-    let (main, bar) = if color_values.is_some() { root.split_horizontally(root.dim_in_pixel().0 as i32 - 100) } else { (root.clone(), root.margin(0, 0, 0, 0)) };
+    let (main, bar) = if color_values.is_some() {
+        root.split_horizontally(root.dim_in_pixel().0 as i32 - 100)
+    } else {
+        (root.clone(), root.margin(0, 0, 0, 0))
+    };
     let all = series(spec, df)?;
-    let xr = padded(all.iter().flat_map(|s| s.pts.iter().map(|p| p.0)).chain(spec.annotations.iter().map(|a| axis_value(a.x, spec.log_x))));
+    let xr = padded(
+        all.iter()
+            .flat_map(|s| s.pts.iter().map(|p| p.0))
+            .chain(spec.annotations.iter().map(|a| axis_value(a.x, spec.log_x))),
+    );
     let band_ys = all.iter().flat_map(|s| s.band.iter().flat_map(|b| [b.1, b.2]));
-    let yr = padded(all.iter().flat_map(|s| s.pts.iter().map(|p| p.1)).chain(band_ys).chain(spec.annotations.iter().map(|a| axis_value(a.y, spec.log_y))));
+    let yr = padded(
+        all.iter()
+            .flat_map(|s| s.pts.iter().map(|p| p.1))
+            .chain(band_ys)
+            .chain(spec.annotations.iter().map(|a| axis_value(a.y, spec.log_y))),
+    );
     let ys = spec.y.as_ref().map(|y| y.list().join(", ")).unwrap_or_default();
     let mut c = chart(&main, spec, xr, yr, spec.x.as_deref().unwrap_or(""), &ys)?;
     let mut tips = Vec::new();
@@ -72,7 +95,8 @@ pub fn draw<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, spec: &PlotSpec, 
             for (i, Series { name, pts, band }) in all.iter().enumerate() {
                 let col = categorical(i);
                 if !band.is_empty() {
-                    let outline: Vec<(f64, f64)> = band.iter().map(|b| (b.0, b.1)).chain(band.iter().rev().map(|b| (b.0, b.2))).collect();
+                    let outline: Vec<(f64, f64)> =
+                        band.iter().map(|b| (b.0, b.1)).chain(band.iter().rev().map(|b| (b.0, b.2))).collect();
                     c.draw_series(std::iter::once(Polygon::new(outline, col.mix(0.18).filled()))).map_err(err)?;
                 }
                 c.draw_series(LineSeries::new(pts.iter().copied(), col.stroke_width(2)))
@@ -102,7 +126,8 @@ pub fn draw<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, spec: &PlotSpec, 
                     .filter(|(p, _)| p.0.is_finite() && p.1.is_finite())
                     .collect();
                 let pts = one_per_pixel(&c, pts, |x| x.0);
-                c.draw_series(pts.iter().map(|(p, v)| Circle::new(*p, 4, sequential(norm(*v)).filled()))).map_err(err)?;
+                c.draw_series(pts.iter().map(|(p, v)| Circle::new(*p, 4, sequential(norm(*v)).filled())))
+                    .map_err(err)?;
                 colour_bar(&bar, cname, r)?;
             } else if let Some(cat) = &spec.color {
                 let cats = strs(df, cat)?;
@@ -110,7 +135,13 @@ pub fn draw<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, spec: &PlotSpec, 
                 let y = f64s(df, &spec.y_one()?)?;
                 for (i, name) in distinct(&cats).iter().enumerate() {
                     let col = categorical(i);
-                    let pts: Vec<(f64, f64)> = x.iter().zip(&y).zip(&cats).filter(|(_, c)| *c == name).map(|((a, b), _)| (axis_value(*a, spec.log_x), axis_value(*b, spec.log_y))).collect();
+                    let pts: Vec<(f64, f64)> = x
+                        .iter()
+                        .zip(&y)
+                        .zip(&cats)
+                        .filter(|(_, c)| *c == name)
+                        .map(|((a, b), _)| (axis_value(*a, spec.log_x), axis_value(*b, spec.log_y)))
+                        .collect();
                     let pts = one_per_pixel(&c, pts, |p| *p);
                     c.draw_series(pts.iter().map(|p| Circle::new(*p, 4, col.filled())))
                         .map_err(err)?
@@ -150,7 +181,11 @@ pub fn draw<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, spec: &PlotSpec, 
 
 /// The points of a series that land on distinct pixels (later ones drawn at the same pixel would
 /// hide the earlier: the picture is the same, the SVG far smaller).
-fn one_per_pixel<'a, DB: DrawingBackend + 'a, T>(c: &super::common::Chart<'a, DB>, pts: Vec<T>, at: impl Fn(&T) -> (f64, f64)) -> Vec<T> {
+fn one_per_pixel<'a, DB: DrawingBackend + 'a, T>(
+    c: &super::common::Chart<'a, DB>,
+    pts: Vec<T>,
+    at: impl Fn(&T) -> (f64, f64),
+) -> Vec<T> {
     let mut seen = std::collections::HashSet::new();
     let mut kept: Vec<T> = pts.into_iter().rev().filter(|p| seen.insert(c.backend_coord(&at(p)))).collect();
     kept.reverse();
@@ -158,7 +193,11 @@ fn one_per_pixel<'a, DB: DrawingBackend + 'a, T>(c: &super::common::Chart<'a, DB
 }
 
 /// A vertical colour bar for a sequential colour scale.
-pub fn colour_bar<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, name: &str, r: std::ops::Range<f64>) -> Result<()> {
+pub fn colour_bar<DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
+    name: &str,
+    r: std::ops::Range<f64>,
+) -> Result<()> {
     let mut c = ChartBuilder::on(area)
         .margin_top(40)
         .margin_bottom(60)
@@ -167,7 +206,14 @@ pub fn colour_bar<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, name: &str,
         .caption(name, ("sans-serif", 13))
         .build_cartesian_2d(0.0..1.0, r.clone())
         .map_err(err)?;
-    c.configure_mesh().disable_x_mesh().disable_y_mesh().disable_x_axis().y_label_formatter(&|v| fmt_num(*v)).label_style(("sans-serif", 12)).draw().map_err(err)?;
+    c.configure_mesh()
+        .disable_x_mesh()
+        .disable_y_mesh()
+        .disable_x_axis()
+        .y_label_formatter(&|v| fmt_num(*v))
+        .label_style(("sans-serif", 12))
+        .draw()
+        .map_err(err)?;
     let steps = 100;
     let h = (r.end - r.start) / steps as f64;
     c.draw_series((0..steps).map(|i| {

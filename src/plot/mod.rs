@@ -141,8 +141,12 @@ impl PlotSpec {
     pub fn missing(&self) -> Vec<&'static str> {
         let has = |o: bool, n: &'static str| (!o).then_some(n);
         let v = match self.kind {
-            PlotKind::Line | PlotKind::Scatter | PlotKind::Bar | PlotKind::Box => vec![has(self.x.is_some(), "x"), has(self.y.is_some(), "y")],
-            PlotKind::Heatmap => vec![has(self.x.is_some(), "x"), has(self.y.is_some(), "y"), has(self.value.is_some(), "value")],
+            PlotKind::Line | PlotKind::Scatter | PlotKind::Bar | PlotKind::Box => {
+                vec![has(self.x.is_some(), "x"), has(self.y.is_some(), "y")]
+            }
+            PlotKind::Heatmap => {
+                vec![has(self.x.is_some(), "x"), has(self.y.is_some(), "y"), has(self.value.is_some(), "value")]
+            }
             PlotKind::Histogram => {
                 let raw = self.column.is_some();
                 let pre = self.left.is_some() && self.right.is_some() && self.count.is_some();
@@ -168,7 +172,9 @@ static FONT: &[u8] = include_bytes!("../../assets/fonts/DejaVuSans.ttf");
 fn fonts() -> Result<()> {
     static ONCE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     let ok = *ONCE.get_or_init(|| {
-        [FontStyle::Normal, FontStyle::Bold, FontStyle::Italic].iter().all(|s| plotters::style::register_font("sans-serif", *s, FONT).is_ok())
+        [FontStyle::Normal, FontStyle::Bold, FontStyle::Italic]
+            .iter()
+            .all(|s| plotters::style::register_font("sans-serif", *s, FONT).is_ok())
     });
     if ok {
         Ok(())
@@ -208,7 +214,11 @@ pub fn render(spec: &PlotSpec, df: &polars::prelude::DataFrame, png: &Path, svg_
 }
 
 /// Draw on any backend; returns hover labels (pixel x, y, text) for the SVG.
-fn draw<DB: DrawingBackend>(root: &DrawingArea<DB, plotters::coord::Shift>, spec: &PlotSpec, df: &polars::prelude::DataFrame) -> Result<Vec<(i32, i32, String)>> {
+fn draw<DB: DrawingBackend>(
+    root: &DrawingArea<DB, plotters::coord::Shift>,
+    spec: &PlotSpec,
+    df: &polars::prelude::DataFrame,
+) -> Result<Vec<(i32, i32, String)>> {
     root.fill(&WHITE).map_err(common::err)?;
     match spec.kind {
         PlotKind::Line | PlotKind::Scatter => lines::draw(root, spec, df),

@@ -12,7 +12,10 @@ pub fn add_tooltips(svg: &str, tips: &[(i32, i32, String)]) -> String {
     }
     let mut extra = String::from("<g class=\"labels\">\n");
     for (x, y, t) in tips {
-        extra += &format!("<circle cx=\"{x}\" cy=\"{y}\" r=\"5\" fill=\"transparent\"><title>{}</title></circle>\n", escape(t));
+        extra += &format!(
+            "<circle cx=\"{x}\" cy=\"{y}\" r=\"5\" fill=\"transparent\"><title>{}</title></circle>\n",
+            escape(t)
+        );
     }
     extra += "</g>\n";
     match svg.rfind("</svg>") {

@@ -45,7 +45,10 @@ fn human(bytes: u64) -> String {
 fn table_head(path: &Path, n: usize) -> String {
     let Ok(df) = crate::store::table::read(path) else { return "<p class=muted>(unreadable)</p>".into() };
     let head = df.head(Some(n));
-    let mut s = format!("<div class=scroll><table><tr>{}</tr>", head.get_column_names().iter().map(|c| format!("<th>{}</th>", esc(c))).collect::<String>());
+    let mut s = format!(
+        "<div class=scroll><table><tr>{}</tr>",
+        head.get_column_names().iter().map(|c| format!("<th>{}</th>", esc(c))).collect::<String>()
+    );
     for i in 0..head.height() {
         s += "<tr>";
         for c in head.columns() {
@@ -66,8 +69,14 @@ pub fn write_for(v: &Validated, outcome: &Outcome, out: &Path) -> Result<()> {
     if !v.exp.meta.description.is_empty() {
         let _ = write!(h, "<p>{}</p>", esc(&v.exp.meta.description));
     }
-    let _ = write!(h, "<p class=muted>{} · lantern {}</p>", esc(&v.exp.file.display().to_string()), env!("CARGO_PKG_VERSION"));
-    let plots: Vec<_> = outcome.nodes.iter().filter(|n| n.kind == "plot" && dir.join(&n.name).join("plot.png").exists()).collect();
+    let _ = write!(
+        h,
+        "<p class=muted>{} · lantern {}</p>",
+        esc(&v.exp.file.display().to_string()),
+        env!("CARGO_PKG_VERSION")
+    );
+    let plots: Vec<_> =
+        outcome.nodes.iter().filter(|n| n.kind == "plot" && dir.join(&n.name).join("plot.png").exists()).collect();
     if !plots.is_empty() {
         h += "<h2>Plots</h2><div class=grid>";
         for p in plots {
@@ -84,8 +93,19 @@ pub fn write_for(v: &Validated, outcome: &Outcome, out: &Path) -> Result<()> {
         }
         for t in crate::stages::plot::tables_in(&sdir) {
             let file = format!("{}/{t}.parquet", n.name);
-            let csv = sdir.join(format!("{t}.csv")).exists().then(|| format!(" · <a href=\"{}/{t}.csv\">CSV</a>", esc(&n.name))).unwrap_or_default();
-            let _ = write!(tables, "<h3>{} · {}</h3><p><a href=\"{}\">{t}.parquet</a>{csv}</p>{}", esc(&n.name), esc(&t), esc(&file), table_head(&sdir.join(format!("{t}.parquet")), 10));
+            let csv = sdir
+                .join(format!("{t}.csv"))
+                .exists()
+                .then(|| format!(" · <a href=\"{}/{t}.csv\">CSV</a>", esc(&n.name)))
+                .unwrap_or_default();
+            let _ = write!(
+                tables,
+                "<h3>{} · {}</h3><p><a href=\"{}\">{t}.parquet</a>{csv}</p>{}",
+                esc(&n.name),
+                esc(&t),
+                esc(&file),
+                table_head(&sdir.join(format!("{t}.parquet")), 10)
+            );
         }
     }
     if !viewers.is_empty() {
@@ -97,8 +117,16 @@ pub fn write_for(v: &Validated, outcome: &Outcome, out: &Path) -> Result<()> {
     h += "<h2>Stages</h2><table><tr><th>stage</th><th>kind</th><th>status</th><th>seconds</th><th>artifacts</th></tr>";
     for n in &outcome.nodes {
         let (cls, st) = status(&n.status);
-        let size = n.manifest.as_ref().map(|m| format!("{} files, {}", m.files.len(), human(m.bytes()))).unwrap_or_default();
-        let _ = write!(h, "<tr><td>{}</td><td>{}</td><td class={cls}>{}</td><td>{:.1}</td><td>{size}</td></tr>", esc(&n.name), esc(&n.kind), esc(&st), n.seconds);
+        let size =
+            n.manifest.as_ref().map(|m| format!("{} files, {}", m.files.len(), human(m.bytes()))).unwrap_or_default();
+        let _ = write!(
+            h,
+            "<tr><td>{}</td><td>{}</td><td class={cls}>{}</td><td>{:.1}</td><td>{size}</td></tr>",
+            esc(&n.name),
+            esc(&n.kind),
+            esc(&st),
+            n.seconds
+        );
     }
     h += "</table>";
     let _ = write!(h, "<h2>Experiment file</h2><pre>{}</pre></main></body></html>\n", esc(&v.exp.text));

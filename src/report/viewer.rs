@@ -30,12 +30,20 @@ table{border-collapse:collapse;font-size:13px;background:#fff}td,th{border:1px s
 /// One token span with its activation.
 pub fn token(text: &str, v: f32, scale: Scale, is_max: bool) -> String {
     let shown = text.replace('\n', "⏎");
-    format!("<span class=\"tok{}\" style=\"background:{}\" title=\"{:.4}\">{}</span>", if is_max { " max" } else { "" }, scale.color(v), v, esc(&shown))
+    format!(
+        "<span class=\"tok{}\" style=\"background:{}\" title=\"{:.4}\">{}</span>",
+        if is_max { " max" } else { "" },
+        scale.color(v),
+        v,
+        esc(&shown)
+    )
 }
 
 /// A histogram as inline SVG bars: (left, right, count).
 pub fn histogram_svg(bins: &[(f32, f32, u64)], width: u32, height: u32) -> String {
-    let Some(max) = bins.iter().map(|b| b.2).max().filter(|&m| m > 0) else { return "<p class=muted>(no values in range)</p>".into() };
+    let Some(max) = bins.iter().map(|b| b.2).max().filter(|&m| m > 0) else {
+        return "<p class=muted>(no values in range)</p>".into();
+    };
     // Show the occupied range only.
     let first = bins.iter().position(|b| b.2 > 0).unwrap_or(0);
     let last = bins.iter().rposition(|b| b.2 > 0).unwrap_or(0);
@@ -86,7 +94,8 @@ pub fn neuron_page(p: &NeuronPage) -> String {
     s += "</table><h2>Activation histogram</h2>";
     s += &histogram_svg(&p.histogram, 640, 160);
     let _ = write!(s, "<h2>Top activating examples</h2><p class=muted>colour scale {:.3} (white) → {:.3} (red); the max token is outlined; hover for values</p>", p.scale.lo, p.scale.hi);
-    let mix = crate::stats::labels::LabelMix::of(p.examples.iter().map(|e| e.label.as_str())).filter(|m| m.distinct > 1);
+    let mix =
+        crate::stats::labels::LabelMix::of(p.examples.iter().map(|e| e.label.as_str())).filter(|m| m.distinct > 1);
     // Several labels: one group per label, the most common first.
     let groups: Vec<Option<&str>> = match &mix {
         Some(m) => {
@@ -101,7 +110,12 @@ pub fn neuron_page(p: &NeuronPage) -> String {
             let _ = write!(s, "<h3>{}</h3>", esc(l));
         }
         for e in p.examples.iter().filter(|e| g.is_none_or(|l| e.label == l)) {
-            let _ = write!(s, "<div class=ex><span class=v>{:.3}{}</span>", e.value, if e.label.is_empty() || g.is_some() { String::new() } else { format!(" · {}", esc(&e.label)) });
+            let _ = write!(
+                s,
+                "<div class=ex><span class=v>{:.3}{}</span>",
+                e.value,
+                if e.label.is_empty() || g.is_some() { String::new() } else { format!(" · {}", esc(&e.label)) }
+            );
             for (i, (t, v)) in e.tokens.iter().enumerate() {
                 s += &token(t, *v, p.scale, i == e.max_at);
             }
@@ -137,7 +151,8 @@ pub fn index_page(title: &str, rows: &[(String, String, Vec<String>)], headers: 
 /// Texts coloured token by token, one section per (text, neuron).
 pub fn texts_page(title: &str, sections: &[(String, Vec<(String, f32)>)], scale: Scale) -> String {
     let mut s = format!("<!doctype html><html><head><meta charset=utf-8><title>{0}</title><style>{STYLE}</style></head><body><main><p><a href=\"index.html\">← all neurons</a></p><h1>{0}</h1>", esc(title));
-    let _ = write!(s, "<p class=muted>colour scale {:.3} (white) → {:.3} (red); hover for values</p>", scale.lo, scale.hi);
+    let _ =
+        write!(s, "<p class=muted>colour scale {:.3} (white) → {:.3} (red); hover for values</p>", scale.lo, scale.hi);
     for (heading, toks) in sections {
         let _ = write!(s, "<h3>{}</h3><div class=ex>", esc(heading));
         for (t, v) in toks {

@@ -9,7 +9,8 @@ pub fn field_span(text: &str, table: &Range<usize>, field: &str) -> Range<usize>
     let start = table.start.min(text.len());
     let rest = &text[start..];
     let header = rest.starts_with('[');
-    let end = if header { rest.find("\n[").map(|i| start + i).unwrap_or(text.len()) } else { table.end.min(text.len()) };
+    let end =
+        if header { rest.find("\n[").map(|i| start + i).unwrap_or(text.len()) } else { table.end.min(text.len()) };
     let body = &text[start..end.max(start)];
     let mut offset = 0;
     for line in body.split_inclusive('\n') {

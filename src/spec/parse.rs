@@ -34,11 +34,18 @@ fn unknown_name_hint(msg: &str) -> String {
 
 fn decode<T: DeserializeOwned>(v: Spanned<DeValue<'_>>) -> Result<Sp<T>, Diagnostic> {
     let span = v.span();
-    T::deserialize(ValueDeserializer::from(v)).map(|value| Sp { value, span: span.clone() }).map_err(|e| toml_diag(e, span))
+    T::deserialize(ValueDeserializer::from(v))
+        .map(|value| Sp { value, span: span.clone() })
+        .map_err(|e| toml_diag(e, span))
 }
 
 /// Each entry of a `[section.NAME]` table decoded on its own.
-fn decode_entries<T>(v: Spanned<DeValue<'_>>, section: &str, diags: &mut Vec<Diagnostic>, f: impl Fn(&str, Spanned<DeValue<'_>>) -> Result<Sp<T>, Diagnostic>) -> BTreeMap<String, Sp<T>> {
+fn decode_entries<T>(
+    v: Spanned<DeValue<'_>>,
+    section: &str,
+    diags: &mut Vec<Diagnostic>,
+    f: impl Fn(&str, Spanned<DeValue<'_>>) -> Result<Sp<T>, Diagnostic>,
+) -> BTreeMap<String, Sp<T>> {
     let span = v.span();
     let mut out = BTreeMap::new();
     let DeValue::Table(table) = v.into_inner() else {
@@ -82,13 +89,16 @@ fn decode_stage(v: Spanned<DeValue<'_>>) -> Result<Sp<StageSpec>, Diagnostic> {
     };
     let kind = kind.to_string();
     let rest = Spanned::new(span.clone(), DeValue::Table(table));
-    StageSpec::decode(&kind, ValueDeserializer::from(rest))
-        .map(|value| Sp { value, span: span.clone() })
-        .map_err(|e| match e {
+    StageSpec::decode(&kind, ValueDeserializer::from(rest)).map(|value| Sp { value, span: span.clone() }).map_err(|e| {
+        match e {
             Some(e) => toml_diag(e, span.clone()),
-            None => Diagnostic::at(kind_span, format!("unknown stage kind '{kind}'"))
-                .help(format!("{}; kinds: {}", did_you_mean(&kind, STAGE_KINDS.iter().copied()).trim_start_matches("; "), STAGE_KINDS.join(", "))),
-        })
+            None => Diagnostic::at(kind_span, format!("unknown stage kind '{kind}'")).help(format!(
+                "{}; kinds: {}",
+                did_you_mean(&kind, STAGE_KINDS.iter().copied()).trim_start_matches("; "),
+                STAGE_KINDS.join(", ")
+            )),
+        }
+    })
 }
 
 /// Parse a file; every error found is returned at once.
@@ -96,14 +106,22 @@ pub fn parse_file(file: &Path) -> Result<Experiment, Invalid> {
     let text = match std::fs::read_to_string(file) {
         Ok(t) => t,
         Err(e) => {
-            return Err(Invalid { file: file.to_path_buf(), text: String::new(), diagnostics: vec![Diagnostic::global(format!("cannot read the file: {e}"))] })
+            return Err(Invalid {
+                file: file.to_path_buf(),
+                text: String::new(),
+                diagnostics: vec![Diagnostic::global(format!("cannot read the file: {e}"))],
+            })
         }
     };
     parse_str(file, text)
 }
 
 pub fn parse_str(file: &Path, text: String) -> Result<Experiment, Invalid> {
-    let invalid = |diagnostics: Vec<Diagnostic>, text: &str| Invalid { file: file.to_path_buf(), text: text.to_string(), diagnostics };
+    let invalid = |diagnostics: Vec<Diagnostic>, text: &str| Invalid {
+        file: file.to_path_buf(),
+        text: text.to_string(),
+        diagnostics,
+    };
     let (root, errors) = DeTable::parse_recoverable(&text);
     if !errors.is_empty() {
         let diags = errors.into_iter().map(|e| toml_diag(e, 0..0)).collect();
@@ -122,14 +140,16 @@ pub fn parse_str(file: &Path, text: String) -> Result<Experiment, Invalid> {
             "datasets" => datasets = decode_entries(value, "datasets", &mut diags, |_, v| decode(v)),
             "stages" => stages = decode_entries(value, "stages", &mut diags, |_, v| decode_stage(v)),
             "plots" => plots = decode_entries(value, "plots", &mut diags, |_, v| decode(v)),
-            other => diags.push(
-                Diagnostic::at(key.span(), format!("unknown section '{other}'"))
-                    .help(format!("sections: {}{}", SECTIONS.join(", "), did_you_mean(other, SECTIONS.iter().copied()))),
-            ),
+            other => diags.push(Diagnostic::at(key.span(), format!("unknown section '{other}'")).help(format!(
+                "sections: {}{}",
+                SECTIONS.join(", "),
+                did_you_mean(other, SECTIONS.iter().copied())
+            ))),
         }
     }
     if meta.is_none() && diags.is_empty() {
-        diags.push(Diagnostic::at(0..0, "missing [experiment] section").help("add:\n[experiment]\nname = \"my-study\""));
+        diags
+            .push(Diagnostic::at(0..0, "missing [experiment] section").help("add:\n[experiment]\nname = \"my-study\""));
     }
     if !diags.is_empty() {
         return Err(invalid(diags, &text));
@@ -144,7 +164,10 @@ mod tests {
 
     #[test]
     fn unknown_field_hint_picks_nearest() {
-        assert_eq!(unknown_name_hint("unknown field `hoks`, expected one of `model`, `hooks`"), "did you mean 'hooks'?");
+        assert_eq!(
+            unknown_name_hint("unknown field `hoks`, expected one of `model`, `hooks`"),
+            "did you mean 'hooks'?"
+        );
         assert_eq!(unknown_name_hint("invalid type: string"), "");
     }
 }

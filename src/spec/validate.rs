@@ -52,14 +52,25 @@ impl CheckCx<'_> {
     /// Check that a layer index exists.
     pub fn layer(&self, cfg: &ModelConfig, layer: &Sp<usize>, out: &mut Vec<Diagnostic>) {
         if layer.value >= cfg.n_layers {
-            out.push(Diagnostic::at(layer.span.clone(), format!("layer {} out of range: the model has {} layers (0..={})", layer.value, cfg.n_layers, cfg.n_layers - 1)));
+            out.push(Diagnostic::at(
+                layer.span.clone(),
+                format!(
+                    "layer {} out of range: the model has {} layers (0..={})",
+                    layer.value,
+                    cfg.n_layers,
+                    cfg.n_layers - 1
+                ),
+            ));
         }
     }
 
     /// Check that indices are below `n` (neurons, heads, dimensions).
     pub fn indices(&self, what: &str, idx: &Sp<Vec<usize>>, n: usize, out: &mut Vec<Diagnostic>) {
         if let Some(bad) = idx.value.iter().find(|&&i| i >= n) {
-            out.push(Diagnostic::at(idx.span.clone(), format!("{what} {bad} out of range: there are {n} (0..={})", n - 1)));
+            out.push(Diagnostic::at(
+                idx.span.clone(),
+                format!("{what} {bad} out of range: there are {n} (0..={})", n - 1),
+            ));
         }
     }
 }
@@ -83,15 +94,24 @@ pub fn select_hook(cfg: &ModelConfig, h: &Sp<String>) -> Result<Vec<HookPoint>, 
             return Ok(vec![p]);
         }
         let msg = match p.layer() {
-            Some(l) if l >= cfg.n_layers => format!("layer {l} out of range in '{}': the model has {} layers (0..={})", h.value, cfg.n_layers, cfg.n_layers - 1),
+            Some(l) if l >= cfg.n_layers => format!(
+                "layer {l} out of range in '{}': the model has {} layers (0..={})",
+                h.value,
+                cfg.n_layers,
+                cfg.n_layers - 1
+            ),
             _ => format!("hook '{}' does not exist in {:?} models", h.value, cfg.family),
         };
         return Err(Diagnostic::at(h.span.clone(), msg));
     }
     if let Some(site) = hooks::parse_site(h) {
-        let all: Vec<HookPoint> = (0..cfg.n_layers).map(|l| HookPoint::Block(l, site)).filter(|p| p.exists_in(cfg)).collect();
+        let all: Vec<HookPoint> =
+            (0..cfg.n_layers).map(|l| HookPoint::Block(l, site)).filter(|p| p.exists_in(cfg)).collect();
         if all.is_empty() {
-            return Err(Diagnostic::at(h.span.clone(), format!("hook '{}' does not exist in {:?} models", h.value, cfg.family)));
+            return Err(Diagnostic::at(
+                h.span.clone(),
+                format!("hook '{}' does not exist in {:?} models", h.value, cfg.family),
+            ));
         }
         return Ok(all);
     }
@@ -105,21 +125,31 @@ fn processing(spec: &ProcessingSpec, span: std::ops::Range<usize>, out: &mut Vec
         ProcessingSpec::Custom(p) => *p,
         ProcessingSpec::Named(n) => Processing::from_name(n).unwrap_or_else(|| {
             let names = ["default", "none", "default+refactor"];
-            out.push(
-                Diagnostic::at(span, format!("unknown processing '{n}'"))
-                    .help(format!("one of {}{}, or a table {{ fold_ln = true, … }}", names.join(", "), did_you_mean(n, names))),
-            );
+            out.push(Diagnostic::at(span, format!("unknown processing '{n}'")).help(format!(
+                "one of {}{}, or a table {{ fold_ln = true, … }}",
+                names.join(", "),
+                did_you_mean(n, names)
+            )));
             Processing::DEFAULT
         }),
     }
 }
 
 /// Resolve a model's source and read its configuration when possible without the network.
-fn resolve_model(exp: &Experiment, spec: &Sp<ModelSpec>, out: &mut Vec<Diagnostic>, warnings: &mut Vec<String>, name: &str) -> Option<(ResolvedModel, Option<ModelConfig>)> {
+fn resolve_model(
+    exp: &Experiment,
+    spec: &Sp<ModelSpec>,
+    out: &mut Vec<Diagnostic>,
+    warnings: &mut Vec<String>,
+    name: &str,
+) -> Option<(ResolvedModel, Option<ModelConfig>)> {
     let m = &spec.value;
     let n_sources = [m.hub.is_some(), m.path.is_some(), m.train.is_some()].iter().filter(|b| **b).count();
     if n_sources != 1 {
-        out.push(Diagnostic::at(spec.span.clone(), format!("model '{name}' needs exactly one of `hub`, `path` or `train`")));
+        out.push(Diagnostic::at(
+            spec.span.clone(),
+            format!("model '{name}' needs exactly one of `hub`, `path` or `train`"),
+        ));
         return None;
     }
     let processing = processing(&m.processing, super::locate::field_span(&exp.text, &spec.span, "processing"), out);
@@ -128,7 +158,10 @@ fn resolve_model(exp: &Experiment, spec: &Sp<ModelSpec>, out: &mut Vec<Diagnosti
         let files = match ModelFiles::from_folder(&dir) {
             Ok(f) => f,
             Err(e) => {
-                out.push(Diagnostic::at(path.span.clone(), format!("{e:#}")).help("`path` is relative to the experiment file's folder"));
+                out.push(
+                    Diagnostic::at(path.span.clone(), format!("{e:#}"))
+                        .help("`path` is relative to the experiment file's folder"),
+                );
                 return None;
             }
         };
@@ -142,7 +175,13 @@ fn resolve_model(exp: &Experiment, spec: &Sp<ModelSpec>, out: &mut Vec<Diagnosti
     }
     if let Some(hub) = &m.hub {
         let repo = resolve_alias(hub).to_string();
-        let cached = hub_cache().repo(hf_hub::Repo::with_revision(repo.clone(), hf_hub::RepoType::Model, m.revision.clone().unwrap_or_else(|| "main".into()))).get("config.json");
+        let cached = hub_cache()
+            .repo(hf_hub::Repo::with_revision(
+                repo.clone(),
+                hf_hub::RepoType::Model,
+                m.revision.clone().unwrap_or_else(|| "main".into()),
+            ))
+            .get("config.json");
         let cfg = match cached {
             Some(p) => match ModelConfig::from_file(&p) {
                 Ok(c) => Some(c),
@@ -159,32 +198,59 @@ fn resolve_model(exp: &Experiment, spec: &Sp<ModelSpec>, out: &mut Vec<Diagnosti
                 known
             }
         };
-        return Some((ResolvedModel { source: ModelSource::Hub { name: repo, revision: m.revision.clone() }, processing }, cfg));
+        return Some((
+            ResolvedModel { source: ModelSource::Hub { name: repo, revision: m.revision.clone() }, processing },
+            cfg,
+        ));
     }
     let train = m.train.as_ref().expect("one source");
     match exp.stages.get(train.name()) {
         Some(st) => match st.value.trained_config() {
             Some(cfg) => {
-                let seeds: Vec<u64> = st.value.stage().parts(exp.meta.seed).into_iter().filter_map(|p| match p {
-                    crate::stages::Part::Seed(s) => Some(s),
-                    _ => None,
-                }).collect();
+                let seeds: Vec<u64> = st
+                    .value
+                    .stage()
+                    .parts(exp.meta.seed)
+                    .into_iter()
+                    .filter_map(|p| match p {
+                        crate::stages::Part::Seed(s) => Some(s),
+                        _ => None,
+                    })
+                    .collect();
                 let seed = match m.seed {
                     Some(s) if seeds.contains(&s) => s,
                     Some(s) => {
-                        out.push(Diagnostic::at(spec.span.clone(), format!("model '{name}': stage '{}' trains seeds {seeds:?}, not {s}", train.name())));
+                        out.push(Diagnostic::at(
+                            spec.span.clone(),
+                            format!("model '{name}': stage '{}' trains seeds {seeds:?}, not {s}", train.name()),
+                        ));
                         return None;
                     }
                     None if seeds.len() == 1 => seeds[0],
                     None => {
-                        out.push(Diagnostic::at(spec.span.clone(), format!("model '{name}': stage '{}' trains several seeds {seeds:?}; add seed = …", train.name())));
+                        out.push(Diagnostic::at(
+                            spec.span.clone(),
+                            format!(
+                                "model '{name}': stage '{}' trains several seeds {seeds:?}; add seed = …",
+                                train.name()
+                            ),
+                        ));
                         return None;
                     }
                 };
-                Some((ResolvedModel { source: ModelSource::Trained { stage: train.name().to_string(), seed }, processing }, Some(cfg)))
+                Some((
+                    ResolvedModel {
+                        source: ModelSource::Trained { stage: train.name().to_string(), seed },
+                        processing,
+                    },
+                    Some(cfg),
+                ))
             }
             None => {
-                out.push(Diagnostic::at(train.span(), format!("stage '{}' is a {} stage: `train` must name a train stage", train.name(), st.value.kind())));
+                out.push(Diagnostic::at(
+                    train.span(),
+                    format!("stage '{}' is a {} stage: `train` must name a train stage", train.name(), st.value.kind()),
+                ));
                 None
             }
         },
@@ -202,10 +268,15 @@ fn ref_error(kind: &str, name: &str, span: std::ops::Range<usize>, exp: &Experim
         "dataset" => exp.datasets.keys().map(|s| s.as_str()).collect(),
         _ => exp.stages.keys().map(|s| s.as_str()).collect(),
     };
-    let elsewhere = [("model", exp.models.contains_key(name)), ("dataset", exp.datasets.contains_key(name)), ("stage", exp.stages.contains_key(name)), ("plot", exp.plots.contains_key(name))]
-        .iter()
-        .find(|(k, present)| *present && *k != kind)
-        .map(|(k, _)| format!("'{name}' is a {k}, not a {kind}"));
+    let elsewhere = [
+        ("model", exp.models.contains_key(name)),
+        ("dataset", exp.datasets.contains_key(name)),
+        ("stage", exp.stages.contains_key(name)),
+        ("plot", exp.plots.contains_key(name)),
+    ]
+    .iter()
+    .find(|(k, present)| *present && *k != kind)
+    .map(|(k, _)| format!("'{name}' is a {k}, not a {kind}"));
     let help = match elsewhere {
         Some(e) => e,
         None if names.is_empty() => format!("define it in a [{kind}s.{name}] section"),
@@ -252,7 +323,9 @@ fn find_cycle(exp: &Experiment) -> Option<(Vec<String>, std::ops::Range<usize>)>
         for d in st.value.stage().deps() {
             let from = match d {
                 Dep::Stage(r) => Some(r.name().to_string()),
-                Dep::Model(m) | Dep::Tokens { model: m, .. } => exp.models.get(m.name()).and_then(|ms| ms.value.train.as_ref().map(|t| t.name().to_string())),
+                Dep::Model(m) | Dep::Tokens { model: m, .. } => {
+                    exp.models.get(m.name()).and_then(|ms| ms.value.train.as_ref().map(|t| t.name().to_string()))
+                }
                 Dep::Dataset(_) => None,
             };
             if let Some(from) = from {
@@ -290,9 +363,21 @@ pub fn validate(exp: Experiment) -> Result<Validated, Invalid> {
         for part in ds.value.mix.iter().flatten() {
             let span = super::locate::field_span(&exp.text, &ds.span, "mix");
             match exp.datasets.get(part) {
-                None => out.push(Diagnostic::at(span, format!("dataset '{name}' mixes unknown dataset '{part}'{}", crate::util::did_you_mean(part, exp.datasets.keys().map(|s| s.as_str()))))),
-                Some(d) if d.value.mix.is_some() => out.push(Diagnostic::at(span, format!("dataset '{name}' mixes '{part}', itself a mix: list its datasets instead"))),
-                Some(d) if matches!(d.value.mode(), crate::data::spec::Mode::Prompt) => out.push(Diagnostic::at(span, format!("dataset '{name}' mixes '{part}', a prompt dataset: mix text datasets"))),
+                None => out.push(Diagnostic::at(
+                    span,
+                    format!(
+                        "dataset '{name}' mixes unknown dataset '{part}'{}",
+                        crate::util::did_you_mean(part, exp.datasets.keys().map(|s| s.as_str()))
+                    ),
+                )),
+                Some(d) if d.value.mix.is_some() => out.push(Diagnostic::at(
+                    span,
+                    format!("dataset '{name}' mixes '{part}', itself a mix: list its datasets instead"),
+                )),
+                Some(d) if matches!(d.value.mode(), crate::data::spec::Mode::Prompt) => out.push(Diagnostic::at(
+                    span,
+                    format!("dataset '{name}' mixes '{part}', a prompt dataset: mix text datasets"),
+                )),
                 _ => {}
             }
         }
@@ -303,7 +388,10 @@ pub fn validate(exp: Experiment) -> Result<Validated, Invalid> {
     }
     for (name, plot) in &exp.plots {
         if exp.stages.contains_key(name) {
-            out.push(Diagnostic::at(plot.span.clone(), format!("plot '{name}' has the name of a stage; names of stages and plots must differ")));
+            out.push(Diagnostic::at(
+                plot.span.clone(),
+                format!("plot '{name}' has the name of a stage; names of stages and plots must differ"),
+            ));
         }
     }
     for st in exp.stages.values() {

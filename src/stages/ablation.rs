@@ -44,7 +44,8 @@ fn default_batch() -> usize {
 impl Spec {
     /// Every (set name, interventions), the single-set shorthand included.
     pub fn all_sets(&self) -> Vec<(&str, &[InterventionSpec])> {
-        let mut v: Vec<(&str, &[InterventionSpec])> = self.sets.iter().map(|(k, s)| (k.as_str(), s.interventions.as_slice())).collect();
+        let mut v: Vec<(&str, &[InterventionSpec])> =
+            self.sets.iter().map(|(k, s)| (k.as_str(), s.interventions.as_slice())).collect();
         if let Some(iv) = &self.interventions {
             v.insert(0, ("ablated", iv.as_slice()));
         }
@@ -88,10 +89,18 @@ impl Stage for Spec {
         let data = cx.tokens(&self.dataset, &self.model)?;
         let mut sets: Vec<(String, Vec<Intervention>)> = Vec::new();
         for (name, specs) in self.all_sets() {
-            let iv = specs.iter().map(|s| s.resolve(&|r| cx.input(r))).collect::<Result<Vec<_>>>().with_context(|| format!("set '{name}'"))?;
+            let iv = specs
+                .iter()
+                .map(|s| s.resolve(&|r| cx.input(r)))
+                .collect::<Result<Vec<_>>>()
+                .with_context(|| format!("set '{name}'"))?;
             sets.push((name.to_string(), iv));
         }
-        let starts: Vec<HookPoint> = sets.iter().filter_map(|(_, iv)| start_layer(iv)).map(|l| HookPoint::Block(l, BlockSite::ResidPre)).collect();
+        let starts: Vec<HookPoint> = sets
+            .iter()
+            .filter_map(|(_, iv)| start_layer(iv))
+            .map(|l| HookPoint::Block(l, BlockSite::ResidPre))
+            .collect();
         let names: Vec<String> = std::iter::once("clean".to_string()).chain(sets.iter().map(|s| s.0.clone())).collect();
         // Per set: (sum, count) overall and per document.
         let mut total = vec![(0f64, 0u64); names.len()];
@@ -143,7 +152,10 @@ impl Stage for Spec {
             Column::new("set".into(), names.clone()),
             Column::new("loss".into(), total.iter().map(|t| mean(*t)).collect::<Vec<_>>()),
             Column::new("delta".into(), total.iter().map(|t| mean(*t) - clean).collect::<Vec<_>>()),
-            Column::new("change_pct".into(), total.iter().map(|t| 100.0 * (mean(*t) - clean) / clean).collect::<Vec<_>>()),
+            Column::new(
+                "change_pct".into(),
+                total.iter().map(|t| 100.0 * (mean(*t) - clean) / clean).collect::<Vec<_>>(),
+            ),
             Column::new("tokens".into(), total.iter().map(|t| t.1).collect::<Vec<_>>()),
         ])?;
         cx.write_table("losses", &mut losses, true)?;

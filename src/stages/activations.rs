@@ -85,11 +85,20 @@ const TOKEN_STATS_LIMIT: usize = 4 << 30;
 /// Check hook selectors against a model, reporting hooks over pairs of positions as something
 /// `stage_reads` (e.g. "activations summarises") per-position hooks only; the hook points, when
 /// the model's configuration is known.
-pub(crate) fn check_per_position(cx: &CheckCx, model: &ModelRef, hooks: &[Sp<String>], stage_reads: &str, out: &mut Vec<Diagnostic>) -> Option<Vec<HookPoint>> {
+pub(crate) fn check_per_position(
+    cx: &CheckCx,
+    model: &ModelRef,
+    hooks: &[Sp<String>],
+    stage_reads: &str,
+    out: &mut Vec<Diagnostic>,
+) -> Option<Vec<HookPoint>> {
     let cfg = cx.config(model)?;
     for h in hooks {
         if select_hook(cfg, h).is_ok_and(|points| points.iter().any(|p| width(cfg, *p).is_none())) {
-            out.push(Diagnostic::at(h.span.clone(), format!("'{}' is per pair of positions; {stage_reads} per-position hooks", h.value)));
+            out.push(Diagnostic::at(
+                h.span.clone(),
+                format!("'{}' is per pair of positions; {stage_reads} per-position hooks", h.value),
+            ));
         }
     }
     cx.hooks(model, hooks, out)
@@ -136,8 +145,13 @@ impl Stage for Spec {
             if bytes > TOKEN_STATS_LIMIT {
                 let span = self.hooks.first().map(|h| h.span.clone()).unwrap_or(0..0);
                 out.push(
-                    Diagnostic::at(span, format!("per-token statistics of these hooks need {:.1} GB", bytes as f64 / 1e9))
-                        .help("set token_stats = false, or list fewer mlp.hook_post layers (e.g. \"blocks.5.mlp.hook_post\")"),
+                    Diagnostic::at(
+                        span,
+                        format!("per-token statistics of these hooks need {:.1} GB", bytes as f64 / 1e9),
+                    )
+                    .help(
+                        "set token_stats = false, or list fewer mlp.hook_post layers (e.g. \"blocks.5.mlp.hook_post\")",
+                    ),
                 );
             }
         }
@@ -180,7 +194,13 @@ impl Stage for Spec {
 }
 
 impl Spec {
-    fn write(&self, cx: &RunCx, stats: &BTreeMap<HookPoint, NeuronStats>, data: &crate::data::Tokenized, model: &crate::model::Model) -> Result<()> {
+    fn write(
+        &self,
+        cx: &RunCx,
+        stats: &BTreeMap<HookPoint, NeuronStats>,
+        data: &crate::data::Tokenized,
+        model: &crate::model::Model,
+    ) -> Result<()> {
         if stats.values().all(|s| s.count() == 0) {
             bail!("no valid positions in the dataset: every position is masked");
         }
@@ -201,10 +221,19 @@ impl Spec {
                 let m = s.summary(i);
                 summary.key(site, layer, i as u32);
                 summary.ints(&[("count", s.count() as i64)]);
-                summary.f64s(&[("mean", m.mean), ("var", m.var), ("skew", m.skew), ("kurt", m.kurt), ("freq", m.freq), ("min", m.min as f64), ("max", m.max as f64)]);
+                summary.f64s(&[
+                    ("mean", m.mean),
+                    ("var", m.var),
+                    ("skew", m.skew),
+                    ("kurt", m.kurt),
+                    ("freq", m.freq),
+                    ("min", m.min as f64),
+                    ("max", m.max as f64),
+                ]);
                 if labelled {
                     let mix = LabelMix::of(s.top(i).iter().map(|&(_, index)| label_of(index)));
-                    let (top, share, entropy, distinct) = mix.map(|m| (m.top, m.top_share, m.entropy, m.distinct)).unwrap_or_default();
+                    let (top, share, entropy, distinct) =
+                        mix.map(|m| (m.top, m.top_share, m.entropy, m.distinct)).unwrap_or_default();
                     summary.strs(&[("top_label", top)]);
                     summary.f64s(&[("top_label_share", share), ("label_entropy", entropy)]);
                     summary.ints(&[("labels", distinct as i64)]);
@@ -215,15 +244,26 @@ impl Spec {
                         examples.strs(&[("which", which.to_string())]);
                         let (row, pos) = (index as usize / data.ctx, index as usize % data.ctx);
                         let t = data.tokens[index as usize];
-                        examples.ints(&[("rank", rank as i64), ("index", index as i64), ("row", row as i64), ("position", pos as i64), ("token", t as i64)]);
+                        examples.ints(&[
+                            ("rank", rank as i64),
+                            ("index", index as i64),
+                            ("row", row as i64),
+                            ("position", pos as i64),
+                            ("token", t as i64),
+                        ]);
                         examples.f64s(&[("value", value as f64)]);
                         examples.strs(&[("token_str", token_str(t)), ("label", label_of(index).to_string())]);
                     }
                 }
                 for by_max in [false, true] {
-                    for (rank, (t, value, count)) in s.top_tokens(i, self.token_top_k, by_max).unwrap_or_default().into_iter().enumerate() {
+                    for (rank, (t, value, count)) in
+                        s.top_tokens(i, self.token_top_k, by_max).unwrap_or_default().into_iter().enumerate()
+                    {
                         tokens.key(site, layer, i as u32);
-                        tokens.strs(&[("by", if by_max { "max" } else { "mean" }.to_string()), ("token_str", token_str(t))]);
+                        tokens.strs(&[
+                            ("by", if by_max { "max" } else { "mean" }.to_string()),
+                            ("token_str", token_str(t)),
+                        ]);
                         tokens.ints(&[("rank", rank as i64), ("token", t as i64), ("count", count as i64)]);
                         tokens.f64s(&[("value", value as f64)]);
                     }
@@ -297,7 +337,11 @@ impl Columns {
         }
     }
     pub fn frame(self) -> Result<DataFrame> {
-        let mut cols = vec![Column::new("hook".into(), self.hook), Column::new("layer".into(), self.layer), Column::new("neuron".into(), self.neuron)];
+        let mut cols = vec![
+            Column::new("hook".into(), self.hook),
+            Column::new("layer".into(), self.layer),
+            Column::new("neuron".into(), self.neuron),
+        ];
         for (k, c) in self.cols {
             cols.push(match c {
                 Col::F(v) => Column::new(k.into(), v),

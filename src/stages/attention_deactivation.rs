@@ -150,19 +150,37 @@ impl Stage for Spec {
         let [hl, hh] = self.head.value;
         let span = self.head.span.clone();
         if hl == 0 {
-            out.push(Diagnostic::at(span.clone(), "the head must be in layer 1 or later: its earlier-layer neurons are scored"));
+            out.push(Diagnostic::at(
+                span.clone(),
+                "the head must be in layer 1 or later: its earlier-layer neurons are scored",
+            ));
         } else if self.mlp() >= hl {
-            out.push(Diagnostic::at(span.clone(), format!("mlp_layer {} must be before the head's layer {hl}", self.mlp())));
+            out.push(Diagnostic::at(
+                span.clone(),
+                format!("mlp_layer {} must be before the head's layer {hl}", self.mlp()),
+            ));
         }
         let Some(cfg) = cx.config(&self.model) else { return };
         if hl >= cfg.n_layers || hh >= cfg.n_heads {
-            out.push(Diagnostic::at(span.clone(), format!("head [{hl}, {hh}] out of range: the model has {} layers of {} heads", cfg.n_layers, cfg.n_heads)));
+            out.push(Diagnostic::at(
+                span.clone(),
+                format!(
+                    "head [{hl}, {hh}] out of range: the model has {} layers of {} heads",
+                    cfg.n_layers, cfg.n_heads
+                ),
+            ));
         }
         if let Some(bad) = self.neurons.iter().flatten().find(|&&n| n >= cfg.d_mlp) {
-            out.push(Diagnostic::at(span.clone(), format!("neuron {bad} out of range: layers have {} neurons", cfg.d_mlp)));
+            out.push(Diagnostic::at(
+                span.clone(),
+                format!("neuron {bad} out of range: layers have {} neurons", cfg.d_mlp),
+            ));
         }
         if self.after_position + 1 >= cfg.n_ctx {
-            out.push(Diagnostic::at(span, format!("after_position {} leaves no positions in a context of {}", self.after_position, cfg.n_ctx)));
+            out.push(Diagnostic::at(
+                span,
+                format!("after_position {} leaves no positions in a context of {}", self.after_position, cfg.n_ctx),
+            ));
         }
     }
 
@@ -193,10 +211,24 @@ impl Stage for Spec {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(cx.seed() ^ 0xa77e_0b05);
         let d = model.cfg.d_model;
         let gauss: Vec<f32> = (0..self.random_directions * d).map(|_| StandardNormal.sample(&mut rng)).collect();
-        let base = if self.random_directions > 0 { bos_scores(&model, hl, hh, &unit_rows(&Tensor::from_vec(gauss, (self.random_directions, d), &Device::Cpu)?.to_device(&model.device)?)?)? } else { vec![] };
+        let base = if self.random_directions > 0 {
+            bos_scores(
+                &model,
+                hl,
+                hh,
+                &unit_rows(
+                    &Tensor::from_vec(gauss, (self.random_directions, d), &Device::Cpu)?.to_device(&model.device)?,
+                )?,
+            )?
+        } else {
+            vec![]
+        };
         let mut base_abs: Vec<f32> = base.iter().map(|x| x.abs()).collect();
         base_abs.sort_by(f32::total_cmp);
-        let pct: Vec<f64> = score.iter().map(|s| base_abs.partition_point(|b| *b < s.abs()) as f64 / base_abs.len().max(1) as f64).collect();
+        let pct: Vec<f64> = score
+            .iter()
+            .map(|s| base_abs.partition_point(|b| *b < s.abs()) as f64 / base_abs.len().max(1) as f64)
+            .collect();
         let rank_in_layer = {
             let mut r = vec![0u32; score.len()];
             for l in 0..hl {
@@ -217,7 +249,10 @@ impl Stage for Spec {
             Column::new("baseline_pct".into(), pct),
         ])?;
         cx.write_table("scores", &mut scores, true)?;
-        let mut bdf = DataFrame::new_infer_height(vec![Column::new("direction".into(), (0..base.len() as u32).collect::<Vec<_>>()), Column::new("score".into(), base)])?;
+        let mut bdf = DataFrame::new_infer_height(vec![
+            Column::new("direction".into(), (0..base.len() as u32).collect::<Vec<_>>()),
+            Column::new("score".into(), base),
+        ])?;
         cx.write_table("baseline", &mut bdf, false)?;
         // Path ablation of the chosen neurons.
         let chosen: Vec<usize> = match &self.neurons {
@@ -233,32 +268,53 @@ impl Stage for Spec {
 }
 
 impl Spec {
-    fn ablate(&self, cx: &mut RunCx, model: &Model, data: &crate::data::Tokenized, chosen: &[usize]) -> Result<Vec<Points>> {
+    fn ablate(
+        &self,
+        cx: &mut RunCx,
+        model: &Model,
+        data: &crate::data::Tokenized,
+        chosen: &[usize],
+    ) -> Result<Vec<Points>> {
         let [hl, hh] = self.head.value;
         let ml = self.mlp();
         let (_, w_out) = in_out(model, ml)?;
         let w_out = w_out.to_dtype(DType::F32)?;
         let at = |s: BlockSite, l: usize| HookPoint::Block(l, s);
-        let (post, resid, k, v, z, pat) = (at(BlockSite::Post, ml), at(BlockSite::ResidPre, hl), at(BlockSite::K, hl), at(BlockSite::V, hl), at(BlockSite::Z, hl), at(BlockSite::Pattern, hl));
+        let (post, resid, k, v, z, pat) = (
+            at(BlockSite::Post, ml),
+            at(BlockSite::ResidPre, hl),
+            at(BlockSite::K, hl),
+            at(BlockSite::V, hl),
+            at(BlockSite::Z, hl),
+            at(BlockSite::Pattern, hl),
+        );
         let mut points = vec![Points::default(); chosen.len()];
         let ctx = data.ctx;
         let after = self.after_position;
         let mut progress = cx.progress((data.rows * ctx) as u64, "tok");
         for start in (0..data.rows).step_by(self.batch_size.max(1)) {
             let b = self.batch_size.max(1).min(data.rows - start);
-            let tokens = Tensor::from_slice(&data.tokens[start * ctx..(start + b) * ctx], (b, ctx), &Device::Cpu)?.to_device(&model.device)?;
-            let (_, clean) = model.forward_cached(Start::Tokens(&tokens), &Request::capture([post, resid, k, v, z, pat]))?;
+            let tokens = Tensor::from_slice(&data.tokens[start * ctx..(start + b) * ctx], (b, ctx), &Device::Cpu)?
+                .to_device(&model.device)?;
+            let (_, clean) =
+                model.forward_cached(Start::Tokens(&tokens), &Request::capture([post, resid, k, v, z, pat]))?;
             let (z0, p0) = head_view(&clean[&z], &clean[&pat], hh)?;
             let acts = clean[&post].to_dtype(DType::F32)?;
             let mask: Vec<f32> = (0..b * ctx).map(|i| if i % ctx >= after { 1.0 } else { 0.0 }).collect();
             let mask = Tensor::from_vec(mask, (b, ctx, 1), &model.device)?;
-            let restore = [Intervention::new(k, Action::Patch(clean[&k].clone())), Intervention::new(v, Action::Patch(clean[&v].clone()))];
+            let restore = [
+                Intervention::new(k, Action::Patch(clean[&k].clone())),
+                Intervention::new(v, Action::Patch(clean[&v].clone())),
+            ];
             for (c, &n) in chosen.iter().enumerate() {
                 let a = acts.narrow(2, n, 1)?; // [b, pos, 1]
                 let removed = a.broadcast_mul(&mask)?.broadcast_mul(&w_out.narrow(0, n, 1)?.unsqueeze(0)?)?;
                 let patched = (clean[&resid].to_dtype(DType::F32)? - removed)?.to_dtype(clean[&resid].dtype())?;
                 // No logits: the pass stops after the head's layer.
-                let (_, out) = model.forward_cached(Start::Resid { layer: hl, resid: patched }, &Request::capture([z, pat]).with_interventions(&restore))?;
+                let (_, out) = model.forward_cached(
+                    Start::Resid { layer: hl, resid: patched },
+                    &Request::capture([z, pat]).with_interventions(&restore),
+                )?;
                 let (z1, p1) = head_view(&out[&z], &out[&pat], hh)?;
                 let a: Vec<f32> = a.flatten_all()?.to_vec1()?;
                 let p = &mut points[c];
@@ -280,23 +336,37 @@ impl Spec {
     fn write(&self, cx: &RunCx, chosen: &[usize], by_mlp: &[(usize, f32)], points: Vec<Points>) -> Result<()> {
         let score_of = |n: usize| by_mlp.iter().find(|x| x.0 == n).map(|x| x.1).unwrap_or(f32::NAN);
         let rank_of = |n: usize| by_mlp.iter().position(|x| x.0 == n).map(|r| r as u32);
-        let corr = |p: &Points, y: &[f64], f: fn(&[f64], &[f64]) -> f64| if p.act.len() > 1 { f(&p.act, y) } else { f64::NAN };
+        let corr =
+            |p: &Points, y: &[f64], f: fn(&[f64], &[f64]) -> f64| if p.act.len() > 1 { f(&p.act, y) } else { f64::NAN };
         let mut abl = DataFrame::new_infer_height(vec![
             Column::new("layer".into(), vec![self.mlp() as u32; chosen.len()]),
             Column::new("neuron".into(), chosen.iter().map(|&n| n as u32).collect::<Vec<_>>()),
             Column::new("score".into(), chosen.iter().map(|&n| score_of(n)).collect::<Vec<_>>()),
             Column::new("rank".into(), chosen.iter().map(|&n| rank_of(n)).collect::<Vec<_>>()),
             Column::new("pearson_norm".into(), points.iter().map(|p| corr(p, &p.d_norm, pearson)).collect::<Vec<_>>()),
-            Column::new("spearman_norm".into(), points.iter().map(|p| corr(p, &p.d_norm, spearman)).collect::<Vec<_>>()),
+            Column::new(
+                "spearman_norm".into(),
+                points.iter().map(|p| corr(p, &p.d_norm, spearman)).collect::<Vec<_>>(),
+            ),
             Column::new("pearson_bos".into(), points.iter().map(|p| corr(p, &p.d_bos, pearson)).collect::<Vec<_>>()),
             Column::new("spearman_bos".into(), points.iter().map(|p| corr(p, &p.d_bos, spearman)).collect::<Vec<_>>()),
-            Column::new("mean_d_norm_pct".into(), points.iter().map(|p| p.d_norm_pct.iter().sum::<f64>() / p.act.len().max(1) as f64).collect::<Vec<_>>()),
+            Column::new(
+                "mean_d_norm_pct".into(),
+                points.iter().map(|p| p.d_norm_pct.iter().sum::<f64>() / p.act.len().max(1) as f64).collect::<Vec<_>>(),
+            ),
             Column::new("points".into(), points.iter().map(|p| p.act.len() as u64).collect::<Vec<_>>()),
         ])?;
         cx.write_table("ablation", &mut abl, true)?;
         let name = |n: usize| format!("L{}.{n}", self.mlp());
         let mut pts = DataFrame::new_infer_height(vec![
-            Column::new("neuron_name".into(), chosen.iter().zip(&points).flat_map(|(&n, p)| std::iter::repeat_n(name(n), p.act.len())).collect::<Vec<_>>()),
+            Column::new(
+                "neuron_name".into(),
+                chosen
+                    .iter()
+                    .zip(&points)
+                    .flat_map(|(&n, p)| std::iter::repeat_n(name(n), p.act.len()))
+                    .collect::<Vec<_>>(),
+            ),
             Column::new("activation".into(), points.iter().flat_map(|p| p.act.clone()).collect::<Vec<_>>()),
             Column::new("d_norm".into(), points.iter().flat_map(|p| p.d_norm.clone()).collect::<Vec<_>>()),
             Column::new("d_norm_pct".into(), points.iter().flat_map(|p| p.d_norm_pct.clone()).collect::<Vec<_>>()),
@@ -308,7 +378,8 @@ impl Spec {
 
 /// Per position of the batch (row-major): ‖z‖ of head `h` and its attention to position 0.
 fn head_view(z: &Tensor, pattern: &Tensor, h: usize) -> Result<(Vec<f32>, Vec<f32>)> {
-    let norm: Vec<f32> = z.to_dtype(DType::F32)?.narrow(2, h, 1)?.sqr()?.sum(D::Minus1)?.sqrt()?.flatten_all()?.to_vec1()?;
+    let norm: Vec<f32> =
+        z.to_dtype(DType::F32)?.narrow(2, h, 1)?.sqr()?.sum(D::Minus1)?.sqrt()?.flatten_all()?.to_vec1()?;
     let bos: Vec<f32> = pattern.to_dtype(DType::F32)?.narrow(1, h, 1)?.narrow(3, 0, 1)?.flatten_all()?.to_vec1()?;
     Ok((norm, bos))
 }

@@ -43,7 +43,10 @@ fn moments(df: &DataFrame, hook: &str) -> Result<HashMap<(u32, u32), (f64, f64)>
     let mut out = HashMap::new();
     for i in 0..df.height() {
         if hooks.get(i) == Some(hook) {
-            out.insert((layer.get(i).unwrap_or(0), neuron.get(i).unwrap_or(0)), (mean.get(i).unwrap_or(0.0), var.get(i).unwrap_or(0.0)));
+            out.insert(
+                (layer.get(i).unwrap_or(0), neuron.get(i).unwrap_or(0)),
+                (mean.get(i).unwrap_or(0.0), var.get(i).unwrap_or(0.0)),
+            );
         }
     }
     Ok(out)
@@ -70,7 +73,10 @@ impl Stage for Spec {
         for r in [&self.a, &self.b] {
             if let Some(s) = cx.exp.stages.get(r.name()) {
                 if s.value.kind() != "activations" {
-                    out.push(Diagnostic::at(r.span(), format!("contrast reads activations stages; '{}' is a {} stage", r.name(), s.value.kind())));
+                    out.push(Diagnostic::at(
+                        r.span(),
+                        format!("contrast reads activations stages; '{}' is a {} stage", r.name(), s.value.kind()),
+                    ));
                 }
             }
         }
@@ -81,13 +87,17 @@ impl Stage for Spec {
 
     fn run(&self, cx: &mut RunCx) -> Result<()> {
         let (da, db) = (cx.input(&self.a)?, cx.input(&self.b)?);
-        let (ma, mb) = (moments(&read(&da.join("stats.parquet"))?, &self.hook)?, moments(&read(&db.join("stats.parquet"))?, &self.hook)?);
+        let (ma, mb) = (
+            moments(&read(&da.join("stats.parquet"))?, &self.hook)?,
+            moments(&read(&db.join("stats.parquet"))?, &self.hook)?,
+        );
         if ma.is_empty() {
             bail!("stage '{}' has no statistics of {}", self.a.name(), self.hook);
         }
         let mut rows: Vec<((u32, u32), f64, f64, f64, f64, f64)> = Vec::new();
         for (k, &(mean_a, var_a)) in &ma {
-            let &(mean_b, var_b) = mb.get(k).with_context(|| format!("stage '{}' lacks neuron {}.{}", self.b.name(), k.0, k.1))?;
+            let &(mean_b, var_b) =
+                mb.get(k).with_context(|| format!("stage '{}' lacks neuron {}.{}", self.b.name(), k.0, k.1))?;
             let pooled = ((var_a + var_b) / 2.0).sqrt();
             let d = if pooled > 0.0 { (mean_b - mean_a) / pooled } else { 0.0 };
             rows.push((*k, mean_a, mean_b, var_a.sqrt(), var_b.sqrt(), d));
@@ -106,7 +116,10 @@ impl Stage for Spec {
         ])?;
         cx.write_table("contrast", &mut table, true)?;
         // Histograms of the top neurons on both datasets, as densities.
-        let (ha, hb) = (candle_core::safetensors::load(da.join("histograms.safetensors"), &candle_core::Device::Cpu)?, candle_core::safetensors::load(db.join("histograms.safetensors"), &candle_core::Device::Cpu)?);
+        let (ha, hb) = (
+            candle_core::safetensors::load(da.join("histograms.safetensors"), &candle_core::Device::Cpu)?,
+            candle_core::safetensors::load(db.join("histograms.safetensors"), &candle_core::Device::Cpu)?,
+        );
         let edges: Vec<f32> = ha.get("edges").context("no histogram edges")?.to_vec1()?;
         let mut cols: (Vec<u32>, Vec<String>, Vec<String>, Vec<f32>, Vec<f32>, Vec<f64>) = Default::default();
         for (rank, r) in rows.iter().take(self.top_k).enumerate() {
@@ -114,7 +127,8 @@ impl Stage for Spec {
             let name = format!("blocks.{l}.{}", self.hook);
             let mut per = Vec::new();
             for (label, h) in [(self.a.name(), &ha), (self.b.name(), &hb)] {
-                let counts: Vec<u32> = h.get(&name).with_context(|| format!("no histogram of {name}"))?.get(n as usize)?.to_vec1()?;
+                let counts: Vec<u32> =
+                    h.get(&name).with_context(|| format!("no histogram of {name}"))?.get(n as usize)?.to_vec1()?;
                 per.push((label, bins(&edges, &counts)));
             }
             // Keep the bins between the first and the last non-empty one of either dataset.

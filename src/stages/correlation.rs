@@ -127,11 +127,23 @@ struct Job {
 impl Spec {
     fn job(&self, cx: &RunCx) -> Result<Job> {
         let (a, b) = (cx.model(&self.a)?, cx.model(&self.b)?);
-        anyhow::ensure!(a.cfg.d_vocab == b.cfg.d_vocab, "models '{}' and '{}' have different vocabularies ({} and {} tokens)", self.a.name(), self.b.name(), a.cfg.d_vocab, b.cfg.d_vocab);
+        anyhow::ensure!(
+            a.cfg.d_vocab == b.cfg.d_vocab,
+            "models '{}' and '{}' have different vocabularies ({} and {} tokens)",
+            self.a.name(),
+            self.b.name(),
+            a.cfg.d_vocab,
+            b.cfg.d_vocab
+        );
         let data = cx.tokens(&self.dataset, &self.a)?;
         let hooks = |m: &Model| select_hook(&m.cfg, &self.hook).map_err(|d| anyhow!(d.message));
         let (hooks_a, hooks_b) = (hooks(&a)?, hooks(&b)?);
-        let shape = Shape { la: hooks_a.len(), da: width(&a.cfg, hooks_a[0]).unwrap_or(0), lb: hooks_b.len(), db: width(&b.cfg, hooks_b[0]).unwrap_or(0) };
+        let shape = Shape {
+            la: hooks_a.len(),
+            da: width(&a.cfg, hooks_a[0]).unwrap_or(0),
+            lb: hooks_b.len(),
+            db: width(&b.cfg, hooks_b[0]).unwrap_or(0),
+        };
         let tok = a.tokenizer()?;
         let exclude = self
             .exclude
@@ -165,7 +177,14 @@ impl Spec {
     }
 
     /// Sums of one tile of layer pairs over a range of batches.
-    fn sums(&self, cx: &mut RunCx, job: &Job, batches: Range<usize>, pairs: &[(usize, usize)], progress: &mut crate::exec::progress::Progress) -> Result<Sums> {
+    fn sums(
+        &self,
+        cx: &mut RunCx,
+        job: &Job,
+        batches: Range<usize>,
+        pairs: &[(usize, usize)],
+        progress: &mut crate::exec::progress::Progress,
+    ) -> Result<Sums> {
         let mut sums = Sums::new(job.shape, pairs);
         let (layers_a, layers_b) = (sums.layers_a(), sums.layers_b());
         let products = match self.products {
@@ -176,7 +195,9 @@ impl Spec {
         for batch in batches {
             let rows = batch * self.batch_size..((batch + 1) * self.batch_size).min(data.rows);
             let ids = &data.tokens[rows.start * ctx..rows.end * ctx];
-            let kept: Vec<u32> = (0..ids.len() as u32).filter(|&i| data.valid[rows.start * ctx + i as usize] != 0 && !job.exclude.contains(&ids[i as usize])).collect();
+            let kept: Vec<u32> = (0..ids.len() as u32)
+                .filter(|&i| data.valid[rows.start * ctx + i as usize] != 0 && !job.exclude.contains(&ids[i as usize]))
+                .collect();
             let tokens = Tensor::from_slice(ids, (rows.len(), ctx), &Device::Cpu)?;
             let kept_t = Tensor::from_slice(&kept, kept.len(), &Device::Cpu)?;
             let capture = |m: &Model, hooks: &[HookPoint], layers: &[usize]| -> Result<BTreeMap<usize, Tensor>> {
@@ -277,7 +298,10 @@ impl Stage for Spec {
             (self.shards == 0, "shards must be at least 1"),
             (self.top_k == 0, "top_k must be at least 1"),
             (self.memory_gb.is_nan() || self.memory_gb <= 0.0, "memory_gb must be positive"),
-            (self.histogram.edges < 2 || self.histogram.stop <= self.histogram.start, "histogram needs stop > start and at least 2 edges"),
+            (
+                self.histogram.edges < 2 || self.histogram.stop <= self.histogram.start,
+                "histogram needs stop > start and at least 2 edges",
+            ),
         ] {
             if bad {
                 out.push(Diagnostic::global(format!("correlation: {what}")));
@@ -288,7 +312,13 @@ impl Stage for Spec {
             let Some(cfg) = cx.config(m) else { continue };
             match select_hook(cfg, &self.hook) {
                 Ok(points) if points.iter().any(|p| width(cfg, *p).is_none()) => {
-                    out.push(Diagnostic::at(self.hook.span.clone(), format!("'{}' is per pair of positions; correlation compares per-position hooks", self.hook.value)));
+                    out.push(Diagnostic::at(
+                        self.hook.span.clone(),
+                        format!(
+                            "'{}' is per pair of positions; correlation compares per-position hooks",
+                            self.hook.value
+                        ),
+                    ));
                 }
                 Ok(points) => shapes.push((cfg.d_vocab, points.len(), width(cfg, points[0]).unwrap_or(0))),
                 Err(d) => out.push(d),
@@ -296,7 +326,14 @@ impl Stage for Spec {
         }
         if let [(va, la, da), (vb, lb, db)] = shapes[..] {
             if va != vb {
-                out.push(Diagnostic::at(self.b.span(), format!("'{}' and '{}' have different vocabularies ({va} and {vb} tokens): they must share a tokenizer", self.a.name(), self.b.name())));
+                out.push(Diagnostic::at(
+                    self.b.span(),
+                    format!(
+                        "'{}' and '{}' have different vocabularies ({va} and {vb} tokens): they must share a tokenizer",
+                        self.a.name(),
+                        self.b.name()
+                    ),
+                ));
             }
             let shape = Shape { la, da, lb, db };
             if let Err(e) = shape.tiles(self.budget()) {
@@ -311,7 +348,13 @@ impl Stage for Spec {
         let mut fin = Finisher::new(self, &job, cx)?;
         if self.shards > 1 {
             let files = (0..self.shards)
-                .map(|index| TensorFile::open(&cx.env.node_dir(&Part::Shard { index, count: self.shards }.node_name(&cx.name))?.join("sums.safetensors")))
+                .map(|index| {
+                    TensorFile::open(
+                        &cx.env
+                            .node_dir(&Part::Shard { index, count: self.shards }.node_name(&cx.name))?
+                            .join("sums.safetensors"),
+                    )
+                })
                 .collect::<Result<Vec<_>>>()?;
             let mut progress = cx.progress(tiles.len() as u64, "tiles");
             for tile in &tiles {
@@ -353,11 +396,18 @@ struct Finisher {
 impl Finisher {
     fn new(spec: &Spec, job: &Job, cx: &RunCx) -> Result<Finisher> {
         let s = job.shape;
-        let hist = Histogram::new(Histogram::linspace(spec.histogram.start, spec.histogram.stop, spec.histogram.edges), 1);
+        let hist =
+            Histogram::new(Histogram::linspace(spec.histogram.start, spec.histogram.stop, spec.histogram.edges), 1);
         let matrix = match spec.matrix {
             Some(p) => {
                 let dt = if p == MatrixPrecision::F16 { safetensors::Dtype::F16 } else { safetensors::Dtype::F32 };
-                Some((TensorFileWriter::create(&cx.out().join("correlation.safetensors"), &[("correlation", dt, vec![s.la * s.da, s.lb * s.db])])?, p))
+                Some((
+                    TensorFileWriter::create(
+                        &cx.out().join("correlation.safetensors"),
+                        &[("correlation", dt, vec![s.la * s.da, s.lb * s.db])],
+                    )?,
+                    p,
+                ))
             }
             None => None,
         };
@@ -380,7 +430,8 @@ impl Finisher {
         let n = sums.count as f64;
         for (la, m) in &sums.a {
             for i in 0..s.da {
-                let (sum, sq) = (crate::analysis::correlation::value(m.sum[i]), crate::analysis::correlation::value(m.sq[i]));
+                let (sum, sq) =
+                    (crate::analysis::correlation::value(m.sum[i]), crate::analysis::correlation::value(m.sq[i]));
                 let mean = sum / n;
                 self.a_moments[la * s.da + i] = (mean, (sq / n - mean * mean).max(0.0).sqrt());
             }
@@ -415,7 +466,9 @@ impl Finisher {
             if let Some((w, p)) = &self.matrix {
                 for (i, row) in r.chunks_exact(s.db).enumerate() {
                     let bytes: Vec<u8> = match p {
-                        MatrixPrecision::F16 => row.iter().flat_map(|x| half::f16::from_f32(*x).to_le_bytes()).collect(),
+                        MatrixPrecision::F16 => {
+                            row.iter().flat_map(|x| half::f16::from_f32(*x).to_le_bytes()).collect()
+                        }
                         MatrixPrecision::F32 => row.iter().flat_map(|x| x.to_le_bytes()).collect(),
                     };
                     w.write("correlation", (la * s.da + i) * s.lb * s.db + lb * s.db, &bytes)?;
@@ -429,8 +482,10 @@ impl Finisher {
         let s = self.shape;
         let layer_a = |l: usize| job.hooks_a[l].layer().unwrap_or(0) as u32;
         let layer_b = |l: usize| job.hooks_b[l].layer().unwrap_or(0) as u32;
-        let (mut m_layer, mut m_neuron, mut m_max, mut m_bl, mut m_bn, mut m_mean, mut m_std) = (vec![], vec![], vec![], vec![], vec![], vec![], vec![]);
-        let (mut t_layer, mut t_neuron, mut t_rank, mut t_bl, mut t_bn, mut t_val) = (vec![], vec![], vec![], vec![], vec![], vec![]);
+        let (mut m_layer, mut m_neuron, mut m_max, mut m_bl, mut m_bn, mut m_mean, mut m_std) =
+            (vec![], vec![], vec![], vec![], vec![], vec![], vec![]);
+        let (mut t_layer, mut t_neuron, mut t_rank, mut t_bl, mut t_bn, mut t_val) =
+            (vec![], vec![], vec![], vec![], vec![], vec![]);
         for la in 0..s.la {
             for i in 0..s.da {
                 let best = self.top.sorted(la * s.da + i);
@@ -457,8 +512,10 @@ impl Finisher {
         let mut top = df!("layer" => t_layer, "neuron" => t_neuron, "rank" => t_rank, "match_layer" => t_bl, "match_neuron" => t_bn, "corr" => t_val)?;
         let edges = &self.hist.edges;
         let total: u64 = self.counts.iter().sum();
-        let left: Vec<f64> = (0..self.counts.len()).map(|k| if k == 0 { f64::NEG_INFINITY } else { edges[k - 1] as f64 }).collect();
-        let right: Vec<f64> = (0..self.counts.len()).map(|k| edges.get(k).map(|&e| e as f64).unwrap_or(f64::INFINITY)).collect();
+        let left: Vec<f64> =
+            (0..self.counts.len()).map(|k| if k == 0 { f64::NEG_INFINITY } else { edges[k - 1] as f64 }).collect();
+        let right: Vec<f64> =
+            (0..self.counts.len()).map(|k| edges.get(k).map(|&e| e as f64).unwrap_or(f64::INFINITY)).collect();
         let density: Vec<f64> = self.counts.iter().map(|&c| c as f64 / total.max(1) as f64).collect();
         let mut hist = df!("left" => left, "right" => right, "count" => self.counts.clone(), "density" => density)?;
         cx.write_table("matches", &mut matches, true)?;

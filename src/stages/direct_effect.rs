@@ -103,12 +103,21 @@ impl Stage for Spec {
         for h in std::iter::once(&self.hook).chain(&self.frozen).chain(&self.patched) {
             match HookPoint::parse(h) {
                 Some(p) if p.exists_in(cfg) => {}
-                Some(p) if p.layer().is_some_and(|l| l >= cfg.n_layers) => out.push(Diagnostic::at(h.span.clone(), format!("layer {} out of range: the model has {} layers", p.layer().unwrap_or(0), cfg.n_layers))),
-                _ => out.push(Diagnostic::at(h.span.clone(), format!("unknown hook '{}' (write it with its layer: blocks.4.hook_attn_out)", h.value))),
+                Some(p) if p.layer().is_some_and(|l| l >= cfg.n_layers) => out.push(Diagnostic::at(
+                    h.span.clone(),
+                    format!("layer {} out of range: the model has {} layers", p.layer().unwrap_or(0), cfg.n_layers),
+                )),
+                _ => out.push(Diagnostic::at(
+                    h.span.clone(),
+                    format!("unknown hook '{}' (write it with its layer: blocks.4.hook_attn_out)", h.value),
+                )),
             }
         }
         if self.neuron.value >= cfg.d_mlp {
-            out.push(Diagnostic::at(self.neuron.span.clone(), format!("neuron {} out of range: there are {} (0..={})", self.neuron.value, cfg.d_mlp, cfg.d_mlp - 1)));
+            out.push(Diagnostic::at(
+                self.neuron.span.clone(),
+                format!("neuron {} out of range: there are {} (0..={})", self.neuron.value, cfg.d_mlp, cfg.d_mlp - 1),
+            ));
         }
     }
 
@@ -116,15 +125,25 @@ impl Stage for Spec {
         let model = cx.model(&self.model)?;
         let data = cx.tokens(&self.dataset, &self.model)?;
         let hook = HookPoint::parse(&self.hook).context("bad hook")?;
-        let force = Force { hook, neuron: self.neuron.value, active: self.value(&self.active, hook, cx)?, inactive: self.value(&self.inactive, hook, cx)? };
-        let parse = |v: &[Sp<String>]| v.iter().map(|h| HookPoint::parse(h).with_context(|| format!("bad hook {}", h.value))).collect::<Result<Vec<_>>>();
+        let force = Force {
+            hook,
+            neuron: self.neuron.value,
+            active: self.value(&self.active, hook, cx)?,
+            inactive: self.value(&self.inactive, hook, cx)?,
+        };
+        let parse = |v: &[Sp<String>]| {
+            v.iter()
+                .map(|h| HookPoint::parse(h).with_context(|| format!("bad hook {}", h.value)))
+                .collect::<Result<Vec<_>>>()
+        };
         let (frozen, patched) = (parse(&self.frozen)?, parse(&self.patched)?);
         let ctx = data.ctx;
         let mut sums = [(0f64, 0u64); 4];
         let mut progress = cx.progress((data.rows * ctx) as u64, "tok");
         for start in (0..data.rows).step_by(self.batch_size.max(1)) {
             let b = self.batch_size.max(1).min(data.rows - start);
-            let tokens = Tensor::from_slice(&data.tokens[start * ctx..(start + b) * ctx], (b, ctx), &Device::Cpu)?.to_device(&model.device)?;
+            let tokens = Tensor::from_slice(&data.tokens[start * ctx..(start + b) * ctx], (b, ctx), &Device::Cpu)?
+                .to_device(&model.device)?;
             let runs: [Vec<f32>; 4] = match self.mode {
                 Mode::Direct => {
                     let e = direct_effect(&model, &tokens, force, &frozen, &patched)?;
@@ -141,7 +160,11 @@ impl Stage for Spec {
                         let t = if p < 0 { (ctx as i64 - 1 + p) as usize } else { p as usize };
                         vec![t.min(ctx - 2)]
                     }
-                    None => (0..ctx - 1).filter(|&t| data.valid[(start + r) * ctx + t] != 0 && data.valid[(start + r) * ctx + t + 1] != 0).collect(),
+                    None => (0..ctx - 1)
+                        .filter(|&t| {
+                            data.valid[(start + r) * ctx + t] != 0 && data.valid[(start + r) * ctx + t + 1] != 0
+                        })
+                        .collect(),
                 };
                 for (s, l) in runs.iter().enumerate() {
                     for &t in &keep {

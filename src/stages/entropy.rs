@@ -160,22 +160,39 @@ impl Stage for Spec {
             out.push(Diagnostic::at(self.model.span(), "entropy needs at least one value and batch_size ≥ 1"));
         }
         if self.neurons.value.is_empty() && self.candidates.is_none() {
-            out.push(Diagnostic::at(self.model.span(), "entropy needs `neurons = [[layer, neuron], …]` or `candidates = { weights = \"…\" }`"));
+            out.push(Diagnostic::at(
+                self.model.span(),
+                "entropy needs `neurons = [[layer, neuron], …]` or `candidates = { weights = \"…\" }`",
+            ));
         }
-        let refs = self.baseline.iter().map(|b| ("baseline", &b.weights)).chain(self.candidates.iter().map(|c| ("candidates", &c.weights)));
+        let refs = self
+            .baseline
+            .iter()
+            .map(|b| ("baseline", &b.weights))
+            .chain(self.candidates.iter().map(|c| ("candidates", &c.weights)));
         for (field, w) in refs {
             match cx.exp.stages.get(w.name()).map(|s| &s.value) {
-                Some(StageSpec::Weights(ws)) if ws.model.name() != self.model.name() => {
-                    out.push(Diagnostic::at(w.span(), format!("{field}.weights describes model '{}', not '{}'", ws.model.name(), self.model.name())))
-                }
+                Some(StageSpec::Weights(ws)) if ws.model.name() != self.model.name() => out.push(Diagnostic::at(
+                    w.span(),
+                    format!("{field}.weights describes model '{}', not '{}'", ws.model.name(), self.model.name()),
+                )),
                 Some(StageSpec::Weights(_)) | None => {}
-                Some(o) => out.push(Diagnostic::at(w.span(), format!("{field}.weights reads a weights stage; '{}' is of kind {}", w.name(), o.kind()))),
+                Some(o) => out.push(Diagnostic::at(
+                    w.span(),
+                    format!("{field}.weights reads a weights stage; '{}' is of kind {}", w.name(), o.kind()),
+                )),
             }
         }
         let Some(cfg) = cx.config(&self.model) else { return };
         for [l, n] in &self.neurons.value {
             if *l >= cfg.n_layers || *n >= cfg.d_mlp {
-                out.push(Diagnostic::at(self.neurons.span.clone(), format!("neuron [{l}, {n}] out of range: the model has {} layers of {} neurons", cfg.n_layers, cfg.d_mlp)));
+                out.push(Diagnostic::at(
+                    self.neurons.span.clone(),
+                    format!(
+                        "neuron [{l}, {n}] out of range: the model has {} layers of {} neurons",
+                        cfg.n_layers, cfg.d_mlp
+                    ),
+                ));
             }
         }
     }
@@ -195,7 +212,8 @@ impl Stage for Spec {
             Some(b) => draw_baseline(&cx.input(&b.weights)?.join("weights.parquet"), b, &studied, cx.seed())?,
             None => vec![],
         };
-        let all: Vec<([usize; 2], &str)> = studied.iter().map(|n| (*n, "studied")).chain(baseline.iter().map(|n| (*n, "baseline"))).collect();
+        let all: Vec<([usize; 2], &str)> =
+            studied.iter().map(|n| (*n, "studied")).chain(baseline.iter().map(|n| (*n, "baseline"))).collect();
         let layers: Vec<usize> = {
             let mut v: Vec<usize> = all.iter().map(|(n, _)| n[0]).collect();
             v.sort();
@@ -213,11 +231,26 @@ impl Stage for Spec {
             let tokens = Tensor::from_slice(ids, (b, ctx), &Device::Cpu)?.to_device(&model.device)?;
             // A position counts when it and the next are valid and it is not BOS / EOS.
             let keep: Vec<bool> = (0..b * ctx)
-                .map(|i| i % ctx + 1 < ctx && data.valid[start * ctx + i] != 0 && data.valid[start * ctx + i + 1] != 0 && ids[i] != bos && ids[i] != eos)
+                .map(|i| {
+                    i % ctx + 1 < ctx
+                        && data.valid[start * ctx + i] != 0
+                        && data.valid[start * ctx + i + 1] != 0
+                        && ids[i] != bos
+                        && ids[i] != eos
+                })
                 .collect();
-            let hooks = layers.iter().flat_map(|&l| [HookPoint::Block(l, BlockSite::ResidPost), HookPoint::Block(l, BlockSite::Post)]).collect();
+            let hooks = layers
+                .iter()
+                .flat_map(|&l| [HookPoint::Block(l, BlockSite::ResidPost), HookPoint::Block(l, BlockSite::Post)])
+                .collect();
             let (logits, mut cache) = run(&model, Start::Tokens(&tokens), hooks)?;
-            accumulate(&mut clean, &logits, &cache.remove(&HookPoint::LnFinalScale).context("no ln_final scale")?, &tokens, &keep)?;
+            accumulate(
+                &mut clean,
+                &logits,
+                &cache.remove(&HookPoint::LnFinalScale).context("no ln_final scale")?,
+                &tokens,
+                &keep,
+            )?;
             for (k, ([l, n], _)) in all.iter().enumerate() {
                 // Fixing the post-activation to c changes only the layer's MLP output, by
                 // (c − a)·w_out: the pass resumes from the clean residual leaving the layer plus that.
@@ -227,7 +260,13 @@ impl Stage for Spec {
                 for (v, &value) in self.values.iter().enumerate() {
                     let shifted = (resid + a.affine(-1.0, value as f64)?.broadcast_mul(&w_out)?)?;
                     let (logits, mut c) = run(&model, Start::Resid { layer: l + 1, resid: shifted }, vec![])?;
-                    accumulate(&mut runs[k][v], &logits, &c.remove(&HookPoint::LnFinalScale).context("no ln_final scale")?, &tokens, &keep)?;
+                    accumulate(
+                        &mut runs[k][v],
+                        &logits,
+                        &c.remove(&HookPoint::LnFinalScale).context("no ln_final scale")?,
+                        &tokens,
+                        &keep,
+                    )?;
                 }
             }
             cx.tick(&mut progress, (b * ctx) as u64)?;
@@ -255,7 +294,12 @@ struct LastLayers {
 impl LastLayers {
     fn read(weights: &std::path::Path, last: usize) -> Result<LastLayers> {
         let df = crate::store::table::read(weights)?;
-        let (layer, neuron, l2, var) = (df.column("layer")?.u32()?, df.column("neuron")?.u32()?, df.column("l2_penalty")?.f64()?, df.column("vocab_var")?.f64()?);
+        let (layer, neuron, l2, var) = (
+            df.column("layer")?.u32()?,
+            df.column("neuron")?.u32()?,
+            df.column("l2_penalty")?.f64()?,
+            df.column("vocab_var")?.f64()?,
+        );
         let first = layer.max().map(|m| m + 1).unwrap_or(0).saturating_sub(last as u32);
         let rows = (0..df.height())
             .filter_map(|i| Some(([layer.get(i)? as usize, neuron.get(i)? as usize], l2.get(i)?, var.get(i)?)))
@@ -281,10 +325,16 @@ fn candidates(weights: &std::path::Path, c: &CandidateSpec) -> Result<Vec<[usize
 }
 
 /// The study's random baseline neurons, excluding the studied ones, seeded.
-fn draw_baseline(weights: &std::path::Path, b: &BaselineSpec, studied: &[[usize; 2]], seed: u64) -> Result<Vec<[usize; 2]>> {
+fn draw_baseline(
+    weights: &std::path::Path,
+    b: &BaselineSpec,
+    studied: &[[usize; 2]],
+    seed: u64,
+) -> Result<Vec<[usize; 2]>> {
     let t = LastLayers::read(weights, b.last_layers)?;
     let (max_l2, min_var) = (t.quantile(|r| r.1, b.max_l2_pct), t.quantile(|r| r.2, b.min_vocab_var_pct));
-    let mut pool: Vec<[usize; 2]> = t.rows.iter().filter(|r| r.1 <= max_l2 && r.2 >= min_var && !studied.contains(&r.0)).map(|r| r.0).collect();
+    let mut pool: Vec<[usize; 2]> =
+        t.rows.iter().filter(|r| r.1 <= max_l2 && r.2 >= min_var && !studied.contains(&r.0)).map(|r| r.0).collect();
     pool.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ 0xe7_0b));
     pool.truncate(b.n);
     pool.sort();
@@ -292,12 +342,27 @@ fn draw_baseline(weights: &std::path::Path, b: &BaselineSpec, studied: &[[usize;
 }
 
 impl Spec {
-    fn write(&self, cx: &RunCx, model: &Model, all: &[([usize; 2], &str)], clean: &Metrics, runs: &[Vec<Metrics>]) -> Result<()> {
+    fn write(
+        &self,
+        cx: &RunCx,
+        model: &Model,
+        all: &[([usize; 2], &str)],
+        clean: &Metrics,
+        runs: &[Vec<Metrics>],
+    ) -> Result<()> {
         let name = |n: &[usize; 2]| format!("L{}.{}", n[0], n[1]);
         let mut rows: Vec<(String, u32, u32, String, f32, [f64; 5], u64)> = Vec::new();
         for (k, (n, kind)) in all.iter().enumerate() {
             for (v, &value) in self.values.iter().enumerate() {
-                rows.push((name(n), n[0] as u32, n[1] as u32, kind.to_string(), value, runs[k][v].mean(), runs[k][v].tokens));
+                rows.push((
+                    name(n),
+                    n[0] as u32,
+                    n[1] as u32,
+                    kind.to_string(),
+                    value,
+                    runs[k][v].mean(),
+                    runs[k][v].tokens,
+                ));
             }
         }
         let mut cols = vec![
@@ -349,7 +414,8 @@ impl Spec {
             who.extend(std::iter::repeat_n(name(n), c.len()));
             cos.extend(c);
         }
-        let mut df = DataFrame::new_infer_height(vec![Column::new("neuron_name".into(), who), Column::new("cos".into(), cos)])?;
+        let mut df =
+            DataFrame::new_infer_height(vec![Column::new("neuron_name".into(), who), Column::new("cos".into(), cos)])?;
         cx.write_table("vocab_cos", &mut df, false)
     }
 }

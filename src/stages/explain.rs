@@ -133,12 +133,25 @@ impl FeatureColumn {
 /// Token sets named in an experiment, as token ids (each string must be one token).
 pub fn token_sets(tok: &Tokenizer, sets: &BTreeMap<String, Vec<String>>) -> Result<Vec<(String, Vec<u32>)>> {
     sets.iter()
-        .map(|(name, strs)| Ok((name.clone(), strs.iter().map(|s| tok.single_token(s)).collect::<Result<Vec<u32>>>().with_context(|| format!("token set '{name}'"))?)))
+        .map(|(name, strs)| {
+            Ok((
+                name.clone(),
+                strs.iter()
+                    .map(|s| tok.single_token(s))
+                    .collect::<Result<Vec<u32>>>()
+                    .with_context(|| format!("token set '{name}'"))?,
+            ))
+        })
         .collect()
 }
 
 /// String features, unigram groups (counted in `data`) and token sets of every token id.
-pub fn vocabulary_features(tok: &Tokenizer, vocab: usize, counts: Option<(&[u64], u64, usize)>, sets: &BTreeMap<String, Vec<String>>) -> Result<TokenFeatures> {
+pub fn vocabulary_features(
+    tok: &Tokenizer,
+    vocab: usize,
+    counts: Option<(&[u64], u64, usize)>,
+    sets: &BTreeMap<String, Vec<String>>,
+) -> Result<TokenFeatures> {
     let strings: Vec<String> = (0..vocab as u32).map(|i| tok.token_str(i)).collect();
     let mut tf = TokenFeatures::builtin(&strings);
     if let Some((counts, min_count, min_ids)) = counts {
@@ -198,15 +211,19 @@ impl Spec {
         let prev = self.has(FeatureKind::PrevToken).then(|| block(&mut columns, &tf.features, "prev_token"));
         let position = self.has(FeatureKind::Position).then(|| {
             let (names, of) = position_buckets(data.ctx);
-            let feats: Vec<Feature> = names.into_iter().map(|n| Feature { name: n, group: "position".into() }).collect();
+            let feats: Vec<Feature> =
+                names.into_iter().map(|n| Feature { name: n, group: "position".into() }).collect();
             (block(&mut columns, &feats, "position"), of)
         });
         let subset = if self.has(FeatureKind::Subset) {
             let names: BTreeSet<&str> = data.doc_labels.iter().map(String::as_str).collect();
             let names: Vec<&str> = names.into_iter().collect();
             (names.len() > 1).then(|| {
-                let of: Vec<u32> = (0..data.tokens.len()).map(|i| names.binary_search(&data.label_at(i)).map(|k| k as u32).unwrap_or(u32::MAX)).collect();
-                let feats: Vec<Feature> = names.iter().map(|n| Feature { name: n.to_string(), group: "subset".into() }).collect();
+                let of: Vec<u32> = (0..data.tokens.len())
+                    .map(|i| names.binary_search(&data.label_at(i)).map(|k| k as u32).unwrap_or(u32::MAX))
+                    .collect();
+                let feats: Vec<Feature> =
+                    names.iter().map(|n| Feature { name: n.to_string(), group: "subset".into() }).collect();
                 (block(&mut columns, &feats, "subset"), of)
             })
         } else {
@@ -214,8 +231,12 @@ impl Spec {
         };
         let mut labels = Vec::new();
         for src in &self.labels {
-            let (values, of) = read_labels(&base.join(&src.path.value), &src.column, data).with_context(|| format!("labels {}", src.path.value))?;
-            let feats: Vec<Feature> = values.iter().map(|v| Feature { name: format!("{}={v}", src.column), group: format!("label {}", src.column) }).collect();
+            let (values, of) = read_labels(&base.join(&src.path.value), &src.column, data)
+                .with_context(|| format!("labels {}", src.path.value))?;
+            let feats: Vec<Feature> = values
+                .iter()
+                .map(|v| Feature { name: format!("{}={v}", src.column), group: format!("label {}", src.column) })
+                .collect();
             labels.push((block(&mut columns, &feats, "label"), of.clone(), false));
             if self.has(FeatureKind::PrevToken) {
                 labels.push((block(&mut columns, &feats, "prev_label"), of, true));
@@ -262,10 +283,16 @@ fn read_labels(path: &std::path::Path, column: &str, data: &Tokenized) -> Result
     let names: Vec<String> = df.get_column_names().iter().map(|s| s.to_string()).collect();
     for need in ["row", "position", column] {
         if !names.iter().any(|n| n == need) {
-            bail!("no column '{need}' (columns: {}){}", names.join(", "), crate::util::did_you_mean(need, names.iter().map(|s| s.as_str())));
+            bail!(
+                "no column '{need}' (columns: {}){}",
+                names.join(", "),
+                crate::util::did_you_mean(need, names.iter().map(|s| s.as_str()))
+            );
         }
     }
-    let cast = |n: &str| -> Result<Vec<Option<i64>>> { Ok(df.column(n)?.cast(&DataType::Int64)?.i64()?.into_iter().collect()) };
+    let cast = |n: &str| -> Result<Vec<Option<i64>>> {
+        Ok(df.column(n)?.cast(&DataType::Int64)?.i64()?.into_iter().collect())
+    };
     let (rows, pos) = (cast("row")?, cast("position")?);
     let vals = df.column(column)?.cast(&DataType::String)?;
     let vals = vals.str()?;
@@ -277,7 +304,8 @@ fn read_labels(path: &std::path::Path, column: &str, data: &Tokenized) -> Result
         if r < 0 || p < 0 || r as usize >= data.rows || p as usize >= data.ctx {
             bail!("row {r}, position {p} is outside the dataset ({} rows of {} positions)", data.rows, data.ctx);
         }
-        of[r as usize * data.ctx + p as usize] = distinct.binary_search_by(|d| d.as_str().cmp(v)).expect("value listed") as u32;
+        of[r as usize * data.ctx + p as usize] =
+            distinct.binary_search_by(|d| d.as_str().cmp(v)).expect("value listed") as u32;
     }
     Ok((distinct, of))
 }
@@ -304,7 +332,10 @@ impl Stage for Spec {
         }
         for l in &self.labels {
             if !cx.exp.base_dir().join(&l.path.value).is_file() {
-                out.push(Diagnostic::at(l.path.span.clone(), format!("label file '{}' not found", l.path.value)).help("a Parquet file with columns row, position and the label column"));
+                out.push(
+                    Diagnostic::at(l.path.span.clone(), format!("label file '{}' not found", l.path.value))
+                        .help("a Parquet file with columns row, position and the label column"),
+                );
             }
         }
         check_per_position(cx, &self.model, &self.hooks, "explain scores", out);
@@ -321,7 +352,12 @@ impl Stage for Spec {
                 counts[*t as usize] += 1;
             }
         }
-        let tf = vocabulary_features(tok, cfg.d_vocab, Some((&counts, self.unigram_min_count, self.unigram_min_ids)), &self.token_sets)?;
+        let tf = vocabulary_features(
+            tok,
+            cfg.d_vocab,
+            Some((&counts, self.unigram_min_count, self.unigram_min_ids)),
+            &self.token_sets,
+        )?;
         let layout = self.layout(&tf, &data, &cx.base_dir())?;
         let hooks = select_hooks(cfg, &self.hooks)?;
         let nf = layout.columns.len();
@@ -329,7 +365,8 @@ impl Stage for Spec {
         if bytes as f64 > self.memory_gb * 1e9 {
             bail!("explain: {nf} features × {} hooks need {:.1} GB of sums (memory_gb = {}): select fewer hooks or features, or raise memory_gb", hooks.len(), bytes as f64 / 1e9, self.memory_gb);
         }
-        let mut sums: BTreeMap<HookPoint, Separation> = hooks.iter().map(|&h| (h, Separation::new(nf, width(cfg, h).unwrap_or(0)))).collect();
+        let mut sums: BTreeMap<HookPoint, Separation> =
+            hooks.iter().map(|&h| (h, Separation::new(nf, width(cfg, h).unwrap_or(0)))).collect();
         let (rows, ctx) = (data.rows, data.ctx);
         let mut progress = cx.progress((rows * ctx) as u64, "tok");
         for start in (0..rows).step_by(self.batch_size) {
@@ -366,9 +403,18 @@ impl Spec {
         let mut features = DataFrame::new_infer_height(vec![
             polars::prelude::Column::new("feature".into(), columns.iter().map(|c| c.label()).collect::<Vec<_>>()),
             polars::prelude::Column::new("variant".into(), columns.iter().map(|c| c.variant).collect::<Vec<_>>()),
-            polars::prelude::Column::new("group".into(), columns.iter().map(|c| c.feature.group.clone()).collect::<Vec<_>>()),
-            polars::prelude::Column::new("positions".into(), (0..columns.len()).map(|f| first.holds(f)).collect::<Vec<_>>()),
-            polars::prelude::Column::new("fraction".into(), (0..columns.len()).map(|f| first.holds(f) as f64 / n as f64).collect::<Vec<_>>()),
+            polars::prelude::Column::new(
+                "group".into(),
+                columns.iter().map(|c| c.feature.group.clone()).collect::<Vec<_>>(),
+            ),
+            polars::prelude::Column::new(
+                "positions".into(),
+                (0..columns.len()).map(|f| first.holds(f)).collect::<Vec<_>>(),
+            ),
+            polars::prelude::Column::new(
+                "fraction".into(),
+                (0..columns.len()).map(|f| first.holds(f) as f64 / n as f64).collect::<Vec<_>>(),
+            ),
         ])?;
         cx.write_table("features", &mut features, true)?;
         let (mut expl, mut best) = (Columns::default(), Columns::default());
@@ -388,7 +434,11 @@ impl Spec {
                     expl.key(site, layer, neuron as u32);
                     expl.ints(&[("rank", rank as i64), ("positions", scores[f].n1 as i64)]);
                     expl.strs(&[("feature", columns[f].label()), ("group", columns[f].feature.group.clone())]);
-                    expl.f64s(&[("vr", scores[f].vr), ("mean_diff", scores[f].mean_diff), ("welch_t", scores[f].welch_t)]);
+                    expl.f64s(&[
+                        ("vr", scores[f].vr),
+                        ("mean_diff", scores[f].mean_diff),
+                        ("welch_t", scores[f].welch_t),
+                    ]);
                 }
                 let b = order.first().copied();
                 let bvr = b.map(|f| scores[f].vr).unwrap_or(f64::NAN);
@@ -397,8 +447,15 @@ impl Spec {
                     _ => "unexplained".to_string(),
                 };
                 best.key(site, layer, neuron as u32);
-                best.strs(&[("feature", b.map(|f| columns[f].label()).unwrap_or_default()), ("family", family.clone())]);
-                best.f64s(&[("vr", bvr), ("mean_diff", b.map(|f| scores[f].mean_diff).unwrap_or(f64::NAN)), ("welch_t", b.map(|f| scores[f].welch_t).unwrap_or(f64::NAN))]);
+                best.strs(&[
+                    ("feature", b.map(|f| columns[f].label()).unwrap_or_default()),
+                    ("family", family.clone()),
+                ]);
+                best.f64s(&[
+                    ("vr", bvr),
+                    ("mean_diff", b.map(|f| scores[f].mean_diff).unwrap_or(f64::NAN)),
+                    ("welch_t", b.map(|f| scores[f].welch_t).unwrap_or(f64::NAN)),
+                ]);
                 *families.entry((site.to_string(), layer, family)).or_default() += 1;
                 if let Some(f) = b {
                     top.push((bvr, columns[f].label(), layer, neuron as u32));
@@ -421,7 +478,10 @@ impl Spec {
             polars::prelude::Column::new("rank".into(), (0..top.len() as u32).collect::<Vec<_>>()),
             polars::prelude::Column::new("layer".into(), top.iter().map(|t| t.2).collect::<Vec<_>>()),
             polars::prelude::Column::new("neuron".into(), top.iter().map(|t| t.3).collect::<Vec<_>>()),
-            polars::prelude::Column::new("name".into(), top.iter().map(|t| format!("L{}.{} {}", t.2, t.3, t.1)).collect::<Vec<_>>()),
+            polars::prelude::Column::new(
+                "name".into(),
+                top.iter().map(|t| format!("L{}.{} {}", t.2, t.3, t.1)).collect::<Vec<_>>(),
+            ),
             polars::prelude::Column::new("feature".into(), top.iter().map(|t| t.1.clone()).collect::<Vec<_>>()),
             polars::prelude::Column::new("vr".into(), top.iter().map(|t| t.0).collect::<Vec<_>>()),
         ])?;

@@ -65,7 +65,17 @@ pub struct InterventionSpec {
 
 impl InterventionSpec {
     fn n_actions(&self) -> usize {
-        [self.zero, self.set.is_some(), self.scale.is_some(), self.clamp.is_some(), self.add.is_some(), self.resample.is_some()].iter().filter(|b| **b).count()
+        [
+            self.zero,
+            self.set.is_some(),
+            self.scale.is_some(),
+            self.clamp.is_some(),
+            self.add.is_some(),
+            self.resample.is_some(),
+        ]
+        .iter()
+        .filter(|b| **b)
+        .count()
     }
 
     pub fn deps(&self) -> Vec<Dep<'_>> {
@@ -76,7 +86,10 @@ impl InterventionSpec {
     pub fn check(&self, cx: &CheckCx, cfg: Option<&ModelConfig>, out: &mut Vec<Diagnostic>) {
         let span = self.hook.span.clone();
         if self.n_actions() != 1 {
-            out.push(Diagnostic::at(span.clone(), "an intervention needs exactly one of zero, set, scale, clamp, add, resample"));
+            out.push(Diagnostic::at(
+                span.clone(),
+                "an intervention needs exactly one of zero, set, scale, clamp, add, resample",
+            ));
         }
         if let Some(set) = &self.set {
             let n = [set.value.is_some(), set.values.is_some(), set.mean_of.is_some()].iter().filter(|b| **b).count();
@@ -86,19 +99,34 @@ impl InterventionSpec {
             if let Some(m) = &set.mean_of {
                 match cx.exp.stages.get(m.name()).map(|s| &s.value) {
                     Some(StageSpec::Activations(_)) | None => {}
-                    Some(o) => out.push(Diagnostic::at(m.span(), format!("mean_of reads an activations stage; '{}' is a {} stage", m.name(), o.kind()))),
+                    Some(o) => out.push(Diagnostic::at(
+                        m.span(),
+                        format!("mean_of reads an activations stage; '{}' is a {} stage", m.name(), o.kind()),
+                    )),
                 }
             }
         }
         let Some(cfg) = cfg else { return };
         let Some(hook) = HookPoint::parse(&self.hook) else {
-            let hint = crate::util::did_you_mean(&self.hook, crate::model::hooks::known_names(cfg).iter().map(|s| s.as_str()));
-            out.push(Diagnostic::at(span, format!("unknown hook '{}' (interventions name one layer: blocks.3.mlp.hook_post)", self.hook.value)).help(hint.trim_start_matches("; ").to_string()));
+            let hint =
+                crate::util::did_you_mean(&self.hook, crate::model::hooks::known_names(cfg).iter().map(|s| s.as_str()));
+            out.push(
+                Diagnostic::at(
+                    span,
+                    format!(
+                        "unknown hook '{}' (interventions name one layer: blocks.3.mlp.hook_post)",
+                        self.hook.value
+                    ),
+                )
+                .help(hint.trim_start_matches("; ").to_string()),
+            );
             return;
         };
         if !hook.exists_in(cfg) {
             let msg = match hook.layer() {
-                Some(l) if l >= cfg.n_layers => format!("layer {l} out of range: the model has {} layers (0..={})", cfg.n_layers, cfg.n_layers - 1),
+                Some(l) if l >= cfg.n_layers => {
+                    format!("layer {l} out of range: the model has {} layers (0..={})", cfg.n_layers, cfg.n_layers - 1)
+                }
                 _ => format!("hook '{}' does not exist in {:?} models", self.hook.value, cfg.family),
             };
             out.push(Diagnostic::at(span, msg));
@@ -114,7 +142,10 @@ impl InterventionSpec {
         }
         if let Some(p) = &self.positions {
             if let Some(bad) = p.value.iter().find(|&&q| q >= cfg.n_ctx as i64 || q < -(cfg.n_ctx as i64)) {
-                out.push(Diagnostic::at(p.span.clone(), format!("position {bad} out of range: the model's context is {}", cfg.n_ctx)));
+                out.push(Diagnostic::at(
+                    p.span.clone(),
+                    format!("position {bad} out of range: the model's context is {}", cfg.n_ctx),
+                ));
             }
         }
     }
@@ -128,7 +159,11 @@ impl InterventionSpec {
             match (&s.value, &s.values, &s.mean_of) {
                 (Some(v), _, _) => Action::Constant(*v),
                 (_, Some(v), _) => Action::Values(v.clone()),
-                (_, _, Some(m)) => Action::Values(means(&stage_dir(m)?, hook, self.neurons.as_ref().map(|n| n.value.as_slice()).context("set = { mean_of } needs `neurons`")?)?),
+                (_, _, Some(m)) => Action::Values(means(
+                    &stage_dir(m)?,
+                    hook,
+                    self.neurons.as_ref().map(|n| n.value.as_slice()).context("set = { mean_of } needs `neurons`")?,
+                )?),
                 _ => bail!("set needs value, values or mean_of"),
             }
         } else if let Some(s) = self.scale {
@@ -156,7 +191,8 @@ impl InterventionSpec {
 /// Mean activation of neurons of a hook, from an activations stage's `stats.parquet`.
 pub fn means(dir: &Path, hook: HookPoint, neurons: &[usize]) -> Result<Vec<f32>> {
     let df = crate::store::table::read(&dir.join("stats.parquet"))?;
-    let (hooks, layer, neuron, mean) = (df.column("hook")?.str()?, df.column("layer")?.u32()?, df.column("neuron")?.u32()?, df.column("mean")?.f64()?);
+    let (hooks, layer, neuron, mean) =
+        (df.column("hook")?.str()?, df.column("layer")?.u32()?, df.column("neuron")?.u32()?, df.column("mean")?.f64()?);
     let (suffix, l) = (hook.site().map(|s| s.tl_suffix()).unwrap_or(""), hook.layer().unwrap_or(0) as u32);
     neurons
         .iter()
@@ -165,7 +201,9 @@ pub fn means(dir: &Path, hook: HookPoint, neurons: &[usize]) -> Result<Vec<f32>>
                 .find(|&i| hooks.get(i) == Some(suffix) && layer.get(i) == Some(l) && neuron.get(i) == Some(n as u32))
                 .and_then(|i| mean.get(i))
                 .map(|m| m as f32)
-                .with_context(|| format!("{} has no statistics of {hook} neuron {n}: add that hook to its `hooks`", dir.display()))
+                .with_context(|| {
+                    format!("{} has no statistics of {hook} neuron {n}: add that hook to its `hooks`", dir.display())
+                })
         })
         .collect()
 }

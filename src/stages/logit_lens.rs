@@ -50,7 +50,10 @@ impl Stage for Spec {
     fn check(&self, cx: &CheckCx, out: &mut Vec<Diagnostic>) {
         if let Some(ds) = cx.exp.datasets.get(self.dataset.name()) {
             if ds.value.pairs.is_none() && self.answer.is_none() {
-                out.push(Diagnostic::at(self.dataset.span(), "logit_lens on prompts needs `answer` (and optionally `wrong`)"));
+                out.push(Diagnostic::at(
+                    self.dataset.span(),
+                    "logit_lens on prompts needs `answer` (and optionally `wrong`)",
+                ));
             }
         }
     }
@@ -59,8 +62,12 @@ impl Stage for Spec {
         let model = cx.model(&self.model)?;
         let data = cx.tokens(&self.dataset, &self.model)?;
         let tok = model.tokenizer()?;
-        let fixed = (self.answer.as_deref().map(|a| tok.single_token(a)).transpose()?, self.wrong.as_deref().map(|w| tok.single_token(w)).transpose()?);
-        let (mut lens, mut top): (Vec<(u32, u32, String, f32)>, Vec<(u32, u32, String, u32, String, f32)>) = Default::default();
+        let fixed = (
+            self.answer.as_deref().map(|a| tok.single_token(a)).transpose()?,
+            self.wrong.as_deref().map(|w| tok.single_token(w)).transpose()?,
+        );
+        let (mut lens, mut top): (Vec<(u32, u32, String, f32)>, Vec<(u32, u32, String, u32, String, f32)>) =
+            Default::default();
         for r in 0..data.rows {
             let row: Vec<u32> = match &data.pairs {
                 Some(p) => p[r].clean.clone(),

@@ -37,7 +37,10 @@ pub use plot::PlotStage;
 pub enum Part {
     Seed(u64),
     /// Shard `index` of `count` (0-based) of the stage's dataset.
-    Shard { index: usize, count: usize },
+    Shard {
+        index: usize,
+        count: usize,
+    },
 }
 
 impl Part {
@@ -54,7 +57,10 @@ impl Part {
 pub enum Dep<'a> {
     Model(&'a ModelRef),
     /// The token rows of a dataset, tokenized for a model.
-    Tokens { dataset: &'a DatasetRef, model: &'a ModelRef },
+    Tokens {
+        dataset: &'a DatasetRef,
+        model: &'a ModelRef,
+    },
     /// Another stage's artifacts.
     Stage(&'a StageRef),
     /// A dataset's raw text (read by the stage itself).

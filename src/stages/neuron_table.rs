@@ -40,16 +40,38 @@ impl Stage for Spec {
     }
 
     fn check(&self, cx: &CheckCx, out: &mut Vec<Diagnostic>) {
-        let (w, a) = (cx.exp.stages.get(self.weights.name()).map(|s| &s.value), cx.exp.stages.get(self.activations.name()).map(|s| &s.value));
+        let (w, a) = (
+            cx.exp.stages.get(self.weights.name()).map(|s| &s.value),
+            cx.exp.stages.get(self.activations.name()).map(|s| &s.value),
+        );
         if let Some(w) = w.filter(|w| !matches!(w, StageSpec::Weights(_))) {
-            out.push(Diagnostic::at(self.weights.span(), format!("`weights` must name a weights stage; '{}' is a {} stage", self.weights.name(), w.kind())));
+            out.push(Diagnostic::at(
+                self.weights.span(),
+                format!("`weights` must name a weights stage; '{}' is a {} stage", self.weights.name(), w.kind()),
+            ));
         }
         if let Some(a) = a.filter(|a| !matches!(a, StageSpec::Activations(_))) {
-            out.push(Diagnostic::at(self.activations.span(), format!("`activations` must name an activations stage; '{}' is a {} stage", self.activations.name(), a.kind())));
+            out.push(Diagnostic::at(
+                self.activations.span(),
+                format!(
+                    "`activations` must name an activations stage; '{}' is a {} stage",
+                    self.activations.name(),
+                    a.kind()
+                ),
+            ));
         }
         if let (Some(StageSpec::Weights(w)), Some(StageSpec::Activations(a))) = (w, a) {
             if w.model.name() != a.model.name() {
-                out.push(Diagnostic::at(self.activations.span(), format!("'{}' ran on model '{}' but '{}' on '{}'", self.activations.name(), a.model.name(), self.weights.name(), w.model.name())));
+                out.push(Diagnostic::at(
+                    self.activations.span(),
+                    format!(
+                        "'{}' ran on model '{}' but '{}' on '{}'",
+                        self.activations.name(),
+                        a.model.name(),
+                        self.weights.name(),
+                        w.model.name()
+                    ),
+                ));
             }
         }
     }
@@ -65,15 +87,40 @@ impl Stage for Spec {
                 index.insert((l.get(i).unwrap_or(0), n.get(i).unwrap_or(0)), i);
             }
         }
-        anyhow::ensure!(!index.is_empty(), "'{}' has no statistics of {}: add it to its hooks", self.activations.name(), self.hook);
+        anyhow::ensure!(
+            !index.is_empty(),
+            "'{}' has no statistics of {}: add it to its hooks",
+            self.activations.name(),
+            self.hook
+        );
         let (layers, neurons) = (df.column("layer")?.u32()?.clone(), df.column("neuron")?.u32()?.clone());
-        let rows: Vec<Option<usize>> = (0..df.height()).map(|i| index.get(&(layers.get(i).unwrap_or(0), neurons.get(i).unwrap_or(0))).copied()).collect();
+        let rows: Vec<Option<usize>> = (0..df.height())
+            .map(|i| index.get(&(layers.get(i).unwrap_or(0), neurons.get(i).unwrap_or(0))).copied())
+            .collect();
         for (from, to) in [("mean", "mean"), ("var", "var"), ("skew", "skew"), ("kurt", "kurt"), ("freq", "sparsity")] {
             let c = stats.column(from)?.f64()?;
             let v: Vec<Option<f64>> = rows.iter().map(|r| r.and_then(|i| c.get(i))).collect();
             df.with_column(Column::new(to.into(), v))?;
         }
-        let order = ["layer", "neuron", "w_in_norm", "w_out_norm", "input_bias", "in_out_sim", "l2_penalty", "mean", "var", "skew", "kurt", "sparsity", "vocab_mean", "vocab_var", "vocab_skew", "vocab_kurt", "vocab_class"];
+        let order = [
+            "layer",
+            "neuron",
+            "w_in_norm",
+            "w_out_norm",
+            "input_bias",
+            "in_out_sim",
+            "l2_penalty",
+            "mean",
+            "var",
+            "skew",
+            "kurt",
+            "sparsity",
+            "vocab_mean",
+            "vocab_var",
+            "vocab_skew",
+            "vocab_kurt",
+            "vocab_class",
+        ];
         let mut df = df.select(order)?;
         cx.write_table("neurons", &mut df, true)
     }

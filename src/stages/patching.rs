@@ -3,7 +3,9 @@
 //! of a layer; raw metric and normalised score, with token labels for heatmaps.
 
 use super::{Dep, Stage};
-use crate::analysis::patching::{head_patches, layer_position_patches, neuron_patches, normalise, prompt, Metric, Patch, Prepared};
+use crate::analysis::patching::{
+    head_patches, layer_position_patches, neuron_patches, normalise, prompt, Metric, Patch, Prepared,
+};
 use crate::exec::RunCx;
 use crate::model::hooks::BlockSite;
 use crate::spec::{CheckCx, DatasetRef, Diagnostic, ModelRef, Sp};
@@ -88,7 +90,10 @@ impl Stage for Spec {
     fn check(&self, cx: &CheckCx, out: &mut Vec<Diagnostic>) {
         if let Some(ds) = cx.exp.datasets.get(self.dataset.name()) {
             if ds.value.pairs.is_none() {
-                out.push(Diagnostic::at(self.dataset.span(), format!("patching needs a dataset of clean/corrupted `pairs`; '{}' has none", self.dataset.name())));
+                out.push(Diagnostic::at(
+                    self.dataset.span(),
+                    format!("patching needs a dataset of clean/corrupted `pairs`; '{}' has none", self.dataset.name()),
+                ));
             }
         }
         if self.sweeps.contains(&Sweep::Neurons) && self.neuron_layer.is_none() {
@@ -125,7 +130,8 @@ impl Stage for Spec {
                 Some(p) => bail!("position {p} is beyond pair {pi}'s {n_pos} tokens"),
                 None => None,
             };
-            let labels: Vec<String> = pair.clean.iter().enumerate().map(|(i, &t)| format!("{i} '{}'", tok.token_str(t))).collect();
+            let labels: Vec<String> =
+                pair.clean.iter().enumerate().map(|(i, &t)| format!("{i} '{}'", tok.token_str(t))).collect();
             let mut jobs: Vec<(Sweep, Vec<Patch>)> = Vec::new();
             for s in &self.sweeps {
                 let patches = match s {
@@ -136,7 +142,11 @@ impl Stage for Spec {
                     Sweep::Neurons => {
                         let all: Vec<usize> = (0..cfg.d_mlp).collect();
                         let ns = self.neurons.as_ref().map(|n| n.value.clone()).unwrap_or(all);
-                        neuron_patches(self.neuron_layer.as_ref().map(|l| l.value).context("neuron_layer")?, &ns, position)
+                        neuron_patches(
+                            self.neuron_layer.as_ref().map(|l| l.value).context("neuron_layer")?,
+                            &ns,
+                            position,
+                        )
                     }
                 };
                 jobs.push((*s, patches));

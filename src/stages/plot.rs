@@ -38,8 +38,15 @@ impl Stage for PlotSpec {
         if let Some(t) = &self.table {
             if !tables.is_empty() && !tables.contains(&t.as_str()) {
                 out.push(
-                    Diagnostic::at(span, format!("stage '{}' ({}) has no table '{t}'", self.input.name(), st.value.kind()))
-                        .help(format!("tables: {}{}", tables.join(", "), did_you_mean(t, tables.iter().copied()))),
+                    Diagnostic::at(
+                        span,
+                        format!("stage '{}' ({}) has no table '{t}'", self.input.name(), st.value.kind()),
+                    )
+                    .help(format!(
+                        "tables: {}{}",
+                        tables.join(", "),
+                        did_you_mean(t, tables.iter().copied())
+                    )),
                 );
             }
         }
@@ -54,7 +61,12 @@ impl Stage for PlotSpec {
             None => bail!("stage '{}' writes several tables ({}): set `table`", self.input.name(), tables.join(", ")),
         };
         if !tables.contains(&table) {
-            bail!("stage '{}' has no table '{table}' (tables: {}){}", self.input.name(), tables.join(", "), did_you_mean(&table, tables.iter().map(|s| s.as_str())));
+            bail!(
+                "stage '{}' has no table '{table}' (tables: {}){}",
+                self.input.name(),
+                tables.join(", "),
+                did_you_mean(&table, tables.iter().map(|s| s.as_str()))
+            );
         }
         let df = crate::store::table::read(&dir.join(format!("{table}.parquet")))?;
         let mut spec = self.clone();

@@ -100,13 +100,24 @@ impl Stage for Spec {
     fn check(&self, cx: &CheckCx, out: &mut Vec<Diagnostic>) {
         for c in &self.classes {
             if !CLASSES.contains(&c.value.as_str()) {
-                out.push(Diagnostic::at(c.span.clone(), format!("unknown class '{}' (classes: {}){}", c.value, CLASSES.join(", "), crate::util::did_you_mean(&c.value, CLASSES))));
+                out.push(Diagnostic::at(
+                    c.span.clone(),
+                    format!(
+                        "unknown class '{}' (classes: {}){}",
+                        c.value,
+                        CLASSES.join(", "),
+                        crate::util::did_you_mean(&c.value, CLASSES)
+                    ),
+                ));
             }
         }
         for f in &self.family {
             if let Some(s) = cx.exp.stages.get(f.name()) {
                 if !matches!(s.value, StageSpec::Weights(_)) {
-                    out.push(Diagnostic::at(f.span(), format!("family lists weights stages; '{}' is of kind {}", f.name(), s.value.kind())));
+                    out.push(Diagnostic::at(
+                        f.span(),
+                        format!("family lists weights stages; '{}' is of kind {}", f.name(), s.value.kind()),
+                    ));
                 }
             }
         }
@@ -116,7 +127,13 @@ impl Stage for Spec {
         if let Some(cfg) = cx.config(&self.model) {
             for [l, n] in &self.show {
                 if *l >= cfg.n_layers || *n >= cfg.d_mlp {
-                    out.push(Diagnostic::at(self.model.span(), format!("show: neuron [{l}, {n}] out of range: the model has {} layers of {} neurons", cfg.n_layers, cfg.d_mlp)));
+                    out.push(Diagnostic::at(
+                        self.model.span(),
+                        format!(
+                            "show: neuron [{l}, {n}] out of range: the model has {} layers of {} neurons",
+                            cfg.n_layers, cfg.d_mlp
+                        ),
+                    ));
                 }
             }
         }
@@ -125,7 +142,8 @@ impl Stage for Spec {
     fn run(&self, cx: &mut RunCx) -> Result<()> {
         let model = cx.model(&self.model)?;
         let cfg = &model.cfg;
-        let tok = model.tokenizer.as_ref().context("prediction_neurons reads token strings: the model has no tokenizer")?;
+        let tok =
+            model.tokenizer.as_ref().context("prediction_neurons reads token strings: the model has no tokenizer")?;
         let tf = super::explain::vocabulary_features(tok, cfg.d_vocab, None, &self.token_sets)?;
         let w_u = model.weights.w_u.to_dtype(candle_core::DType::F32)?; // [d, vocab]
         let w_u_unit = unit_rows(&w_u.t()?.contiguous()?)?;
@@ -152,7 +170,12 @@ impl Stage for Spec {
                 let key = |c: &mut Columns| c.key("mlp.hook_post", l as u32, n as u32);
                 key(&mut neurons);
                 neurons.strs(&[("class", class.to_string())]);
-                neurons.f64s(&[("vocab_mean", m.mean), ("vocab_var", m.var), ("vocab_skew", m.skew), ("vocab_kurt", m.kurt)]);
+                neurons.f64s(&[
+                    ("vocab_mean", m.mean),
+                    ("vocab_var", m.var),
+                    ("vocab_skew", m.skew),
+                    ("vocab_kurt", m.kurt),
+                ]);
                 let shown = self.show.contains(&[l, n]);
                 if !wanted.contains(&class) && !shown {
                     continue;
@@ -165,7 +188,11 @@ impl Stage for Spec {
                     _ => 0.0,
                 };
                 let key_of = |t: f64| if sign == 0.0 { t.abs() } else { sign * t };
-                let mut order: Vec<(usize, f64)> = (0..tf.features.len()).map(|f| (f, sep.score(f, n))).filter(|(_, s)| s.n1 >= self.min_tokens && s.welch_t.is_finite()).map(|(f, s)| (f, s.welch_t)).collect();
+                let mut order: Vec<(usize, f64)> = (0..tf.features.len())
+                    .map(|f| (f, sep.score(f, n)))
+                    .filter(|(_, s)| s.n1 >= self.min_tokens && s.welch_t.is_finite())
+                    .map(|(f, s)| (f, s.welch_t))
+                    .collect();
                 order.sort_by(|a, b| key_of(b.1).total_cmp(&key_of(a.1)));
                 let Some(&(best, best_t)) = order.first() else { continue };
                 best_of.push((if shown { f64::INFINITY } else { best_t.abs() }, [l, n], best));
@@ -175,7 +202,11 @@ impl Stage for Spec {
                 for (rank, &(f, _)) in order.iter().take(self.top_k).enumerate() {
                     let s = sep.score(f, n);
                     key(&mut feats);
-                    feats.strs(&[("class", class.to_string()), ("feature", tf.features[f].name.clone()), ("group", tf.features[f].group.clone())]);
+                    feats.strs(&[
+                        ("class", class.to_string()),
+                        ("feature", tf.features[f].name.clone()),
+                        ("group", tf.features[f].group.clone()),
+                    ]);
                     feats.ints(&[("rank", rank as i64), ("tokens", s.n1 as i64)]);
                     feats.f64s(&[("mean_diff", s.mean_diff), ("welch_t", s.welch_t), ("vr", s.vr)]);
                 }
@@ -199,11 +230,17 @@ impl Stage for Spec {
         let mut effects = Columns::default();
         for (shown, &(_, [l, n], best)) in best_of.iter().enumerate() {
             let (_, w_out) = in_out(&model, l)?;
-            let effect: Vec<f32> = w_out.to_dtype(candle_core::DType::F32)?.narrow(0, n, 1)?.matmul(&w_u)?.flatten_all()?.to_vec1()?;
+            let effect: Vec<f32> =
+                w_out.to_dtype(candle_core::DType::F32)?.narrow(0, n, 1)?.matmul(&w_u)?.flatten_all()?.to_vec1()?;
             for (t, e) in effect.into_iter().enumerate() {
                 effects.key("mlp.hook_post", l as u32, n as u32);
                 let in_best = tf.of_token[t].contains(&(best as u32));
-                effects.strs(&[("neuron_name", format!("L{l}.{n}")), ("token", tok.token_str(t as u32)), ("best_feature", tf.features[best].name.clone()), ("in_feature", if in_best { "yes" } else { "no" }.to_string())]);
+                effects.strs(&[
+                    ("neuron_name", format!("L{l}.{n}")),
+                    ("token", tok.token_str(t as u32)),
+                    ("best_feature", tf.features[best].name.clone()),
+                    ("in_feature", if in_best { "yes" } else { "no" }.to_string()),
+                ]);
                 effects.ints(&[("shown", shown as i64)]);
                 effects.f64s(&[("effect", e as f64)]);
             }
@@ -216,9 +253,12 @@ impl Stage for Spec {
 fn read_moments(path: &std::path::Path) -> Result<NeuronMoments> {
     let df = crate::store::table::read(path)?;
     let layer = df.column("layer")?.u32()?;
-    let col = |n: &str| -> Result<Vec<f64>> { Ok(df.column(n)?.f64()?.into_iter().map(|x| x.unwrap_or(f64::NAN)).collect()) };
+    let col =
+        |n: &str| -> Result<Vec<f64>> { Ok(df.column(n)?.f64()?.into_iter().map(|x| x.unwrap_or(f64::NAN)).collect()) };
     let (mean, var, skew, kurt) = (col("vocab_mean")?, col("vocab_var")?, col("vocab_skew")?, col("vocab_kurt")?);
-    Ok((0..df.height()).map(|i| (layer.get(i).unwrap_or(0), Moments { mean: mean[i], var: var[i], skew: skew[i], kurt: kurt[i] })).collect())
+    Ok((0..df.height())
+        .map(|i| (layer.get(i).unwrap_or(0), Moments { mean: mean[i], var: var[i], skew: skew[i], kurt: kurt[i] }))
+        .collect())
 }
 
 impl Spec {
@@ -232,10 +272,15 @@ impl Spec {
                 }
             }
             for (l, m) in rows {
-                *counts.entry((name.clone(), *l, vocab_class(m, self.kurt_threshold, self.partition_var))).or_default() += 1;
+                *counts
+                    .entry((name.clone(), *l, vocab_class(m, self.kurt_threshold, self.partition_var)))
+                    .or_default() += 1;
             }
         }
-        let total = |k: &(String, u32, &str)| family.iter().find(|f| f.0 == k.0).map(|f| f.1.iter().filter(|r| r.0 == k.1).count()).unwrap_or(0).max(1) as f64;
+        let total = |k: &(String, u32, &str)| {
+            family.iter().find(|f| f.0 == k.0).map(|f| f.1.iter().filter(|r| r.0 == k.1).count()).unwrap_or(0).max(1)
+                as f64
+        };
         Ok(DataFrame::new_infer_height(vec![
             Column::new("model".into(), counts.keys().map(|k| k.0.clone()).collect::<Vec<_>>()),
             Column::new("layer".into(), counts.keys().map(|k| k.1).collect::<Vec<_>>()),
@@ -254,7 +299,8 @@ impl Spec {
                 let per_model: Vec<Vec<f64>> = family
                     .iter()
                     .map(|(_, rows)| {
-                        let mut v: Vec<f64> = rows.iter().filter(|r| r.0 == l).map(|r| pick(&r.1)).filter(|x| x.is_finite()).collect();
+                        let mut v: Vec<f64> =
+                            rows.iter().filter(|r| r.0 == l).map(|r| pick(&r.1)).filter(|x| x.is_finite()).collect();
                         v.sort_by(f64::total_cmp);
                         v
                     })

@@ -64,20 +64,27 @@ impl<'a> Neurons<'a> {
     /// Resolve to (layer, neuron) pairs; `dir` is the source stage's artifact folder.
     pub fn resolve(&self, dir: Option<&Path>) -> Result<Vec<(usize, usize)>> {
         match self {
-            Neurons::List(v) => v.iter().map(|s| parse_neuron(s).with_context(|| format!("'{s}' is not a neuron (write L1.N23 or 1.23)"))).collect(),
+            Neurons::List(v) => v
+                .iter()
+                .map(|s| parse_neuron(s).with_context(|| format!("'{s}' is not a neuron (write L1.N23 or 1.23)")))
+                .collect(),
             Neurons::Top(t) => {
                 let dir = dir.context("no source stage")?;
                 let tables = super::plot::tables_in(dir);
-                let table = t.table.clone().or_else(|| tables.first().cloned()).context("the source stage wrote no table")?;
+                let table =
+                    t.table.clone().or_else(|| tables.first().cloned()).context("the source stage wrote no table")?;
                 let df = crate::store::table::read(&dir.join(format!("{table}.parquet")))?;
                 let mut df = crate::plot::filter_rows(&df, &t.filter)?;
                 if let Some(by) = &t.by {
                     df = df.sort([by.as_str()], SortMultipleOptions::default().with_order_descending(!t.lowest))?;
                 }
                 let layer = df.column("layer").context("the table has no `layer` column")?.cast(&DataType::UInt64)?;
-                let neuron = df.column("neuron").context("the table has no `neuron` column")?.cast(&DataType::UInt64)?;
+                let neuron =
+                    df.column("neuron").context("the table has no `neuron` column")?.cast(&DataType::UInt64)?;
                 let (layer, neuron) = (layer.u64()?, neuron.u64()?);
-                let out: Vec<(usize, usize)> = (0..df.height().min(t.n)).filter_map(|i| Some((layer.get(i)? as usize, neuron.get(i)? as usize))).collect();
+                let out: Vec<(usize, usize)> = (0..df.height().min(t.n))
+                    .filter_map(|i| Some((layer.get(i)? as usize, neuron.get(i)? as usize)))
+                    .collect();
                 if out.is_empty() {
                     bail!("no neurons selected from '{}'", t.from.name());
                 }

@@ -90,7 +90,15 @@ impl Spec {
     }
 
     fn model_config(&self, vocab: usize) -> ModelConfig {
-        train::config(self.layers, self.d_model, self.heads, self.d_mlp.unwrap_or(4 * self.d_model), vocab, self.context, self.activation)
+        train::config(
+            self.layers,
+            self.d_model,
+            self.heads,
+            self.d_mlp.unwrap_or(4 * self.d_model),
+            vocab,
+            self.context,
+            self.activation,
+        )
     }
 
     fn schedule(&self) -> Schedule {
@@ -118,13 +126,22 @@ impl Stage for Spec {
     fn check(&self, cx: &CheckCx, out: &mut Vec<Diagnostic>) {
         let span = self.datasets.first().map(|d| d.span()).unwrap_or(0..0);
         if self.heads == 0 || self.d_model % self.heads != 0 {
-            out.push(Diagnostic::at(span.clone(), format!("train: d_model {} must be a multiple of heads {}", self.d_model, self.heads)));
+            out.push(Diagnostic::at(
+                span.clone(),
+                format!("train: d_model {} must be a multiple of heads {}", self.d_model, self.heads),
+            ));
         }
         if self.steps == 0 || self.batch_size == 0 || self.layers == 0 || self.context < 2 {
-            out.push(Diagnostic::at(span.clone(), "train: steps, batch_size and layers must be at least 1, context at least 2"));
+            out.push(Diagnostic::at(
+                span.clone(),
+                "train: steps, batch_size and layers must be at least 1, context at least 2",
+            ));
         }
         if self.activation == Activation::SoluLn {
-            out.push(Diagnostic::at(span.clone(), "train: activation solu_ln is not trainable here; use gelu_new, gelu or relu"));
+            out.push(Diagnostic::at(
+                span.clone(),
+                "train: activation solu_ln is not trainable here; use gelu_new, gelu or relu",
+            ));
         }
         if let Some(t) = &self.tokenizer {
             if !cx.exp.base_dir().join(t).is_file() {
@@ -204,7 +221,8 @@ fn run_seed(cx: &mut RunCx, spec: &Spec, seed: u64) -> Result<()> {
     let base = cx.base_dir();
     let ds: Vec<&DatasetSpec> = spec.datasets.iter().map(|d| &cx.env.v.exp.datasets[d.name()].value).collect();
     let hf_tok = match &spec.tokenizer {
-        Some(p) => tokenizers::Tokenizer::from_file(base.join(p)).map_err(|e| anyhow::anyhow!("cannot load tokenizer {p}: {e}"))?,
+        Some(p) => tokenizers::Tokenizer::from_file(base.join(p))
+            .map_err(|e| anyhow::anyhow!("cannot load tokenizer {p}: {e}"))?,
         None => bpe::train(texts(cx, &ds)?.iter(), spec.vocab_size)?,
     };
     let tok = Tokenizer::from_inner(hf_tok.clone(), 0, 0);

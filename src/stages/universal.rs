@@ -33,7 +33,22 @@ fn default_threshold() -> f64 {
 }
 
 /// Columns of the neuron table compared between universal and other neurons.
-const PROPERTIES: &[&str] = &["w_in_norm", "w_out_norm", "input_bias", "in_out_sim", "l2_penalty", "mean", "var", "skew", "kurt", "sparsity", "vocab_mean", "vocab_var", "vocab_skew", "vocab_kurt"];
+const PROPERTIES: &[&str] = &[
+    "w_in_norm",
+    "w_out_norm",
+    "input_bias",
+    "in_out_sim",
+    "l2_penalty",
+    "mean",
+    "var",
+    "skew",
+    "kurt",
+    "sparsity",
+    "vocab_mean",
+    "vocab_var",
+    "vocab_skew",
+    "vocab_kurt",
+];
 
 /// Per (layer, neuron): the best correlation with each of several models, and max / mean / min.
 pub struct Best {
@@ -52,7 +67,10 @@ impl Best {
                 by_key.entry((l.get(i).unwrap_or(0), n.get(i).unwrap_or(0))).or_default().push(v.get(i).unwrap_or(0.0));
             }
         }
-        ensure!(by_key.values().all(|v| v.len() == tables.len()), "the correlation stages cover different neurons of the reference model");
+        ensure!(
+            by_key.values().all(|v| v.len() == tables.len()),
+            "the correlation stages cover different neurons of the reference model"
+        );
         let (keys, values) = by_key.into_iter().unzip();
         Ok(Best { keys, values })
     }
@@ -118,12 +136,20 @@ pub fn classify(correlations: &[DataFrame], baselines: &[DataFrame], threshold: 
 }
 
 impl Spec {
-    fn correlation_stages<'a>(&self, cx: &'a CheckCx, refs: &[StageRef], out: &mut Vec<Diagnostic>) -> Vec<&'a super::correlation::Spec> {
+    fn correlation_stages<'a>(
+        &self,
+        cx: &'a CheckCx,
+        refs: &[StageRef],
+        out: &mut Vec<Diagnostic>,
+    ) -> Vec<&'a super::correlation::Spec> {
         let mut specs = vec![];
         for r in refs {
             match cx.exp.stages.get(r.name()).map(|s| &s.value) {
                 Some(StageSpec::Correlation(c)) => specs.push(c),
-                Some(other) => out.push(Diagnostic::at(r.span(), format!("'{}' is a {} stage; universal reads correlation stages", r.name(), other.kind()))),
+                Some(other) => out.push(Diagnostic::at(
+                    r.span(),
+                    format!("'{}' is a {} stage; universal reads correlation stages", r.name(), other.kind()),
+                )),
                 None => {}
             }
         }
@@ -144,36 +170,61 @@ impl Stage for Spec {
 
     fn check(&self, cx: &CheckCx, out: &mut Vec<Diagnostic>) {
         if self.correlations.is_empty() || self.baselines.is_empty() {
-            out.push(Diagnostic::global("universal: list at least one correlation stage in `correlations` and one in `baselines`"));
+            out.push(Diagnostic::global(
+                "universal: list at least one correlation stage in `correlations` and one in `baselines`",
+            ));
         }
         let corr = self.correlation_stages(cx, &self.correlations, out);
         let base = self.correlation_stages(cx, &self.baselines, out);
         let reference = corr.first().map(|c| c.a.name().to_string());
         for (r, c) in self.correlations.iter().zip(&corr).chain(self.baselines.iter().zip(&base)) {
             if Some(c.a.name()) != reference.as_deref() {
-                out.push(Diagnostic::at(r.span(), format!("'{}' correlates model '{}', but '{}' correlates '{}': all must share the reference model `a`", r.name(), c.a.name(), self.correlations[0].name(), reference.as_deref().unwrap_or("?"))));
+                out.push(Diagnostic::at(
+                    r.span(),
+                    format!(
+                        "'{}' correlates model '{}', but '{}' correlates '{}': all must share the reference model `a`",
+                        r.name(),
+                        c.a.name(),
+                        self.correlations[0].name(),
+                        reference.as_deref().unwrap_or("?")
+                    ),
+                ));
             }
         }
         for (r, c) in self.correlations.iter().zip(&corr) {
             if c.baseline.is_random() {
-                out.push(Diagnostic::at(r.span(), format!("'{}' is a baseline ({:?}): list it under `baselines`", r.name(), c.baseline)));
+                out.push(Diagnostic::at(
+                    r.span(),
+                    format!("'{}' is a baseline ({:?}): list it under `baselines`", r.name(), c.baseline),
+                ));
             }
         }
         for (r, c) in self.baselines.iter().zip(&base) {
             if !c.baseline.is_random() {
-                out.push(Diagnostic::at(r.span(), format!("'{}' has no baseline: set baseline = \"rotation\" in it, or list it under `correlations`", r.name())));
+                out.push(Diagnostic::at(
+                    r.span(),
+                    format!(
+                        "'{}' has no baseline: set baseline = \"rotation\" in it, or list it under `correlations`",
+                        r.name()
+                    ),
+                ));
             }
         }
         if let Some(n) = &self.neurons {
             match cx.exp.stages.get(n.name()).map(|s| &s.value) {
                 Some(StageSpec::NeuronTable(_)) | None => {}
-                Some(other) => out.push(Diagnostic::at(n.span(), format!("`neurons` must name a neuron_table stage; '{}' is a {} stage", n.name(), other.kind()))),
+                Some(other) => out.push(Diagnostic::at(
+                    n.span(),
+                    format!("`neurons` must name a neuron_table stage; '{}' is a {} stage", n.name(), other.kind()),
+                )),
             }
         }
     }
 
     fn run(&self, cx: &mut RunCx) -> Result<()> {
-        let load = |refs: &[StageRef]| -> Result<Vec<DataFrame>> { refs.iter().map(|r| read(&cx.input(r)?.join("matches.parquet"))).collect() };
+        let load = |refs: &[StageRef]| -> Result<Vec<DataFrame>> {
+            refs.iter().map(|r| read(&cx.input(r)?.join("matches.parquet"))).collect()
+        };
         let mut df = classify(&load(&self.correlations)?, &load(&self.baselines)?, self.threshold)?;
         let layers: Vec<u32> = df.column("layer")?.u32()?.into_no_null_iter().collect();
         let universal: Vec<bool> = df.column("is_universal")?.bool()?.into_no_null_iter().collect();
@@ -183,7 +234,8 @@ impl Stage for Spec {
             df = df.join(&table, ["layer", "neuron"], ["layer", "neuron"], JoinArgs::new(JoinType::Left), None)?;
             for p in PROPERTIES {
                 let Ok(col) = df.column(p) else { continue };
-                let values: Vec<f64> = col.cast(&DataType::Float64)?.f64()?.into_iter().map(|v| v.unwrap_or(f64::NAN)).collect();
+                let values: Vec<f64> =
+                    col.cast(&DataType::Float64)?.f64()?.into_iter().map(|v| v.unwrap_or(f64::NAN)).collect();
                 let pct = percentiles(&layers, &values);
                 for (i, &q) in pct.iter().enumerate() {
                     if !q.is_nan() {

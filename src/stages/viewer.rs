@@ -71,10 +71,18 @@ impl Stage for Spec {
         match cx.exp.stages.get(self.activations.name()).map(|s| &s.value) {
             Some(StageSpec::Activations(a)) if a.model.name() != self.model.name() => out.push(Diagnostic::at(
                 self.activations.span(),
-                format!("viewer: '{}' ran on model '{}', not '{}'", self.activations.name(), a.model.name(), self.model.name()),
+                format!(
+                    "viewer: '{}' ran on model '{}', not '{}'",
+                    self.activations.name(),
+                    a.model.name(),
+                    self.model.name()
+                ),
             )),
             Some(StageSpec::Activations(_)) | None => {}
-            Some(other) => out.push(Diagnostic::at(self.activations.span(), format!("viewer reads an activations stage; '{}' is a {} stage", self.activations.name(), other.kind()))),
+            Some(other) => out.push(Diagnostic::at(
+                self.activations.span(),
+                format!("viewer reads an activations stage; '{}' is a {} stage", self.activations.name(), other.kind()),
+            )),
         }
         if parse_site(&self.hook).is_none() {
             out.push(Diagnostic::at(self.model.span(), format!("viewer: unknown hook '{}'", self.hook)));
@@ -86,8 +94,17 @@ impl Stage for Spec {
             for n in list {
                 match super::select::parse_neuron(n) {
                     Some((l, i)) if l < cfg.n_layers && i < cfg.d_mlp => {}
-                    Some((l, i)) => out.push(Diagnostic::at(self.model.span(), format!("viewer: neuron {l}.{i} out of range ({} layers × {} neurons)", cfg.n_layers, cfg.d_mlp))),
-                    None => out.push(Diagnostic::at(self.model.span(), format!("viewer: '{n}' is not a neuron (write L1.N23 or 1.23)"))),
+                    Some((l, i)) => out.push(Diagnostic::at(
+                        self.model.span(),
+                        format!(
+                            "viewer: neuron {l}.{i} out of range ({} layers × {} neurons)",
+                            cfg.n_layers, cfg.d_mlp
+                        ),
+                    )),
+                    None => out.push(Diagnostic::at(
+                        self.model.span(),
+                        format!("viewer: '{n}' is not a neuron (write L1.N23 or 1.23)"),
+                    )),
                 }
             }
         }
@@ -98,7 +115,10 @@ impl Stage for Spec {
         let tok = model.tokenizer()?;
         let site = parse_site(&self.hook).context("unknown hook")?;
         let acts_dir = cx.input(&self.activations)?;
-        let Some(StageSpec::Activations(acts)) = cx.env.v.exp.stages.get(self.activations.name()).map(|s| &s.value) else { bail!("'{}' is not an activations stage", self.activations.name()) };
+        let Some(StageSpec::Activations(acts)) = cx.env.v.exp.stages.get(self.activations.name()).map(|s| &s.value)
+        else {
+            bail!("'{}' is not an activations stage", self.activations.name())
+        };
         let data = cx.tokens(&acts.dataset, &acts.model)?;
         let choice = Neurons::of(&self.neurons, &self.top).context("give exactly one of `neurons` and `top`")?;
         let source = match choice.source() {
@@ -110,16 +130,39 @@ impl Stage for Spec {
         // Top examples of the chosen neurons.
         let ex = read(&acts_dir.join("examples.parquet"))?;
         let mut examples: BTreeMap<(usize, usize), Vec<(f32, usize, usize)>> = BTreeMap::new();
-        let (hook, which, layer, neuron) = (ex.column("hook")?.str()?, ex.column("which")?.str()?, ex.column("layer")?.u32()?, ex.column("neuron")?.u32()?);
-        let (rank, value, row, pos) = (ex.column("rank")?.i64()?, ex.column("value")?.f64()?, ex.column("row")?.i64()?, ex.column("position")?.i64()?);
+        let (hook, which, layer, neuron) = (
+            ex.column("hook")?.str()?,
+            ex.column("which")?.str()?,
+            ex.column("layer")?.u32()?,
+            ex.column("neuron")?.u32()?,
+        );
+        let (rank, value, row, pos) = (
+            ex.column("rank")?.i64()?,
+            ex.column("value")?.f64()?,
+            ex.column("row")?.i64()?,
+            ex.column("position")?.i64()?,
+        );
         for i in 0..ex.height() {
             let key = (layer.get(i).unwrap_or(0) as usize, neuron.get(i).unwrap_or(0) as usize);
-            if hook.get(i) == Some(suffix) && which.get(i) == Some("top") && rank.get(i).unwrap_or(0) < self.top_k as i64 && neurons.contains(&key) {
-                examples.entry(key).or_default().push((value.get(i).unwrap_or(0.0) as f32, row.get(i).unwrap_or(0) as usize, pos.get(i).unwrap_or(0) as usize));
+            if hook.get(i) == Some(suffix)
+                && which.get(i) == Some("top")
+                && rank.get(i).unwrap_or(0) < self.top_k as i64
+                && neurons.contains(&key)
+            {
+                examples.entry(key).or_default().push((
+                    value.get(i).unwrap_or(0.0) as f32,
+                    row.get(i).unwrap_or(0) as usize,
+                    pos.get(i).unwrap_or(0) as usize,
+                ));
             }
         }
         if examples.is_empty() {
-            bail!("'{}' has no top examples of {} for the chosen neurons (is {} among its hooks?)", self.activations.name(), self.hook, self.hook);
+            bail!(
+                "'{}' has no top examples of {} for the chosen neurons (is {} among its hooks?)",
+                self.activations.name(),
+                self.hook,
+                self.hook
+            );
         }
         // Per-token activations of the rows holding the examples.
         let rows: Vec<usize> = examples.values().flatten().map(|e| e.1).collect::<BTreeSet<_>>().into_iter().collect();
@@ -159,11 +202,21 @@ impl Stage for Spec {
                 page_examples.push(Example { value: v, tokens: toks, max_at: p - from, label });
             }
             let summary = neuron_summary(&stats, suffix, l, n)?;
-            let counts: Vec<u32> = hists.get(&format!("blocks.{l}.{suffix}")).context("no histogram")?.get(n)?.to_vec1()?;
+            let counts: Vec<u32> =
+                hists.get(&format!("blocks.{l}.{suffix}")).context("no histogram")?.get(n)?.to_vec1()?;
             let histogram = (1..edges.len()).map(|k| (edges[k - 1], edges[k], counts[k] as u64)).collect();
-            let (promoted, suppressed) = if site == BlockSite::Post { vocab_effects(&model, l, n, self.vocab_k)? } else { (vec![], vec![]) };
+            let (promoted, suppressed) =
+                if site == BlockSite::Post { vocab_effects(&model, l, n, self.vocab_k)? } else { (vec![], vec![]) };
             let title = format!("L{l}.N{n} · {}", self.hook);
-            let page = NeuronPage { title, summary: summary.clone(), examples: page_examples, histogram, promoted, suppressed, scale };
+            let page = NeuronPage {
+                title,
+                summary: summary.clone(),
+                examples: page_examples,
+                histogram,
+                promoted,
+                suppressed,
+                scale,
+            };
             let file = format!("L{l}.N{n}.html");
             atomic::write(&cx.out().join(&file), neuron_page(&page).as_bytes())?;
             index.push((format!("L{l}.N{n}"), file, summary.into_iter().map(|(_, v)| v).collect()));
@@ -171,7 +224,10 @@ impl Stage for Spec {
         let mut extra = String::new();
         if !self.texts.is_empty() {
             let (sections, scale) = self.color_texts(&model, site, &neurons)?;
-            atomic::write(&cx.out().join("texts.html"), texts_page("Texts coloured by neuron", &sections, scale).as_bytes())?;
+            atomic::write(
+                &cx.out().join("texts.html"),
+                texts_page("Texts coloured by neuron", &sections, scale).as_bytes(),
+            )?;
             extra = "<p><a href=\"texts.html\">Texts coloured by these neurons</a></p>".into();
         }
         let title = format!("Neurons of {} on {}", self.model.name(), acts.dataset.name());
@@ -183,24 +239,42 @@ const SUMMARY: [&str; 5] = ["mean", "std", "kurtosis", "frequency > 0", "max"];
 
 /// The neuron's statistics from the activations stage, formatted.
 fn neuron_summary(stats: &DataFrame, suffix: &str, l: usize, n: usize) -> Result<Vec<(String, String)>> {
-    let (hook, layer, neuron) = (stats.column("hook")?.str()?, stats.column("layer")?.u32()?, stats.column("neuron")?.u32()?);
-    let i = (0..stats.height()).find(|&i| hook.get(i) == Some(suffix) && layer.get(i) == Some(l as u32) && neuron.get(i) == Some(n as u32)).context("neuron not in stats")?;
+    let (hook, layer, neuron) =
+        (stats.column("hook")?.str()?, stats.column("layer")?.u32()?, stats.column("neuron")?.u32()?);
+    let i = (0..stats.height())
+        .find(|&i| hook.get(i) == Some(suffix) && layer.get(i) == Some(l as u32) && neuron.get(i) == Some(n as u32))
+        .context("neuron not in stats")?;
     let f = |c: &str| -> Result<f64> { Ok(stats.column(c)?.f64()?.get(i).unwrap_or(f64::NAN)) };
     let vals = [f("mean")?, f("var")?.sqrt(), f("kurt")?, f("freq")?, f("max")?];
     Ok(SUMMARY.iter().zip(vals).map(|(k, v)| (k.to_string(), format!("{v:.4}"))).collect())
 }
 
 /// Tokens whose logits the neuron's output raises and lowers most: W_U · w_out.
-fn vocab_effects(model: &crate::model::Model, l: usize, n: usize, k: usize) -> Result<(Vec<(String, f32)>, Vec<(String, f32)>)> {
+fn vocab_effects(
+    model: &crate::model::Model,
+    l: usize,
+    n: usize,
+    k: usize,
+) -> Result<(Vec<(String, f32)>, Vec<(String, f32)>)> {
     let w_out = model.weights.blocks[l].w_out.get(n)?.unsqueeze(0)?;
     let effect: Vec<f32> = w_out.matmul(&model.weights.w_u)?.squeeze(0)?.to_vec1()?;
     let tok = model.tokenizer()?;
-    let pick = |lowest: bool| crate::analysis::vocab::top_entries(&effect, k, lowest).into_iter().map(|(t, v)| (tok.token_str(t as u32), v)).collect();
+    let pick = |lowest: bool| {
+        crate::analysis::vocab::top_entries(&effect, k, lowest)
+            .into_iter()
+            .map(|(t, v)| (tok.token_str(t as u32), v))
+            .collect()
+    };
     Ok((pick(false), pick(true)))
 }
 
 impl Spec {
-    fn color_texts(&self, model: &crate::model::Model, site: BlockSite, neurons: &[(usize, usize)]) -> Result<(Vec<(String, Vec<(String, f32)>)>, Scale)> {
+    fn color_texts(
+        &self,
+        model: &crate::model::Model,
+        site: BlockSite,
+        neurons: &[(usize, usize)],
+    ) -> Result<(Vec<(String, Vec<(String, f32)>)>, Scale)> {
         let tok = model.tokenizer()?;
         let mut sections = Vec::new();
         let mut hi = 1e-6f32;
@@ -217,7 +291,8 @@ impl Spec {
             let d = model.cfg.d_mlp;
             for &(l, n) in neurons {
                 let a = &cache[&l];
-                let toks: Vec<(String, f32)> = ids.iter().enumerate().skip(1).map(|(p, &id)| (tok.token_str(id), a[p * d + n])).collect();
+                let toks: Vec<(String, f32)> =
+                    ids.iter().enumerate().skip(1).map(|(p, &id)| (tok.token_str(id), a[p * d + n])).collect();
                 hi = toks.iter().map(|t| t.1).fold(hi, f32::max);
                 sections.push((format!("text {} · L{l}.N{n}", ti + 1), toks));
             }

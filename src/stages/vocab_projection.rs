@@ -59,8 +59,17 @@ impl Stage for Spec {
         for n in &self.neurons {
             match super::select::parse_neuron(n) {
                 Some((l, i)) if l < cfg.n_layers && i < cfg.d_mlp => {}
-                Some((l, i)) => out.push(Diagnostic::at(self.model.span(), format!("vocab_projection: neuron {l}.{i} out of range ({} layers × {} neurons)", cfg.n_layers, cfg.d_mlp))),
-                None => out.push(Diagnostic::at(self.model.span(), format!("vocab_projection: '{n}' is not a neuron (write L31.N892)"))),
+                Some((l, i)) => out.push(Diagnostic::at(
+                    self.model.span(),
+                    format!(
+                        "vocab_projection: neuron {l}.{i} out of range ({} layers × {} neurons)",
+                        cfg.n_layers, cfg.d_mlp
+                    ),
+                )),
+                None => out.push(Diagnostic::at(
+                    self.model.span(),
+                    format!("vocab_projection: '{n}' is not a neuron (write L31.N892)"),
+                )),
             }
         }
     }
@@ -118,7 +127,9 @@ impl Stage for Spec {
         if self.monotokenic > 0 {
             let mut progress = cx.progress(model.cfg.n_neurons() as u64, "neurons");
             let e = extremes(&model, self.side, self.basis, 512, |n| cx.tick(&mut progress, n as u64))?;
-            mono = (0..model.cfg.n_neurons()).filter_map(|i| monotokenic(&e, i).map(|s| (i, s, e.neuron_best[i].0))).collect();
+            mono = (0..model.cfg.n_neurons())
+                .filter_map(|i| monotokenic(&e, i).map(|s| (i, s, e.neuron_best[i].0)))
+                .collect();
             mono.sort_by(|a, b| b.1.total_cmp(&a.1));
             mono.truncate(self.monotokenic);
         }

@@ -4,7 +4,9 @@
 //! neuron↔neuron composition (top-k) and neuron↔attention-head composition (Q, K, V, O).
 
 use super::{Dep, Stage};
-use crate::analysis::weights::{head_composition, in_out, moments, neuron_weights, unit_rows, vocab_class, vocab_cosines};
+use crate::analysis::weights::{
+    head_composition, in_out, moments, neuron_weights, unit_rows, vocab_class, vocab_cosines,
+};
 use crate::exec::RunCx;
 use crate::spec::ModelRef;
 use anyhow::Result;
@@ -63,7 +65,8 @@ impl Stage for Spec {
         let mut cols: HashMap<&str, Vec<f64>> = HashMap::new();
         // Moments of the other three compositions: e_out_mean … e_in_kurt.
         const STATS: [&str; 4] = ["mean", "var", "skew", "kurt"];
-        let mut other_cols: Vec<(String, Vec<f64>)> = ["e_out", "u_in", "e_in"].iter().flat_map(|p| STATS.map(|s| (format!("{p}_{s}"), Vec::new()))).collect();
+        let mut other_cols: Vec<(String, Vec<f64>)> =
+            ["e_out", "u_in", "e_in"].iter().flat_map(|p| STATS.map(|s| (format!("{p}_{s}"), Vec::new()))).collect();
         let (mut layer_c, mut neuron_c, mut class_c) = (Vec::new(), Vec::new(), Vec::new());
         let mut vt: (Vec<u32>, Vec<u32>, Vec<&str>, Vec<&str>, Vec<u32>, Vec<String>, Vec<f32>) = Default::default();
         let mut progress = cx.progress(cfg.n_layers as u64, "layers");
@@ -98,9 +101,12 @@ impl Stage for Spec {
                         other_cols[p * STATS.len() + s].1.push(v);
                     }
                 }
-                for (basis, row) in [("u_out", &u_out[n]), ("e_out", &e_out[n]), ("u_in", &u_in[n]), ("e_in", &e_in[n])] {
+                for (basis, row) in [("u_out", &u_out[n]), ("e_out", &e_out[n]), ("u_in", &u_in[n]), ("e_in", &e_in[n])]
+                {
                     for (which, lowest) in [("top", false), ("bottom", true)] {
-                        for (rank, (t, v)) in crate::analysis::vocab::top_entries(row, self.vocab_k, lowest).into_iter().enumerate() {
+                        for (rank, (t, v)) in
+                            crate::analysis::vocab::top_entries(row, self.vocab_k, lowest).into_iter().enumerate()
+                        {
                             vt.0.push(l as u32);
                             vt.1.push(n as u32);
                             vt.2.push(basis);
@@ -114,7 +120,17 @@ impl Stage for Spec {
             }
             cx.tick(&mut progress, 1)?;
         }
-        let order = ["w_in_norm", "w_out_norm", "input_bias", "in_out_sim", "l2_penalty", "vocab_mean", "vocab_var", "vocab_skew", "vocab_kurt"];
+        let order = [
+            "w_in_norm",
+            "w_out_norm",
+            "input_bias",
+            "in_out_sim",
+            "l2_penalty",
+            "vocab_mean",
+            "vocab_var",
+            "vocab_skew",
+            "vocab_kurt",
+        ];
         let mut frame = vec![Column::new("layer".into(), layer_c), Column::new("neuron".into(), neuron_c)];
         for k in order {
             frame.push(Column::new(k.into(), cols.remove(k).unwrap_or_default()));
@@ -151,8 +167,14 @@ impl Spec {
         }
         let (all_in, all_out) = (Tensor::cat(&ins, 0)?, Tensor::cat(&outs, 0)?); // [L·d_mlp, d]
         let total = all_in.dim(0)?;
-        let mut nc: (Vec<u32>, Vec<u32>, Vec<&str>, Vec<&str>, Vec<u32>, Vec<u32>, Vec<u32>, Vec<f32>) = Default::default();
-        for (kind, a, b) in [("in_in", &all_in, &all_in), ("in_out", &all_in, &all_out), ("out_in", &all_out, &all_in), ("out_out", &all_out, &all_out)] {
+        let mut nc: (Vec<u32>, Vec<u32>, Vec<&str>, Vec<&str>, Vec<u32>, Vec<u32>, Vec<u32>, Vec<f32>) =
+            Default::default();
+        for (kind, a, b) in [
+            ("in_in", &all_in, &all_in),
+            ("in_out", &all_in, &all_out),
+            ("out_in", &all_out, &all_in),
+            ("out_out", &all_out, &all_out),
+        ] {
             for start in (0..total).step_by(1024) {
                 let n = 1024.min(total - start);
                 let sims: Vec<Vec<f32>> = a.narrow(0, start, n)?.matmul(&b.t()?)?.to_vec2()?;
@@ -160,7 +182,9 @@ impl Spec {
                     let me = start + i;
                     row[me] = 0.0;
                     for (which, lowest) in [("top", false), ("bottom", true)] {
-                        for (rank, (j, v)) in crate::analysis::vocab::top_entries(&row, self.neuron_k, lowest).into_iter().enumerate() {
+                        for (rank, (j, v)) in
+                            crate::analysis::vocab::top_entries(&row, self.neuron_k, lowest).into_iter().enumerate()
+                        {
                             nc.0.push((me / cfg.d_mlp) as u32);
                             nc.1.push((me % cfg.d_mlp) as u32);
                             nc.2.push(kind);

@@ -28,7 +28,13 @@ impl LabelMix {
         let mut counts: Vec<(String, usize)> = by.into_iter().map(|(l, c)| (l.to_string(), c)).collect();
         counts.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
         let entropy = counts.iter().map(|(_, c)| *c as f64 / n as f64).map(|p| -p * p.log2()).sum::<f64>().max(0.0);
-        Some(LabelMix { top: counts[0].0.clone(), top_share: counts[0].1 as f64 / n as f64, entropy, distinct: counts.len(), counts })
+        Some(LabelMix {
+            top: counts[0].0.clone(),
+            top_share: counts[0].1 as f64 / n as f64,
+            entropy,
+            distinct: counts.len(),
+            counts,
+        })
     }
 }
 

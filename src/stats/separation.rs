@@ -47,7 +47,14 @@ impl Separation {
             .step_by(BLOCK)
             .map(|c0| {
                 let w = BLOCK.min(width - c0);
-                Block { c0, w, s: vec![0.0; w], q: vec![0.0; w], s1: vec![0.0; features * w], q1: vec![0.0; features * w] }
+                Block {
+                    c0,
+                    w,
+                    s: vec![0.0; w],
+                    q: vec![0.0; w],
+                    s1: vec![0.0; features * w],
+                    q1: vec![0.0; features * w],
+                }
             })
             .collect();
         Separation { width, features, shift: None, n: 0, n1: vec![0; features], blocks }
@@ -141,14 +148,17 @@ mod tests {
     fn matches_two_pass_computation_across_blocks_and_batches() {
         let (rows, width) = (300, 300);
         let x: Vec<f32> = (0..rows * width).map(|i| ((i * 7919 % 1000) as f32 / 100.0).sin() * 3.0 + 100.0).collect();
-        let on: Vec<Vec<u32>> = (0..rows).map(|r| (0..3u32).filter(|f| (r + *f as usize) % (f + 2) as usize == 0).collect()).collect();
+        let on: Vec<Vec<u32>> =
+            (0..rows).map(|r| (0..3u32).filter(|f| (r + *f as usize) % (f + 2) as usize == 0).collect()).collect();
         let mut sep = Separation::new(3, width);
         sep.add(&x[..100 * width], &on[..100]);
         sep.add(&x[100 * width..], &on[100..]);
         for f in 0..3 {
             for c in [0, 255, 256, 299] {
                 let col: Vec<f64> = (0..rows).map(|r| x[r * width + c] as f64).collect();
-                let side = |holds: bool| -> Vec<f64> { (0..rows).filter(|&r| on[r].contains(&(f as u32)) == holds).map(|r| col[r]).collect() };
+                let side = |holds: bool| -> Vec<f64> {
+                    (0..rows).filter(|&r| on[r].contains(&(f as u32)) == holds).map(|r| col[r]).collect()
+                };
                 let (yes, no) = (side(true), side(false));
                 let (p1, p0) = (yes.len() as f64 / rows as f64, no.len() as f64 / rows as f64);
                 let vr = 1.0 - (p0 * var(&no) + p1 * var(&yes)) / var(&col);

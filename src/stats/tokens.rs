@@ -13,7 +13,12 @@ pub struct TokenStats {
 
 impl TokenStats {
     pub fn new(series: usize, vocab: usize) -> TokenStats {
-        TokenStats { vocab, count: vec![0; vocab], sum: vec![0.0; series * vocab], max: vec![f32::NEG_INFINITY; series * vocab] }
+        TokenStats {
+            vocab,
+            count: vec![0; vocab],
+            sum: vec![0.0; series * vocab],
+            max: vec![f32::NEG_INFINITY; series * vocab],
+        }
     }
 
     /// Bytes this would take, for memory checks before allocating.

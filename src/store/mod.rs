@@ -90,7 +90,8 @@ impl Store {
 
     /// Start writing the artifacts of `fp` into a fresh temporary folder.
     pub fn begin(&self, fp: &str) -> Result<Pending> {
-        let nonce = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+        let nonce =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
         let dir = self.root().join("tmp").join(format!("{fp}-{}-{nonce}", std::process::id()));
         std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
         Ok(Pending { dir, fingerprint: fp.to_string() })

@@ -51,7 +51,9 @@ pub fn save_hf(model: &Model, tokenizer: &tokenizers::Tokenizer, dir: &Path) -> 
     };
     put("transformer.wte.weight".into(), &w.w_e)?;
     put("transformer.wpe.weight".into(), w.w_pos.as_ref().context("trained GPT-2 has positions")?)?;
-    let ln = |l: &crate::model::weights::Ln| -> Result<(Tensor, Tensor)> { Ok((l.w.clone().context("LayerNorm weight")?, l.b.clone().context("LayerNorm bias")?)) };
+    let ln = |l: &crate::model::weights::Ln| -> Result<(Tensor, Tensor)> {
+        Ok((l.w.clone().context("LayerNorm weight")?, l.b.clone().context("LayerNorm bias")?))
+    };
     for (l, b) in w.blocks.iter().enumerate() {
         let p = format!("transformer.h.{l}.");
         let (w1, b1) = ln(&b.ln1)?;

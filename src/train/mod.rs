@@ -6,7 +6,7 @@ pub mod export;
 
 use crate::model::random::{gpt2_config, gpt2_params};
 use crate::model::weights::{Ln, Weights};
-use crate::model::{Activation, ModelConfig, Model, Processing, Request, Start};
+use crate::model::{Activation, Model, ModelConfig, Processing, Request, Start};
 use anyhow::{Context, Result};
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::{AdamW, Optimizer, ParamsAdamW};
@@ -65,7 +65,12 @@ impl Trainable {
         let dev = Device::Cpu;
         let base = Weights::from_params(gpt2_params(&cfg, seed, &dev)?, &cfg)?;
         let (mut d, mut nd) = (Vec::new(), Vec::new());
-        let ln = |l: &Ln, nd: &mut Vec<Var>| -> Result<Ln> { Ok(Ln { w: l.w.as_ref().map(|t| var(t, nd)).transpose()?, b: l.b.as_ref().map(|t| var(t, nd)).transpose()? }) };
+        let ln = |l: &Ln, nd: &mut Vec<Var>| -> Result<Ln> {
+            Ok(Ln {
+                w: l.w.as_ref().map(|t| var(t, nd)).transpose()?,
+                b: l.b.as_ref().map(|t| var(t, nd)).transpose()?,
+            })
+        };
         let w_e = var(&base.w_e, &mut d)?;
         let mut blocks = Vec::new();
         for b in &base.blocks {
@@ -90,7 +95,15 @@ impl Trainable {
             ln_final: ln(&base.ln_final, &mut nd)?,
             b_u: base.b_u.clone(),
         };
-        let model = Model { cfg, weights, processing: Processing::NONE, device: dev, tokenizer: None, origin: format!("trained (seed {seed})"), portable_ops: true };
+        let model = Model {
+            cfg,
+            weights,
+            processing: Processing::NONE,
+            device: dev,
+            tokenizer: None,
+            origin: format!("trained (seed {seed})"),
+            portable_ops: true,
+        };
         Ok(Trainable { model, decay: d, no_decay: nd })
     }
 
@@ -101,7 +114,8 @@ impl Trainable {
 
     /// Mean next-token cross-entropy of rows [n, ctx] (differentiable through the portable ops).
     pub fn loss(&self, rows: &Tensor) -> Result<Tensor> {
-        let logits = self.model.forward(Start::Tokens(rows), &Request::logits(), &mut |_, _| Ok(()))?.context("no logits")?;
+        let logits =
+            self.model.forward(Start::Tokens(rows), &Request::logits(), &mut |_, _| Ok(()))?.context("no logits")?;
         let (b, t, v) = logits.dims3()?;
         let inputs = logits.narrow(1, 0, t - 1)?.reshape((b * (t - 1), v))?;
         let targets = rows.narrow(1, 1, t - 1)?.reshape(b * (t - 1))?;
@@ -130,7 +144,15 @@ fn clip(grads: &mut candle_core::backprop::GradStore, vars: &[&Var], max: f64) -
 
 /// Mean loss of held-out rows, with the fast (non-differentiable) kernels.
 pub fn eval_loss(model: &Model, rows: &[u32], ctx: usize, batch: usize) -> Result<f32> {
-    let fast = Model { cfg: model.cfg.clone(), weights: model.weights.clone(), processing: Processing::NONE, device: Device::Cpu, tokenizer: None, origin: String::new(), portable_ops: false };
+    let fast = Model {
+        cfg: model.cfg.clone(),
+        weights: model.weights.clone(),
+        processing: Processing::NONE,
+        device: Device::Cpu,
+        tokenizer: None,
+        origin: String::new(),
+        portable_ops: false,
+    };
     let n = rows.len() / ctx;
     let (mut sum, mut count) = (0f64, 0usize);
     for start in (0..n).step_by(batch) {
@@ -145,9 +167,21 @@ pub fn eval_loss(model: &Model, rows: &[u32], ctx: usize, batch: usize) -> Resul
 }
 
 /// Train on token rows [n, ctx]; `tick` is called after every step (progress, cancellation).
-pub fn train(t: &Trainable, train_rows: &[u32], heldout: &[u32], ctx: usize, sched: &Schedule, seed: u64, mut tick: impl FnMut(usize) -> Result<()>) -> Result<Vec<LogPoint>> {
+pub fn train(
+    t: &Trainable,
+    train_rows: &[u32],
+    heldout: &[u32],
+    ctx: usize,
+    sched: &Schedule,
+    seed: u64,
+    mut tick: impl FnMut(usize) -> Result<()>,
+) -> Result<Vec<LogPoint>> {
     let n = train_rows.len() / ctx;
-    anyhow::ensure!(n >= sched.batch, "only {n} training rows for a batch of {}: add data or lower batch_size", sched.batch);
+    anyhow::ensure!(
+        n >= sched.batch,
+        "only {n} training rows for a batch of {}: add data or lower batch_size",
+        sched.batch
+    );
     let params = |wd: f64| ParamsAdamW { lr: sched.lr, beta1: 0.9, beta2: 0.95, eps: 1e-8, weight_decay: wd };
     let mut opt_d = AdamW::new(t.decay.clone(), params(sched.weight_decay))?;
     let mut opt_nd = AdamW::new(t.no_decay.clone(), params(0.0))?;
@@ -176,11 +210,12 @@ pub fn train(t: &Trainable, train_rows: &[u32], heldout: &[u32], ctx: usize, sch
         opt_d.step(&grads)?;
         opt_nd.step(&grads)?;
         let last = step + 1 == sched.steps;
-        let heldout_loss = if (!heldout.is_empty()) && (last || (sched.eval_every > 0 && (step + 1) % sched.eval_every == 0)) {
-            Some(eval_loss(&t.model, heldout, ctx, sched.batch)?)
-        } else {
-            None
-        };
+        let heldout_loss =
+            if (!heldout.is_empty()) && (last || (sched.eval_every > 0 && (step + 1) % sched.eval_every == 0)) {
+                Some(eval_loss(&t.model, heldout, ctx, sched.batch)?)
+            } else {
+                None
+            };
         log.push(LogPoint { step: step + 1, train_loss: loss.to_scalar::<f32>()?, lr, heldout_loss });
         tick(step + 1)?;
     }
@@ -188,7 +223,15 @@ pub fn train(t: &Trainable, train_rows: &[u32], heldout: &[u32], ctx: usize, sch
 }
 
 /// The GPT-2 configuration of a training run.
-pub fn config(layers: usize, d_model: usize, heads: usize, d_mlp: usize, vocab: usize, ctx: usize, act: Activation) -> ModelConfig {
+pub fn config(
+    layers: usize,
+    d_model: usize,
+    heads: usize,
+    d_mlp: usize,
+    vocab: usize,
+    ctx: usize,
+    act: Activation,
+) -> ModelConfig {
     let mut cfg = gpt2_config(layers, d_model, heads, d_mlp, vocab, ctx);
     cfg.act = act;
     cfg

@@ -23,10 +23,13 @@ pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
     assert_eq!(a.dims(), b.dims(), "shapes differ");
     let a: Vec<f32> = a.to_dtype(candle_core::DType::F32).unwrap().flatten_all().unwrap().to_vec1().unwrap();
     let b: Vec<f32> = b.to_dtype(candle_core::DType::F32).unwrap().flatten_all().unwrap().to_vec1().unwrap();
-    a.iter()
-        .zip(&b)
-        .map(|(x, y)| if x == y { 0.0 } else { (x - y).abs() })
-        .fold(0.0f32, |m, d| if d.is_nan() { f32::INFINITY } else { m.max(d) })
+    a.iter().zip(&b).map(|(x, y)| if x == y { 0.0 } else { (x - y).abs() }).fold(0.0f32, |m, d| {
+        if d.is_nan() {
+            f32::INFINITY
+        } else {
+            m.max(d)
+        }
+    })
 }
 
 pub fn assert_close(what: &str, a: &Tensor, b: &Tensor, tol: f32) {
@@ -71,7 +74,8 @@ impl Workspace {
 
     /// Parse, validate and run an experiment file with options.
     pub fn run_with(&self, file: &std::path::Path, opts: lantern::exec::Options) -> lantern::exec::Outcome {
-        let v = lantern::spec::parse::parse_file(file).and_then(lantern::spec::validate).unwrap_or_else(|e| panic!("{e}"));
+        let v =
+            lantern::spec::parse::parse_file(file).and_then(lantern::spec::validate).unwrap_or_else(|e| panic!("{e}"));
         let cancel = std::sync::atomic::AtomicBool::new(false);
         lantern::exec::run(&v, &lantern::exec::Options { out: self.out(), ..opts }, &cancel, Device::Cpu).unwrap()
     }

@@ -101,7 +101,8 @@ fn to_tensors(acts: &[Vec<Vec<f64>>], rows: std::ops::Range<usize>) -> BTreeMap<
 fn streaming_pearson_equals_dense_and_shards_merge_exactly() {
     let ws = Workspace::new();
     add_model_b(&ws);
-    let f = ws.file("c.toml", &experiment("[stages.ab]\nkind = \"correlation\"\na = \"a\"\nb = \"b\"\ndataset = \"en\"\n"));
+    let f =
+        ws.file("c.toml", &experiment("[stages.ab]\nkind = \"correlation\"\na = \"a\"\nb = \"b\"\ndataset = \"en\"\n"));
     let o = ws.run_with(&f, Options { only: vec!["en@a".into()], ..Default::default() });
     assert!(!o.failed());
     let data = Tokenized::load(&ws.out().join("corr/en@a")).unwrap();
@@ -223,8 +224,11 @@ fn tiles_and_shards_change_nothing_and_self_matches_are_one() {
     assert!(low >= -1.0 && top <= 1.0 + 1e-6 && top > 0.1, "max_corr in [{low}, {top}]");
     // Against itself every neuron that varies matches itself with correlation 1.
     let m = table(&ws, "itself", "matches");
-    let col = |c: &str| m.column(c).unwrap().cast(&DataType::Float64).unwrap().f64().unwrap().into_no_null_iter().collect::<Vec<f64>>();
-    let (layer, neuron, best, ml, mn, std) = (col("layer"), col("neuron"), col("max_corr"), col("match_layer"), col("match_neuron"), col("std"));
+    let col = |c: &str| {
+        m.column(c).unwrap().cast(&DataType::Float64).unwrap().f64().unwrap().into_no_null_iter().collect::<Vec<f64>>()
+    };
+    let (layer, neuron, best, ml, mn, std) =
+        (col("layer"), col("neuron"), col("max_corr"), col("match_layer"), col("match_neuron"), col("std"));
     let mut live = 0;
     for i in 0..m.height() {
         if std[i] > 1e-6 {
@@ -267,7 +271,10 @@ fn baselines_are_seeded_and_deterministic() {
     let mean = |df: &DataFrame| df.column("max_corr").unwrap().f64().unwrap().mean().unwrap();
     assert!(mean(&table(&ws, "gaussian", "matches")) < mean(&plain));
     // Same seed, same matrices; Haar is orthogonal.
-    assert_eq!(baseline::haar(64, 3, 1).unwrap().to_vec2::<f32>().unwrap(), baseline::haar(64, 3, 1).unwrap().to_vec2::<f32>().unwrap());
+    assert_eq!(
+        baseline::haar(64, 3, 1).unwrap().to_vec2::<f32>().unwrap(),
+        baseline::haar(64, 3, 1).unwrap().to_vec2::<f32>().unwrap()
+    );
     let q = baseline::haar(200, 3, 0).unwrap();
     let qtq = q.t().unwrap().matmul(&q).unwrap();
     let eye = Tensor::eye(200, DType::F32, &Device::Cpu).unwrap();
@@ -378,7 +385,11 @@ group = "class"
     let n: u32 = layers.column("universal").unwrap().u32().unwrap().into_no_null_iter().sum();
     let flagged = u.column("is_universal").unwrap().bool().unwrap().into_no_null_iter().filter(|b| *b).count();
     assert_eq!(n as usize, flagged);
-    let summary: serde_json::Value = serde_json::from_slice(&std::fs::read(ws.out().join("corr/universal/summary.json")).unwrap()).unwrap();
+    let summary: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(ws.out().join("corr/universal/summary.json")).unwrap()).unwrap();
     assert_eq!(summary["universal"].as_u64().unwrap() as usize, flagged);
-    assert!(ws.out().join("corr/properties/plot.png").is_file() || ws.out().join("corr/properties").read_dir().unwrap().count() > 0);
+    assert!(
+        ws.out().join("corr/properties/plot.png").is_file()
+            || ws.out().join("corr/properties").read_dir().unwrap().count() > 0
+    );
 }

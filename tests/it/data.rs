@@ -32,7 +32,10 @@ fn concat_follows_tokenize_and_concatenate_by_hand() {
     let s = spec("path = \"d.jsonl\"\ncontext = 4");
     let t = run(&s, dir.path()).unwrap();
     let tok = gpt2();
-    let chunks = ["ab", "cd", "ef", "gh", "ij", "kl", "mn", "op", "qr", "st", "uv", "wx", "yz", "01", "23", "45", "67", "89", "AB", "CD"];
+    let chunks = [
+        "ab", "cd", "ef", "gh", "ij", "kl", "mn", "op", "qr", "st", "uv", "wx", "yz", "01", "23", "45", "67", "89",
+        "AB", "CD",
+    ];
     let ids: Vec<u32> = chunks.iter().flat_map(|c| tok.encode(c, false).unwrap()).collect();
     // Rows of context − 1 = 3 tokens, BOS first, the remainder dropped.
     let n_rows = ids.len() / 3;
@@ -65,7 +68,8 @@ fn documents_are_joined_with_eos_within_a_batch() {
 
 #[test]
 fn document_mode_pads_and_masks_padding_and_crop() {
-    let s: DatasetSpec = spec("prompts = [\"Hello world\", \"Hello\"]\nmode = \"document\"\ncontext = 16\ncrop = [1, 16]");
+    let s: DatasetSpec =
+        spec("prompts = [\"Hello world\", \"Hello\"]\nmode = \"document\"\ncontext = 16\ncrop = [1, 16]");
     let t = run(&s, Path::new(".")).unwrap();
     assert_eq!((t.rows, t.ctx), (2, 3));
     assert_eq!(t.tokens, vec![50256, 15496, 995, 50256, 15496, 50256]);
@@ -84,7 +88,9 @@ fn newline_mask_and_limits() {
     for (i, &tk) in t.tokens.iter().enumerate() {
         assert_eq!(t.valid[i] == 0, tk == nl, "position {i}");
     }
-    let t = run(&spec("path = \"d.jsonl\"\ncontext = 8\nmode = \"document\"\nmax_docs = 5\nmin_chars = 10"), dir.path()).unwrap();
+    let t =
+        run(&spec("path = \"d.jsonl\"\ncontext = 8\nmode = \"document\"\nmax_docs = 5\nmin_chars = 10"), dir.path())
+            .unwrap();
     assert_eq!(t.rows, 5);
     let err = run(&spec("path = \"d.jsonl\"\ncontext = 8\nmin_chars = 1000"), dir.path()).unwrap_err().to_string();
     assert!(err.contains("min_chars"), "{err}");
@@ -112,7 +118,8 @@ fn shuffling_is_seeded() {
 fn golden_tokenization_cases_match() {
     let text = std::fs::read_to_string(fixture("gpt2-tokenizer/golden_tokenization.json")).unwrap();
     let v: serde_json::Value = serde_json::from_str(&text).unwrap();
-    let cases = v.get("cases").and_then(|c| c.as_array()).cloned().unwrap_or_else(|| v.as_array().cloned().unwrap_or_default());
+    let cases =
+        v.get("cases").and_then(|c| c.as_array()).cloned().unwrap_or_else(|| v.as_array().cloned().unwrap_or_default());
     assert!(cases.len() >= 10);
     let tok = gpt2();
     for c in cases {
@@ -120,7 +127,8 @@ fn golden_tokenization_cases_match() {
         let ids: Vec<u32> = c["ids"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect();
         assert_eq!(tok.encode(t, false).unwrap(), ids, "{t:?}");
         // The golden token strings are the vocabulary's (byte-level, 'Ġ' for a space) …
-        let want: Vec<String> = c["tokens"].as_array().unwrap().iter().map(|s| s.as_str().unwrap().to_string()).collect();
+        let want: Vec<String> =
+            c["tokens"].as_array().unwrap().iter().map(|s| s.as_str().unwrap().to_string()).collect();
         let vocab: Vec<String> = ids.iter().map(|&i| tok.inner().id_to_token(i).unwrap()).collect();
         assert_eq!(vocab, want, "{t:?}");
         // … and TL's `to_str_tokens` decodes each one (a space for 'Ġ').
@@ -134,11 +142,19 @@ fn golden_tokenization_cases_match() {
 fn parquet_csv_and_text_sources() {
     use polars::prelude::*;
     let dir = tempfile::tempdir().unwrap();
-    let mut df = DataFrame::new_infer_height(vec![Column::new("body".into(), vec!["Hello world", "Good morning"]), Column::new("lang".into(), vec!["en", "en2"])]).unwrap();
+    let mut df = DataFrame::new_infer_height(vec![
+        Column::new("body".into(), vec!["Hello world", "Good morning"]),
+        Column::new("lang".into(), vec!["en", "en2"]),
+    ])
+    .unwrap();
     lantern::store::table::write(&dir.path().join("d.parquet"), &mut df).unwrap();
     lantern::store::table::write_csv(&dir.path().join("d.csv"), &mut df).unwrap();
     write(dir.path(), "d.txt", "Hello world\n\nGood morning\n");
-    for (file, extra) in [("d.parquet", "field = \"body\"\nlabel_field = \"lang\""), ("d.csv", "field = \"body\"\nlabel_field = \"lang\""), ("d.txt", "lines = true")] {
+    for (file, extra) in [
+        ("d.parquet", "field = \"body\"\nlabel_field = \"lang\""),
+        ("d.csv", "field = \"body\"\nlabel_field = \"lang\""),
+        ("d.txt", "lines = true"),
+    ] {
         let t = run(&spec(&format!("path = \"{file}\"\nmode = \"document\"\n{extra}")), dir.path()).unwrap();
         assert_eq!(t.rows, 2, "{file}");
         assert_eq!(&t.tokens[..3], &[50256, 15496, 995], "{file}");
@@ -161,13 +177,23 @@ fn a_hub_dataset_is_read_from_the_cache() {
     std::fs::create_dir_all(repo.join("refs")).unwrap();
     std::fs::write(repo.join("refs/main"), commit).unwrap();
     std::fs::write(snap.join("README.md"), "tiny").unwrap();
-    let mut df = DataFrame::new_infer_height(vec![Column::new("text".into(), vec!["Hello world", "Good morning"])]).unwrap();
+    let mut df =
+        DataFrame::new_infer_height(vec![Column::new("text".into(), vec!["Hello world", "Good morning"])]).unwrap();
     lantern::store::table::write(&snap.join("data/train-00000-of-00001.parquet"), &mut df).unwrap();
     let s = spec("hub = \"org/tiny-text\"\nmode = \"document\"");
-    let files = lantern::data::source::hub_files_in(&hf_hub::Cache::new(cache.path().to_path_buf()), &s, "org/tiny-text", false).unwrap();
+    let files = lantern::data::source::hub_files_in(
+        &hf_hub::Cache::new(cache.path().to_path_buf()),
+        &s,
+        "org/tiny-text",
+        false,
+    )
+    .unwrap();
     assert_eq!(files.len(), 1);
     assert!(files[0].ends_with("data/train-00000-of-00001.parquet"));
-    let missing = lantern::data::source::hub_files_in(&hf_hub::Cache::new(cache.path().to_path_buf()), &s, "org/absent", false).unwrap_err().to_string();
+    let missing =
+        lantern::data::source::hub_files_in(&hf_hub::Cache::new(cache.path().to_path_buf()), &s, "org/absent", false)
+            .unwrap_err()
+            .to_string();
     assert!(missing.contains("org/absent") && missing.contains("datasets--org--absent"), "{missing}");
 }
 
@@ -189,7 +215,16 @@ fn bad_input_names_the_file_the_line_and_the_fix() {
     assert!(e.contains("pair 0") && e.contains("different lengths"), "{e}");
     let e = run(&spec("pairs = [{ clean = \"I ate an apple\", corrupted = \"I ate a pear\", answer = \" apple tree\", wrong = \" y\" }]"), Path::new(".")).unwrap_err().to_string();
     assert!(e.contains("' apple tree' is 2 tokens"), "{e}");
-    let e = tokenize(&spec("path = \"json.jsonl\"\ncontext = 2048"), dir.path(), &gpt2(), 1024, &mut |_, _| {}, &AtomicBool::new(false)).unwrap_err().to_string();
+    let e = tokenize(
+        &spec("path = \"json.jsonl\"\ncontext = 2048"),
+        dir.path(),
+        &gpt2(),
+        1024,
+        &mut |_, _| {},
+        &AtomicBool::new(false),
+    )
+    .unwrap_err()
+    .to_string();
     assert!(e.contains("longer than the model's context"), "{e}");
     let checks = lantern::data::check(&spec("path = \"a.jsonl\"\nprompts = [\"x\"]"), dir.path());
     assert!(checks.iter().any(|c| c.1.contains("exactly one of")), "{checks:?}");
@@ -203,10 +238,16 @@ fn pile_style_nested_labels_from_jsonl_and_parquet_struct_columns() {
     // The Pile's parquet files hold `meta` as a struct column, which is never read as text.
     let subset = Series::new("pile_set_name".into(), ["Github", "Pile-CC"]);
     let meta = StructChunked::from_series("meta".into(), 2, [subset].iter()).unwrap().into_series();
-    let mut df = DataFrame::new_infer_height(vec![Column::new("text".into(), ["A first document about code.", "A second one, from the web."]), meta.into_column()]).unwrap();
+    let mut df = DataFrame::new_infer_height(vec![
+        Column::new("text".into(), ["A first document about code.", "A second one, from the web."]),
+        meta.into_column(),
+    ])
+    .unwrap();
     lantern::store::table::write(&dir.path().join("p.parquet"), &mut df).unwrap();
     for file in ["p.jsonl", "p.parquet"] {
-        let t = run(&spec(&format!("path = \"{file}\"\ncontext = 8\nlabel_field = \"meta.pile_set_name\"")), dir.path()).unwrap();
+        let t =
+            run(&spec(&format!("path = \"{file}\"\ncontext = 8\nlabel_field = \"meta.pile_set_name\"")), dir.path())
+                .unwrap();
         assert_eq!(t.doc_labels, vec!["Github".to_string(), "Pile-CC".to_string()], "{file}");
     }
     // Without a label field the struct column is simply not read.

@@ -35,7 +35,8 @@ fn with_every_downstream_component_frozen_only_the_neurons_own_output_changes() 
     let tokens = &golden("gpt2-tiny", "golden_processed.safetensors")["tokens"];
     let hook = HookPoint::parse("blocks.0.mlp.hook_post").unwrap();
     let force = Force { hook, neuron: 5, active: 2.5, inactive: -0.1 };
-    let frozen = [HookPoint::parse("blocks.1.hook_attn_out").unwrap(), HookPoint::parse("blocks.1.hook_mlp_out").unwrap()];
+    let frozen =
+        [HookPoint::parse("blocks.1.hook_attn_out").unwrap(), HookPoint::parse("blocks.1.hook_mlp_out").unwrap()];
     let fx = direct_effect(&model, tokens, force, &frozen, &[]).unwrap();
     // By hand: the ablated run's final residual plus (active − inactive)·w_out of the neuron.
     let last = HookPoint::parse("blocks.1.hook_resid_post").unwrap();

@@ -54,7 +54,12 @@ fn second_run_recomputes_nothing_and_changes_rerun_only_dependents() {
     let ws = Workspace::new();
     let f = ws.file("e.toml", &exp(5, "a"));
     let first = ws.run(&f);
-    assert_eq!(computed(&first), vec!["en@tiny", "acts", "acts_pre", "kurt"].iter().map(|s| s.to_string()).collect::<Vec<_>>(), "{:?}", statuses(&first));
+    assert_eq!(
+        computed(&first),
+        vec!["en@tiny", "acts", "acts_pre", "kurt"].iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+        "{:?}",
+        statuses(&first)
+    );
     let second = ws.run(&f);
     assert!(computed(&second).is_empty(), "{:?}", statuses(&second));
     // The manifests of the second run are the first run's (same fingerprints, same start times).
@@ -78,7 +83,13 @@ fn identical_stages_of_two_experiments_share_artifacts() {
     let ws = Workspace::new();
     let a = ws.file("a.toml", &exp(5, "a"));
     ws.run(&a);
-    let b = ws.file("b.toml", &exp(5, "a").replace("name = \"engine\"", "name = \"other\"").replace("[models.tiny]", "[models.small]").replace("model = \"tiny\"", "model = \"small\""));
+    let b = ws.file(
+        "b.toml",
+        &exp(5, "a")
+            .replace("name = \"engine\"", "name = \"other\"")
+            .replace("[models.tiny]", "[models.small]")
+            .replace("model = \"tiny\"", "model = \"small\""),
+    );
     let o = ws.run(&b);
     assert!(computed(&o).is_empty(), "{:?}", statuses(&o));
     assert!(ws.out().join("other/acts/stats.parquet").exists());
@@ -142,7 +153,8 @@ fn plan_dot_and_clean_describe_and_delete_what_they_say() {
     let store = lantern::store::Store::new(&ws.out());
     let digests = lantern::store::digest::DigestCache::open(&ws.out());
     let fps = lantern::plan::fingerprint::compute(&v, &plan, &digests);
-    let states: Vec<String> = plan.order.iter().map(|&ix| lantern::exec::describe_state(&v, &plan, &fps, &store, ix)).collect();
+    let states: Vec<String> =
+        plan.order.iter().map(|&ix| lantern::exec::describe_state(&v, &plan, &fps, &store, ix)).collect();
     assert!(states.iter().all(|s| s == "cached"), "{states:?}");
     let dot = plan.dot(&v, |_| "cached".into());
     assert!(dot.starts_with("digraph lantern") && dot.contains("acts\\nactivations") && dot.contains("->"), "{dot}");

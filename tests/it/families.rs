@@ -52,13 +52,19 @@ fn run(ws: &Workspace, stages: &str) {
 
 #[test]
 fn unigram_groups_join_case_and_space_variants_over_thresholds() {
-    let strings: Vec<String> = ["the", " the", "The", " THE", " cat", "Cat", "dog", " dog", "\u{fffd}", " ", "a"].iter().map(|s| s.to_string()).collect();
+    let strings: Vec<String> = ["the", " the", "The", " THE", " cat", "Cat", "dog", " dog", "\u{fffd}", " ", "a"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
     //             0      1       2      3       4       5      6       7        8     9    10
     let counts = [10, 20, 5, 1, 3, 3, 100, 0, 50, 9, 1];
     let g = unigram_groups(&strings, &counts, 6, 2);
     // "the" spans 4 ids and 36 occurrences; "dog" 2 ids and 100; "cat" only 6 ≥ 6; "a" one id;
     // the replacement character and pure whitespace form no group.
-    assert_eq!(g, vec![("cat".to_string(), vec![4, 5]), ("dog".to_string(), vec![6, 7]), ("the".to_string(), vec![0, 1, 2, 3])]);
+    assert_eq!(
+        g,
+        vec![("cat".to_string(), vec![4, 5]), ("dog".to_string(), vec![6, 7]), ("the".to_string(), vec![0, 1, 2, 3])]
+    );
     assert_eq!(unigram_groups(&strings, &counts, 7, 2).len(), 2, "cat has 6 occurrences");
     assert_eq!(unigram_groups(&strings, &counts, 1, 3), vec![("the".to_string(), vec![0, 1, 2, 3])]);
 }
@@ -94,7 +100,8 @@ batch_size = 5
     );
     let dir = ws.out().join("fam/explain");
     let features = read(&dir.join("features.parquet")).unwrap();
-    let names: Vec<String> = features.column("feature").unwrap().str().unwrap().into_iter().map(|s| s.unwrap().to_string()).collect();
+    let names: Vec<String> =
+        features.column("feature").unwrap().str().unwrap().into_iter().map(|s| s.unwrap().to_string()).collect();
     let vr = candle_core::safetensors::load(dir.join("variance_reduction.safetensors"), &Device::Cpu).unwrap();
     let vr: Vec<Vec<f32>> = vr["blocks.1.mlp.hook_post"].to_vec2().unwrap();
     // Activations at every valid position, by brute force.
@@ -115,7 +122,15 @@ batch_size = 5
     let pos = |i: usize| i % data.ctx;
     let cases: Vec<(&str, Box<dyn Fn(usize) -> bool>)> = vec![
         ("token: starts_with_space", Box::new(|i| s(i).starts_with(' '))),
-        ("prev_token: is_punctuation", Box::new(|i| pos(i) > 0 && { let p = s(i - 1); !p.trim().is_empty() && p.trim().chars().all(|c| c.is_ascii_punctuation()) })),
+        (
+            "prev_token: is_punctuation",
+            Box::new(|i| {
+                pos(i) > 0 && {
+                    let p = s(i - 1);
+                    !p.trim().is_empty() && p.trim().chars().all(|c| c.is_ascii_punctuation())
+                }
+            }),
+        ),
         ("token: unigram \"the\"", Box::new(|i| s(i).trim().to_lowercase() == "the")),
         ("token: articles", Box::new(|i| s(i) == " the" || s(i) == " a")),
         ("position: 2", Box::new(|i| pos(i) == 2)),
@@ -144,7 +159,6 @@ batch_size = 5
     let families = read(&dir.join("families.parquet")).unwrap();
     assert_eq!(families.column("neurons").unwrap().u32().unwrap().sum(), Some(256));
 }
-
 
 #[test]
 fn output_neuron_features_equal_a_direct_computation_over_the_vocabulary() {
@@ -176,9 +190,11 @@ show_top = 1
     let tok = model.tokenizer().unwrap();
     // Neuron 1.7's logit effect on every token, and its best feature's statistics by hand.
     let w_out = model.param("blocks.1.mlp.W_out").unwrap().get(7).unwrap();
-    let effect: Vec<f32> = w_out.unsqueeze(0).unwrap().matmul(&model.weights.w_u).unwrap().squeeze(0).unwrap().to_vec1().unwrap();
+    let effect: Vec<f32> =
+        w_out.unsqueeze(0).unwrap().matmul(&model.weights.w_u).unwrap().squeeze(0).unwrap().to_vec1().unwrap();
     let feats = read(&dir.join("features.parquet")).unwrap();
-    let mask = feats.column("layer").unwrap().u32().unwrap().equal(1) & feats.column("neuron").unwrap().u32().unwrap().equal(7);
+    let mask = feats.column("layer").unwrap().u32().unwrap().equal(1)
+        & feats.column("neuron").unwrap().u32().unwrap().equal(7);
     let mine = feats.filter(&mask).unwrap();
     assert_eq!(mine.height(), 2);
     let name = mine.column("feature").unwrap().str().unwrap().get(0).unwrap().to_string();
@@ -189,19 +205,33 @@ show_top = 1
     assert_eq!(all_effects.height(), 2 * model.cfg.d_vocab);
     let effects = all_effects.filter(&all_effects.column("shown").unwrap().i64().unwrap().equal(0)).unwrap();
     assert_eq!(effects.column("neuron_name").unwrap().str().unwrap().get(0), Some("L1.7"));
-    let top_t = feats.filter(&feats.column("rank").unwrap().i64().unwrap().equal(0)).unwrap().column("welch_t").unwrap().f64().unwrap().into_no_null_iter().map(f64::abs).fold(0.0, f64::max);
+    let top_t = feats
+        .filter(&feats.column("rank").unwrap().i64().unwrap().equal(0))
+        .unwrap()
+        .column("welch_t")
+        .unwrap()
+        .f64()
+        .unwrap()
+        .into_no_null_iter()
+        .map(f64::abs)
+        .fold(0.0, f64::max);
     let second = all_effects.filter(&all_effects.column("shown").unwrap().i64().unwrap().equal(1)).unwrap();
     let second_name = second.column("neuron_name").unwrap().str().unwrap().get(0).unwrap().to_string();
-    let (l2, n2) = second_name[1..].split_once('.').map(|(a, b)| (a.parse::<u32>().unwrap(), b.parse::<u32>().unwrap())).unwrap();
-    let m2 = feats.column("layer").unwrap().u32().unwrap().equal(l2) & feats.column("neuron").unwrap().u32().unwrap().equal(n2) & feats.column("rank").unwrap().i64().unwrap().equal(0);
+    let (l2, n2) =
+        second_name[1..].split_once('.').map(|(a, b)| (a.parse::<u32>().unwrap(), b.parse::<u32>().unwrap())).unwrap();
+    let m2 = feats.column("layer").unwrap().u32().unwrap().equal(l2)
+        & feats.column("neuron").unwrap().u32().unwrap().equal(n2)
+        & feats.column("rank").unwrap().i64().unwrap().equal(0);
     assert_eq!(feats.filter(&m2).unwrap().column("welch_t").unwrap().f64().unwrap().get(0).unwrap().abs(), top_t);
-    let in_f: Vec<bool> = effects.column("in_feature").unwrap().str().unwrap().into_iter().map(|s| s == Some("yes")).collect();
+    let in_f: Vec<bool> =
+        effects.column("in_feature").unwrap().str().unwrap().into_iter().map(|s| s == Some("yes")).collect();
     let got: Vec<f64> = effects.column("effect").unwrap().f64().unwrap().into_no_null_iter().collect();
     for (a, b) in got.iter().zip(&effect) {
         assert!((a - *b as f64).abs() < 1e-5);
     }
     let a: Vec<f64> = effect.iter().map(|&x| x as f64).collect();
-    let side = |holds: bool| -> Vec<f64> { a.iter().zip(&in_f).filter(|(_, &h)| h == holds).map(|(x, _)| *x).collect() };
+    let side =
+        |holds: bool| -> Vec<f64> { a.iter().zip(&in_f).filter(|(_, &h)| h == holds).map(|(x, _)| *x).collect() };
     let (yes, no) = (side(true), side(false));
     let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
     let t = (mean(&yes) - mean(&no)) / (var(&yes) / yes.len() as f64 + var(&no) / no.len() as f64).sqrt();
@@ -215,9 +245,16 @@ show_top = 1
     }
     // Two identical family members: a zero-width band at numpy's linear percentile.
     let pct = read(&dir.join("percentiles.parquet")).unwrap();
-    let (lo, hi, val) = (pct.column("low").unwrap().f64().unwrap(), pct.column("high").unwrap().f64().unwrap(), pct.column("value").unwrap().f64().unwrap());
+    let (lo, hi, val) = (
+        pct.column("low").unwrap().f64().unwrap(),
+        pct.column("high").unwrap().f64().unwrap(),
+        pct.column("value").unwrap().f64().unwrap(),
+    );
     for i in 0..pct.height() {
-        assert!((lo.get(i).unwrap() - hi.get(i).unwrap()).abs() < 1e-12 && (val.get(i).unwrap() - lo.get(i).unwrap()).abs() < 1e-9);
+        assert!(
+            (lo.get(i).unwrap() - hi.get(i).unwrap()).abs() < 1e-12
+                && (val.get(i).unwrap() - lo.get(i).unwrap()).abs() < 1e-9
+        );
     }
     let weights = read(&ws.out().join("fam/w/weights.parquet")).unwrap();
     let l0 = weights.filter(&weights.column("layer").unwrap().u32().unwrap().equal(0)).unwrap();
@@ -225,7 +262,11 @@ show_top = 1
     kurt.sort_by(f64::total_cmp);
     let median = (kurt[127] + kurt[128]) / 2.0;
     let row = (0..pct.height())
-        .find(|&i| pct.column("stat").unwrap().str().unwrap().get(i) == Some("vocab_kurt") && pct.column("layer").unwrap().u32().unwrap().get(i) == Some(0) && pct.column("percentile").unwrap().str().unwrap().get(i) == Some("p50"))
+        .find(|&i| {
+            pct.column("stat").unwrap().str().unwrap().get(i) == Some("vocab_kurt")
+                && pct.column("layer").unwrap().u32().unwrap().get(i) == Some(0)
+                && pct.column("percentile").unwrap().str().unwrap().get(i) == Some("p50")
+        })
         .unwrap();
     assert!((val.get(row).unwrap() - median).abs() < 1e-9);
     let classes = read(&dir.join("classes.parquet")).unwrap();
@@ -244,11 +285,18 @@ fn hand_metrics(model: &Model, data: &Tokenized, iv: &[lantern::model::Intervent
         for t in 0..data.ctx - 1 {
             let g = r * data.ctx + t;
             let tok = data.tokens[g];
-            if data.valid[g] == 0 || data.valid[g + 1] == 0 || tok == model.cfg.bos_token_id || tok == model.cfg.eos_token_id {
+            if data.valid[g] == 0
+                || data.valid[g + 1] == 0
+                || tok == model.cfg.bos_token_id
+                || tok == model.cfg.eos_token_id
+            {
                 continue;
             }
             let i = r * (data.ctx - 1) + t;
-            for (k, x) in [s.loss[i] as f64, s.entropy[i] as f64, 1.0 / (s.rank[i] as f64 + 1.0), scale[g] as f64].into_iter().enumerate() {
+            for (k, x) in [s.loss[i] as f64, s.entropy[i] as f64, 1.0 / (s.rank[i] as f64 + 1.0), scale[g] as f64]
+                .into_iter()
+                .enumerate()
+            {
                 sum[k] += x;
             }
             n += 1.0;
@@ -296,16 +344,25 @@ batch_size = 7
     let model = load(ws);
     let table = read(&dir.join("entropy.parquet")).unwrap();
     let get = |name: &str, value: f32, col: &str| -> f64 {
-        let m = table.column("neuron_name").unwrap().str().unwrap().equal(name) & table.column("value").unwrap().f32().unwrap().equal(value);
+        let m = table.column("neuron_name").unwrap().str().unwrap().equal(name)
+            & table.column("value").unwrap().f32().unwrap().equal(value);
         table.filter(&m).unwrap().column(col).unwrap().f64().unwrap().get(0).unwrap()
     };
     for (name, [l, n]) in [("L1.3", [1usize, 3usize]), ("L0.200", [0, 200])] {
         for value in [0.0f32, 2.0] {
-            let iv = [lantern::model::Intervention::new(HookPoint::Block(l, BlockSite::Post), lantern::model::Action::Constant(value)).neurons(vec![n])];
+            let iv = [lantern::model::Intervention::new(
+                HookPoint::Block(l, BlockSite::Post),
+                lantern::model::Action::Constant(value),
+            )
+            .neurons(vec![n])];
             let want = hand_metrics(&model, &data, &iv);
             for (k, col) in ["loss", "entropy", "reciprocal_rank", "ln_scale"].iter().enumerate() {
                 let got = get(name, value, col);
-                assert!((got - want[k]).abs() < 1e-4 * want[k].abs().max(1.0), "{name} = {value}: {col} {got} vs {}", want[k]);
+                assert!(
+                    (got - want[k]).abs() < 1e-4 * want[k].abs().max(1.0),
+                    "{name} = {value}: {col} {got} vs {}",
+                    want[k]
+                );
             }
         }
     }
@@ -323,10 +380,16 @@ batch_size = 7
     let base = table.filter(&table.column("kind").unwrap().str().unwrap().equal("baseline")).unwrap();
     assert_eq!(base.height(), 4 * 2);
     for i in 0..base.height() {
-        let (l, n) = (base.column("layer").unwrap().u32().unwrap().get(i).unwrap() as usize, base.column("neuron").unwrap().u32().unwrap().get(i).unwrap() as usize);
+        let (l, n) = (
+            base.column("layer").unwrap().u32().unwrap().get(i).unwrap() as usize,
+            base.column("neuron").unwrap().u32().unwrap().get(i).unwrap() as usize,
+        );
         assert!(![(1, 3), (0, 200)].contains(&(l, n)));
         let row = l * 256 + n;
-        assert!(l2_all[row] <= lantern::stages::prediction_neurons::percentile(&l2, 90.0) && vv_all[row] >= lantern::stages::prediction_neurons::percentile(&vv, 10.0));
+        assert!(
+            l2_all[row] <= lantern::stages::prediction_neurons::percentile(&l2, 90.0)
+                && vv_all[row] >= lantern::stages::prediction_neurons::percentile(&vv, 10.0)
+        );
     }
 }
 
@@ -382,7 +445,14 @@ batch_size = 6
     assert_eq!(top, by_abs[0].0, "the most negative or positive score is ablated first");
     let tokens = Tensor::from_slice(&data.tokens, (data.rows, data.ctx), &Device::Cpu).unwrap();
     let at = |s| HookPoint::Block(hl, s);
-    let (post, resid, k, v, z, pat) = (HookPoint::Block(0, BlockSite::Post), at(BlockSite::ResidPre), at(BlockSite::K), at(BlockSite::V), at(BlockSite::Z), at(BlockSite::Pattern));
+    let (post, resid, k, v, z, pat) = (
+        HookPoint::Block(0, BlockSite::Post),
+        at(BlockSite::ResidPre),
+        at(BlockSite::K),
+        at(BlockSite::V),
+        at(BlockSite::Z),
+        at(BlockSite::Pattern),
+    );
     let (_, clean) = model.run_with_cache(&tokens, &[post, resid, k, v, z, pat], &[]).unwrap();
     let acts: Vec<Vec<Vec<f32>>> = clean[&post].to_vec3().unwrap();
     let mut r3: Vec<Vec<Vec<f32>>> = clean[&resid].to_vec3().unwrap();
@@ -395,14 +465,27 @@ batch_size = 6
     }
     let patched = Tensor::new(r3, &Device::Cpu).unwrap();
     use lantern::model::{Action, Intervention};
-    let iv = [Intervention::new(resid, Action::Patch(patched)), Intervention::new(k, Action::Patch(clean[&k].clone())), Intervention::new(v, Action::Patch(clean[&v].clone()))];
+    let iv = [
+        Intervention::new(resid, Action::Patch(patched)),
+        Intervention::new(k, Action::Patch(clean[&k].clone())),
+        Intervention::new(v, Action::Patch(clean[&v].clone())),
+    ];
     let (_, abl) = model.run_with_cache(&tokens, &[z, pat], &iv).unwrap();
-    let norm = |t: &Tensor| -> Vec<Vec<f32>> { t.get_on_dim(2, hh).unwrap().sqr().unwrap().sum(2).unwrap().sqrt().unwrap().to_vec2().unwrap() };
-    let bos_p = |t: &Tensor| -> Vec<Vec<f32>> { t.get_on_dim(1, hh).unwrap().get_on_dim(2, 0).unwrap().to_vec2().unwrap() };
+    let norm = |t: &Tensor| -> Vec<Vec<f32>> {
+        t.get_on_dim(2, hh).unwrap().sqr().unwrap().sum(2).unwrap().sqrt().unwrap().to_vec2().unwrap()
+    };
+    let bos_p =
+        |t: &Tensor| -> Vec<Vec<f32>> { t.get_on_dim(1, hh).unwrap().get_on_dim(2, 0).unwrap().to_vec2().unwrap() };
     let (n0, n1, b0, b1) = (norm(&clean[&z]), norm(&abl[&z]), bos_p(&clean[&pat]), bos_p(&abl[&pat]));
     let points = read(&dir.join("points.parquet")).unwrap();
-    let mine = points.filter(&points.column("neuron_name").unwrap().str().unwrap().equal(format!("L0.{top}").as_str())).unwrap();
-    let (act, dn, db) = (mine.column("activation").unwrap().f64().unwrap(), mine.column("d_norm").unwrap().f64().unwrap(), mine.column("d_bos").unwrap().f64().unwrap());
+    let mine = points
+        .filter(&points.column("neuron_name").unwrap().str().unwrap().equal(format!("L0.{top}").as_str()))
+        .unwrap();
+    let (act, dn, db) = (
+        mine.column("activation").unwrap().f64().unwrap(),
+        mine.column("d_norm").unwrap().f64().unwrap(),
+        mine.column("d_bos").unwrap().f64().unwrap(),
+    );
     let mut i = 0;
     let mut moved = 0.0f64;
     for r in 0..data.rows {

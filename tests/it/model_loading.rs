@@ -25,7 +25,14 @@ fn place(cache: &std::path::Path, repo: &str, files: &[(&str, std::path::PathBuf
 /// A temporary HF cache holding `org/tiny` (config and safetensors of a fixture).
 fn fake_cache(from: &str) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
-    place(dir.path(), "org/tiny", &[("config.json", fixture(from).join("config.json")), ("model.safetensors", fixture(from).join("model.safetensors"))]);
+    place(
+        dir.path(),
+        "org/tiny",
+        &[
+            ("config.json", fixture(from).join("config.json")),
+            ("model.safetensors", fixture(from).join("model.safetensors")),
+        ],
+    );
     dir
 }
 
@@ -37,7 +44,12 @@ fn a_model_in_the_hub_cache_loads_offline_and_matches_the_folder() {
     let from_hub = Model::load(&files, Processing::DEFAULT, &Device::Cpu).unwrap();
     let from_folder = load("pythia-tiny", Processing::DEFAULT);
     let g = golden("pythia-tiny", "golden_processed.safetensors");
-    assert_close("hub vs folder", &from_hub.logits(&g["tokens"]).unwrap(), &from_folder.logits(&g["tokens"]).unwrap(), 0.0);
+    assert_close(
+        "hub vs folder",
+        &from_hub.logits(&g["tokens"]).unwrap(),
+        &from_folder.logits(&g["tokens"]).unwrap(),
+        0.0,
+    );
 }
 
 #[test]
@@ -53,11 +65,15 @@ fn a_missing_hub_model_says_how_to_place_it() {
 #[test]
 fn an_unsupported_architecture_names_the_supported_ones() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("config.json"), r#"{"model_type": "llama", "architectures": ["LlamaForCausalLM"]}"#).unwrap();
+    std::fs::write(dir.path().join("config.json"), r#"{"model_type": "llama", "architectures": ["LlamaForCausalLM"]}"#)
+        .unwrap();
     std::fs::write(dir.path().join("model.safetensors"), b"").unwrap();
     let files = ModelFiles::from_folder(dir.path()).unwrap();
     let err = format!("{:#}", Model::load(&files, Processing::NONE, &Device::Cpu).err().unwrap());
-    assert!(err.contains("LlamaForCausalLM") && err.contains("GPT2LMHeadModel") && err.contains("GPTNeoXForCausalLM"), "{err}");
+    assert!(
+        err.contains("LlamaForCausalLM") && err.contains("GPT2LMHeadModel") && err.contains("GPTNeoXForCausalLM"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -80,9 +96,18 @@ fn single_token_lookup_explains_multi_token_strings() {
 fn trace_writes_tokens_logits_loss_and_hooks() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("trace.safetensors");
-    let input = lantern::cli::TraceInput::Tokens("435,87,71,192,251,350,348,257,445,128,345,45;40,361,348,219,292,188,493,495,298,314,425,228".into());
+    let input = lantern::cli::TraceInput::Tokens(
+        "435,87,71,192,251,350,348,257,445,128,345,45;40,361,348,219,292,188,493,495,298,314,425,228".into(),
+    );
     let model = fixture("gpt2-tiny").display().to_string();
-    lantern::cli::trace(&model, &input, &["blocks.1.mlp.*".into(), "blocks.0.attn.hook_result".into()], "default", &out).unwrap();
+    lantern::cli::trace(
+        &model,
+        &input,
+        &["blocks.1.mlp.*".into(), "blocks.0.attn.hook_result".into()],
+        "default",
+        &out,
+    )
+    .unwrap();
     let t = candle_core::safetensors::load(&out, &Device::Cpu).unwrap();
     let g = golden("gpt2-tiny", "golden_processed.safetensors");
     let opt = golden("gpt2-tiny", "golden_processed_opt.safetensors");
@@ -99,17 +124,26 @@ fn a_solu_checkpoint_loads_by_alias_with_the_tokenizer_its_config_names() {
     // `solu-2l` resolves to NeelNanda/SoLU_2L512W_C4_Code; its repository holds a TL config and a
     // PyTorch pickle, and its config names the repository of its tokenizer.
     let dir = tempfile::tempdir().unwrap();
-    let mut config: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(fixture("solu-tiny").join("config.json")).unwrap()).unwrap();
+    let mut config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture("solu-tiny").join("config.json")).unwrap()).unwrap();
     config["tokenizer_name"] = "org/solu-tokenizer".into();
     let config_path = dir.path().join("config.json");
     std::fs::write(&config_path, config.to_string()).unwrap();
     let cache_dir = dir.path().join("hub");
-    place(&cache_dir, "NeelNanda/SoLU_2L512W_C4_Code", &[("config.json", config_path), ("model_final.pth", fixture("solu-tiny").join("model_final.pth"))]);
+    place(
+        &cache_dir,
+        "NeelNanda/SoLU_2L512W_C4_Code",
+        &[("config.json", config_path), ("model_final.pth", fixture("solu-tiny").join("model_final.pth"))],
+    );
     place(&cache_dir, "org/solu-tokenizer", &[("tokenizer.json", fixture("tiny-tokenizer/tokenizer.json"))]);
     let cache = hf_hub::Cache::new(cache_dir);
     let files = ModelFiles::from_cache(&cache, "solu-2l", None, false).unwrap();
     assert!(files.weights[0].ends_with("model_final.pth"), "{:?}", files.weights);
-    assert!(files.tokenizer.as_ref().is_some_and(|t| t.to_string_lossy().contains("models--org--solu-tokenizer")), "{:?}", files.tokenizer);
+    assert!(
+        files.tokenizer.as_ref().is_some_and(|t| t.to_string_lossy().contains("models--org--solu-tokenizer")),
+        "{:?}",
+        files.tokenizer
+    );
     for processing in [Processing::NONE, Processing::DEFAULT] {
         let pickle = Model::load(&files, processing, &Device::Cpu).unwrap();
         let safetensors = load("solu-tiny", processing);
@@ -117,7 +151,10 @@ fn a_solu_checkpoint_loads_by_alias_with_the_tokenizer_its_config_names() {
         for name in pickle.weights.param_names() {
             assert_close(&name, &pickle.param(&name).unwrap(), &safetensors.param(&name).unwrap(), 0.0);
         }
-        let g = golden("solu-tiny", if processing == Processing::NONE { "golden_raw.safetensors" } else { "golden_processed.safetensors" });
+        let g = golden(
+            "solu-tiny",
+            if processing == Processing::NONE { "golden_raw.safetensors" } else { "golden_processed.safetensors" },
+        );
         assert_close("solu logits", &pickle.logits(&g["tokens"]).unwrap(), &g["logits"], 1e-4);
     }
     let tok = Model::load(&files, Processing::NONE, &Device::Cpu).unwrap();
@@ -130,9 +167,14 @@ fn trace_works_on_a_solu_checkpoint() {
     let out = dir.path().join("trace.safetensors");
     let g = golden("solu-tiny", "golden_raw.safetensors");
     let rows: Vec<Vec<u32>> = g["tokens"].to_dtype(candle_core::DType::U32).unwrap().to_vec2().unwrap();
-    let text = rows.iter().map(|r| r.iter().map(|t| t.to_string()).collect::<Vec<_>>().join(",")).collect::<Vec<_>>().join(";");
+    let text = rows
+        .iter()
+        .map(|r| r.iter().map(|t| t.to_string()).collect::<Vec<_>>().join(","))
+        .collect::<Vec<_>>()
+        .join(";");
     let model = fixture("solu-tiny").display().to_string();
-    lantern::cli::trace(&model, &lantern::cli::TraceInput::Tokens(text), &["blocks.0.mlp.*".into()], "none", &out).unwrap();
+    lantern::cli::trace(&model, &lantern::cli::TraceInput::Tokens(text), &["blocks.0.mlp.*".into()], "none", &out)
+        .unwrap();
     let t = candle_core::safetensors::load(&out, &Device::Cpu).unwrap();
     assert_close("logits", &t["logits"], &g["logits"], 1e-4);
     for h in ["hook_pre", "hook_mid", "ln.hook_scale", "ln.hook_normalized", "hook_post"] {

@@ -4,9 +4,9 @@
 use crate::common::{assert_close, fixture, golden, load, max_abs_diff};
 use candle_core::safetensors::MmapedSafetensors;
 use candle_core::{Device, Tensor};
-use std::collections::HashMap;
 use lantern::model::outputs::loss_per_token;
 use lantern::model::{Action, HookPoint, Intervention, Model, Processing};
+use std::collections::HashMap;
 
 const MODELS: &[&str] = &["gpt2-tiny", "pythia-tiny", "gpt2-crfm-tiny", "solu-tiny"];
 const TOL: f32 = 1e-4;
@@ -134,7 +134,8 @@ fn sequential_residual_neox_composes_attention_then_mlp() {
     // pythia-tiny with `use_parallel_residual = false`: the MLP reads resid_mid = resid_pre +
     // attn_out, and the fused kernels agree with the portable tensor ops.
     let dir = tempfile::tempdir().unwrap();
-    let mut config: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(fixture("pythia-tiny").join("config.json")).unwrap()).unwrap();
+    let mut config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture("pythia-tiny").join("config.json")).unwrap()).unwrap();
     config["use_parallel_residual"] = false.into();
     std::fs::write(dir.path().join("config.json"), config.to_string()).unwrap();
     std::fs::copy(fixture("pythia-tiny").join("model.safetensors"), dir.path().join("model.safetensors")).unwrap();
@@ -142,7 +143,8 @@ fn sequential_residual_neox_composes_attention_then_mlp() {
     let mut model = lantern::model::Model::load(&files, Processing::NONE, &Device::Cpu).unwrap();
     assert!(!model.cfg.parallel_attn_mlp);
     let tokens = &golden("pythia-tiny", "golden_raw.safetensors")["tokens"];
-    let names = ["hook_resid_pre", "hook_attn_out", "hook_resid_mid", "ln2.hook_normalized", "hook_mlp_out", "hook_resid_post"];
+    let names =
+        ["hook_resid_pre", "hook_attn_out", "hook_resid_mid", "ln2.hook_normalized", "hook_mlp_out", "hook_resid_post"];
     let hooks: Vec<HookPoint> = names.iter().map(|n| HookPoint::parse(&format!("blocks.1.{n}")).unwrap()).collect();
     let (logits, cache) = model.run_with_cache(tokens, &hooks, &[]).unwrap();
     let get = |n: &str| cache[&HookPoint::parse(&format!("blocks.1.{n}")).unwrap()].clone();

@@ -23,13 +23,16 @@ fn patching_sweeps_match_transformer_lens() {
         let g = golden(name, "interventions.safetensors");
         let j = &json(name)["patching"];
         let model = load(name, Processing::DEFAULT);
-        let metric = Metric::LogitDiff { answer: j["A"].as_u64().unwrap() as u32, wrong: j["B"].as_u64().unwrap() as u32 };
+        let metric =
+            Metric::LogitDiff { answer: j["A"].as_u64().unwrap() as u32, wrong: j["B"].as_u64().unwrap() as u32 };
         let clean = prompt(&model, &ids(&g["patch.clean_tokens"])).unwrap();
         let corrupt = prompt(&model, &ids(&g["patch.corrupted_tokens"])).unwrap();
         let n_pos = clean.dim(1).unwrap();
         let layers = model.cfg.n_layers;
         let mut all = Vec::new();
-        for (key, site) in [("resid_pre", BlockSite::ResidPre), ("attn_out", BlockSite::AttnOut), ("mlp_out", BlockSite::MlpOut)] {
+        for (key, site) in
+            [("resid_pre", BlockSite::ResidPre), ("attn_out", BlockSite::AttnOut), ("mlp_out", BlockSite::MlpOut)]
+        {
             all.push((format!("patch.{key}"), layer_position_patches(layers, n_pos, site)));
         }
         let neurons: Vec<usize> = (0..model.cfg.d_mlp).collect();

@@ -107,14 +107,23 @@ fn every_kind_renders_png_and_svg() {
         assert_eq!(img.dimensions(), (640, 420), "{:?}", s.kind);
         assert!(variance(&img) > 100.0, "{:?} looks blank", s.kind);
         let doc = roxmltree::Document::parse(&svg).unwrap_or_else(|e| panic!("{:?} SVG: {e}", s.kind));
-        assert!(doc.descendants().any(|n| n.text().is_some_and(|t| t.contains(s.title.as_deref().unwrap()))), "{:?}: no title", s.kind);
+        assert!(
+            doc.descendants().any(|n| n.text().is_some_and(|t| t.contains(s.title.as_deref().unwrap()))),
+            "{:?}: no title",
+            s.kind
+        );
         if s.kind == PlotKind::Line {
             // One shaded band per series.
             assert_eq!(doc.descendants().filter(|n| n.has_tag_name("polygon")).count(), 2, "bands");
         }
         if s.kind == PlotKind::Scatter {
-            let titles: Vec<&str> = doc.descendants().filter(|n| n.has_tag_name("title")).filter_map(|n| n.text()).collect();
-            assert!(titles.iter().any(|t| t.starts_with("point 17 (17,")), "labels: {:?}", &titles[..3.min(titles.len())]);
+            let titles: Vec<&str> =
+                doc.descendants().filter(|n| n.has_tag_name("title")).filter_map(|n| n.text()).collect();
+            assert!(
+                titles.iter().any(|t| t.starts_with("point 17 (17,")),
+                "labels: {:?}",
+                &titles[..3.min(titles.len())]
+            );
         }
     }
 }
@@ -138,7 +147,14 @@ fn heatmap_cells_have_the_colormap_colours() {
     // Find each expected colour's pixels: the four cells must all be present.
     for v in [-1.0, 0.5, 1.0] {
         let c = colormap::diverging(v);
-        let n = img.pixels().filter(|p| (p.0[0] as i32 - c.0 as i32).abs() <= 2 && (p.0[1] as i32 - c.1 as i32).abs() <= 2 && (p.0[2] as i32 - c.2 as i32).abs() <= 2).count();
+        let n = img
+            .pixels()
+            .filter(|p| {
+                (p.0[0] as i32 - c.0 as i32).abs() <= 2
+                    && (p.0[1] as i32 - c.1 as i32).abs() <= 2
+                    && (p.0[2] as i32 - c.2 as i32).abs() <= 2
+            })
+            .count();
         assert!(n > 2000, "value {v}: colour {c:?} covers only {n} pixels");
     }
     assert_eq!(colormap::diverging(0.0), plotters::style::RGBColor(255, 255, 255));
@@ -161,7 +177,11 @@ fn a_missing_column_names_the_nearest() {
 #[test]
 fn long_bar_labels_are_written_whole_and_vertically_and_dense_scatters_stay_small() {
     let names: Vec<String> = (0..20).map(|i| format!("L0.{i} token: a rather long feature name")).collect();
-    let df = DataFrame::new_infer_height(vec![Column::new("name".into(), names.clone()), Column::new("vr".into(), (0..20).map(|i| 1.0 - i as f64 / 40.0).collect::<Vec<_>>())]).unwrap();
+    let df = DataFrame::new_infer_height(vec![
+        Column::new("name".into(), names.clone()),
+        Column::new("vr".into(), (0..20).map(|i| 1.0 - i as f64 / 40.0).collect::<Vec<_>>()),
+    ])
+    .unwrap();
     let mut s = base(PlotKind::Bar);
     s.x = Some("name".into());
     s.y = Some(Names::One("vr".into()));
@@ -170,7 +190,9 @@ fn long_bar_labels_are_written_whole_and_vertically_and_dense_scatters_stay_smal
     assert!(variance(&img) > 100.0);
     let doc = roxmltree::Document::parse(&svg).unwrap();
     let texts: Vec<roxmltree::Node> = doc.descendants().filter(|n| n.has_tag_name("text")).collect();
-    let label = texts.iter().find(|n| n.text().map(str::trim) == Some(names[7].as_str())).unwrap_or_else(|| panic!("'{}' not written whole: {:?}", names[7], texts.iter().filter_map(|t| t.text()).collect::<Vec<_>>()));
+    let label = texts.iter().find(|n| n.text().map(str::trim) == Some(names[7].as_str())).unwrap_or_else(|| {
+        panic!("'{}' not written whole: {:?}", names[7], texts.iter().filter_map(|t| t.text()).collect::<Vec<_>>())
+    });
     assert!(label.attribute("transform").is_some_and(|t| t.contains("rotate")), "long labels are vertical");
     // Box plots lay out their categories the same way.
     let mut b = s.clone();

@@ -155,10 +155,16 @@ fn intervention_stages_run_and_agree_with_the_analysis_functions() {
     // The lens's last point is the model's own logit difference at the last position.
     let lens = read(&out.join("lens/lens.parquet")).unwrap();
     let v = col_f64(&lens, "value");
-    let model = lantern::model::Model::load(&lantern::model::ModelFiles::from_folder(&ws.path().join("model")).unwrap(), lantern::model::Processing::DEFAULT, &candle_core::Device::Cpu).unwrap();
+    let model = lantern::model::Model::load(
+        &lantern::model::ModelFiles::from_folder(&ws.path().join("model")).unwrap(),
+        lantern::model::Processing::DEFAULT,
+        &candle_core::Device::Cpu,
+    )
+    .unwrap();
     let tok = model.tokenizer().unwrap();
     let b_u: Vec<f32> = model.weights.b_u.to_vec1().unwrap();
-    let bias = (b_u[tok.single_token(" and").unwrap() as usize] - b_u[tok.single_token(" the").unwrap() as usize]) as f64;
+    let bias =
+        (b_u[tok.single_token(" and").unwrap() as usize] - b_u[tok.single_token(" the").unwrap() as usize]) as f64;
     assert!((v[v.len() - 1] + bias - mc).abs() < 1e-4, "lens {} + bias {bias} vs metric {mc}", v[v.len() - 1]);
     // Direct effect: four runs, the original first.
     let fx = read(&out.join("effects/effects.parquet")).unwrap();
@@ -166,11 +172,29 @@ fn intervention_stages_run_and_agree_with_the_analysis_functions() {
     assert_eq!(col_f64(&fx, "delta")[0], 0.0);
     // Vocabulary projection and monotokenic neurons.
     assert_eq!(read(&out.join("weights/neuron_tokens.parquet")).unwrap().height(), 40);
-    assert_eq!(read(&out.join("weights/monotokenic.parquet")).unwrap().height().min(5), read(&out.join("weights/monotokenic.parquet")).unwrap().height());
+    assert_eq!(
+        read(&out.join("weights/monotokenic.parquet")).unwrap().height().min(5),
+        read(&out.join("weights/monotokenic.parquet")).unwrap().height()
+    );
     // The neuron table joins weights and pre-activation statistics for every neuron.
     let table = read(&out.join("table/neurons.parquet")).unwrap();
     assert_eq!(table.height(), 2 * 256);
-    for c in ["w_in_norm", "w_out_norm", "input_bias", "in_out_sim", "l2_penalty", "mean", "var", "skew", "kurt", "sparsity", "vocab_mean", "vocab_var", "vocab_skew", "vocab_kurt"] {
+    for c in [
+        "w_in_norm",
+        "w_out_norm",
+        "input_bias",
+        "in_out_sim",
+        "l2_penalty",
+        "mean",
+        "var",
+        "skew",
+        "kurt",
+        "sparsity",
+        "vocab_mean",
+        "vocab_var",
+        "vocab_skew",
+        "vocab_kurt",
+    ] {
         assert!(col_f64(&table, c).iter().all(|x| x.is_finite()), "{c}");
     }
     assert!(out.join("table/neurons.csv").exists());
@@ -193,11 +217,21 @@ fn intervention_stages_run_and_agree_with_the_analysis_functions() {
                     && examples.column("neuron").unwrap().u32().unwrap().get(r) == Some(n)
             })
             .collect();
-        let top = rows.iter().map(|&r| examples.column("value").unwrap().f64().unwrap().get(r).unwrap()).fold(f64::MIN, f64::max);
+        let top = rows
+            .iter()
+            .map(|&r| examples.column("value").unwrap().f64().unwrap().get(r).unwrap())
+            .fold(f64::MIN, f64::max);
         assert!(page.contains(&format!("<span class=v>{top:.3}")), "L{l}.N{n}: top value {top:.3} not shown");
-        let max_token = rows.iter().find(|&&r| examples.column("value").unwrap().f64().unwrap().get(r) == Some(top)).map(|&r| examples.column("token_str").unwrap().str().unwrap().get(r).unwrap().to_string()).unwrap();
+        let max_token = rows
+            .iter()
+            .find(|&&r| examples.column("value").unwrap().f64().unwrap().get(r) == Some(top))
+            .map(|&r| examples.column("token_str").unwrap().str().unwrap().get(r).unwrap().to_string())
+            .unwrap();
         let shown = lantern::report::esc(&max_token.replace('\n', "⏎"));
-        assert!(page.contains(&format!("max\" style=")) && page.contains(&shown), "L{l}.N{n}: max token {max_token:?} not shown");
+        assert!(
+            page.contains(&format!("max\" style=")) && page.contains(&shown),
+            "L{l}.N{n}: max token {max_token:?} not shown"
+        );
     }
     assert!(out.join("pages/texts.html").exists());
     // Plots exist; every link of the report resolves.

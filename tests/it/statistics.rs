@@ -1,9 +1,9 @@
 //! Streaming neuron statistics equal a brute-force computation over captured activations; top-k
 //! equals a full sort; histograms count every value; label mixes of top examples on mixed datasets.
 
+use crate::common::Workspace;
 use crate::common::{golden, load};
 use lantern::model::{HookPoint, Processing};
-use crate::common::Workspace;
 use lantern::stats::{NeuronStats, Position};
 use lantern::store::table::read;
 
@@ -34,7 +34,12 @@ fn streaming_statistics_equal_brute_force() {
         let got = s.summary(neuron);
         let close = |a: f64, b: f64| (a - b).abs() <= 1e-6 * b.abs().max(1e-6);
         assert!(close(got.mean, m) && close(got.var, var), "neuron {neuron}");
-        assert!(close(got.skew, m3 / var.powf(1.5)) && close(got.kurt, m4 / (var * var)), "neuron {neuron}: {} vs {}", got.kurt, m4 / (var * var));
+        assert!(
+            close(got.skew, m3 / var.powf(1.5)) && close(got.kurt, m4 / (var * var)),
+            "neuron {neuron}: {} vs {}",
+            got.kurt,
+            m4 / (var * var)
+        );
         assert!(close(got.freq, col.iter().filter(|x| **x > 0.0).count() as f64 / rows as f64));
         // Top-5 and bottom-3 equal a full sort.
         let mut order: Vec<usize> = (0..rows).collect();
@@ -124,11 +129,26 @@ token_stats = false
     // The stats' label mix equals the mix of the labels listed with the top examples.
     let stats = read(&ws.out().join("mix/acts/stats.parquet")).unwrap();
     let ex = read(&ws.out().join("mix/acts/examples.parquet")).unwrap();
-    let (ex_layer, ex_neuron, which, label) = (ex.column("layer").unwrap().u32().unwrap(), ex.column("neuron").unwrap().u32().unwrap(), ex.column("which").unwrap().str().unwrap(), ex.column("label").unwrap().str().unwrap());
-    let (layer, neuron, entropy, share) = (stats.column("layer").unwrap().u32().unwrap(), stats.column("neuron").unwrap().u32().unwrap(), stats.column("label_entropy").unwrap().f64().unwrap(), stats.column("top_label_share").unwrap().f64().unwrap());
+    let (ex_layer, ex_neuron, which, label) = (
+        ex.column("layer").unwrap().u32().unwrap(),
+        ex.column("neuron").unwrap().u32().unwrap(),
+        ex.column("which").unwrap().str().unwrap(),
+        ex.column("label").unwrap().str().unwrap(),
+    );
+    let (layer, neuron, entropy, share) = (
+        stats.column("layer").unwrap().u32().unwrap(),
+        stats.column("neuron").unwrap().u32().unwrap(),
+        stats.column("label_entropy").unwrap().f64().unwrap(),
+        stats.column("top_label_share").unwrap().f64().unwrap(),
+    );
     let mut mixed = 0;
     for i in (0..stats.height()).step_by(7) {
-        let top: Vec<&str> = (0..ex.height()).filter(|&j| ex_layer.get(j) == layer.get(i) && ex_neuron.get(j) == neuron.get(i) && which.get(j) == Some("top")).map(|j| label.get(j).unwrap()).collect();
+        let top: Vec<&str> = (0..ex.height())
+            .filter(|&j| {
+                ex_layer.get(j) == layer.get(i) && ex_neuron.get(j) == neuron.get(i) && which.get(j) == Some("top")
+            })
+            .map(|j| label.get(j).unwrap())
+            .collect();
         let mix = lantern::stats::labels::LabelMix::of(top).unwrap();
         assert!((mix.entropy - entropy.get(i).unwrap()).abs() < 1e-12);
         assert!((mix.top_share - share.get(i).unwrap()).abs() < 1e-12);

@@ -7,7 +7,11 @@ use lantern::train::{self, export::save_hf, Schedule, Trainable};
 
 fn corpus() -> (tokenizers::Tokenizer, Vec<u32>) {
     let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/experiments/data/english.jsonl")).unwrap();
-    let docs: Vec<String> = text.lines().take(300).map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["text"].as_str().unwrap().to_string()).collect();
+    let docs: Vec<String> = text
+        .lines()
+        .take(300)
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["text"].as_str().unwrap().to_string())
+        .collect();
     let tok = lantern::data::bpe::train(docs.iter(), 300).unwrap();
     let mut ids = Vec::new();
     for d in &docs {
@@ -58,7 +62,10 @@ fn the_saved_folder_reloads_to_the_same_logits() {
     let a = t.model.logits(&rows).unwrap();
     let b = loaded.logits(&rows).unwrap();
     crate::common::assert_close("reloaded logits", &a, &b, 1e-4);
-    assert_eq!(loaded.tokenizer().unwrap().encode("hello", false).unwrap(), tok.encode("hello", false).unwrap().get_ids());
+    assert_eq!(
+        loaded.tokenizer().unwrap().encode("hello", false).unwrap(),
+        tok.encode("hello", false).unwrap().get_ids()
+    );
 }
 
 #[test]

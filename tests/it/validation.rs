@@ -25,7 +25,17 @@ fn errors(ws: &Workspace, text: &str) -> Vec<String> {
     let f = ws.file("bad.toml", text);
     match parse_file(&f).and_then(validate) {
         Ok(_) => vec![],
-        Err(inv) => inv.diagnostics.iter().map(|d| format!("{} | {}", d.short(std::path::Path::new("bad.toml"), &inv.text), d.help.clone().unwrap_or_default())).collect(),
+        Err(inv) => inv
+            .diagnostics
+            .iter()
+            .map(|d| {
+                format!(
+                    "{} | {}",
+                    d.short(std::path::Path::new("bad.toml"), &inv.text),
+                    d.help.clone().unwrap_or_default()
+                )
+            })
+            .collect(),
     }
 }
 
@@ -52,37 +62,73 @@ fn unknown_fields_suggest_the_nearest() {
 #[test]
 fn wrong_types_point_at_the_value() {
     let ws = Workspace::new();
-    expect(&ws, &BASE.replace("context = 16", "context = \"16\""), &["bad.toml:9:11: invalid type: string \"16\", expected usize"]);
+    expect(
+        &ws,
+        &BASE.replace("context = 16", "context = \"16\""),
+        &["bad.toml:9:11: invalid type: string \"16\", expected usize"],
+    );
 }
 
 #[test]
 fn dangling_references_name_the_defined_ones() {
     let ws = Workspace::new();
-    expect(&ws, &BASE.replace("dataset = \"en\"", "dataset = \"eng\""), &["bad.toml:14:11: unknown dataset 'eng'", "did you mean 'en'?"]);
-    expect(&ws, &BASE.replace("model = \"tiny\"", "model = \"en\""), &["bad.toml:13:9: unknown model 'en'", "'en' is a dataset, not a model"]);
+    expect(
+        &ws,
+        &BASE.replace("dataset = \"en\"", "dataset = \"eng\""),
+        &["bad.toml:14:11: unknown dataset 'eng'", "did you mean 'en'?"],
+    );
+    expect(
+        &ws,
+        &BASE.replace("model = \"tiny\"", "model = \"en\""),
+        &["bad.toml:13:9: unknown model 'en'", "'en' is a dataset, not a model"],
+    );
 }
 
 #[test]
 fn missing_inputs_and_kinds() {
     let ws = Workspace::new();
     expect(&ws, &BASE.replace("dataset = \"en\"\n", ""), &["bad.toml:11:1: missing field `dataset`"]);
-    expect(&ws, &BASE.replace("kind = \"activations\"", "kind = \"activation\""), &["bad.toml:12:8: unknown stage kind 'activation'", "did you mean 'activations'?"]);
+    expect(
+        &ws,
+        &BASE.replace("kind = \"activations\"", "kind = \"activation\""),
+        &["bad.toml:12:8: unknown stage kind 'activation'", "did you mean 'activations'?"],
+    );
     expect(&ws, &BASE.replace("kind = \"activations\"\n", ""), &["stage has no `kind`"]);
 }
 
 #[test]
 fn bad_hooks_and_ranges_for_the_model() {
     let ws = Workspace::new();
-    expect(&ws, &BASE.replace("blocks.1.mlp.hook_post", "blocks.1.mlp.hook_pots"), &["bad.toml:15:10: unknown hook 'blocks.1.mlp.hook_pots'", "did you mean 'blocks.1.mlp.hook_post'?"]);
-    expect(&ws, &BASE.replace("blocks.1.mlp.hook_post", "blocks.7.mlp.hook_post"), &["bad.toml:15:10: layer 7 out of range in 'blocks.7.mlp.hook_post': the model has 2 layers (0..=1)"]);
-    expect(&ws, &BASE.replace("blocks.1.mlp.hook_post", "blocks.1.attn.hook_rot_q"), &["does not exist in Gpt2 models"]);
+    expect(
+        &ws,
+        &BASE.replace("blocks.1.mlp.hook_post", "blocks.1.mlp.hook_pots"),
+        &["bad.toml:15:10: unknown hook 'blocks.1.mlp.hook_pots'", "did you mean 'blocks.1.mlp.hook_post'?"],
+    );
+    expect(
+        &ws,
+        &BASE.replace("blocks.1.mlp.hook_post", "blocks.7.mlp.hook_post"),
+        &["bad.toml:15:10: layer 7 out of range in 'blocks.7.mlp.hook_post': the model has 2 layers (0..=1)"],
+    );
+    expect(
+        &ws,
+        &BASE.replace("blocks.1.mlp.hook_post", "blocks.1.attn.hook_rot_q"),
+        &["does not exist in Gpt2 models"],
+    );
 }
 
 #[test]
 fn missing_model_folder_and_data_file_are_invalid_input() {
     let ws = Workspace::new();
-    expect(&ws, &BASE.replace("path = \"model\"", "path = \"nomodel\""), &["bad.toml:5:8: model folder", "nomodel does not exist"]);
-    expect(&ws, &BASE.replace("data/english.jsonl", "data/missing.jsonl"), &["bad.toml:8:8: dataset 'en': data file", "missing.jsonl does not exist"]);
+    expect(
+        &ws,
+        &BASE.replace("path = \"model\"", "path = \"nomodel\""),
+        &["bad.toml:5:8: model folder", "nomodel does not exist"],
+    );
+    expect(
+        &ws,
+        &BASE.replace("data/english.jsonl", "data/missing.jsonl"),
+        &["bad.toml:8:8: dataset 'en': data file", "missing.jsonl does not exist"],
+    );
 }
 
 #[test]
@@ -106,7 +152,9 @@ fn the_cli_exits_2_on_invalid_input_and_0_on_valid() {
     let ws = Workspace::new();
     let bad = ws.file("bad.toml", &BASE.replace("hooks = [", "hoks = ["));
     let good = ws.file("good.toml", BASE);
-    let run = |f: &std::path::Path| std::process::Command::new(env!("CARGO_BIN_EXE_lantern")).arg("validate").arg(f).output().unwrap();
+    let run = |f: &std::path::Path| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_lantern")).arg("validate").arg(f).output().unwrap()
+    };
     let out = run(&bad);
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
@@ -118,7 +166,10 @@ fn the_cli_exits_2_on_invalid_input_and_0_on_valid() {
 fn the_checked_in_schema_is_current() {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("schemas/experiment.schema.json");
     let on_disk = std::fs::read_to_string(&path).unwrap();
-    assert!(on_disk == lantern::spec::schema_json(), "schemas/experiment.schema.json is stale: run `cargo run --release -- schema > schemas/experiment.schema.json`");
+    assert!(
+        on_disk == lantern::spec::schema_json(),
+        "schemas/experiment.schema.json is stale: run `cargo run --release -- schema > schemas/experiment.schema.json`"
+    );
 }
 
 #[test]
@@ -131,12 +182,36 @@ fn cycles_are_named() {
 #[test]
 fn interventions_out_of_range_point_at_the_value() {
     let ws = Workspace::new();
-    let abl = |iv: &str| format!("{BASE}\n[stages.abl]\nkind = \"ablation\"\nmodel = \"tiny\"\ndataset = \"en\"\ninterventions = [{iv}]\n");
-    expect(&ws, &abl("{ hook = \"blocks.1.mlp.hook_post\", neurons = [300], zero = true }"), &["bad.toml:21:63: neuron 300 out of range: there are 256 (0..=255)"]);
-    expect(&ws, &abl("{ hook = \"blocks.5.mlp.hook_post\", neurons = [3], zero = true }"), &["bad.toml:21:27: layer 5 out of range: the model has 2 layers (0..=1)"]);
-    expect(&ws, &abl("{ hook = \"blocks.1.mlp.hook_post\", positions = [70], zero = true }"), &["bad.toml:21:65: position 70 out of range: the model's context is 64"]);
-    expect(&ws, &abl("{ hook = \"blocks.1.attn.hook_z\", heads = [4], zero = true }"), &["head 4 out of range: there are 4 (0..=3)"]);
-    expect(&ws, &abl("{ hook = \"blocks.1.mlp.hook_post\", neurons = [1], zero = true, scale = 2.0 }"), &["exactly one of zero, set, scale"]);
+    let abl = |iv: &str| {
+        format!(
+            "{BASE}\n[stages.abl]\nkind = \"ablation\"\nmodel = \"tiny\"\ndataset = \"en\"\ninterventions = [{iv}]\n"
+        )
+    };
+    expect(
+        &ws,
+        &abl("{ hook = \"blocks.1.mlp.hook_post\", neurons = [300], zero = true }"),
+        &["bad.toml:21:63: neuron 300 out of range: there are 256 (0..=255)"],
+    );
+    expect(
+        &ws,
+        &abl("{ hook = \"blocks.5.mlp.hook_post\", neurons = [3], zero = true }"),
+        &["bad.toml:21:27: layer 5 out of range: the model has 2 layers (0..=1)"],
+    );
+    expect(
+        &ws,
+        &abl("{ hook = \"blocks.1.mlp.hook_post\", positions = [70], zero = true }"),
+        &["bad.toml:21:65: position 70 out of range: the model's context is 64"],
+    );
+    expect(
+        &ws,
+        &abl("{ hook = \"blocks.1.attn.hook_z\", heads = [4], zero = true }"),
+        &["head 4 out of range: there are 4 (0..=3)"],
+    );
+    expect(
+        &ws,
+        &abl("{ hook = \"blocks.1.mlp.hook_post\", neurons = [1], zero = true, scale = 2.0 }"),
+        &["exactly one of zero, set, scale"],
+    );
 }
 
 #[test]
@@ -191,6 +266,8 @@ head = [1, 9]
             "bad.toml:46:8: after_position 64 leaves no positions in a context of 64",
         ],
     );
-    let unknown = format!("{BASE}\n[stages.ex]\nkind = \"explain\"\nmodel = \"tiny\"\ndataset = \"en\"\nfeatures = [\"tokens\"]\n");
+    let unknown = format!(
+        "{BASE}\n[stages.ex]\nkind = \"explain\"\nmodel = \"tiny\"\ndataset = \"en\"\nfeatures = [\"tokens\"]\n"
+    );
     expect(&ws, &unknown, &["unknown variant `tokens`"]);
 }
