@@ -102,6 +102,12 @@ expect "squeue killed_dep (--kill-on-invalid-dep=yes)" "$(state_of "$killed_dep"
 expect "squeue signalled" "$(state_of "$signalled")" "FAILED JobLaunchFailure"
 expect "squeue cancelled" "$(state_of "$cancelled")" "CANCELLED None"
 
+# squeue -O exit_code: the raw wait status (exit status * 256 + signal).
+sx() { squeue --states=all --noheader --jobs="$1" -O exit_code | tr -d ' '; }
+expect "squeue exit_code failing" "$(sx "$failing")" 768
+expect "squeue exit_code signalled" "$(sx "$signalled")" 9
+expect "squeue exit_code ${array}_3" "$(sx "${array}_3")" 0
+
 # scontrol: JobState and ExitCode (status:signal) of one job, also after it ended (MinJobAge).
 sc() { scontrol --oneliner show job "$1" | tr ' ' '\n' | grep -E '^(JobState|ExitCode)=' | tr '\n' ' '; }
 expect "scontrol failing" "$(sc "$failing")" "JobState=FAILED ExitCode=3:0 "
