@@ -8,12 +8,14 @@ use crate::model::outputs::loss_per_token;
 use crate::model::source::resolve_alias;
 use crate::model::{Model, ModelConfig, ModelFiles, Processing, Request, Start};
 use crate::plan::{fingerprint, Plan};
+use crate::spec::file::DeviceSpec;
 use crate::spec::{parse::parse_file, validate as check_experiment, Validated};
 use crate::store::digest::DigestCache;
-use crate::store::Store;
+use crate::store::{gc, views, OutDir, Store};
 use anyhow::{bail, Context, Result};
 use candle_core::{Device, Tensor};
 use std::collections::HashMap;
+use std::io::IsTerminal;
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -84,21 +86,12 @@ pub fn validate(file: &Path) -> Result<Exit> {
     })
 }
 
-/// The device named in the experiment (`cpu` by default).
+/// The device named in the experiment (`cpu` by default; validation checked the name).
 fn device(v: &Validated) -> Result<Device> {
-    match v.exp.meta.device.as_ref().map(|d| d.value.as_str()) {
-        None | Some("cpu") => Ok(Device::Cpu),
-        Some(d) if d.starts_with("cuda") => {
-            let ordinal = d
-                .strip_prefix("cuda:")
-                .map(|n| n.parse::<usize>())
-                .transpose()
-                .context("device must be cuda or cuda:N")?
-                .unwrap_or(0);
-            Device::new_cuda(ordinal)
-                .context("CUDA is not available (build with --features cuda on a machine with a GPU)")
-        }
-        Some(d) => bail!("unknown device '{d}' (cpu, cuda, cuda:N)"),
+    match v.exp.meta.device() {
+        Some(DeviceSpec::Cuda(ordinal)) => Device::new_cuda(ordinal)
+            .context("CUDA is not available (build with --features cuda on a machine with a GPU)"),
+        _ => Ok(Device::Cpu),
     }
 }
 
@@ -123,7 +116,7 @@ pub fn run(
     eprintln!("{}: {} ({})", v.exp.meta.name.value, file.display(), if dry_run { "dry run" } else { "running" });
     let outcome = exec::run(&v, &opts, cancel, device(&v)?)?;
     if !dry_run {
-        crate::report::write_for(&v, &outcome, out)?;
+        crate::report::write_for(&v, &outcome, &OutDir::create(out)?)?;
     }
     let count = |f: fn(&Status) -> bool| outcome.nodes.iter().filter(|n| f(&n.status)).count();
     eprintln!(
@@ -146,8 +139,8 @@ pub fn run(
 pub fn plan(file: &Path, out: &Path, dot: bool) -> Result<Exit> {
     let Some(v) = load(file) else { return Ok(Exit::Invalid) };
     let plan = Plan::build(&v);
-    let store = Store::new(out);
-    let digests = DigestCache::open(out);
+    let store = Store::open(out)?;
+    let digests = DigestCache::open(&store.dirs)?;
     let fps = fingerprint::compute(&v, &plan, &digests);
     digests.save();
     let state = |ix| exec::describe_state(&v, &plan, &fps, &store, ix);
@@ -163,25 +156,81 @@ pub fn plan(file: &Path, out: &Path, dot: bool) -> Result<Exit> {
     Ok(Exit::Ok)
 }
 
+/// Remove an experiment's links and report; the store entries stay for `gc`.
 pub fn clean(file: &Path, out: &Path) -> Result<Exit> {
     let Some(v) = load(file) else { return Ok(Exit::Invalid) };
-    let store = Store::new(out);
-    let view = out.join(&v.exp.meta.name.value);
-    let mut removed = 0;
-    if let Ok(entries) = std::fs::read_dir(&view) {
-        for e in entries.flatten() {
-            if let Ok(m) = crate::store::Manifest::read(&e.path()) {
-                println!("deleting {} ({}, {} bytes)", e.path().display(), m.kind, m.bytes());
-                store.remove(&m.fingerprint)?;
-                removed += 1;
-            }
+    let done = views::unlink(&OutDir::create(out)?, &v.exp.meta.name.value)?;
+    let folder = done.folder.display();
+    for l in &done.links {
+        println!("unlinked {folder}/{l}");
+    }
+    if done.report {
+        println!("deleted {folder}/report.html");
+    }
+    for k in &done.kept {
+        println!("kept {folder}/{k} (not made by lantern)");
+    }
+    if done.folder_removed {
+        println!("deleted {folder}/");
+    }
+    println!(
+        "{} links removed; their artifacts stay in the store until `lantern gc --out {}` (which keeps what other \
+         experiments link to)",
+        done.links.len(),
+        out.display()
+    );
+    Ok(Exit::Ok)
+}
+
+/// Delete the store entries no experiment links to (after confirmation), and leftover
+/// temporary folders.
+pub fn gc(out: &Path, dry_run: bool, yes: bool) -> Result<Exit> {
+    use indicatif::HumanBytes;
+    let garbage = gc::find(&OutDir::create(out)?)?;
+    for u in &garbage.unknown {
+        println!("left alone (not a store entry): {}", u.display());
+    }
+    if !garbage.unreadable.is_empty() {
+        eprintln!(
+            "error: cannot read the experiment folders {} under {}: nothing is deleted while their links are unknown",
+            garbage.unreadable.join(", "),
+            out.display()
+        );
+        return Ok(Exit::Failed);
+    }
+    for e in &garbage.entries {
+        println!("{}  {:>10}  {}", &e.fingerprint.as_str()[..16], HumanBytes(e.bytes).to_string(), e.what);
+    }
+    println!(
+        "{} unlinked entries ({}), {} temporary folders of interrupted runs; {} entries kept (linked by an experiment)",
+        garbage.entries.len(),
+        HumanBytes(garbage.bytes()),
+        garbage.tmp.len(),
+        garbage.kept
+    );
+    if garbage.entries.is_empty() && garbage.tmp.is_empty() {
+        return Ok(Exit::Ok);
+    }
+    if dry_run {
+        println!("dry run: nothing deleted");
+        return Ok(Exit::Ok);
+    }
+    if !yes {
+        if !std::io::stdin().is_terminal() {
+            eprintln!("error: not on a terminal: pass --yes to delete, or --dry-run to list only");
+            return Ok(Exit::Invalid);
+        }
+        eprint!("delete them? [y/N] ");
+        let mut answer = String::new();
+        std::io::stdin().read_line(&mut answer)?;
+        if !matches!(answer.trim(), "y" | "Y" | "yes") {
+            println!("nothing deleted");
+            return Ok(Exit::Ok);
         }
     }
-    if view.exists() {
-        println!("deleting {}", view.display());
-        std::fs::remove_dir_all(&view)?;
-    }
-    println!("{removed} stage artifacts deleted");
+    let (n, bytes) = (garbage.entries.len(), garbage.bytes());
+    garbage.delete()?;
+    println!("deleted {n} entries ({})", HumanBytes(bytes));
     Ok(Exit::Ok)
 }
 

@@ -52,11 +52,22 @@ enum Command {
         #[arg(long, default_value = "outputs")]
         out: PathBuf,
     },
-    /// Delete an experiment's artifacts (says what it deletes).
+    /// Remove an experiment's links and report (its artifacts stay in the store for `gc`).
     Clean {
         file: PathBuf,
         #[arg(long, default_value = "outputs")]
         out: PathBuf,
+    },
+    /// Delete the store entries that no experiment folder links to (asks first).
+    Gc {
+        #[arg(long, default_value = "outputs")]
+        out: PathBuf,
+        /// List what would be deleted, delete nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Delete without asking.
+        #[arg(long)]
+        yes: bool,
     },
     /// Print the JSON Schema of experiment files.
     Schema,
@@ -97,6 +108,7 @@ fn main() -> ExitCode {
         Command::Plan { file, out, dot } => cli::plan(&file, &out, dot),
         Command::Status { file, out } => cli::plan(&file, &out, false),
         Command::Clean { file, out } => cli::clean(&file, &out),
+        Command::Gc { out, dry_run, yes } => cli::gc(&out, dry_run, yes),
         Command::Schema => {
             print!("{}", lantern::spec::schema_json());
             Ok(cli::Exit::Ok)

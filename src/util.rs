@@ -1,4 +1,5 @@
-//! Small helpers shared across modules: "did you mean" suggestions.
+//! Small helpers shared across modules: "did you mean" suggestions, the machine's memory, allocator
+//! tuning.
 
 /// ", did you mean 'x'?" for the nearest candidate, or "" when none is close.
 pub fn did_you_mean<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> String {
@@ -49,4 +50,17 @@ pub fn default_sigpipe() {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
+}
+
+/// Bytes of physical memory of this machine (0 when unknown).
+pub fn physical_memory() -> u64 {
+    #[cfg(unix)]
+    {
+        // SAFETY: sysconf only reads system constants.
+        let (pages, size) = unsafe { (libc::sysconf(libc::_SC_PHYS_PAGES), libc::sysconf(libc::_SC_PAGESIZE)) };
+        if pages > 0 && size > 0 {
+            return pages as u64 * size as u64;
+        }
+    }
+    0
 }

@@ -114,7 +114,15 @@ pub fn check(spec: &DatasetSpec, base: &Path) -> Vec<(Option<&'static str>, Stri
     if let Some([a, b]) = spec.crop {
         if a >= b {
             out.push((Some("crop"), format!("crop [{a}, {b}] is empty: start must be below end")));
+        } else if b > spec.context && spec.mix.is_none() {
+            out.push((Some("crop"), format!("crop [{a}, {b}] reaches past the context ({})", spec.context)));
         }
+    }
+    if spec.n_tokens == Some(0) {
+        out.push((Some("n_tokens"), "n_tokens must be at least 1 (leave it out to read every document)".into()));
+    }
+    if spec.max_docs == Some(0) {
+        out.push((Some("max_docs"), "max_docs must be at least 1 (leave it out to read every document)".into()));
     }
     if matches!(&spec.prompts, Some(p) if p.is_empty()) || matches!(&spec.pairs, Some(p) if p.is_empty()) {
         out.push((None, "no prompts given".into()));

@@ -32,7 +32,7 @@ impl RunEnv<'_> {
     pub fn node_dir(&self, name: &str) -> Result<PathBuf> {
         let ix = self.plan.find(name).ok_or_else(|| anyhow!("unknown stage '{name}'"))?;
         let fp = self.fps.nodes[&ix].as_ref().map_err(|e| anyhow!("{e}"))?;
-        Ok(self.store.entry_dir(fp))
+        self.store.entry_dir(fp)
     }
 
     /// The model folder a `train` stage wrote for one seed.

@@ -12,7 +12,8 @@ use crate::plan::fingerprint::{self, Fingerprints};
 use crate::plan::{NodeKind, Plan};
 use crate::spec::Validated;
 use crate::store::digest::DigestCache;
-use crate::store::{Lookup, Manifest, Store};
+use crate::store::lock::{FileLock, Mode};
+use crate::store::{gc, views, Fingerprint, Lookup, Manifest, Store};
 use anyhow::{anyhow, Result};
 use petgraph::graph::NodeIndex;
 use std::collections::BTreeSet;
@@ -53,7 +54,7 @@ pub struct NodeResult {
     pub kind: String,
     pub status: Status,
     pub seconds: f64,
-    pub fingerprint: Option<String>,
+    pub fingerprint: Option<Fingerprint>,
     pub manifest: Option<Manifest>,
 }
 
@@ -84,7 +85,9 @@ pub fn describe_state(v: &Validated, plan: &Plan, fps: &Fingerprints, store: &St
         Lookup::Missing => {}
     }
     let node = &plan.graph[ix];
-    let Some(old) = store.view_manifest(&v.exp.meta.name, &node.name) else { return "to run (never run)".into() };
+    let Some(old) = views::manifest(&store.dirs, &v.exp.meta.name, &node.name) else {
+        return "to run (never run)".into();
+    };
     let changed_inputs: Vec<&String> =
         fps.inputs[&ix].iter().filter(|(k, fp)| old.inputs.get(*k) != Some(fp)).map(|(k, _)| k).collect();
     if !changed_inputs.is_empty() {
@@ -165,8 +168,18 @@ pub fn run(v: &Validated, opts: &Options, cancel: &AtomicBool, device: candle_co
         }
     }
     let plan = Plan::build(v);
-    let store = Store::new(&opts.out);
-    let digests = DigestCache::open(&opts.out);
+    let store = Store::open(&opts.out)?;
+    // Refuse an experiment folder that leads out of the output folder before anything runs.
+    store.dirs.experiment(&v.exp.meta.name)?;
+    // Runs share the output folder; `gc` waits for them all (and they for it).
+    let _running = if opts.dry_run { None } else { Some(hold_output_folder(&store)?) };
+    if !opts.dry_run {
+        let removed = gc::remove_abandoned(&store.dirs)?;
+        if !removed.is_empty() {
+            eprintln!("removed {} temporary folders left by interrupted runs", removed.len());
+        }
+    }
+    let digests = DigestCache::open(&store.dirs)?;
     let mut fps = fingerprint::compute(v, &plan, &digests);
     digests.save();
     let sel = selected(&plan, &opts.only, opts.shard)?;
@@ -217,9 +230,26 @@ pub fn run(v: &Validated, opts: &Options, cancel: &AtomicBool, device: candle_co
         };
         res.fingerprint = Some(fp.clone());
         let forced = opts.force.contains(&node.name);
-        match store.lookup(&fp) {
+        let first = store.lookup(&fp);
+        // Another run may be computing this entry: wait for it, then take what it made.
+        let (lock, waited) = match &first {
+            Lookup::Hit(_) if !forced => (None, false),
+            _ => {
+                let (lock, waited) = store.lock(&fp, || {
+                    eprintln!("  {:<24} waiting for another lantern run that is computing it", node.name)
+                })?;
+                (Some(lock), waited)
+            }
+        };
+        let found = match first {
+            Lookup::Missing if !forced && (waited || store.entry_dir(&fp)?.exists()) => store.lookup(&fp),
+            Lookup::Corrupt(_) if !forced && waited => store.lookup(&fp),
+            other => other,
+        };
+        match found {
             Lookup::Hit(m) if !forced => {
-                store.link_view(&exp_name, &node.name, &fp)?;
+                drop(lock);
+                link(&store, &exp_name, &node.name, &fp)?;
                 eprintln!("  {:<24} cached", node.name);
                 res.status = Status::Cached;
                 res.seconds = m.seconds;
@@ -230,6 +260,7 @@ pub fn run(v: &Validated, opts: &Options, cancel: &AtomicBool, device: candle_co
             Lookup::Corrupt(why) => eprintln!("  {:<24} artifact corrupt ({why}): recomputing", node.name),
             _ => {}
         }
+        let lock = lock.expect("taken unless cached");
         eprintln!("  {:<24} running ({})", node.name, res.kind);
         let started = Instant::now();
         let env = RunEnv {
@@ -241,11 +272,12 @@ pub fn run(v: &Validated, opts: &Options, cancel: &AtomicBool, device: candle_co
             cancel,
             fail_after: opts.fail_after.clone(),
         };
-        let outcome = run_node(&env, ix, &fp, &exp_name);
+        let outcome = run_node(&env, ix, &fp, &exp_name, &lock);
+        drop(lock);
         res.seconds = started.elapsed().as_secs_f64();
         match outcome {
             Ok(m) => {
-                store.link_view(&exp_name, &node.name, &fp)?;
+                link(&store, &exp_name, &node.name, &fp)?;
                 eprintln!("  {:<24} done in {:.1}s", node.name, res.seconds);
                 res.status = Status::Computed;
                 res.manifest = Some(m);
@@ -265,11 +297,35 @@ pub fn run(v: &Validated, opts: &Options, cancel: &AtomicBool, device: candle_co
     Ok(Outcome { nodes: results, interrupted })
 }
 
-/// Compute one node into a fresh store entry.
-fn run_node(env: &RunEnv, ix: NodeIndex, fp: &str, exp_name: &str) -> Result<Manifest> {
+/// A shared hold on the output folder for the length of a run (`gc` takes it exclusively).
+fn hold_output_folder(store: &Store) -> Result<FileLock> {
+    let path = store.dirs.out_lock()?;
+    if let Some(l) = FileLock::try_acquire(&path, Mode::Shared)? {
+        return Ok(l);
+    }
+    eprintln!("waiting for `lantern gc` to finish with {}", store.dirs.root().display());
+    FileLock::acquire(&path, Mode::Shared)
+}
+
+/// Link a node's view, saying where a file or folder found in its place went.
+fn link(store: &Store, experiment: &str, node: &str, fp: &Fingerprint) -> Result<()> {
+    if let Some(aside) = views::link(&store.dirs, experiment, node, fp)? {
+        eprintln!("warning: {node}: what was in the place of its link was moved to {}", aside.display());
+    }
+    Ok(())
+}
+
+/// Compute one node into a fresh store entry (holding its lock).
+fn run_node(
+    env: &RunEnv,
+    ix: NodeIndex,
+    fp: &Fingerprint,
+    exp_name: &str,
+    lock: &crate::store::EntryLock,
+) -> Result<Manifest> {
     let v = env.v;
     let node = &env.plan.graph[ix];
-    let pending = env.store.begin(fp)?;
+    let pending = env.store.begin(fp, lock)?;
     let started_unix =
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
     let started = Instant::now();

@@ -68,7 +68,7 @@ impl ModelConfig {
 
     pub fn from_json(v: &Value) -> Result<ModelConfig> {
         let model_type = v.get("model_type").and_then(Value::as_str).unwrap_or("");
-        match model_type {
+        let cfg = match model_type {
             "gpt2" => gpt2_config(v),
             "gpt_neox" => neox_config(v),
             "" if v.get("act_fn").is_some() && v.get("d_model").is_some() => super::solu::tl_config(v),
@@ -76,7 +76,46 @@ impl ModelConfig {
                 let arch = v.get("architectures").and_then(|a| a.get(0)).and_then(Value::as_str).unwrap_or(other);
                 bail!("unsupported architecture '{arch}'; lantern supports {SUPPORTED}")
             }
+        }?;
+        cfg.check()?;
+        Ok(cfg)
+    }
+
+    /// Refuse shapes no model has (a zero or an absurd size), before anything is computed or
+    /// allocated from them.
+    pub fn check(&self) -> Result<()> {
+        match self.size_problem() {
+            Some((_, msg)) => bail!("{msg}"),
+            None => Ok(()),
         }
+    }
+
+    /// The first impossible size, by the name of the field that holds it, and why.
+    pub fn size_problem(&self) -> Option<(&'static str, String)> {
+        let sizes = [
+            ("n_layers", self.n_layers, 1 << 16),
+            ("d_model", self.d_model, 1 << 20),
+            ("n_heads", self.n_heads, 1 << 16),
+            ("d_head", self.d_head, 1 << 20),
+            ("d_mlp", self.d_mlp, 1 << 24),
+            ("d_vocab", self.d_vocab, 1 << 24),
+            ("n_ctx", self.n_ctx, 1 << 24),
+        ];
+        for (name, v, max) in sizes {
+            if v == 0 || v > max {
+                return Some((name, format!("{name} = {v} is not a model size (1 to {max})")));
+            }
+        }
+        if !(self.eps.is_finite() && self.eps >= 0.0 && self.rotary_base.is_finite()) {
+            return Some(("eps", "eps and the rotary base must be finite".into()));
+        }
+        if self.rotary_dim > self.d_head {
+            return Some((
+                "rotary_dim",
+                format!("rotary_dim {} is larger than d_head {}", self.rotary_dim, self.d_head),
+            ));
+        }
+        None
     }
 
     /// Parameters of one MLP neuron layer and of the whole model, for display.
@@ -115,7 +154,7 @@ fn activation(name: &str) -> Result<Activation> {
 fn gpt2_config(v: &Value) -> Result<ModelConfig> {
     let d_model = get_usize(v, &["n_embd"])?;
     let n_heads = get_usize(v, &["n_head"])?;
-    let d_mlp = v.get("n_inner").and_then(Value::as_u64).map(|x| x as usize).unwrap_or(4 * d_model);
+    let d_mlp = v.get("n_inner").and_then(Value::as_u64).map(|x| x as usize).unwrap_or(d_model.saturating_mul(4));
     let act = activation(v.get("activation_function").and_then(Value::as_str).unwrap_or("gelu_new"))?;
     let vocab = get_usize(v, &["vocab_size"])?;
     Ok(ModelConfig {
@@ -123,7 +162,7 @@ fn gpt2_config(v: &Value) -> Result<ModelConfig> {
         n_layers: get_usize(v, &["n_layer"])?,
         d_model,
         n_heads,
-        d_head: d_model / n_heads,
+        d_head: d_model.checked_div(n_heads).unwrap_or(0),
         d_mlp,
         d_vocab: vocab,
         n_ctx: get_usize(v, &["n_positions", "n_ctx"])?,
@@ -137,15 +176,15 @@ fn gpt2_config(v: &Value) -> Result<ModelConfig> {
             .and_then(Value::as_bool)
             .unwrap_or(false),
         masked_score: f32::NEG_INFINITY,
-        bos_token_id: token_id(v, "bos_token_id", vocab as u32 - 1),
-        eos_token_id: token_id(v, "eos_token_id", vocab as u32 - 1),
+        bos_token_id: token_id(v, "bos_token_id", (vocab as u32).saturating_sub(1)),
+        eos_token_id: token_id(v, "eos_token_id", (vocab as u32).saturating_sub(1)),
     })
 }
 
 fn neox_config(v: &Value) -> Result<ModelConfig> {
     let d_model = get_usize(v, &["hidden_size"])?;
     let n_heads = get_usize(v, &["num_attention_heads"])?;
-    let d_head = d_model / n_heads;
+    let d_head = d_model.checked_div(n_heads).unwrap_or(0);
     let pct = get_f64(v, &["partial_rotary_factor", "rotary_pct"], 1.0);
     let act = activation(v.get("hidden_act").and_then(Value::as_str).unwrap_or("gelu"))?;
     Ok(ModelConfig {

@@ -22,7 +22,7 @@ pub fn gpt2_config(
         n_layers,
         d_model,
         n_heads,
-        d_head: d_model / n_heads,
+        d_head: d_model.checked_div(n_heads).unwrap_or(0),
         d_mlp,
         d_vocab,
         n_ctx,
@@ -33,8 +33,8 @@ pub fn gpt2_config(
         parallel_attn_mlp: false,
         scale_attn_by_inverse_layer_idx: false,
         masked_score: f32::NEG_INFINITY,
-        bos_token_id: d_vocab as u32 - 1,
-        eos_token_id: d_vocab as u32 - 1,
+        bos_token_id: (d_vocab as u32).saturating_sub(1),
+        eos_token_id: (d_vocab as u32).saturating_sub(1),
     }
 }
 

@@ -7,7 +7,7 @@ use crate::exec::models::ModelSource;
 use crate::model::ModelFiles;
 use crate::spec::{DatasetRef, ModelRef, StageRef, Validated};
 use crate::store::digest::DigestCache;
-use crate::store::FORMAT_VERSION;
+use crate::store::{Fingerprint, FORMAT_VERSION};
 use petgraph::graph::NodeIndex;
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -15,22 +15,25 @@ use std::path::PathBuf;
 
 type Fp = Result<String, String>;
 
+/// A node's fingerprint (its store entry), or why it is unknown.
+pub type NodeFp = Result<Fingerprint, String>;
+
 /// Fingerprints of every node, model and dataset of a plan (an `Err` says why one is unknown).
 pub struct Fingerprints {
-    pub nodes: BTreeMap<NodeIndex, Fp>,
+    pub nodes: BTreeMap<NodeIndex, NodeFp>,
     pub models: BTreeMap<String, Fp>,
     pub datasets: BTreeMap<String, Fp>,
     /// Fingerprints of each node's inputs by reference name (for manifests).
     pub inputs: BTreeMap<NodeIndex, BTreeMap<String, String>>,
 }
 
-fn hash_parts(parts: &[&str]) -> String {
+fn hash_parts(parts: &[&str]) -> Fingerprint {
     let mut h = blake3::Hasher::new();
     for p in parts {
         h.update(&(p.len() as u64).to_le_bytes());
         h.update(p.as_bytes());
     }
-    h.finalize().to_hex().to_string()
+    h.finalize().into()
 }
 
 /// The files a model is read from, without downloading anything.
@@ -79,7 +82,7 @@ impl Builder<'_> {
                 .get(&ix)
                 .cloned()
                 .unwrap_or_else(|| Err(format!("stage '{stage}' has no fingerprint yet")))?;
-            return Ok(hash_parts(&["trained-model", &stage_fp, &format!("{seed:?}"), &processing]));
+            return Ok(hash_parts(&["trained-model", stage_fp.as_str(), &format!("{seed:?}"), &processing]).into());
         }
         let files =
             model_files(self.v, name, &|_, _| unreachable!("not a trained model")).map_err(|e| format!("{e:#}"))?;
@@ -90,7 +93,7 @@ impl Builder<'_> {
         if let Some(t) = &files.tokenizer {
             parts.push(self.digest(t)?);
         }
-        Ok(hash_parts(&parts.iter().map(|s| s.as_str()).collect::<Vec<_>>()))
+        Ok(hash_parts(&parts.iter().map(|s| s.as_str()).collect::<Vec<_>>()).into())
     }
 
     fn dataset(&mut self, name: &str) -> Fp {
@@ -106,7 +109,7 @@ impl Builder<'_> {
             for part in ds.value.mix.iter().flatten() {
                 parts.push(self.dataset(part)?);
             }
-            Ok(hash_parts(&parts.iter().map(|s| s.as_str()).collect::<Vec<_>>()))
+            Ok(hash_parts(&parts.iter().map(|s| s.as_str()).collect::<Vec<_>>()).into())
         })();
         self.fps.datasets.insert(name.to_string(), fp.clone());
         fp
@@ -122,12 +125,12 @@ impl Builder<'_> {
                     .map(|(k, n)| (k.clone(), n.as_str().unwrap_or("").to_string()))
                     .expect("one entry");
                 let fp = match k.as_str() {
-                    ModelRef::TAG => self.model(&name),
-                    DatasetRef::TAG => self.dataset(&name),
-                    StageRef::TAG => {
-                        let ix = self.plan.find(&name).ok_or_else(|| format!("unknown stage '{name}'"))?;
-                        self.fps.nodes.get(&ix).cloned().unwrap_or_else(|| Err(format!("'{name}' not fingerprinted")))
+                    ModelRef::TAG => {
+                        self.trained_input(&name, inputs);
+                        self.model(&name)
                     }
+                    DatasetRef::TAG => self.dataset(&name),
+                    StageRef::TAG => self.stage(&name).map(String::from),
                     _ => {
                         for x in map.values_mut() {
                             self.resolve(x, inputs)?;
@@ -146,13 +149,30 @@ impl Builder<'_> {
         }
     }
 
-    fn node(&mut self, ix: NodeIndex) -> (Fp, BTreeMap<String, String>) {
+    fn stage(&self, name: &str) -> NodeFp {
+        let ix = self.plan.find(name).ok_or_else(|| format!("unknown stage '{name}'"))?;
+        self.fps.nodes.get(&ix).cloned().unwrap_or_else(|| Err(format!("'{name}' not fingerprinted")))
+    }
+
+    /// A trained model is read from its train node's entry: record that entry among the inputs
+    /// (so that `gc` keeps it with what reads the model).
+    fn trained_input(&self, model: &str, inputs: &mut BTreeMap<String, String>) {
+        if let Some(ModelSource::Trained { stage, seed }) = self.v.models.get(model).map(|m| &m.source) {
+            let node = crate::stages::train::seed_node(stage, *seed);
+            if let Ok(fp) = self.stage(&node) {
+                inputs.insert(node, fp.into());
+            }
+        }
+    }
+
+    fn node(&mut self, ix: NodeIndex) -> (NodeFp, BTreeMap<String, String>) {
         let mut inputs = BTreeMap::new();
         let v = self.v;
         let fp = match &self.plan.graph[ix].kind {
             NodeKind::Tokenize { dataset, model } => (|| {
                 let d = self.dataset(dataset)?;
                 let m = self.model(model)?;
+                self.trained_input(model, &mut inputs);
                 inputs.insert(dataset.clone(), d.clone());
                 inputs.insert(model.clone(), m.clone());
                 Ok(hash_parts(&["tokenize", &FORMAT_VERSION.to_string(), &d, &self.tokenizer_id(model, &m)]))

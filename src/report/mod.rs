@@ -5,6 +5,7 @@ pub mod viewer;
 
 use crate::exec::{Outcome, Status};
 use crate::spec::Validated;
+use crate::store::OutDir;
 use anyhow::Result;
 use std::fmt::Write;
 use std::path::Path;
@@ -62,9 +63,9 @@ fn table_head(path: &Path, n: usize) -> String {
 }
 
 /// Write the report of a run.
-pub fn write_for(v: &Validated, outcome: &Outcome, out: &Path) -> Result<()> {
+pub fn write_for(v: &Validated, outcome: &Outcome, dirs: &OutDir) -> Result<()> {
     let name = &v.exp.meta.name.value;
-    let dir = out.join(name);
+    let dir = dirs.experiment(name)?;
     let mut h = format!("<!doctype html><html><head><meta charset=utf-8><title>{0} · lantern</title><style>{STYLE}</style></head><body><main><h1>{0}</h1>", esc(name));
     if !v.exp.meta.description.is_empty() {
         let _ = write!(h, "<p>{}</p>", esc(&v.exp.meta.description));
@@ -130,5 +131,5 @@ pub fn write_for(v: &Validated, outcome: &Outcome, out: &Path) -> Result<()> {
     }
     h += "</table>";
     let _ = write!(h, "<h2>Experiment file</h2><pre>{}</pre></main></body></html>\n", esc(&v.exp.text));
-    crate::store::atomic::write(&dir.join("report.html"), h.as_bytes())
+    crate::store::atomic::write(&dirs.report(name)?, h.as_bytes())
 }

@@ -29,9 +29,30 @@ impl Diagnostic {
         self
     }
 
+    /// The span inside `text`, on character boundaries.
+    fn span_in(&self, text: &str) -> Option<std::ops::Range<usize>> {
+        let span = self.span.as_ref()?;
+        let floor = |mut i: usize| {
+            i = i.min(text.len());
+            while !text.is_char_boundary(i) {
+                i -= 1;
+            }
+            i
+        };
+        let ceil = |mut i: usize| {
+            i = i.min(text.len());
+            while !text.is_char_boundary(i) {
+                i += 1;
+            }
+            i
+        };
+        let start = floor(span.start);
+        Some(start..ceil(span.end.max(start)))
+    }
+
     /// 1-based line and column of the span start.
     pub fn line_col(&self, text: &str) -> Option<(usize, usize)> {
-        let start = self.span.as_ref()?.start.min(text.len());
+        let start = self.span_in(text)?.start;
         let before = &text[..start];
         let line = before.matches('\n').count() + 1;
         let col = before.rfind('\n').map(|i| before[i + 1..].chars().count()).unwrap_or(before.chars().count()) + 1;
@@ -50,9 +71,8 @@ impl Diagnostic {
     pub fn render(&self, file: &Path, text: &str) -> String {
         let path = file.display().to_string();
         let mut title = Level::ERROR.primary_title(self.message.as_str());
-        let group = match &self.span {
+        let group = match self.span_in(text) {
             Some(span) => {
-                let span = span.start.min(text.len())..span.end.min(text.len()).max(span.start.min(text.len()));
                 title.element(Snippet::source(text).path(path.as_str()).annotation(AnnotationKind::Primary.span(span)))
             }
             None => {

@@ -25,6 +25,24 @@ pub struct ExperimentMeta {
     pub device: Option<Sp<String>>,
 }
 
+/// Where models run: `cpu`, or a CUDA GPU by ordinal.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeviceSpec {
+    Cpu,
+    Cuda(usize),
+}
+
+impl ExperimentMeta {
+    /// The device the experiment names (`cpu` when none); `None` when it names no device.
+    pub fn device(&self) -> Option<DeviceSpec> {
+        match self.device.as_ref().map(|d| d.value.as_str()) {
+            None | Some("cpu") => Some(DeviceSpec::Cpu),
+            Some("cuda") => Some(DeviceSpec::Cuda(0)),
+            Some(d) => d.strip_prefix("cuda:")?.parse().ok().map(DeviceSpec::Cuda),
+        }
+    }
+}
+
 /// Weight processing: a name (`default`, `none`, `default+refactor`) or the switches one by one.
 #[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
 #[serde(untagged)]

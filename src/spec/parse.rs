@@ -5,6 +5,7 @@ use super::diag::{Diagnostic, Invalid};
 use super::file::{Experiment, ExperimentMeta};
 use super::span::Sp;
 use crate::stages::{StageSpec, STAGE_KINDS};
+use crate::store::paths::name_problem;
 use crate::util::did_you_mean;
 use serde::de::DeserializeOwned;
 use std::collections::BTreeMap;
@@ -54,8 +55,8 @@ fn decode_entries<T>(
     };
     for (key, value) in table {
         let name = key.get_ref().to_string();
-        if !valid_name(&name) {
-            diags.push(Diagnostic::at(key.span(), format!("invalid name '{name}': use letters, digits, '_' and '-'")));
+        if let Some(problem) = name_problem(&name) {
+            diags.push(Diagnostic::at(key.span(), format!("invalid name: {problem}")));
             continue;
         }
         match f(&name, value) {
@@ -66,10 +67,6 @@ fn decode_entries<T>(
         }
     }
     out
-}
-
-fn valid_name(s: &str) -> bool {
-    !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
 }
 
 /// A stage table: its `kind` chooses the type of the rest.
@@ -103,17 +100,50 @@ fn decode_stage(v: Spanned<DeValue<'_>>) -> Result<Sp<StageSpec>, Diagnostic> {
 
 /// Parse a file; every error found is returned at once.
 pub fn parse_file(file: &Path) -> Result<Experiment, Invalid> {
-    let text = match std::fs::read_to_string(file) {
-        Ok(t) => t,
-        Err(e) => {
-            return Err(Invalid {
-                file: file.to_path_buf(),
-                text: String::new(),
-                diagnostics: vec![Diagnostic::global(format!("cannot read the file: {e}"))],
-            })
-        }
+    let invalid = |text: String, d: Diagnostic| Invalid { file: file.to_path_buf(), text, diagnostics: vec![d] };
+    let bytes = match std::fs::read(file) {
+        Ok(b) => b,
+        Err(e) => return Err(invalid(String::new(), Diagnostic::global(format!("cannot read the file: {e}")))),
     };
-    parse_str(file, text)
+    match decode_utf8(bytes) {
+        Ok(text) => parse_str(file, text),
+        Err((text, d)) => Err(invalid(text, d)),
+    }
+}
+
+/// The file's text, or (its lossy text, where and why it is not UTF-8).
+fn decode_utf8(bytes: Vec<u8>) -> Result<String, (String, Diagnostic)> {
+    let utf16 = bytes.starts_with(&[0xff, 0xfe]) || bytes.starts_with(&[0xfe, 0xff]);
+    match String::from_utf8(bytes) {
+        Ok(text) => Ok(text),
+        Err(e) => {
+            let at = e.utf8_error().valid_up_to();
+            let bad = e.as_bytes()[at];
+            let text = String::from_utf8_lossy(e.as_bytes()).into_owned();
+            let msg = if utf16 {
+                "the file is UTF-16; experiment files are UTF-8".to_string()
+            } else {
+                format!("byte 0x{bad:02x} is not UTF-8; experiment files are UTF-8 (a Latin-1 or Windows-1252 file?)")
+            };
+            let d = Diagnostic::at(if utf16 { 0..0 } else { at..at + char::REPLACEMENT_CHARACTER.len_utf8() }, msg)
+                .help("save the file as UTF-8 (e.g. `iconv -t UTF-8`)");
+            Err((text, d))
+        }
+    }
+}
+
+/// NaN and infinities anywhere in the file: lantern accepts finite numbers only (so that no two
+/// different values can share a fingerprint).
+fn non_finite(v: &Spanned<DeValue<'_>>, out: &mut Vec<Diagnostic>) {
+    match v.get_ref() {
+        DeValue::Float(f) if !f.as_str().parse::<f64>().is_ok_and(f64::is_finite) => out
+            .push(Diagnostic::at(v.span(), format!("'{}' is not a finite number", f.as_str())).help(
+                "lantern accepts finite numbers only: write the value itself (e.g. 1e30 for a very large bound)",
+            )),
+        DeValue::Array(a) => a.iter().for_each(|x| non_finite(x, out)),
+        DeValue::Table(t) => t.values().for_each(|x| non_finite(x, out)),
+        _ => {}
+    }
 }
 
 pub fn parse_str(file: &Path, text: String) -> Result<Experiment, Invalid> {
@@ -128,6 +158,7 @@ pub fn parse_str(file: &Path, text: String) -> Result<Experiment, Invalid> {
         return Err(invalid(diags, &text));
     }
     let mut diags = Vec::new();
+    root.get_ref().values().for_each(|v| non_finite(v, &mut diags));
     let mut meta: Option<Sp<ExperimentMeta>> = None;
     let (mut models, mut datasets, mut stages, mut plots) = Default::default();
     for (key, value) in root.into_inner() {

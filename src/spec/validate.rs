@@ -13,6 +13,16 @@ use crate::model::{ModelConfig, ModelFiles, Processing};
 use crate::stages::Dep;
 use crate::util::did_you_mean;
 use std::collections::BTreeMap;
+use std::ops::Range;
+
+/// Bytes as gigabytes for messages.
+fn gb(bytes: f64) -> String {
+    if bytes >= 1e15 {
+        format!("{:.1e} GB", bytes / 1e9)
+    } else {
+        format!("{:.1} GB", bytes / 1e9)
+    }
+}
 
 /// A checked experiment with its models resolved.
 pub struct Validated {
@@ -27,9 +37,70 @@ pub struct Validated {
 pub struct CheckCx<'a> {
     pub exp: &'a Experiment,
     pub configs: &'a BTreeMap<String, Option<ModelConfig>>,
+    /// The span of the stage or plot being checked.
+    pub table: Range<usize>,
 }
 
 impl CheckCx<'_> {
+    /// Where `field = …` is written in the table being checked (the table when it is defaulted).
+    pub fn field(&self, field: &str) -> Range<usize> {
+        super::locate::field_span(&self.exp.text, &self.table, field)
+    }
+
+    /// An error about `field` of the table being checked, at that field.
+    pub fn error(&self, field: &str, message: impl Into<String>) -> Diagnostic {
+        Diagnostic::at(self.field(field), message)
+    }
+
+    /// A count or size that must be at least `min`.
+    pub fn at_least(&self, field: &str, value: usize, min: usize, out: &mut Vec<Diagnostic>) {
+        if value < min {
+            out.push(self.error(field, format!("{field} must be at least {min}, not {value}")));
+        }
+    }
+
+    /// A count that cannot exceed `max` (`what` says what bounds it).
+    pub fn at_most(&self, field: &str, value: usize, max: usize, what: &str, out: &mut Vec<Diagnostic>) {
+        if value > max {
+            out.push(self.error(field, format!("{field} = {value} is more than {what} ({max})")));
+        }
+    }
+
+    /// A share in [0, 1).
+    pub fn fraction(&self, field: &str, value: f64, out: &mut Vec<Diagnostic>) {
+        if !(0.0..1.0).contains(&value) {
+            out.push(self.error(field, format!("{field} must be in [0, 1), not {value}")));
+        }
+    }
+
+    /// Memory the stage being checked will allocate (`bytes`, an estimate) against the memory of
+    /// this machine; `knob` says what lowers it.
+    pub fn memory(&self, bytes: f64, what: &str, knob: &str, out: &mut Vec<Diagnostic>) {
+        let limit = crate::util::physical_memory() as f64;
+        if limit > 0.0 && bytes > limit {
+            out.push(
+                Diagnostic::at(
+                    self.table.clone(),
+                    format!("{what}: about {} of memory, more than this machine's {}", gb(bytes), gb(limit)),
+                )
+                .help(knob.to_string()),
+            );
+        }
+    }
+
+    /// The number of token positions a dataset has at most, where known before running
+    /// (`n_tokens`, or prompts × context).
+    pub fn positions(&self, dataset: &DatasetRef) -> Option<u64> {
+        let d = &self.exp.datasets.get(dataset.name())?.value;
+        let ctx = d.context as u64;
+        match (&d.n_tokens, &d.prompts, &d.pairs) {
+            (Some(n), _, _) => Some(n.div_ceil(ctx.max(1)).saturating_mul(ctx)),
+            (None, Some(p), _) => Some((p.len() as u64).saturating_mul(ctx)),
+            (None, None, Some(p)) => Some((p.len() as u64).saturating_mul(ctx)),
+            _ => None,
+        }
+    }
+
     /// The configuration of a model, when known offline.
     pub fn config(&self, model: &ModelRef) -> Option<&ModelConfig> {
         self.configs.get(model.name()).and_then(|c| c.as_ref())
@@ -205,7 +276,8 @@ fn resolve_model(
     }
     let train = m.train.as_ref().expect("one source");
     match exp.stages.get(train.name()) {
-        Some(st) => match st.value.trained_config() {
+        // A train stage whose shape is impossible has no configuration (its own check says why).
+        Some(st) => match (st.value.kind() == "train").then(|| st.value.trained_config()) {
             Some(cfg) => {
                 let seeds: Vec<u64> = st
                     .value
@@ -243,7 +315,7 @@ fn resolve_model(
                         source: ModelSource::Trained { stage: train.name().to_string(), seed },
                         processing,
                     },
-                    Some(cfg),
+                    cfg,
                 ))
             }
             None => {
@@ -347,12 +419,53 @@ fn find_cycle(exp: &Experiment) -> Option<(Vec<String>, std::ops::Range<usize>)>
     None
 }
 
+/// A dataset tokenized for a model must fit the model's context (prompts are cut to it).
+fn check_contexts(exp: &Experiment, configs: &BTreeMap<String, Option<ModelConfig>>, out: &mut Vec<Diagnostic>) {
+    let mut seen = std::collections::BTreeSet::new();
+    for st in exp.stages.values() {
+        for d in st.value.stage().deps() {
+            let Dep::Tokens { dataset, model } = d else { continue };
+            let (Some(ds), Some(Some(cfg))) = (exp.datasets.get(dataset.name()), configs.get(model.name())) else {
+                continue;
+            };
+            // A mix is tokenized dataset by dataset, each with its own context.
+            let parts: Vec<&str> = match &ds.value.mix {
+                Some(names) => names.iter().map(|n| n.as_str()).collect(),
+                None => vec![dataset.name()],
+            };
+            for (name, ds) in parts.into_iter().filter_map(|n| exp.datasets.get_key_value(n)) {
+                let prompts = ds.value.mode() == crate::data::spec::Mode::Prompt;
+                if !prompts && ds.value.context > cfg.n_ctx && seen.insert((name, model.name())) {
+                    out.push(Diagnostic::at(
+                        super::locate::field_span(&exp.text, &ds.span, "context"),
+                        format!(
+                            "dataset '{name}': context {} is longer than model '{}''s context ({})",
+                            ds.value.context,
+                            model.name(),
+                            cfg.n_ctx
+                        ),
+                    ));
+                }
+            }
+        }
+    }
+}
+
 /// Validate a parsed experiment; every problem is reported at once.
 pub fn validate(exp: Experiment) -> Result<Validated, Invalid> {
     let mut out = Vec::new();
     let mut warnings = Vec::new();
     let mut models = BTreeMap::new();
     let mut configs = BTreeMap::new();
+    if let (Some(d), None) = (&exp.meta.device, exp.meta.device()) {
+        out.push(Diagnostic::at(d.span.clone(), format!("unknown device '{}'", d.value)).help("cpu, cuda or cuda:N"));
+    }
+    if let Some(problem) = crate::store::paths::name_problem(&exp.meta.name) {
+        out.push(
+            Diagnostic::at(exp.meta.name.span.clone(), format!("invalid experiment name: {problem}"))
+                .help("the name is the folder OUT/<name>/ that holds the experiment's links and report"),
+        );
+    }
     for (name, spec) in &exp.models {
         if let Some((r, cfg)) = resolve_model(&exp, spec, &mut out, &mut warnings, name) {
             models.insert(name.clone(), r);
@@ -378,6 +491,19 @@ pub fn validate(exp: Experiment) -> Result<Validated, Invalid> {
                     span,
                     format!("dataset '{name}' mixes '{part}', a prompt dataset: mix text datasets"),
                 )),
+                Some(d)
+                    if ds
+                        .value
+                        .mix
+                        .as_ref()
+                        .and_then(|m| exp.datasets.get(&m[0]))
+                        .is_some_and(|first| first.value.context != d.value.context) =>
+                {
+                    out.push(Diagnostic::at(
+                        span,
+                        format!("dataset '{name}' mixes datasets of different `context`: rows must have one length"),
+                    ))
+                }
                 _ => {}
             }
         }
@@ -404,13 +530,28 @@ pub fn validate(exp: Experiment) -> Result<Validated, Invalid> {
         out.push(Diagnostic::at(span, format!("cycle between stages: {}", cycle.join(" → "))));
     }
     if out.is_empty() {
-        let cx = CheckCx { exp: &exp, configs: &configs };
-        for st in exp.stages.values() {
-            st.value.stage().check(&cx, &mut out);
+        let tables = exp
+            .stages
+            .values()
+            .map(|st| (st.value.stage(), st.span.clone()))
+            .chain(exp.plots.values().map(|p| (&p.value as &dyn crate::stages::Stage, p.span.clone())));
+        for (stage, table) in tables {
+            let cx = CheckCx { exp: &exp, configs: &configs, table: table.clone() };
+            let mut found = Vec::new();
+            stage.check(&cx, &mut found);
+            for mut d in found {
+                // A check without a position (a defaulted value) points at its table.
+                if d.span.as_ref().is_none_or(|s| s.is_empty() && s.start == 0) {
+                    d.span = Some(table.clone());
+                }
+                if !out.iter().any(|o: &Diagnostic| o.span == d.span && o.message == d.message) {
+                    out.push(d);
+                }
+            }
         }
-        for p in exp.plots.values() {
-            crate::stages::Stage::check(&p.value, &cx, &mut out);
-        }
+    }
+    if out.is_empty() {
+        check_contexts(&exp, &configs, &mut out);
     }
     if !out.is_empty() {
         out.sort_by_key(|d| d.span.as_ref().map(|s| s.start).unwrap_or(0));

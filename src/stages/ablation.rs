@@ -72,6 +72,7 @@ impl Stage for Spec {
     }
 
     fn check(&self, cx: &CheckCx, out: &mut Vec<Diagnostic>) {
+        cx.at_least("batch_size", self.batch_size, 1, out);
         let sets = self.all_sets();
         if sets.is_empty() {
             out.push(Diagnostic::at(self.model.span(), "ablation needs `interventions` or `sets`"));

@@ -133,14 +133,34 @@ impl Stage for Spec {
     }
 
     fn check(&self, cx: &CheckCx, out: &mut Vec<Diagnostic>) {
-        if self.batch_size == 0 {
-            out.push(Diagnostic::global("activations: batch_size must be at least 1"));
-        }
+        cx.at_least("batch_size", self.batch_size, 1, out);
         if self.histogram.edges < 2 || self.histogram.stop <= self.histogram.start {
-            out.push(Diagnostic::global("activations: histogram needs stop > start and at least 2 edges"));
+            out.push(cx.error("histogram", "activations: histogram needs stop > start and at least 2 edges"));
+        }
+        if self.hooks.is_empty() {
+            out.push(cx.error("hooks", "activations: list at least one hook (e.g. \"mlp.hook_post\")"));
+        }
+        if let Some(positions) = cx.positions(&self.dataset) {
+            let positions = usize::try_from(positions).unwrap_or(usize::MAX);
+            cx.at_most("top_k", self.top_k, positions, "the dataset's positions", out);
+            cx.at_most("bottom_k", self.bottom_k, positions, "the dataset's positions", out);
         }
         let Some(cfg) = cx.config(&self.model) else { return };
         if let Some(points) = check_per_position(cx, &self.model, &self.hooks, "activations summarises", out) {
+            let bytes: f64 = points
+                .iter()
+                .map(|&h| {
+                    let vocab = (self.token_stats && h.site() == Some(BlockSite::Post)).then_some(cfg.d_vocab);
+                    let n = width(cfg, h).unwrap_or(0);
+                    NeuronStats::bytes(n, self.histogram.edges, self.top_k, self.bottom_k, vocab)
+                })
+                .sum();
+            cx.memory(
+                bytes,
+                "the statistics of these hooks",
+                "lower top_k, bottom_k or histogram.edges, set token_stats = false, or list fewer hooks",
+                out,
+            );
             let bytes = TokenStats::bytes(self.token_hooks(&points) * cfg.d_mlp, cfg.d_vocab);
             if bytes > TOKEN_STATS_LIMIT {
                 let span = self.hooks.first().map(|h| h.span.clone()).unwrap_or(0..0);
@@ -168,7 +188,8 @@ impl Stage for Spec {
             .map(|&h| {
                 let vocab = (self.token_stats && h.site() == Some(BlockSite::Post)).then_some(cfg.d_vocab);
                 let n = width(cfg, h).unwrap_or(0);
-                (h, NeuronStats::new(n, &edges, self.top_k, self.bottom_k, vocab))
+                let positions = data.rows * data.ctx;
+                (h, NeuronStats::new(n, &edges, self.top_k.min(positions), self.bottom_k.min(positions), vocab))
             })
             .collect();
         let (rows, ctx) = (data.rows, data.ctx);

@@ -147,6 +147,7 @@ impl Stage for Spec {
     }
 
     fn check(&self, cx: &CheckCx, out: &mut Vec<Diagnostic>) {
+        cx.at_least("batch_size", self.batch_size, 1, out);
         let [hl, hh] = self.head.value;
         let span = self.head.span.clone();
         if hl == 0 {

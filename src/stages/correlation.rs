@@ -293,19 +293,14 @@ impl Stage for Spec {
     }
 
     fn check(&self, cx: &CheckCx, out: &mut Vec<Diagnostic>) {
-        for (bad, what) in [
-            (self.batch_size == 0, "batch_size must be at least 1"),
-            (self.shards == 0, "shards must be at least 1"),
-            (self.top_k == 0, "top_k must be at least 1"),
-            (self.memory_gb.is_nan() || self.memory_gb <= 0.0, "memory_gb must be positive"),
-            (
-                self.histogram.edges < 2 || self.histogram.stop <= self.histogram.start,
-                "histogram needs stop > start and at least 2 edges",
-            ),
-        ] {
-            if bad {
-                out.push(Diagnostic::global(format!("correlation: {what}")));
-            }
+        cx.at_least("batch_size", self.batch_size, 1, out);
+        cx.at_least("shards", self.shards, 1, out);
+        cx.at_least("top_k", self.top_k, 1, out);
+        if self.memory_gb.is_nan() || self.memory_gb <= 0.0 {
+            out.push(cx.error("memory_gb", "correlation: memory_gb must be positive"));
+        }
+        if self.histogram.edges < 2 || self.histogram.stop <= self.histogram.start {
+            out.push(cx.error("histogram", "correlation: histogram needs stop > start and at least 2 edges"));
         }
         let mut shapes = vec![];
         for m in [&self.a, &self.b] {

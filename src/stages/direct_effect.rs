@@ -99,6 +99,7 @@ impl Stage for Spec {
     }
 
     fn check(&self, cx: &CheckCx, out: &mut Vec<Diagnostic>) {
+        cx.at_least("batch_size", self.batch_size, 1, out);
         let Some(cfg) = cx.config(&self.model) else { return };
         for h in std::iter::once(&self.hook).chain(&self.frozen).chain(&self.patched) {
             match HookPoint::parse(h) {

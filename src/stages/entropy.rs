@@ -156,8 +156,9 @@ impl Stage for Spec {
     }
 
     fn check(&self, cx: &CheckCx, out: &mut Vec<Diagnostic>) {
-        if self.values.is_empty() || self.batch_size == 0 {
-            out.push(Diagnostic::at(self.model.span(), "entropy needs at least one value and batch_size ≥ 1"));
+        cx.at_least("batch_size", self.batch_size, 1, out);
+        if self.values.is_empty() {
+            out.push(cx.error("values", "entropy needs at least one value"));
         }
         if self.neurons.value.is_empty() && self.candidates.is_none() {
             out.push(Diagnostic::at(

@@ -324,8 +324,10 @@ impl Stage for Spec {
     }
 
     fn check(&self, cx: &CheckCx, out: &mut Vec<Diagnostic>) {
-        if self.batch_size == 0 || self.top_k == 0 {
-            out.push(Diagnostic::at(self.model.span(), "explain: batch_size and top_k must be at least 1"));
+        cx.at_least("batch_size", self.batch_size, 1, out);
+        cx.at_least("top_k", self.top_k, 1, out);
+        if self.hooks.is_empty() {
+            out.push(cx.error("hooks", "explain: list at least one hook (e.g. \"mlp.hook_post\")"));
         }
         if self.features.is_empty() && self.labels.is_empty() {
             out.push(Diagnostic::at(self.model.span(), "explain needs at least one of features = [\"token\", \"prev_token\", \"position\", \"subset\"] or labels"));

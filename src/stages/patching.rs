@@ -88,6 +88,7 @@ impl Stage for Spec {
     }
 
     fn check(&self, cx: &CheckCx, out: &mut Vec<Diagnostic>) {
+        cx.at_least("batch_size", self.batch_size, 1, out);
         if let Some(ds) = cx.exp.datasets.get(self.dataset.name()) {
             if ds.value.pairs.is_none() {
                 out.push(Diagnostic::at(

@@ -94,11 +94,55 @@ impl Spec {
             self.layers,
             self.d_model,
             self.heads,
-            self.d_mlp.unwrap_or(4 * self.d_model),
+            self.d_mlp.unwrap_or(self.d_model.saturating_mul(4)),
             vocab,
             self.context,
             self.activation,
         )
+    }
+
+    /// What makes the model's shape impossible (field, why): sizes of zero, heads that do not divide
+    /// d_model, sizes no model has.
+    fn shape_problems(&self) -> Vec<(&'static str, String)> {
+        let mut out = Vec::new();
+        for (field, v) in [("layers", self.layers), ("d_model", self.d_model), ("heads", self.heads)] {
+            if v == 0 {
+                out.push((field, format!("{field} must be at least 1")));
+            }
+        }
+        if self.d_mlp == Some(0) {
+            out.push(("d_mlp", "d_mlp must be at least 1".to_string()));
+        }
+        if self.context < 2 {
+            out.push(("context", "context must be at least 2".to_string()));
+        }
+        if self.heads > 0 && self.d_model % self.heads != 0 {
+            out.push(("heads", format!("d_model {} must be a multiple of heads {}", self.d_model, self.heads)));
+        }
+        if out.is_empty() {
+            if let Some((name, msg)) = self.model_config(self.vocab_size).size_problem() {
+                let field = match name {
+                    "n_layers" => "layers",
+                    "n_heads" | "d_head" => "heads",
+                    "d_vocab" => "vocab_size",
+                    "n_ctx" => "context",
+                    other => other,
+                };
+                out.push((field, msg.replacen(name, field, 1)));
+            }
+        }
+        out
+    }
+
+    /// Memory training takes: weights, gradients and two Adam moments (16 bytes a parameter) and
+    /// the activations of a batch kept for the backward pass.
+    fn training_bytes(&self, cfg: &ModelConfig) -> f64 {
+        let (l, d, m, v, c) =
+            (cfg.n_layers as f64, cfg.d_model as f64, cfg.d_mlp as f64, cfg.d_vocab as f64, self.context as f64);
+        let params = l * (4.0 * d * d + 2.0 * d * m) + v * d + c * d;
+        let tokens = self.batch_size as f64 * c;
+        let activations = tokens * (l * (12.0 * d + 3.0 * m + 3.0 * cfg.n_heads as f64 * c) + 3.0 * v);
+        16.0 * params + 4.0 * activations
     }
 
     fn schedule(&self) -> Schedule {
@@ -124,31 +168,48 @@ impl Stage for Spec {
     }
 
     fn check(&self, cx: &CheckCx, out: &mut Vec<Diagnostic>) {
-        let span = self.datasets.first().map(|d| d.span()).unwrap_or(0..0);
-        if self.heads == 0 || self.d_model % self.heads != 0 {
-            out.push(Diagnostic::at(
-                span.clone(),
-                format!("train: d_model {} must be a multiple of heads {}", self.d_model, self.heads),
-            ));
+        for (field, msg) in self.shape_problems() {
+            out.push(cx.error(field, format!("train: {msg}")));
         }
-        if self.steps == 0 || self.batch_size == 0 || self.layers == 0 || self.context < 2 {
-            out.push(Diagnostic::at(
-                span.clone(),
-                "train: steps, batch_size and layers must be at least 1, context at least 2",
-            ));
+        cx.at_least("steps", self.steps, 1, out);
+        cx.at_least("batch_size", self.batch_size, 1, out);
+        cx.at_least("eval_every", self.eval_every, 1, out);
+        cx.fraction("heldout_fraction", self.heldout_fraction, out);
+        if self.datasets.is_empty() {
+            out.push(cx.error("datasets", "train: list at least one dataset"));
+        }
+        if self.seeds.as_ref().is_some_and(|s| s.is_empty()) {
+            out.push(cx.error("seeds", "train: list at least one seed (or leave seeds out for the experiment's)"));
+        }
+        for (field, v) in [("lr", self.lr), ("grad_clip", self.grad_clip)] {
+            if v <= 0.0 {
+                out.push(cx.error(field, format!("train: {field} must be positive, not {v}")));
+            }
+        }
+        if self.weight_decay < 0.0 {
+            out.push(cx.error("weight_decay", "train: weight_decay cannot be negative"));
         }
         if self.activation == Activation::SoluLn {
-            out.push(Diagnostic::at(
-                span.clone(),
-                "train: activation solu_ln is not trainable here; use gelu_new, gelu or relu",
-            ));
+            out.push(
+                cx.error("activation", "train: activation solu_ln is not trainable here; use gelu_new, gelu or relu"),
+            );
         }
         if let Some(t) = &self.tokenizer {
             if !cx.exp.base_dir().join(t).is_file() {
-                out.push(Diagnostic::at(span, format!("train: tokenizer {t} does not exist")));
+                out.push(cx.error("tokenizer", format!("train: tokenizer {t} does not exist")));
             }
         } else if self.vocab_size < 260 {
-            out.push(Diagnostic::at(span, "train: vocab_size must be above 256 (the byte alphabet) + special tokens"));
+            out.push(
+                cx.error("vocab_size", "train: vocab_size must be above 256 (the byte alphabet) + special tokens"),
+            );
+        }
+        if let Some(cfg) = self.trained_config() {
+            cx.memory(
+                self.training_bytes(&cfg),
+                "training this model",
+                "lower batch_size, context, d_model, d_mlp or layers",
+                out,
+            );
         }
     }
 
@@ -178,8 +239,9 @@ impl Stage for Spec {
         self.seeds.is_none()
     }
 
+    /// The configuration of the model, when its shape is one (see `shape_problems`).
     fn trained_config(&self) -> Option<ModelConfig> {
-        Some(self.model_config(self.vocab_size))
+        self.shape_problems().is_empty().then(|| self.model_config(self.vocab_size))
     }
 
     fn parts(&self, experiment_seed: u64) -> Vec<Part> {

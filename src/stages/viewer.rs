@@ -87,8 +87,11 @@ impl Stage for Spec {
         if parse_site(&self.hook).is_none() {
             out.push(Diagnostic::at(self.model.span(), format!("viewer: unknown hook '{}'", self.hook)));
         }
-        if Neurons::of(&self.neurons, &self.top).is_none() {
-            out.push(Diagnostic::at(self.model.span(), "viewer: give exactly one of `neurons` and `top`"));
+        match Neurons::of(&self.neurons, &self.top) {
+            None => out.push(cx.error("neurons", "viewer: give exactly one of `neurons` and `top`")),
+            Some(Neurons::Top(t)) => cx.at_least("n", t.n, 1, out),
+            Some(Neurons::List([])) => out.push(cx.error("neurons", "viewer: list at least one neuron")),
+            Some(Neurons::List(_)) => {}
         }
         if let (Some(list), Some(cfg)) = (&self.neurons, cx.config(&self.model)) {
             for n in list {

@@ -8,7 +8,7 @@ use crate::analysis::weights::{
     head_composition, in_out, moments, neuron_weights, unit_rows, vocab_class, vocab_cosines,
 };
 use crate::exec::RunCx;
-use crate::spec::ModelRef;
+use crate::spec::{CheckCx, Diagnostic, ModelRef};
 use anyhow::Result;
 use candle_core::{Device, Tensor};
 use polars::prelude::*;
@@ -54,6 +54,17 @@ impl Stage for Spec {
 
     fn tables(&self) -> Vec<&'static str> {
         vec!["weights", "vocab_tokens", "neuron_comps"]
+    }
+
+    fn check(&self, cx: &CheckCx, out: &mut Vec<Diagnostic>) {
+        let Some(cfg) = cx.config(&self.model) else { return };
+        cx.at_most("vocab_k", self.vocab_k, cfg.d_vocab, "the vocabulary", out);
+        cx.at_most("neuron_k", self.neuron_k, cfg.n_neurons(), "the model's neurons", out);
+        // Four neuron × vocabulary cosine matrices per layer, and 8 × vocab_k rows per neuron.
+        let (neurons, vocab) = (cfg.n_neurons() as f64, cfg.d_vocab as f64);
+        let per_layer = 8.0 * 4.0 * cfg.d_mlp as f64 * vocab;
+        let rows = neurons * (8.0 * self.vocab_k.min(cfg.d_vocab) as f64 + 6.0 * self.neuron_k as f64);
+        cx.memory(per_layer + 64.0 * rows, "the weight statistics", "lower vocab_k or neuron_k", out);
     }
 
     fn run(&self, cx: &mut RunCx) -> Result<()> {

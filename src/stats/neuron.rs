@@ -30,6 +30,12 @@ pub struct NeuronStats {
 }
 
 impl NeuronStats {
+    /// Bytes `new` allocates for `n` neurons before any data (an estimate for validation).
+    pub fn bytes(n: usize, edges: usize, top_k: usize, bottom_k: usize, vocab: Option<usize>) -> f64 {
+        let per_neuron = 4.0 * 8.0 + (edges as f64 + 1.0) * 8.0 + (top_k as f64 + bottom_k as f64 + 2.0) * 16.0;
+        n as f64 * per_neuron + vocab.map_or(0.0, |v| TokenStats::bytes(n, v) as f64)
+    }
+
     /// Reducers for `n` neurons; `vocab` enables per-token statistics.
     pub fn new(n: usize, edges: &[f32], top_k: usize, bottom_k: usize, vocab: Option<usize>) -> NeuronStats {
         let size = (n / (rayon::current_num_threads() * 4)).max(64);

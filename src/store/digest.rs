@@ -20,10 +20,10 @@ pub struct DigestCache {
 }
 
 impl DigestCache {
-    pub fn open(out: &Path) -> DigestCache {
-        let path = out.join(".lantern").join("digests.json");
+    pub fn open(dirs: &super::OutDir) -> Result<DigestCache> {
+        let path = dirs.digests()?;
         let map = std::fs::read_to_string(&path).ok().and_then(|t| serde_json::from_str(&t).ok()).unwrap_or_default();
-        DigestCache { path, map: Mutex::new(map) }
+        Ok(DigestCache { path, map: Mutex::new(map) })
     }
 
     /// The digest of a file, recomputed only when its size or modification time changed.

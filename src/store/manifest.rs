@@ -53,24 +53,35 @@ impl Manifest {
 
 /// Every file of a folder (recursively, `/`-separated names), with size and hash.
 pub fn list_files(dir: &Path) -> Result<Vec<FileEntry>> {
+    list_names(dir)?
+        .into_iter()
+        .map(|(name, size)| Ok(FileEntry { blake3: digest::file_hash(&dir.join(&name))?, name, size }))
+        .collect()
+}
+
+/// Every file of a folder but the manifest (recursively, `/`-separated names, sorted) with its
+/// size; a symbolic link or anything but files and folders is an error (nothing is followed).
+pub fn list_names(dir: &Path) -> Result<Vec<(String, u64)>> {
     let mut out = Vec::new();
     walk(dir, dir, &mut out)?;
-    out.sort_by(|a, b| a.name.cmp(&b.name));
+    out.sort();
     Ok(out)
 }
 
-fn walk(root: &Path, dir: &Path, out: &mut Vec<FileEntry>) -> Result<()> {
-    for e in std::fs::read_dir(dir)? {
+fn walk(root: &Path, dir: &Path, out: &mut Vec<(String, u64)>) -> Result<()> {
+    for e in std::fs::read_dir(dir).with_context(|| format!("cannot list {}", dir.display()))? {
         let e = e?;
         let p = e.path();
-        if p.is_dir() {
+        let md = std::fs::symlink_metadata(&p)?;
+        let name = p.strip_prefix(root)?.to_string_lossy().replace('\\', "/");
+        if md.is_dir() {
             walk(root, &p, out)?;
-        } else {
-            let name = p.strip_prefix(root)?.to_string_lossy().replace('\\', "/");
-            if name == MANIFEST {
-                continue;
+        } else if md.is_file() {
+            if name != MANIFEST {
+                out.push((name, md.len()));
             }
-            out.push(FileEntry { name, size: e.metadata()?.len(), blake3: digest::file_hash(&p)? });
+        } else {
+            anyhow::bail!("{name} is not a plain file");
         }
     }
     Ok(())

@@ -1,23 +1,31 @@
 //! The content-addressed artifact store: one folder per fingerprint under `OUT/.lantern/store/`,
-//! written in a temporary folder and renamed into place with its manifest written last; a readable
-//! view `OUT/<experiment>/<stage>` links to it. Corrupt or partial entries are detected, never read.
+//! written in a temporary folder and renamed into place with its manifest written last, under a
+//! per-entry lock so that concurrent runs compute an entry once. Corrupt or partial entries are
+//! detected, never read.
 
 pub mod atomic;
 pub mod digest;
+pub mod gc;
+pub mod lock;
 pub mod manifest;
+pub mod paths;
 pub mod table;
 pub mod tensor_file;
+pub mod views;
 
 pub use manifest::{FileEntry, Manifest};
+pub use paths::{Fingerprint, OutDir};
 
 use anyhow::{Context, Result};
+use lock::{FileLock, Mode};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 /// Version of the artifact formats; part of every fingerprint.
 pub const FORMAT_VERSION: u32 = 1;
 
 pub struct Store {
-    pub out: PathBuf,
+    pub dirs: OutDir,
 }
 
 /// What the store holds for a fingerprint.
@@ -31,7 +39,7 @@ pub enum Lookup {
 /// A stage's artifacts being written.
 pub struct Pending {
     pub dir: PathBuf,
-    pub fingerprint: String,
+    pub fingerprint: Fingerprint,
 }
 
 impl Drop for Pending {
@@ -41,28 +49,28 @@ impl Drop for Pending {
     }
 }
 
+/// The right to compute an entry (held until dropped; see `Store::lock`).
+pub struct EntryLock {
+    _lock: FileLock,
+}
+
 impl Store {
-    pub fn new(out: &Path) -> Store {
-        Store { out: out.to_path_buf() }
+    /// The store of an output folder (created if missing).
+    pub fn open(out: &Path) -> Result<Store> {
+        Ok(Store { dirs: OutDir::create(out)? })
     }
 
-    fn root(&self) -> PathBuf {
-        self.out.join(".lantern")
+    pub fn entry_dir(&self, fp: &Fingerprint) -> Result<PathBuf> {
+        self.dirs.entry(fp)
     }
 
-    pub fn entry_dir(&self, fp: &str) -> PathBuf {
-        self.root().join("store").join(&fp[..2]).join(fp)
-    }
-
-    /// The readable view of a stage: `OUT/<experiment>/<stage>`.
-    pub fn view_path(&self, experiment: &str, stage: &str) -> PathBuf {
-        self.out.join(experiment).join(stage)
-    }
-
-    /// Check an entry: manifest present and parseable, fingerprint equal, every file of the size
-    /// and blake3 hash the manifest records.
-    pub fn lookup(&self, fp: &str) -> Lookup {
-        let dir = self.entry_dir(fp);
+    /// Check an entry: manifest present and parseable, fingerprint equal, the folder holding
+    /// exactly the files the manifest lists, each of the size and blake3 hash it records.
+    pub fn lookup(&self, fp: &Fingerprint) -> Lookup {
+        let dir = match self.entry_dir(fp) {
+            Ok(d) => d,
+            Err(e) => return Lookup::Corrupt(format!("{e:#}")),
+        };
         if !dir.exists() {
             return Lookup::Missing;
         }
@@ -70,17 +78,23 @@ impl Store {
             Ok(m) => m,
             Err(e) => return Lookup::Corrupt(format!("manifest unreadable: {e:#}")),
         };
-        if m.fingerprint != fp {
+        if m.fingerprint != fp.as_str() {
             return Lookup::Corrupt("manifest fingerprint differs".into());
         }
+        let present = match manifest::list_names(&dir) {
+            Ok(p) => p,
+            Err(e) => return Lookup::Corrupt(format!("{e:#}")),
+        };
+        if let Some(extra) = present.iter().find(|(n, _)| !m.files.iter().any(|f| f.name == *n)) {
+            return Lookup::Corrupt(format!("{} is not in the manifest", extra.0));
+        }
         for f in &m.files {
-            let p = dir.join(&f.name);
-            match std::fs::metadata(&p) {
-                Ok(md) if md.len() == f.size => {}
-                Ok(md) => return Lookup::Corrupt(format!("{} has {} bytes, expected {}", f.name, md.len(), f.size)),
-                Err(_) => return Lookup::Corrupt(format!("{} is missing", f.name)),
+            match present.iter().find(|(n, _)| *n == f.name) {
+                Some((_, size)) if *size == f.size => {}
+                Some((_, size)) => return Lookup::Corrupt(format!("{} has {size} bytes, expected {}", f.name, f.size)),
+                None => return Lookup::Corrupt(format!("{} is missing", f.name)),
             }
-            match digest::file_hash(&p) {
+            match digest::file_hash(&dir.join(&f.name)) {
                 Ok(h) if h == f.blake3 => {}
                 _ => return Lookup::Corrupt(format!("{} content does not match its hash", f.name)),
             }
@@ -88,20 +102,35 @@ impl Store {
         Lookup::Hit(m)
     }
 
-    /// Start writing the artifacts of `fp` into a fresh temporary folder.
-    pub fn begin(&self, fp: &str) -> Result<Pending> {
-        let nonce =
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
-        let dir = self.root().join("tmp").join(format!("{fp}-{}-{nonce}", std::process::id()));
+    /// Take the lock of an entry before computing it: `Ok((lock, false))` at once when free, else
+    /// `before_waiting` is called and this waits for the process that holds it (`(lock, true)`).
+    pub fn lock(&self, fp: &Fingerprint, before_waiting: impl FnOnce()) -> Result<(EntryLock, bool)> {
+        let path = self.dirs.entry_lock(fp)?;
+        if let Some(l) = FileLock::try_acquire(&path, Mode::Exclusive)? {
+            return Ok((EntryLock { _lock: l }, false));
+        }
+        before_waiting();
+        Ok((EntryLock { _lock: FileLock::acquire(&path, Mode::Exclusive)? }, true))
+    }
+
+    /// Start writing the artifacts of `fp` into a fresh temporary folder (hold its lock).
+    pub fn begin(&self, fp: &Fingerprint, _lock: &EntryLock) -> Result<Pending> {
+        let dir = self.dirs.new_tmp(fp)?;
         std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
-        Ok(Pending { dir, fingerprint: fp.to_string() })
+        Ok(Pending { dir, fingerprint: fp.clone() })
     }
 
     /// Hash the written files, write the manifest last, then move the folder into place.
     pub fn commit(&self, pending: Pending, mut manifest: Manifest) -> Result<Manifest> {
         manifest.files = manifest::list_files(&pending.dir)?;
         manifest.write(&pending.dir)?;
-        let dest = self.entry_dir(&pending.fingerprint);
+        // One mode for every artifact, whatever wrote it (safetensors are created 0600).
+        for name in manifest.files.iter().map(|f| f.name.as_str()).chain([manifest::MANIFEST]) {
+            let p = pending.dir.join(name);
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644))
+                .with_context(|| format!("cannot set the mode of {}", p.display()))?;
+        }
+        let dest = self.entry_dir(&pending.fingerprint)?;
         if dest.exists() {
             std::fs::remove_dir_all(&dest).with_context(|| format!("cannot replace {}", dest.display()))?;
         }
@@ -109,59 +138,4 @@ impl Store {
         std::fs::rename(&pending.dir, &dest).with_context(|| format!("cannot move artifacts to {}", dest.display()))?;
         Ok(manifest)
     }
-
-    /// Point `OUT/<experiment>/<stage>` at the entry (atomically replacing an older link).
-    pub fn link_view(&self, experiment: &str, stage: &str, fp: &str) -> Result<()> {
-        let view = self.view_path(experiment, stage);
-        let parent = view.parent().expect("view has a parent");
-        std::fs::create_dir_all(parent)?;
-        let target = pathdiff(&self.entry_dir(fp), parent);
-        let tmp = parent.join(format!(".{stage}.link-{}", std::process::id()));
-        let _ = std::fs::remove_file(&tmp);
-        symlink_dir(&target, &tmp)?;
-        if view.is_dir() && !view.is_symlink() {
-            std::fs::remove_dir_all(&view)?;
-        }
-        std::fs::rename(&tmp, &view).with_context(|| format!("cannot update {}", view.display()))?;
-        Ok(())
-    }
-
-    /// The manifest the view of a stage points at (from an earlier run), if any.
-    pub fn view_manifest(&self, experiment: &str, stage: &str) -> Option<Manifest> {
-        Manifest::read(&self.view_path(experiment, stage)).ok()
-    }
-
-    /// Remove an entry.
-    pub fn remove(&self, fp: &str) -> Result<()> {
-        let d = self.entry_dir(fp);
-        if d.exists() {
-            std::fs::remove_dir_all(&d).with_context(|| format!("cannot remove {}", d.display()))?;
-        }
-        Ok(())
-    }
-}
-
-/// `to` relative to the folder `from` (both under the same root).
-fn pathdiff(to: &Path, from: &Path) -> PathBuf {
-    let to: Vec<_> = to.components().collect();
-    let from: Vec<_> = from.components().collect();
-    let common = to.iter().zip(&from).take_while(|(a, b)| a == b).count();
-    let mut p = PathBuf::new();
-    for _ in common..from.len() {
-        p.push("..");
-    }
-    for c in &to[common..] {
-        p.push(c);
-    }
-    p
-}
-
-#[cfg(unix)]
-fn symlink_dir(target: &Path, link: &Path) -> Result<()> {
-    std::os::unix::fs::symlink(target, link).with_context(|| format!("cannot link {}", link.display()))
-}
-
-#[cfg(windows)]
-fn symlink_dir(target: &Path, link: &Path) -> Result<()> {
-    std::os::windows::fs::symlink_dir(target, link).with_context(|| format!("cannot link {}", link.display()))
 }

@@ -11,6 +11,7 @@ mod model_loading;
 mod model_parity;
 mod patching;
 mod plots;
+mod safety;
 mod stages;
 mod statistics;
 mod train;

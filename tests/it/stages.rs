@@ -237,7 +237,7 @@ fn intervention_stages_run_and_agree_with_the_analysis_functions() {
     // Plots exist; every link of the report resolves.
     assert!(out.join("resid/plot.png").exists() && out.join("losses/plot.svg").exists());
     let v = lantern::spec::parse::parse_file(&f).and_then(lantern::spec::validate).unwrap();
-    lantern::report::write_for(&v, &o, &ws.out()).unwrap();
+    lantern::report::write_for(&v, &o, &lantern::store::OutDir::create(&ws.out()).unwrap()).unwrap();
     let html = std::fs::read_to_string(out.join("report.html")).unwrap();
     let mut links = 0;
     for part in html.split(|c| c == '"').collect::<Vec<_>>().windows(2) {

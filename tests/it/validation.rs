@@ -271,3 +271,145 @@ head = [1, 9]
     );
     expect(&ws, &unknown, &["unknown variant `tokens`"]);
 }
+
+const TRAIN: &str = r#"
+[stages.lm]
+kind = "train"
+datasets = ["en"]
+layers = 1
+d_model = 32
+heads = 2
+context = 16
+vocab_size = 300
+steps = 10
+
+[models.trained]
+train = "lm"
+
+[stages.acts_lm]
+kind = "activations"
+model = "trained"
+dataset = "en"
+"#;
+
+/// BASE with a small train stage (lines 18–27), its model and an activations stage of it with
+/// the default hooks; `from` replaced by `to`.
+fn train(from: &str, to: &str) -> String {
+    format!("{BASE}{TRAIN}").replacen(from, to, 1)
+}
+
+#[test]
+fn sizes_are_bounded_before_anything_is_allocated() {
+    let ws = Workspace::new();
+    // A huge layer count is refused at its value, once, and expands no hooks (see also the
+    // memory-capped run of the binary below).
+    let errs = errors(&ws, &train("layers = 1", "layers = 9223372036854775807"));
+    assert_eq!(errs.len(), 1, "{errs:#?}");
+    assert!(errs[0].contains("bad.toml:20:10: train: layers = 9223372036854775807 is not a model size"), "{errs:#?}");
+    let errs = errors(&ws, &train("layers = 1", "layers = 100000"));
+    assert_eq!(errs.len(), 1, "{errs:#?}");
+    assert!(errs[0].starts_with("bad.toml:20:10:"), "{errs:#?}");
+    // A model within the size limits that cannot fit in memory: how much, and the knobs.
+    expect(
+        &ws,
+        &train("layers = 1", "layers = 60000"),
+        &["bad.toml:17:1: training this model: about", "lower batch_size, context, d_model, d_mlp or layers"],
+    );
+    expect(&ws, &train("d_model = 32", "d_model = 0"), &["bad.toml:21:11: train: d_model must be at least 1"]);
+    expect(&ws, &train("heads = 2", "heads = 2\nd_mlp = 0"), &["bad.toml:23:9: train: d_mlp must be at least 1"]);
+    expect(&ws, &train("heads = 2", "heads = 3"), &["bad.toml:22:9: train: d_model 32 must be a multiple of heads 3"]);
+    expect(
+        &ws,
+        &train("steps = 10", "steps = 10\nheldout_fraction = -0.5"),
+        &["bad.toml:26:20: heldout_fraction must be in [0, 1), not -0.5"],
+    );
+    expect(
+        &ws,
+        &train("steps = 10", "steps = 10\nbatch_size = 0"),
+        &["bad.toml:26:14: batch_size must be at least 1, not 0"],
+    );
+    expect(
+        &ws,
+        &BASE.replace("context = 16", "context = 16\nn_tokens = 64").replace("hooks = [", "top_k = 100000\nhooks = ["),
+        &["bad.toml:16:9: top_k = 100000 is more than the dataset's positions (64)"],
+    );
+    expect(
+        &ws,
+        &BASE.replace("hooks = [", "batch_size = 0\nhooks = ["),
+        &["bad.toml:15:14: batch_size must be at least 1, not 0"],
+    );
+}
+
+#[test]
+fn values_that_used_to_fail_at_run_time_fail_validation() {
+    let ws = Workspace::new();
+    expect(
+        &ws,
+        &BASE.replace("name = \"v\"", "name = \"v\"\ndevice = \"tpu\""),
+        &["bad.toml:3:10: unknown device 'tpu'", "cpu, cuda or cuda:N"],
+    );
+    expect(
+        &ws,
+        &BASE.replace("context = 16", "context = 128"),
+        &["bad.toml:9:11: dataset 'en': context 128 is longer than model 'tiny''s context (64)"],
+    );
+    expect(
+        &ws,
+        &BASE.replace("context = 16", "context = 16\ncrop = [2, 20]"),
+        &["bad.toml:10:8: dataset 'en': crop [2, 20] reaches past the context (16)"],
+    );
+    expect(
+        &ws,
+        &BASE.replace("context = 16", "context = 16\nn_tokens = 0"),
+        &["bad.toml:10:12: dataset 'en': n_tokens must be at least 1"],
+    );
+    expect(
+        &ws,
+        &BASE.replace("hooks = [\"blocks.1.mlp.hook_post\"]", "hooks = []"),
+        &["bad.toml:15:9: activations: list at least one hook"],
+    );
+    let viewer = format!("{BASE}\n[stages.view]\nkind = \"viewer\"\nmodel = \"tiny\"\nactivations = \"acts\"\ntop = {{ from = \"acts\", n = 0 }}\n");
+    expect(&ws, &viewer, &["bad.toml:21:28: n must be at least 1, not 0"]);
+}
+
+#[test]
+fn non_finite_numbers_are_refused_where_they_are_written() {
+    let ws = Workspace::new();
+    for (v, col) in [("nan", 6), ("inf", 6), ("-inf", 6), ("+inf", 6), ("-nan", 6)] {
+        expect(
+            &ws,
+            &train("steps = 10", &format!("steps = 10\nlr = {v}")),
+            &[&format!("bad.toml:26:{col}: '{v}' is not a finite number")],
+        );
+    }
+}
+
+#[test]
+fn checks_without_a_field_point_at_their_table_never_at_1_1() {
+    let ws = Workspace::new();
+    // The default hooks of `acts_lm` on a model whose per-token statistics would not fit.
+    let errs = errors(&ws, &train("vocab_size = 300", "vocab_size = 16000000"));
+    assert!(!errs.is_empty());
+    assert!(errs.iter().all(|e| !e.starts_with("bad.toml:1:1:")), "{errs:#?}");
+    assert!(errs.iter().any(|e| e.starts_with("bad.toml:30:1:")), "{errs:#?}");
+}
+
+#[test]
+fn files_that_are_not_utf8_get_a_position() {
+    let ws = Workspace::new();
+    let run = |bytes: &[u8]| {
+        let f = ws.path().join("enc.toml");
+        std::fs::write(&f, bytes).unwrap();
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_lantern")).arg("validate").arg(&f).output().unwrap();
+        (o.status.code(), String::from_utf8_lossy(&o.stderr).to_string())
+    };
+    // Latin-1 "é" on line 2.
+    let (code, err) = run(b"[experiment]\nname = \"caf\xe9\"\n");
+    assert_eq!(code, Some(2));
+    assert!(err.contains("enc.toml:2:12") && err.contains("byte 0xe9 is not UTF-8"), "{err}");
+    let utf16: Vec<u8> =
+        [0xff, 0xfe].into_iter().chain("[experiment]\n".encode_utf16().flat_map(|u| u.to_le_bytes())).collect();
+    let (code, err) = run(&utf16);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("enc.toml:1:1") && err.contains("UTF-16"), "{err}");
+}
