@@ -8,15 +8,15 @@ mod common;
 
 use candle_core::{Device, Tensor};
 use lantern::model::hooks::{BlockSite, HookPoint};
-use lantern::model::random::gpt2_config;
 use lantern::model::{Model, Request, Start};
 use lantern::stats::{Histogram, NeuronStats, Position};
 use std::collections::BTreeMap;
 use std::time::Instant;
 
 fn main() {
-    lantern::util::tune_allocator();
-    let model = Model::random(gpt2_config(12, 768, 12, 3072, 50257, 1024), 0, &Device::Cpu).unwrap();
+    lantern::util::sys::tune_allocator();
+    let model =
+        Model::random(lantern::model::ModelConfig::gpt2(12, 768, 12, 3072, 50257, 1024), 0, &Device::Cpu).unwrap();
     let hooks: Vec<HookPoint> =
         (0..12).flat_map(|l| [HookPoint::Block(l, BlockSite::Pre), HookPoint::Block(l, BlockSite::Post)]).collect();
     let edges = Histogram::linspace(-10.0, 15.0, 256);

@@ -10,7 +10,7 @@ mod common;
 
 use candle_core::{DType, Device, Tensor};
 use lantern::analysis::correlation::{Shape, Sums};
-use lantern::model::random::gpt2_config;
+
 use lantern::model::Model;
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -20,7 +20,7 @@ fn randn(rows: usize, cols: usize) -> Tensor {
 }
 
 fn main() {
-    lantern::util::tune_allocator();
+    lantern::util::sys::tune_allocator();
     // The peak: the best plain f32 matmul over the forward pass's shapes, a square one and a
     // plain product of the Σxy shape.
     let peak = common::matmul_peak(&[(1024, 768, 3072), (1024, 3072, 768), (2048, 2048, 2048), (3072, 1024, 3072)]);
@@ -44,7 +44,8 @@ fn end_to_end() {
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/gpt2-tokenizer/tokenizer.json");
     let tok = tokenizers::Tokenizer::from_file(&tok_path).unwrap();
     for (name, seed) in [("model_a", 1), ("model_b", 2)] {
-        let m = Model::random(gpt2_config(12, 768, 12, 3072, 50257, 1024), seed, &Device::Cpu).unwrap();
+        let m = Model::random(lantern::model::ModelConfig::gpt2(12, 768, 12, 3072, 50257, 1024), seed, &Device::Cpu)
+            .unwrap();
         std::fs::create_dir_all(root.join(name)).unwrap();
         lantern::train::export::save_hf(&m, &tok, &root.join(name)).unwrap();
     }
@@ -61,17 +62,11 @@ fn end_to_end() {
             ),
         )
         .unwrap();
-        let v =
-            lantern::spec::parse::parse_file(&file).and_then(lantern::spec::validate).unwrap_or_else(|e| panic!("{e}"));
-        let cancel = std::sync::atomic::AtomicBool::new(false);
+        let mut session = lantern::exec::Session::open(&file, &root.join("out")).unwrap_or_else(|e| panic!("{e}"));
         let t = Instant::now();
-        let o = lantern::exec::run(
-            &v,
-            &lantern::exec::Options { out: root.join("out"), ..Default::default() },
-            &cancel,
-            Device::Cpu,
-        )
-        .unwrap();
+        let o = session
+            .run(&lantern::exec::Options::default(), &lantern::util::Cancel::new(), Device::Cpu, &lantern::exec::Quiet)
+            .unwrap();
         assert!(!o.failed(), "{:?}", o.nodes);
         let secs = t.elapsed().as_secs_f64();
         let flop = 2.0 * (36864.0 * 36864.0) * tokens as f64;

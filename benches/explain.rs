@@ -8,14 +8,14 @@ mod common;
 
 use candle_core::{Device, Tensor};
 use lantern::model::hooks::{BlockSite, HookPoint};
-use lantern::model::random::gpt2_config;
 use lantern::model::{Model, Request, Start};
 use lantern::stats::separation::Separation;
 use std::collections::BTreeMap;
 
 fn main() {
-    lantern::util::tune_allocator();
-    let model = Model::random(gpt2_config(12, 768, 12, 3072, 50257, 1024), 0, &Device::Cpu).unwrap();
+    lantern::util::sys::tune_allocator();
+    let model =
+        Model::random(lantern::model::ModelConfig::gpt2(12, 768, 12, 3072, 50257, 1024), 0, &Device::Cpu).unwrap();
     let hooks: Vec<HookPoint> = (0..12).map(|l| HookPoint::Block(l, BlockSite::Post)).collect();
     let (batch, ctx, features, on) = (8usize, 128usize, 1000usize, 30usize);
     let ids: Vec<u32> = (0..batch * ctx).map(|i| (i * 7919 % 50257) as u32).collect();

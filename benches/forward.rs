@@ -6,13 +6,13 @@ mod common;
 
 use candle_core::{Device, Tensor};
 use common::best_time as time;
-use lantern::model::random::gpt2_config;
+
 use lantern::model::{Action, HookPoint, Intervention, Model, Request, Start};
 
 fn main() {
-    lantern::util::tune_allocator();
+    lantern::util::sys::tune_allocator();
     let (batch, pos) = (8usize, 128usize);
-    let cfg = gpt2_config(12, 768, 12, 3072, 50257, 1024);
+    let cfg = lantern::model::ModelConfig::gpt2(12, 768, 12, 3072, 50257, 1024);
     let (d, v, l) = (cfg.d_model as f64, cfg.d_vocab as f64, cfg.n_layers as f64);
     let flops_body = l * (24.0 * d * d + 4.0 * pos as f64 * d);
     let flops_full = flops_body + 2.0 * d * v;

@@ -6,13 +6,13 @@
 use candle_core::{Device, Tensor};
 use lantern::analysis::patching::{layer_position_patches, Metric, Prepared};
 use lantern::model::hooks::BlockSite;
-use lantern::model::random::gpt2_config;
 use lantern::model::Model;
 use std::time::Instant;
 
 fn main() {
-    lantern::util::tune_allocator();
-    let model = Model::random(gpt2_config(12, 768, 12, 3072, 50257, 1024), 0, &Device::Cpu).unwrap();
+    lantern::util::sys::tune_allocator();
+    let model =
+        Model::random(lantern::model::ModelConfig::gpt2(12, 768, 12, 3072, 50257, 1024), 0, &Device::Cpu).unwrap();
     let pos = 64;
     let clean: Vec<u32> = (0..pos).map(|i| (i * 7919 % 50257) as u32).collect();
     let mut corrupt = clean.clone();

@@ -2,9 +2,10 @@
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
-use lantern::cli;
 use std::path::PathBuf;
 use std::process::ExitCode;
+
+mod cli;
 
 #[derive(Parser)]
 #[command(name = "lantern", version, about = "Mechanistic interpretability experiments from TOML files")]
@@ -99,18 +100,20 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    lantern::util::tune_allocator();
-    lantern::util::default_sigpipe();
+    lantern::util::sys::tune_allocator();
+    lantern::util::sys::default_sigpipe();
     let args = Cli::parse();
     let result = match args.command {
-        Command::Run { file, out, force, only, shard, dry_run } => cli::run(&file, &out, force, only, shard, dry_run),
+        Command::Run { file, out, force, only, shard, dry_run } => {
+            cli::run(&file, &out, lantern::exec::Options { force, only, shard, dry_run, fail_after: None })
+        }
         Command::Validate { file } => cli::validate(&file),
         Command::Plan { file, out, dot } => cli::plan(&file, &out, dot),
         Command::Status { file, out } => cli::plan(&file, &out, false),
         Command::Clean { file, out } => cli::clean(&file, &out),
         Command::Gc { out, dry_run, yes } => cli::gc(&out, dry_run, yes),
         Command::Schema => {
-            print!("{}", lantern::spec::schema_json());
+            print!("{}", lantern::experiment::schema_json());
             Ok(cli::Exit::Ok)
         }
         Command::Hooks { model } => cli::hooks(&model),
@@ -134,7 +137,7 @@ fn trace(
     hooks: Vec<String>,
     processing: &str,
     bos: bool,
-    out: &PathBuf,
+    out: &std::path::Path,
 ) -> Result<cli::Exit> {
     let input = match (text, tokens) {
         (Some(t), None) => cli::TraceInput::Text(t, bos),

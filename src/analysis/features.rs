@@ -2,6 +2,8 @@
 //! string (case and type, leading space, punctuation and symbols, digits / years / number words,
 //! common prefixes and suffixes, word classes), unigram groups and user token sets.
 
+use crate::model::Tokenizer;
+use anyhow::{Context, Result};
 use std::collections::BTreeMap;
 
 /// One boolean feature: its name and the family it belongs to (`case`, `suffix`, `unigram`, …).
@@ -202,7 +204,7 @@ fn predicates() -> Vec<(String, &'static str, Pred)> {
     );
     add("is_whitespace", "type", Box::new(|s| !s.is_empty() && s.trim().is_empty()));
     add("contains_newline", "type", Box::new(|s| s.contains('\n')));
-    add("non_ascii", "type", Box::new(|s| s.chars().any(|c| !c.is_ascii())));
+    add("non_ascii", "type", Box::new(|s| !s.is_ascii()));
     add("single_char", "type", Box::new(|s| s.trim().chars().count() == 1));
     // Leading space and first character.
     add("starts_with_space", "space", Box::new(|s| s.starts_with(' ')));
@@ -289,4 +291,39 @@ fn predicates() -> Vec<(String, &'static str, Pred)> {
         );
     }
     v
+}
+
+/// Token sets named in an experiment, as token ids (each string must be one token).
+pub fn token_sets(tok: &Tokenizer, sets: &BTreeMap<String, Vec<String>>) -> Result<Vec<(String, Vec<u32>)>> {
+    sets.iter()
+        .map(|(name, strs)| {
+            Ok((
+                name.clone(),
+                strs.iter()
+                    .map(|s| tok.single_token(s))
+                    .collect::<Result<Vec<u32>>>()
+                    .with_context(|| format!("token set '{name}'"))?,
+            ))
+        })
+        .collect()
+}
+
+/// String features, unigram groups (counted in `data`) and token sets of every token id.
+pub fn vocabulary_features(
+    tok: &Tokenizer,
+    vocab: usize,
+    counts: Option<(&[u64], u64, usize)>,
+    sets: &BTreeMap<String, Vec<String>>,
+) -> Result<TokenFeatures> {
+    let strings: Vec<String> = (0..vocab as u32).map(|i| tok.token_str(i)).collect();
+    let mut tf = TokenFeatures::builtin(&strings);
+    if let Some((counts, min_count, min_ids)) = counts {
+        for (key, ids) in unigram_groups(&strings, counts, min_count, min_ids) {
+            tf.push(format!("unigram {key:?}"), "unigram", ids);
+        }
+    }
+    for (name, ids) in token_sets(tok, sets)? {
+        tf.push(name, "token_set", ids);
+    }
+    Ok(tf)
 }

@@ -5,9 +5,9 @@
 use super::{PairTokens, Tokenized};
 use crate::model::Tokenizer;
 use crate::store::atomic;
+use crate::store::table::Table;
 use anyhow::{Context, Result};
 use candle_core::{Device, Tensor};
-use polars::prelude::*;
 use std::collections::HashMap;
 use std::path::Path;
 
@@ -32,21 +32,21 @@ impl Tokenized {
         let mut strs: HashMap<u32, String> = HashMap::new();
         let n = self.tokens.len();
         let label = |d: u32| self.doc_labels.get(d as usize).cloned().unwrap_or_default();
-        let mut df = DataFrame::new_infer_height(vec![
-            Column::new("row".into(), (0..n).map(|i| (i / self.ctx) as u32).collect::<Vec<_>>()),
-            Column::new("position".into(), (0..n).map(|i| (i % self.ctx) as u32).collect::<Vec<_>>()),
-            Column::new("token".into(), self.tokens.clone()),
-            Column::new(
-                "token_str".into(),
+        let mut df = Table::new()
+            .with("row", (0..n).map(|i| (i / self.ctx) as u32).collect::<Vec<_>>())
+            .with("position", (0..n).map(|i| (i % self.ctx) as u32).collect::<Vec<_>>())
+            .with("token", self.tokens.clone())
+            .with(
+                "token_str",
                 self.tokens
                     .iter()
                     .map(|&t| strs.entry(t).or_insert_with(|| tok.token_str(t)).clone())
                     .collect::<Vec<_>>(),
-            ),
-            Column::new("doc".into(), self.doc.iter().map(|&d| (d != u32::MAX).then_some(d)).collect::<Vec<_>>()),
-            Column::new("valid".into(), self.valid.iter().map(|&v| v != 0).collect::<Vec<_>>()),
-            Column::new("label".into(), self.doc.iter().map(|&d| label(d)).collect::<Vec<_>>()),
-        ])?;
+            )
+            .with("doc", self.doc.iter().map(|&d| (d != u32::MAX).then_some(d)).collect::<Vec<_>>())
+            .with("valid", self.valid.iter().map(|&v| v != 0).collect::<Vec<_>>())
+            .with("label", self.doc.iter().map(|&d| label(d)).collect::<Vec<_>>())
+            .frame()?;
         crate::store::table::write(&dir.join("tokens.parquet"), &mut df)
     }
 

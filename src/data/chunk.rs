@@ -6,11 +6,11 @@ use super::source::{Doc, Flow, Reader};
 use super::spec::{DatasetSpec, MaskToken, Mode};
 use super::Tokenized;
 use crate::model::Tokenizer;
+use crate::util::Cancel;
 use anyhow::{bail, Result};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use std::path::Path;
-use std::sync::atomic::AtomicBool;
 
 /// A pair tokenized: clean and corrupted rows of equal length, answer and wrong token ids.
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize, PartialEq)]
@@ -79,7 +79,7 @@ pub fn tokenize(
     tok: &Tokenizer,
     n_ctx: usize,
     progress: &mut dyn FnMut(u64, u64),
-    cancel: &AtomicBool,
+    cancel: &Cancel,
 ) -> Result<Tokenized> {
     let mode = spec.mode();
     // Prompts are as long as they are: `context` only bounds them (by the model's context too).

@@ -4,11 +4,11 @@
 
 use super::spec::{DatasetSpec, Format};
 use crate::model::source::{hub_cache, hub_file, placement_help};
+use crate::util::Cancel;
 use anyhow::{anyhow, bail, Context, Result};
 use hf_hub::{Repo, RepoType};
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 
 /// One document and its label.
 #[derive(Clone, Debug, PartialEq)]
@@ -124,7 +124,7 @@ fn list(root: &Path, dir: &Path, out: &mut Vec<(String, PathBuf)>) -> Result<()>
 /// Reads documents and reports progress in bytes.
 pub struct Reader<'a> {
     pub spec: &'a DatasetSpec,
-    pub cancel: &'a AtomicBool,
+    pub cancel: &'a Cancel,
     pub progress: &'a mut dyn FnMut(u64, u64),
 }
 
@@ -175,13 +175,6 @@ impl Reader<'_> {
         Ok(())
     }
 
-    fn check_cancel(&self) -> Result<()> {
-        if self.cancel.load(Ordering::SeqCst) {
-            bail!(crate::exec::Interrupted);
-        }
-        Ok(())
-    }
-
     fn jsonl(&mut self, file: &Path, label: &str, f: &mut dyn FnMut(Doc) -> Result<Flow>) -> Result<Flow> {
         let spec = self.spec;
         let total = std::fs::metadata(file)?.len();
@@ -198,7 +191,7 @@ impl Reader<'_> {
             done += n as u64;
             if line_no % 1000 == 0 {
                 (self.progress)(done, total);
-                self.check_cancel()?;
+                self.cancel.check()?;
             }
             let line = std::str::from_utf8(&buf).map_err(|e| {
                 anyhow!("{}:{line_no}: invalid UTF-8 at byte {} of the line", file.display(), e.valid_up_to() + 1)
@@ -295,7 +288,7 @@ impl Reader<'_> {
         };
         for (i, (t, l)) in texts.into_iter().zip(labels).enumerate() {
             if i % 1000 == 0 {
-                self.check_cancel()?;
+                self.cancel.check()?;
             }
             let Some(t) = t else { continue };
             if f(Doc { text: t, label: l.unwrap_or_default() })? == Flow::Stop {

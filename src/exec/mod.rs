@@ -1,30 +1,33 @@
-//! The executor: runs a plan in order, taking a cache hit only when the fingerprint's artifacts
-//! verify, writing each stage atomically, stopping cleanly on Ctrl-C, skipping what depends on a
-//! failed stage. Also the states `lantern plan` / `status` show.
+//! The executor: a `Session` (an experiment validated, planned and fingerprinted against an output
+//! folder) runs its plan in order, taking a cache hit only when the fingerprint's artifacts verify,
+//! writing each stage atomically, stopping cleanly on Ctrl-C, skipping what depends on a failed
+//! stage, and telling a front end what happens through an `Observer`. Also the states `lantern
+//! plan` / `status` show.
 
-pub mod context;
+pub mod env;
+pub mod events;
 pub mod models;
-pub mod progress;
 
-pub use context::{Interrupted, RunCx, RunEnv};
+pub use events::{Event, Observer, Quiet};
 
-use crate::plan::fingerprint::{self, Fingerprints};
+use crate::experiment::Validated;
+use crate::fingerprint::{self, Fingerprints};
 use crate::plan::{NodeKind, Plan};
-use crate::spec::Validated;
+use crate::stages::{Part, Stage};
 use crate::store::digest::DigestCache;
 use crate::store::lock::{FileLock, Mode};
-use crate::store::{gc, views, Fingerprint, Lookup, Manifest, Store};
+use crate::store::{gc, views, EntryLock, Fingerprint, Lookup, Manifest, Store};
+use crate::util::Cancel;
 use anyhow::{anyhow, Result};
+use env::{NodeEnv, RunEnv};
 use petgraph::graph::NodeIndex;
 use std::collections::BTreeSet;
-use std::path::PathBuf;
-use std::sync::atomic::AtomicBool;
+use std::path::Path;
 use std::time::Instant;
 
 /// Options of `lantern run`.
 #[derive(Default)]
 pub struct Options {
-    pub out: PathBuf,
     /// Recompute these even when cached.
     pub force: Vec<String>,
     /// Run only these (with what they need).
@@ -73,35 +76,225 @@ impl Outcome {
     }
 }
 
-/// The state of a node before running: `cached`, `stale (why)` or `to run (why)`.
-pub fn describe_state(v: &Validated, plan: &Plan, fps: &Fingerprints, store: &Store, ix: NodeIndex) -> String {
-    let fp = match &fps.nodes[&ix] {
-        Ok(fp) => fp,
-        Err(e) => return format!("to run (fingerprint unknown: {e})"),
-    };
-    match store.lookup(fp) {
-        Lookup::Hit(_) => return "cached".into(),
-        Lookup::Corrupt(why) => return format!("stale (artifact corrupt: {why})"),
-        Lookup::Missing => {}
+/// An experiment opened against an output folder: validated, planned, fingerprinted.
+pub struct Session {
+    pub v: Validated,
+    pub store: Store,
+    pub fps: Fingerprints,
+    digests: DigestCache,
+}
+
+impl Session {
+    /// Parse, validate and plan an experiment file for the output folder `out` (created if
+    /// missing). An invalid file is an `Invalid` error (downcast to print its diagnostics).
+    pub fn open(file: &Path, out: &Path) -> Result<Session> {
+        Session::new(crate::experiment::load(file)?, out)
     }
-    let node = &plan.graph[ix];
-    let Some(old) = views::manifest(&store.dirs, &v.exp.meta.name, &node.name) else {
-        return "to run (never run)".into();
-    };
-    let changed_inputs: Vec<&String> =
-        fps.inputs[&ix].iter().filter(|(k, fp)| old.inputs.get(*k) != Some(fp)).map(|(k, _)| k).collect();
-    if !changed_inputs.is_empty() {
-        return format!(
-            "stale (input changed: {})",
-            changed_inputs.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
-        );
+
+    /// A validated experiment against the output folder `out` (created if missing); refuses an
+    /// experiment folder that leads out of it.
+    pub fn new(v: Validated, out: &Path) -> Result<Session> {
+        let store = Store::open(out)?;
+        store.dirs.experiment(&v.exp.meta.name)?;
+        let digests = DigestCache::open(&store.dirs)?;
+        let fps = fingerprint::compute(&v, &digests);
+        digests.save();
+        Ok(Session { v, store, fps, digests })
     }
-    let params = node_params(v, &node.kind);
-    let changed = changed_fields(&old.params, &params);
-    if changed.is_empty() {
-        "stale (format or seed changed)".into()
-    } else {
-        format!("stale (changed: {})", changed.join(", "))
+
+    /// The experiment's plan.
+    pub fn plan(&self) -> &Plan {
+        &self.v.plan
+    }
+
+    /// The output folder.
+    pub fn out(&self) -> &Path {
+        self.store.dirs.root()
+    }
+
+    /// The state of a node before running: `cached`, `stale (why)` or `to run (why)`.
+    pub fn state(&self, ix: NodeIndex) -> String {
+        let fp = match &self.fps.nodes[&ix] {
+            Ok(fp) => fp,
+            Err(e) => return format!("to run (fingerprint unknown: {e})"),
+        };
+        match self.store.lookup(fp) {
+            Lookup::Hit(_) => return "cached".into(),
+            Lookup::Corrupt(why) => return format!("stale (artifact corrupt: {why})"),
+            Lookup::Missing => {}
+        }
+        let node = &self.v.plan.graph[ix];
+        let Some(old) = views::manifest(&self.store.dirs, &self.v.exp.meta.name, &node.name) else {
+            return "to run (never run)".into();
+        };
+        let changed_inputs: Vec<&str> = self.fps.inputs[&ix]
+            .iter()
+            .filter(|(k, fp)| old.inputs.get(*k) != Some(fp))
+            .map(|(k, _)| k.as_str())
+            .collect();
+        if !changed_inputs.is_empty() {
+            return format!("stale (input changed: {})", changed_inputs.join(", "));
+        }
+        let changed = changed_fields(&old.params, &node_params(&self.v, &node.kind));
+        if changed.is_empty() {
+            "stale (format or seed changed)".into()
+        } else {
+            format!("stale (changed: {})", changed.join(", "))
+        }
+    }
+
+    /// Remove the experiment's links and report; its artifacts stay in the store for `gc`.
+    pub fn clean(&self) -> Result<views::Cleaned> {
+        views::unlink(&self.store.dirs, &self.v.exp.meta.name.value)
+    }
+
+    /// Run (or, with `dry_run`, only describe) the experiment on `device`; Ctrl-C sets `cancel`.
+    pub fn run(
+        &mut self,
+        opts: &Options,
+        cancel: &Cancel,
+        device: candle_core::Device,
+        observer: &dyn Observer,
+    ) -> Result<Outcome> {
+        let v = &self.v;
+        for name in &opts.force {
+            if !v.exp.stages.contains_key(name) && !v.exp.plots.contains_key(name) {
+                let names: Vec<&str> = v.exp.stages.keys().chain(v.exp.plots.keys()).map(|s| s.as_str()).collect();
+                return Err(anyhow!("--force: no stage '{name}'{}", crate::util::did_you_mean(name, names)));
+            }
+        }
+        let sel = selected(&self.v.plan, &opts.only, opts.shard)?;
+        let reporter = observer.reporter();
+        // Runs share the output folder; `gc` waits for them all (and they for it).
+        let _running = if opts.dry_run { None } else { Some(hold_output_folder(&self.store, reporter)?) };
+        if !opts.dry_run {
+            let removed = gc::remove_abandoned(&self.store.dirs)?;
+            if !removed.is_empty() {
+                reporter.note(&format!("removed {} temporary folders left by interrupted runs", removed.len()));
+            }
+        }
+        let models = models::ModelCache::new(device);
+        let exp_name = v.exp.meta.name.value.clone();
+        let order: Vec<NodeIndex> = self.v.plan.order.iter().copied().filter(|ix| sel.contains(ix)).collect();
+        let mut results: Vec<NodeResult> = Vec::new();
+        let mut interrupted = false;
+        for (k, &ix) in order.iter().enumerate() {
+            let node = self.v.plan.graph[ix].clone();
+            let kind = node.kind_name.to_string();
+            let at = events::At { index: k + 1, total: order.len(), name: &node.name, kind: &kind };
+            let mut res = NodeResult {
+                name: node.name.clone(),
+                kind: kind.clone(),
+                status: Status::Pending,
+                seconds: 0.0,
+                fingerprint: None,
+                manifest: None,
+            };
+            if interrupted || opts.dry_run {
+                if opts.dry_run {
+                    observer.event(&at, &Event::Planned(&self.state(ix)));
+                }
+                results.push(res);
+                continue;
+            }
+            let failed_input = self.v.plan.inputs(ix).into_iter().find_map(|p| {
+                let r = results.iter().find(|r| r.name == self.v.plan.graph[p].name)?;
+                matches!(r.status, Status::Failed(_) | Status::Skipped(_)).then(|| r.name.clone())
+            });
+            if let Some(f) = failed_input {
+                observer.event(&at, &Event::Skipped { failed_input: &f });
+                res.status = Status::Skipped(f);
+                results.push(res);
+                continue;
+            }
+            // A trained model's fingerprint is known once its train stage has one.
+            if self.fps.nodes[&ix].is_err() {
+                self.fps = fingerprint::compute(&self.v, &self.digests);
+            }
+            let v = &self.v;
+            let fp = match &self.fps.nodes[&ix] {
+                Ok(fp) => fp.clone(),
+                Err(e) => {
+                    observer.event(&at, &Event::Failed(e));
+                    res.status = Status::Failed(e.clone());
+                    results.push(res);
+                    continue;
+                }
+            };
+            res.fingerprint = Some(fp.clone());
+            let forced = opts.force.contains(&node.name);
+            let first = self.store.lookup(&fp);
+            // Another run may be computing this entry: wait for it, then take what it made.
+            let (lock, waited) = match &first {
+                Lookup::Hit(_) if !forced => (None, false),
+                _ => {
+                    let (lock, waited) = self.store.lock(&fp, || observer.event(&at, &Event::Waiting))?;
+                    (Some(lock), waited)
+                }
+            };
+            let found = match first {
+                Lookup::Missing if !forced && (waited || self.store.entry_dir(&fp)?.exists()) => self.store.lookup(&fp),
+                Lookup::Corrupt(_) if !forced && waited => self.store.lookup(&fp),
+                other => other,
+            };
+            let lock = match (found, lock) {
+                (Lookup::Hit(m), lock) if !forced => {
+                    drop(lock);
+                    link(&self.store, reporter, &exp_name, &node.name, &fp)?;
+                    observer.event(&at, &Event::Cached);
+                    res.status = Status::Cached;
+                    res.seconds = m.seconds;
+                    res.manifest = Some(m);
+                    results.push(res);
+                    continue;
+                }
+                (found, Some(lock)) => {
+                    if let Lookup::Corrupt(why) = found {
+                        observer.event(&at, &Event::Corrupt(&why));
+                    }
+                    lock
+                }
+                // A hit that is forced was looked up without its lock: take it now.
+                (_, None) => self.store.lock(&fp, || observer.event(&at, &Event::Waiting))?.0,
+            };
+            observer.event(&at, &Event::Running);
+            let started = Instant::now();
+            let node_cancel = match &opts.fail_after {
+                Some((stage, units)) if *stage == node.name => cancel.failing_after(*units),
+                _ => cancel.clone(),
+            };
+            let run = RunEnv {
+                v,
+                fps: &self.fps,
+                store: &self.store,
+                models: &models,
+                cancel: &node_cancel,
+                reporter: observer.reporter(),
+            };
+            let outcome = run_node(&run, ix, &fp, &exp_name, &lock);
+            drop(lock);
+            res.seconds = started.elapsed().as_secs_f64();
+            match outcome {
+                Ok(m) => {
+                    link(&self.store, reporter, &exp_name, &node.name, &fp)?;
+                    observer.event(&at, &Event::Done { seconds: res.seconds });
+                    res.status = Status::Computed;
+                    res.manifest = Some(m);
+                }
+                Err(e) if e.is::<crate::util::Interrupted>() => {
+                    observer.event(&at, &Event::Interrupted);
+                    interrupted = true;
+                }
+                Err(e) => {
+                    let msg = format!("{e:#}");
+                    observer.event(&at, &Event::Failed(&msg));
+                    res.status = Status::Failed(msg);
+                }
+            }
+            results.push(res);
+        }
+        self.digests.save();
+        Ok(Outcome { nodes: results, interrupted })
     }
 }
 
@@ -133,7 +326,7 @@ fn changed_fields(old: &serde_json::Value, new: &serde_json::Value) -> Vec<Strin
 fn selected(plan: &Plan, only: &[String], shard: Option<(usize, usize)>) -> Result<BTreeSet<NodeIndex>> {
     if let Some((i, n)) = shard {
         anyhow::ensure!(i >= 1 && i <= n, "--shard {i}/{n}: the shard number must be between 1 and {n}");
-        let want = crate::stages::Part::Shard { index: i - 1, count: n };
+        let want = Part::Shard { index: i - 1, count: n };
         let parts: Vec<NodeIndex> = plan
             .graph
             .node_indices()
@@ -159,195 +352,68 @@ fn selected(plan: &Plan, only: &[String], shard: Option<(usize, usize)>) -> Resu
     Ok(out)
 }
 
-/// Run (or, with `dry_run`, only describe) an experiment.
-pub fn run(v: &Validated, opts: &Options, cancel: &AtomicBool, device: candle_core::Device) -> Result<Outcome> {
-    for name in &opts.force {
-        if !v.exp.stages.contains_key(name) && !v.exp.plots.contains_key(name) {
-            let names: Vec<&str> = v.exp.stages.keys().chain(v.exp.plots.keys()).map(|s| s.as_str()).collect();
-            return Err(anyhow!("--force: no stage '{name}'{}", crate::util::did_you_mean(name, names)));
-        }
-    }
-    let plan = Plan::build(v);
-    let store = Store::open(&opts.out)?;
-    // Refuse an experiment folder that leads out of the output folder before anything runs.
-    store.dirs.experiment(&v.exp.meta.name)?;
-    // Runs share the output folder; `gc` waits for them all (and they for it).
-    let _running = if opts.dry_run { None } else { Some(hold_output_folder(&store)?) };
-    if !opts.dry_run {
-        let removed = gc::remove_abandoned(&store.dirs)?;
-        if !removed.is_empty() {
-            eprintln!("removed {} temporary folders left by interrupted runs", removed.len());
-        }
-    }
-    let digests = DigestCache::open(&store.dirs)?;
-    let mut fps = fingerprint::compute(v, &plan, &digests);
-    digests.save();
-    let sel = selected(&plan, &opts.only, opts.shard)?;
-    let models = models::ModelCache::new(device);
-    let exp_name = v.exp.meta.name.value.clone();
-    let mut results: Vec<NodeResult> = Vec::new();
-    let mut interrupted = false;
-    for &ix in plan.order.iter().filter(|ix| sel.contains(ix)) {
-        let node = plan.graph[ix].clone();
-        let kind = node.kind_name(v).to_string();
-        let mut res = NodeResult {
-            name: node.name.clone(),
-            kind,
-            status: Status::Pending,
-            seconds: 0.0,
-            fingerprint: None,
-            manifest: None,
-        };
-        if interrupted || opts.dry_run {
-            if opts.dry_run {
-                eprintln!("  {:<24} {}", node.name, describe_state(v, &plan, &fps, &store, ix));
-            }
-            results.push(res);
-            continue;
-        }
-        let failed_input = plan.inputs(ix).into_iter().find_map(|p| {
-            let r = results.iter().find(|r| r.name == plan.graph[p].name)?;
-            matches!(r.status, Status::Failed(_) | Status::Skipped(_)).then(|| r.name.clone())
-        });
-        if let Some(f) = failed_input {
-            eprintln!("  {:<24} skipped (input '{f}' failed)", node.name);
-            res.status = Status::Skipped(f);
-            results.push(res);
-            continue;
-        }
-        // A trained model's fingerprint is known once its train stage has one.
-        if fps.nodes[&ix].is_err() {
-            fps = fingerprint::compute(v, &plan, &digests);
-        }
-        let fp = match &fps.nodes[&ix] {
-            Ok(fp) => fp.clone(),
-            Err(e) => {
-                eprintln!("  {:<24} failed: {e}", node.name);
-                res.status = Status::Failed(e.clone());
-                results.push(res);
-                continue;
-            }
-        };
-        res.fingerprint = Some(fp.clone());
-        let forced = opts.force.contains(&node.name);
-        let first = store.lookup(&fp);
-        // Another run may be computing this entry: wait for it, then take what it made.
-        let (lock, waited) = match &first {
-            Lookup::Hit(_) if !forced => (None, false),
-            _ => {
-                let (lock, waited) = store.lock(&fp, || {
-                    eprintln!("  {:<24} waiting for another lantern run that is computing it", node.name)
-                })?;
-                (Some(lock), waited)
-            }
-        };
-        let found = match first {
-            Lookup::Missing if !forced && (waited || store.entry_dir(&fp)?.exists()) => store.lookup(&fp),
-            Lookup::Corrupt(_) if !forced && waited => store.lookup(&fp),
-            other => other,
-        };
-        match found {
-            Lookup::Hit(m) if !forced => {
-                drop(lock);
-                link(&store, &exp_name, &node.name, &fp)?;
-                eprintln!("  {:<24} cached", node.name);
-                res.status = Status::Cached;
-                res.seconds = m.seconds;
-                res.manifest = Some(m);
-                results.push(res);
-                continue;
-            }
-            Lookup::Corrupt(why) => eprintln!("  {:<24} artifact corrupt ({why}): recomputing", node.name),
-            _ => {}
-        }
-        let lock = lock.expect("taken unless cached");
-        eprintln!("  {:<24} running ({})", node.name, res.kind);
-        let started = Instant::now();
-        let env = RunEnv {
-            v,
-            plan: &plan,
-            fps: &fps,
-            store: &store,
-            models: &models,
-            cancel,
-            fail_after: opts.fail_after.clone(),
-        };
-        let outcome = run_node(&env, ix, &fp, &exp_name, &lock);
-        drop(lock);
-        res.seconds = started.elapsed().as_secs_f64();
-        match outcome {
-            Ok(m) => {
-                link(&store, &exp_name, &node.name, &fp)?;
-                eprintln!("  {:<24} done in {:.1}s", node.name, res.seconds);
-                res.status = Status::Computed;
-                res.manifest = Some(m);
-            }
-            Err(e) if e.is::<Interrupted>() => {
-                eprintln!("  {:<24} interrupted: its partial output was discarded", node.name);
-                interrupted = true;
-            }
-            Err(e) => {
-                eprintln!("  {:<24} failed: {e:#}", node.name);
-                res.status = Status::Failed(format!("{e:#}"));
-            }
-        }
-        results.push(res);
-    }
-    digests.save();
-    Ok(Outcome { nodes: results, interrupted })
-}
-
 /// A shared hold on the output folder for the length of a run (`gc` takes it exclusively).
-fn hold_output_folder(store: &Store) -> Result<FileLock> {
+fn hold_output_folder(store: &Store, reporter: &dyn crate::util::Reporter) -> Result<FileLock> {
     let path = store.dirs.out_lock()?;
     if let Some(l) = FileLock::try_acquire(&path, Mode::Shared)? {
         return Ok(l);
     }
-    eprintln!("waiting for `lantern gc` to finish with {}", store.dirs.root().display());
+    reporter.note(&format!("waiting for `lantern gc` to finish with {}", store.dirs.root().display()));
     FileLock::acquire(&path, Mode::Shared)
 }
 
 /// Link a node's view, saying where a file or folder found in its place went.
-fn link(store: &Store, experiment: &str, node: &str, fp: &Fingerprint) -> Result<()> {
+fn link(
+    store: &Store,
+    reporter: &dyn crate::util::Reporter,
+    experiment: &str,
+    node: &str,
+    fp: &Fingerprint,
+) -> Result<()> {
     if let Some(aside) = views::link(&store.dirs, experiment, node, fp)? {
-        eprintln!("warning: {node}: what was in the place of its link was moved to {}", aside.display());
+        reporter.warn(&format!("{node}: what was in the place of its link was moved to {}", aside.display()));
     }
     Ok(())
 }
 
 /// Compute one node into a fresh store entry (holding its lock).
-fn run_node(
-    env: &RunEnv,
-    ix: NodeIndex,
-    fp: &Fingerprint,
-    exp_name: &str,
-    lock: &crate::store::EntryLock,
-) -> Result<Manifest> {
-    let v = env.v;
-    let node = &env.plan.graph[ix];
-    let pending = env.store.begin(fp, lock)?;
+fn run_node(run: &RunEnv, ix: NodeIndex, fp: &Fingerprint, exp_name: &str, lock: &EntryLock) -> Result<Manifest> {
+    let v = run.v;
+    let node = &run.v.plan.graph[ix];
+    let pending = run.store.begin(fp, lock)?;
     let started_unix =
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
     let started = Instant::now();
-    let mut cx = RunCx::new(env, &node.name, pending.dir.clone());
+    let stage = match &node.kind {
+        NodeKind::Part { stage, .. } => Some(stage.clone()),
+        _ => None,
+    };
+    let mut env = NodeEnv {
+        run,
+        name: node.name.clone(),
+        out: pending.dir.clone(),
+        stage,
+        cancel: run.cancel.clone(),
+        base_dir: v.exp.base_dir(),
+    };
     match &node.kind {
-        NodeKind::Tokenize { dataset, model } => crate::stages::tokenize::run(&mut cx, dataset, model)?,
-        NodeKind::Stage(s) => v.exp.stages[s].value.stage().run(&mut cx)?,
-        NodeKind::Part { stage, part } => v.exp.stages[stage].value.stage().run_part(&mut cx, *part)?,
-        NodeKind::Plot(p) => crate::stages::Stage::run(&v.exp.plots[p].value, &mut cx)?,
+        NodeKind::Tokenize { dataset, model } => crate::stages::tokenize::run(&mut env, dataset, model)?,
+        NodeKind::Stage(s) => v.exp.stages[s].value.stage().run(&mut env)?,
+        NodeKind::Part { stage, part } => v.exp.stages[stage].value.stage().run_part(&mut env, *part)?,
+        NodeKind::Plot(p) => v.exp.plots[p].value.run(&mut env)?,
     }
     let manifest = Manifest {
         format_version: crate::store::FORMAT_VERSION,
         tool_version: env!("CARGO_PKG_VERSION").to_string(),
         fingerprint: fp.to_string(),
-        kind: node.kind_name(v).to_string(),
+        kind: node.kind_name.to_string(),
         stage: node.name.clone(),
         experiment: exp_name.to_string(),
         params: node_params(v, &node.kind),
-        inputs: env.fps.inputs[&ix].clone(),
+        inputs: run.fps.inputs[&ix].clone(),
         started_unix,
         seconds: started.elapsed().as_secs_f64(),
         files: vec![],
     };
-    env.store.commit(pending, manifest)
+    run.store.commit(pending, manifest)
 }

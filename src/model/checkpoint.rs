@@ -20,6 +20,7 @@ impl Checkpoint {
     pub fn open(files: &ModelFiles) -> Result<Checkpoint> {
         match files.format {
             WeightFormat::Safetensors => {
+                // SAFETY: weight files are not modified while a model loads (the tensors are copied).
                 let st = unsafe { MmapedSafetensors::multi(&files.weights) }
                     .with_context(|| format!("cannot read safetensors of {}", files.origin))?;
                 let names = st.tensors().into_iter().map(|(n, _)| n).collect();

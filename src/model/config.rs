@@ -1,9 +1,8 @@
 //! Model configuration: the shape and options of a hooked transformer, read from a `config.json`.
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use std::path::Path;
 
 /// Architecture families lantern implements.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -15,10 +14,13 @@ pub enum Family {
 }
 
 /// The MLP non-linearity.
+// Configs and experiment files name it through serde (aliases for other spellings), so the names
+// live here only.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Activation {
     /// GPT-2's tanh approximation.
+    #[serde(alias = "gelu_pytorch_tanh", alias = "gelu_fast")]
     GeluNew,
     /// Exact erf GELU.
     Gelu,
@@ -58,29 +60,6 @@ pub const SUPPORTED: &str = "GPT2LMHeadModel (gpt2, distilgpt2, stanford-crfm), 
 GPTNeoXForCausalLM (Pythia), and NeelNanda TransformerLens checkpoints (solu-*, gelu-*)";
 
 impl ModelConfig {
-    /// Read a Hugging Face `config.json` (or a NeelNanda TL config).
-    pub fn from_file(path: &Path) -> Result<ModelConfig> {
-        let text =
-            std::fs::read_to_string(path).with_context(|| format!("cannot read model config {}", path.display()))?;
-        let v: Value = serde_json::from_str(&text).with_context(|| format!("{} is not valid JSON", path.display()))?;
-        Self::from_json(&v).with_context(|| format!("in model config {}", path.display()))
-    }
-
-    pub fn from_json(v: &Value) -> Result<ModelConfig> {
-        let model_type = v.get("model_type").and_then(Value::as_str).unwrap_or("");
-        let cfg = match model_type {
-            "gpt2" => gpt2_config(v),
-            "gpt_neox" => neox_config(v),
-            "" if v.get("act_fn").is_some() && v.get("d_model").is_some() => super::solu::tl_config(v),
-            other => {
-                let arch = v.get("architectures").and_then(|a| a.get(0)).and_then(Value::as_str).unwrap_or(other);
-                bail!("unsupported architecture '{arch}'; lantern supports {SUPPORTED}")
-            }
-        }?;
-        cfg.check()?;
-        Ok(cfg)
-    }
-
     /// Refuse shapes no model has (a zero or an absurd size), before anything is computed or
     /// allocated from them.
     pub fn check(&self) -> Result<()> {
@@ -118,6 +97,37 @@ impl ModelConfig {
         None
     }
 
+    /// A GPT-2-architecture configuration of the given shape (gelu_new, LayerNorm eps 1e-5, learned
+    /// positions, BOS = EOS = the last token).
+    pub fn gpt2(
+        n_layers: usize,
+        d_model: usize,
+        n_heads: usize,
+        d_mlp: usize,
+        d_vocab: usize,
+        n_ctx: usize,
+    ) -> ModelConfig {
+        ModelConfig {
+            family: Family::Gpt2,
+            n_layers,
+            d_model,
+            n_heads,
+            d_head: d_model.checked_div(n_heads).unwrap_or(0),
+            d_mlp,
+            d_vocab,
+            n_ctx,
+            act: Activation::GeluNew,
+            eps: 1e-5,
+            rotary_dim: 0,
+            rotary_base: 10000.0,
+            parallel_attn_mlp: false,
+            scale_attn_by_inverse_layer_idx: false,
+            masked_score: f32::NEG_INFINITY,
+            bos_token_id: (d_vocab as u32).saturating_sub(1),
+            eos_token_id: (d_vocab as u32).saturating_sub(1),
+        }
+    }
+
     /// Parameters of one MLP neuron layer and of the whole model, for display.
     pub fn n_neurons(&self) -> usize {
         self.n_layers * self.d_mlp
@@ -137,73 +147,14 @@ pub(super) fn get_f64(v: &Value, keys: &[&str], default: f64) -> f64 {
     keys.iter().find_map(|k| v.get(*k).and_then(Value::as_f64)).unwrap_or(default)
 }
 
-fn token_id(v: &Value, key: &str, default: u32) -> u32 {
+pub(super) fn token_id(v: &Value, key: &str, default: u32) -> u32 {
     v.get(key).and_then(Value::as_u64).map(|x| x as u32).unwrap_or(default)
 }
 
-fn activation(name: &str) -> Result<Activation> {
-    Ok(match name {
-        "gelu_new" | "gelu_pytorch_tanh" | "gelu_fast" => Activation::GeluNew,
-        "gelu" => Activation::Gelu,
-        "relu" => Activation::Relu,
-        "solu_ln" => Activation::SoluLn,
-        other => bail!("unsupported activation '{other}' (gelu_new, gelu, relu, solu_ln)"),
-    })
-}
-
-fn gpt2_config(v: &Value) -> Result<ModelConfig> {
-    let d_model = get_usize(v, &["n_embd"])?;
-    let n_heads = get_usize(v, &["n_head"])?;
-    let d_mlp = v.get("n_inner").and_then(Value::as_u64).map(|x| x as usize).unwrap_or(d_model.saturating_mul(4));
-    let act = activation(v.get("activation_function").and_then(Value::as_str).unwrap_or("gelu_new"))?;
-    let vocab = get_usize(v, &["vocab_size"])?;
-    Ok(ModelConfig {
-        family: Family::Gpt2,
-        n_layers: get_usize(v, &["n_layer"])?,
-        d_model,
-        n_heads,
-        d_head: d_model.checked_div(n_heads).unwrap_or(0),
-        d_mlp,
-        d_vocab: vocab,
-        n_ctx: get_usize(v, &["n_positions", "n_ctx"])?,
-        act,
-        eps: get_f64(v, &["layer_norm_epsilon"], 1e-5),
-        rotary_dim: 0,
-        rotary_base: 10000.0,
-        parallel_attn_mlp: false,
-        scale_attn_by_inverse_layer_idx: v
-            .get("scale_attn_by_inverse_layer_idx")
-            .and_then(Value::as_bool)
-            .unwrap_or(false),
-        masked_score: f32::NEG_INFINITY,
-        bos_token_id: token_id(v, "bos_token_id", (vocab as u32).saturating_sub(1)),
-        eos_token_id: token_id(v, "eos_token_id", (vocab as u32).saturating_sub(1)),
-    })
-}
-
-fn neox_config(v: &Value) -> Result<ModelConfig> {
-    let d_model = get_usize(v, &["hidden_size"])?;
-    let n_heads = get_usize(v, &["num_attention_heads"])?;
-    let d_head = d_model.checked_div(n_heads).unwrap_or(0);
-    let pct = get_f64(v, &["partial_rotary_factor", "rotary_pct"], 1.0);
-    let act = activation(v.get("hidden_act").and_then(Value::as_str).unwrap_or("gelu"))?;
-    Ok(ModelConfig {
-        family: Family::NeoX,
-        n_layers: get_usize(v, &["num_hidden_layers"])?,
-        d_model,
-        n_heads,
-        d_head,
-        d_mlp: get_usize(v, &["intermediate_size"])?,
-        d_vocab: get_usize(v, &["vocab_size"])?,
-        n_ctx: get_usize(v, &["max_position_embeddings"])?,
-        act,
-        eps: get_f64(v, &["layer_norm_eps"], 1e-5),
-        rotary_dim: (pct * d_head as f64) as usize,
-        rotary_base: get_f64(v, &["rope_theta", "rotary_emb_base"], 10000.0),
-        parallel_attn_mlp: v.get("use_parallel_residual").and_then(Value::as_bool).unwrap_or(true),
-        scale_attn_by_inverse_layer_idx: false,
-        masked_score: f32::NEG_INFINITY,
-        bos_token_id: token_id(v, "bos_token_id", 0),
-        eos_token_id: token_id(v, "eos_token_id", 0),
-    })
+impl Activation {
+    /// The activation a config names.
+    pub fn parse(name: &str) -> Result<Activation> {
+        serde_json::from_value(Value::String(name.into()))
+            .map_err(|_| anyhow::anyhow!("unsupported activation '{name}' (gelu_new, gelu, relu, solu_ln)"))
+    }
 }

@@ -369,7 +369,7 @@ impl Model {
     fn rotary(&self, x: &Tensor) -> Result<Tensor> {
         let (b, t, nh, dh) = x.dims4()?;
         let (rot, base) = (self.cfg.rotary_dim, self.cfg.rotary_base);
-        if self.device.is_cpu() {
+        if self.fused() {
             let out = with_heads(x, x, x, |xv, _, _| kernels::rotary(xv, b * t, t, nh, dh, rot, base))?;
             return cpu_tensor(out, &[b, t, nh, dh]);
         }

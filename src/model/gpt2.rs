@@ -1,9 +1,41 @@
 //! GPT-2 family (HF `GPT2LMHeadModel`): checkpoint names → TransformerLens parameters.
 
 use super::checkpoint::{Checkpoint, Params};
-use super::config::ModelConfig;
+use super::config::{get_f64, get_usize, token_id, Activation, Family, ModelConfig};
 use anyhow::Result;
 use candle_core::{Device, Tensor};
+use serde_json::Value;
+
+/// The configuration of an HF GPT-2 `config.json`.
+pub fn config(v: &Value) -> Result<ModelConfig> {
+    let d_model = get_usize(v, &["n_embd"])?;
+    let n_heads = get_usize(v, &["n_head"])?;
+    let d_mlp = v.get("n_inner").and_then(Value::as_u64).map(|x| x as usize).unwrap_or(d_model.saturating_mul(4));
+    let act = Activation::parse(v.get("activation_function").and_then(Value::as_str).unwrap_or("gelu_new"))?;
+    let vocab = get_usize(v, &["vocab_size"])?;
+    Ok(ModelConfig {
+        family: Family::Gpt2,
+        n_layers: get_usize(v, &["n_layer"])?,
+        d_model,
+        n_heads,
+        d_head: d_model.checked_div(n_heads).unwrap_or(0),
+        d_mlp,
+        d_vocab: vocab,
+        n_ctx: get_usize(v, &["n_positions", "n_ctx"])?,
+        act,
+        eps: get_f64(v, &["layer_norm_epsilon"], 1e-5),
+        rotary_dim: 0,
+        rotary_base: 10000.0,
+        parallel_attn_mlp: false,
+        scale_attn_by_inverse_layer_idx: v
+            .get("scale_attn_by_inverse_layer_idx")
+            .and_then(Value::as_bool)
+            .unwrap_or(false),
+        masked_score: f32::NEG_INFINITY,
+        bos_token_id: token_id(v, "bos_token_id", (vocab as u32).saturating_sub(1)),
+        eos_token_id: token_id(v, "eos_token_id", (vocab as u32).saturating_sub(1)),
+    })
+}
 
 /// TL's `convert_gpt2_weights`: split c_attn into per-head W_Q/W_K/W_V, tie W_U to W_E.
 pub fn load(ck: &Checkpoint, cfg: &ModelConfig, dev: &Device) -> Result<Params> {

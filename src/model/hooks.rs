@@ -168,6 +168,15 @@ impl HookPoint {
         }
     }
 
+    /// Width of the hook's per-position vector; `None` for hooks over pairs of positions
+    /// (attention scores and pattern), which are not per-neuron data.
+    pub fn width(&self, cfg: &ModelConfig) -> Option<usize> {
+        match self.site() {
+            Some(BlockSite::AttnScores | BlockSite::Pattern) => None,
+            _ => Some(self.shape(cfg, 1, 1)[2..].iter().product()),
+        }
+    }
+
     /// TL's shape of this hook for a batch of `batch` rows and `pos` positions.
     pub fn shape(&self, cfg: &ModelConfig, batch: usize, pos: usize) -> Vec<usize> {
         let (b, p, d) = (batch, pos, cfg.d_model);
@@ -191,7 +200,7 @@ impl HookPoint {
 }
 
 /// Whether a block site exists for this configuration.
-fn site_exists(s: BlockSite, cfg: &ModelConfig) -> bool {
+pub(super) fn site_exists(s: BlockSite, cfg: &ModelConfig) -> bool {
     let neox = cfg.family == Family::NeoX;
     let solu = cfg.family == Family::Solu;
     match s {
@@ -242,50 +251,9 @@ pub fn parse_site(name: &str) -> Option<BlockSite> {
     BlockSite::from_suffix(name).or_else(|| BlockSite::from_alias(name))
 }
 
-/// Every accepted spelling, for "did you mean" suggestions.
-pub fn known_names(cfg: &ModelConfig) -> Vec<String> {
-    let mut names: Vec<String> = all_hooks(cfg, true).iter().map(|h| h.to_string()).collect();
-    for &(s, suffix, alias) in BLOCK_SITES {
-        if site_exists(s, cfg) {
-            names.push(suffix.to_string());
-            names.push(alias.to_string());
-        }
-    }
-    names
-}
-
-/// Select hooks by glob patterns over TL names (`*` = every hook TL fires by default).
-pub fn select_hooks(cfg: &ModelConfig, patterns: &[String]) -> Result<Vec<HookPoint>, String> {
-    let mut out = Vec::new();
-    for pat in patterns {
-        let mut matched = false;
-        if pat == "*" {
-            out.extend(all_hooks(cfg, false));
-            continue;
-        }
-        if let Some(h) = HookPoint::parse(pat) {
-            if h.exists_in(cfg) {
-                out.push(h);
-                continue;
-            }
-        }
-        let glob = glob::Pattern::new(pat).map_err(|e| format!("bad hook pattern '{pat}': {e}"))?;
-        for h in all_hooks(cfg, true) {
-            let name = h.to_string();
-            // Optional hooks are only selected when their name is spelled out.
-            let optional = h.site().is_some_and(|s| !fired_by_default(s));
-            if glob.matches(&name) && (!optional || !pat.contains('*')) {
-                out.push(h);
-                matched = true;
-            }
-        }
-        if !matched {
-            let names = known_names(cfg);
-            let hint = crate::util::did_you_mean(pat, names.iter().map(|s| s.as_str()));
-            return Err(format!("no hook matches '{pat}'{hint}"));
-        }
-    }
-    out.sort();
-    out.dedup();
-    Ok(out)
+/// Parse a neuron written `L1.N23` or `1.23` into (layer, neuron).
+pub fn parse_neuron(s: &str) -> Option<(usize, usize)> {
+    let t = s.trim().trim_start_matches(['L', 'l']);
+    let (l, n) = t.split_once('.')?;
+    Some((l.parse().ok()?, n.trim_start_matches(['N', 'n']).parse().ok()?))
 }

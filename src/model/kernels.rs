@@ -18,9 +18,11 @@ macro_rules! multiversion {
                 #[target_feature(enable = "avx2,fma")]
                 unsafe fn v3($($a: $t),*) $(-> $r)? { body($($a),*) }
                 if std::arch::is_x86_feature_detected!("avx512f") {
+                    // SAFETY: the CPU has the features v4 is compiled for (checked just above).
                     return unsafe { v4($($a),*) };
                 }
                 if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+                    // SAFETY: the CPU has the features v3 is compiled for (checked just above).
                     return unsafe { v3($($a),*) };
                 }
             }
@@ -241,7 +243,7 @@ pub fn linear(x: &[f32], w: &[f32], b: &[f32], rows: usize, k: usize, n: usize) 
     // A zero bias (GPT-2's unembedding) needs no initial pass: the GEMM writes without reading.
     let zero_bias = b.iter().all(|&x| x == 0.0);
     let mut y = Vec::with_capacity(rows * n);
-    crate::util::advise_huge_pages(&y);
+    crate::util::sys::advise_huge_pages(&y);
     if zero_bias {
         // SAFETY: with read_dst = false the GEMM writes every element before anything reads it.
         unsafe { y.set_len(rows * n) };
@@ -250,6 +252,7 @@ pub fn linear(x: &[f32], w: &[f32], b: &[f32], rows: usize, k: usize, n: usize) 
             y.extend_from_slice(b);
         }
     }
+    // SAFETY: `y` holds rows × n elements; x, w and y are contiguous with the strides given.
     unsafe {
         gemm::gemm(
             rows,
@@ -298,10 +301,16 @@ pub struct AttnDims {
 }
 
 struct SendPtr(*mut f32);
+// SAFETY: every parallel task writes a disjoint block through the pointer (see `attention`).
 unsafe impl Send for SendPtr {}
+// SAFETY: as for Send: no two tasks touch the same elements.
 unsafe impl Sync for SendPtr {}
 
 /// C[m×n] = alpha·A·B with arbitrary strides (row stride, column stride), single-threaded.
+///
+/// # Safety
+/// Every element addressed through the pointers and strides must be inside its allocation, and
+/// `dst` must not overlap `lhs` or `rhs`.
 #[allow(clippy::too_many_arguments)]
 unsafe fn small_gemm(
     m: usize,
@@ -356,6 +365,7 @@ fn causal_blocks(t: usize) -> impl Iterator<Item = (usize, usize, usize)> {
 fn scores_bh(q: HeadView, k: HeadView, d: AttnDims, b: usize, h: usize, out: &mut [f32]) {
     let t = d.pos;
     for (r0, rows, cols) in causal_blocks(t) {
+        // SAFETY: `out` is [t, t]; the q and k views cover rows r0..r0 + rows and 0..cols of head h.
         unsafe {
             small_gemm(
                 rows,
@@ -386,6 +396,8 @@ fn pv_bh(pattern: &[f32], v: HeadView, d: AttnDims, b: usize, h: usize, z: &Send
     let t = d.pos;
     let zs = d.heads * d.d_head;
     for (r0, rows, cols) in causal_blocks(t) {
+        // SAFETY: z is [batch, pos, heads, d_head] and this (b, h) writes only its own columns; the
+        // pattern is [t, t] and v covers key positions 0..cols.
         unsafe {
             small_gemm(
                 rows,
@@ -436,11 +448,13 @@ pub fn attention(
             let (b, h) = (i / d.heads, i % d.heads);
             // Each (b, h) owns block i of scores / pattern and its own z columns.
             let s_blk: &mut [f32] = match &sp {
+                // SAFETY: block i of the [blocks, t, t] scores buffer, written by this task only.
                 Some(p) => unsafe { std::slice::from_raw_parts_mut(p.0.add(i * t * t), t * t) },
                 None => s_scratch,
             };
             scores_bh(q, k, d, b, h, s_blk);
             let p_blk: &mut [f32] = match &pp {
+                // SAFETY: block i of the [blocks, t, t] pattern buffer, written by this task only.
                 Some(p) => unsafe { std::slice::from_raw_parts_mut(p.0.add(i * t * t), t * t) },
                 None => p_scratch,
             };

@@ -2,7 +2,6 @@
 //! on a machine where the model has not been downloaded yet.
 
 use super::config::{Activation, Family, ModelConfig};
-use super::random::gpt2_config;
 
 /// (repository, family, layers, d_model, heads, d_mlp, vocab, context, crfm attention scaling)
 const KNOWN: &[(&str, Family, usize, usize, usize, usize, usize, usize, bool)] = &[
@@ -36,7 +35,7 @@ const KNOWN: &[(&str, Family, usize, usize, usize, usize, usize, usize, bool)] =
 pub fn known_config(repo: &str) -> Option<ModelConfig> {
     let &(_, family, n_layers, d_model, n_heads, d_mlp, d_vocab, n_ctx, crfm) = KNOWN.iter().find(|k| k.0 == repo)?;
     let neox = family == Family::NeoX;
-    let mut cfg = gpt2_config(n_layers, d_model, n_heads, d_mlp, d_vocab, n_ctx);
+    let mut cfg = ModelConfig::gpt2(n_layers, d_model, n_heads, d_mlp, d_vocab, n_ctx);
     cfg.family = family;
     cfg.act = match family {
         Family::Gpt2 => Activation::GeluNew,
@@ -49,4 +48,14 @@ pub fn known_config(repo: &str) -> Option<ModelConfig> {
     let special = if neox { 0 } else { 50256 };
     (cfg.bos_token_id, cfg.eos_token_id) = (special, special);
     Some(cfg)
+}
+
+/// The configuration of a model named on the command line (folder, hub name or alias) without
+/// loading weights: from its files when they are here, else from the known shapes.
+pub fn config_of(model: &str) -> anyhow::Result<ModelConfig> {
+    match super::ModelFiles::from_name(model, false) {
+        Ok(f) => ModelConfig::from_file(&f.config),
+        Err(e) if !std::path::Path::new(model).is_dir() => known_config(super::source::resolve_alias(model)).ok_or(e),
+        Err(e) => Err(e),
+    }
 }

@@ -10,27 +10,59 @@ pub mod intervene;
 pub mod kernels;
 pub mod known;
 mod neox;
+pub mod origin;
 pub mod outputs;
 pub mod processing;
 pub mod random;
 mod refactor;
+pub mod selector;
 mod solu;
 pub mod source;
 pub mod tokenizer;
+mod trace;
 pub mod weights;
 
 pub use config::{Activation, Family, ModelConfig};
 pub use forward::{Request, Start};
 pub use hooks::{BlockSite, HookPoint};
 pub use intervene::{Action, Intervention};
+pub use origin::{ModelSource, ResolvedModel};
 pub use processing::Processing;
 pub use source::ModelFiles;
 pub use tokenizer::Tokenizer;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use candle_core::{Device, Tensor};
 use checkpoint::Checkpoint;
+use config::SUPPORTED;
+use serde_json::Value;
 use std::collections::BTreeMap;
+use std::path::Path;
+
+impl ModelConfig {
+    /// Read a Hugging Face `config.json` (or a NeelNanda TL config).
+    pub fn from_file(path: &Path) -> Result<ModelConfig> {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("cannot read model config {}", path.display()))?;
+        let v: Value = serde_json::from_str(&text).with_context(|| format!("{} is not valid JSON", path.display()))?;
+        Self::from_json(&v).with_context(|| format!("in model config {}", path.display()))
+    }
+
+    pub fn from_json(v: &Value) -> Result<ModelConfig> {
+        let model_type = v.get("model_type").and_then(Value::as_str).unwrap_or("");
+        let cfg = match model_type {
+            "gpt2" => gpt2::config(v),
+            "gpt_neox" => neox::config(v),
+            "" if v.get("act_fn").is_some() && v.get("d_model").is_some() => solu::config(v),
+            other => {
+                let arch = v.get("architectures").and_then(|a| a.get(0)).and_then(Value::as_str).unwrap_or(other);
+                bail!("unsupported architecture '{arch}'; lantern supports {SUPPORTED}")
+            }
+        }?;
+        cfg.check()?;
+        Ok(cfg)
+    }
+}
 
 /// A loaded model, ready to run.
 pub struct Model {
@@ -71,15 +103,26 @@ impl Model {
             cfg.bos_token_id = t.bos;
             cfg.eos_token_id = t.eos;
         }
-        Ok(Model {
+        Ok(Model { tokenizer, ..Model::from_weights(cfg, weights, processing, device, &files.origin) })
+    }
+
+    /// A model of these weights, without a tokenizer, on the fused CPU kernels where they apply.
+    pub fn from_weights(
+        cfg: ModelConfig,
+        weights: weights::Weights,
+        processing: Processing,
+        device: &Device,
+        origin: &str,
+    ) -> Model {
+        Model {
             cfg,
             weights,
             processing,
             device: device.clone(),
-            tokenizer,
-            origin: files.origin.clone(),
+            tokenizer: None,
+            origin: origin.into(),
             portable_ops: false,
-        })
+        }
     }
 
     /// The tokenizer, or an error naming the model.

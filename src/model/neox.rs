@@ -1,9 +1,38 @@
 //! GPT-NeoX / Pythia family (HF `GPTNeoXForCausalLM`): checkpoint names → TransformerLens parameters.
 
 use super::checkpoint::{Checkpoint, Params};
-use super::config::ModelConfig;
+use super::config::{get_f64, get_usize, token_id, Activation, Family, ModelConfig};
 use anyhow::Result;
 use candle_core::{DType, Device, Tensor};
+use serde_json::Value;
+
+/// The configuration of an HF GPT-NeoX `config.json`.
+pub fn config(v: &Value) -> Result<ModelConfig> {
+    let d_model = get_usize(v, &["hidden_size"])?;
+    let n_heads = get_usize(v, &["num_attention_heads"])?;
+    let d_head = d_model.checked_div(n_heads).unwrap_or(0);
+    let pct = get_f64(v, &["partial_rotary_factor", "rotary_pct"], 1.0);
+    let act = Activation::parse(v.get("hidden_act").and_then(Value::as_str).unwrap_or("gelu"))?;
+    Ok(ModelConfig {
+        family: Family::NeoX,
+        n_layers: get_usize(v, &["num_hidden_layers"])?,
+        d_model,
+        n_heads,
+        d_head,
+        d_mlp: get_usize(v, &["intermediate_size"])?,
+        d_vocab: get_usize(v, &["vocab_size"])?,
+        n_ctx: get_usize(v, &["max_position_embeddings"])?,
+        act,
+        eps: get_f64(v, &["layer_norm_eps"], 1e-5),
+        rotary_dim: (pct * d_head as f64) as usize,
+        rotary_base: get_f64(v, &["rope_theta", "rotary_emb_base"], 10000.0),
+        parallel_attn_mlp: v.get("use_parallel_residual").and_then(Value::as_bool).unwrap_or(true),
+        scale_attn_by_inverse_layer_idx: false,
+        masked_score: f32::NEG_INFINITY,
+        bos_token_id: token_id(v, "bos_token_id", 0),
+        eos_token_id: token_id(v, "eos_token_id", 0),
+    })
+}
 
 /// TL's `convert_neox_weights`: query_key_value is laid out (head, qkv, d_head) on its output axis.
 pub fn load(ck: &Checkpoint, cfg: &ModelConfig, dev: &Device) -> Result<Params> {

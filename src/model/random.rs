@@ -1,42 +1,12 @@
 //! Models with seeded random weights (GPT-2 initialisation), for benchmarks, tests and training.
 
 use super::checkpoint::Params;
-use super::config::{Activation, Family, ModelConfig};
+use super::config::ModelConfig;
 use super::{weights::Weights, Model, Processing};
 use anyhow::Result;
 use candle_core::{Device, Tensor};
 use rand::SeedableRng;
 use rand_distr::{Distribution, Normal};
-
-/// A GPT-2-architecture configuration of the given shape.
-pub fn gpt2_config(
-    n_layers: usize,
-    d_model: usize,
-    n_heads: usize,
-    d_mlp: usize,
-    d_vocab: usize,
-    n_ctx: usize,
-) -> ModelConfig {
-    ModelConfig {
-        family: Family::Gpt2,
-        n_layers,
-        d_model,
-        n_heads,
-        d_head: d_model.checked_div(n_heads).unwrap_or(0),
-        d_mlp,
-        d_vocab,
-        n_ctx,
-        act: Activation::GeluNew,
-        eps: 1e-5,
-        rotary_dim: 0,
-        rotary_base: 10000.0,
-        parallel_attn_mlp: false,
-        scale_attn_by_inverse_layer_idx: false,
-        masked_score: f32::NEG_INFINITY,
-        bos_token_id: (d_vocab as u32).saturating_sub(1),
-        eos_token_id: (d_vocab as u32).saturating_sub(1),
-    }
-}
 
 /// TL-layout parameters drawn like GPT-2's initialisation: N(0, 0.02) matrices (output
 /// projections scaled by 1/sqrt(2·layers)), LayerNorm weights 1, biases 0.
@@ -82,14 +52,6 @@ impl Model {
     pub fn random(cfg: ModelConfig, seed: u64, dev: &Device) -> Result<Model> {
         let params = gpt2_params(&cfg, seed, dev)?;
         let weights = Weights::from_params(params, &cfg)?;
-        Ok(Model {
-            cfg,
-            weights,
-            processing: Processing::NONE,
-            device: dev.clone(),
-            tokenizer: None,
-            origin: format!("random (seed {seed})"),
-            portable_ops: false,
-        })
+        Ok(Model::from_weights(cfg, weights, Processing::NONE, dev, &format!("random (seed {seed})")))
     }
 }

@@ -2,20 +2,13 @@
 
 use super::checkpoint::{Checkpoint, Params};
 use super::config::{get_usize, Activation, Family, ModelConfig};
-use super::random::gpt2_config;
 use anyhow::{bail, Result};
 use candle_core::{DType, Device, Tensor};
 use serde_json::Value;
 
 /// TL's `convert_neel_model_config`: only these fields matter; eps is always 1e-5.
-pub fn tl_config(v: &Value) -> Result<ModelConfig> {
-    let act = match v.get("act_fn").and_then(Value::as_str).unwrap_or("") {
-        "solu_ln" => Activation::SoluLn,
-        "gelu" => Activation::Gelu,
-        "gelu_new" => Activation::GeluNew,
-        "relu" => Activation::Relu,
-        other => bail!("unsupported act_fn '{other}' (solu_ln, gelu, gelu_new, relu)"),
-    };
+pub fn config(v: &Value) -> Result<ModelConfig> {
+    let act = Activation::parse(v.get("act_fn").and_then(Value::as_str).unwrap_or(""))?;
     if v.get("attn_only").and_then(Value::as_bool).unwrap_or(false) {
         bail!("attention-only models are not supported");
     }
@@ -27,7 +20,7 @@ pub fn tl_config(v: &Value) -> Result<ModelConfig> {
     }
     let d_model = get_usize(v, &["d_model"])?;
     let n_heads = get_usize(v, &["n_heads"])?;
-    let mut cfg = gpt2_config(
+    let mut cfg = ModelConfig::gpt2(
         get_usize(v, &["n_layers"])?,
         d_model,
         n_heads,

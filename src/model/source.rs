@@ -158,6 +158,17 @@ impl ModelFiles {
     }
 
     /// Locate a model by hub name or TL alias, through the cache (downloading what is missing).
+    /// A model named on the command line: a folder, else a hub name or TL alias (downloaded when
+    /// `download` and online).
+    pub fn from_name(name: &str, download: bool) -> Result<ModelFiles> {
+        let dir = Path::new(name);
+        match (dir.is_dir(), download) {
+            (true, _) => Self::from_folder(dir),
+            (false, true) => Self::from_hub(name, None),
+            (false, false) => Self::from_hub_offline(name, None),
+        }
+    }
+
     pub fn from_hub(name: &str, revision: Option<&str>) -> Result<ModelFiles> {
         Self::from_cache(&hub_cache(), name, revision, true)
     }

@@ -1,10 +1,10 @@
-//! The plan: a petgraph DAG of nodes (tokenization of a dataset for a model, stages, plots) built
-//! from references, in run order, with Graphviz output.
+//! The plan: a petgraph DAG of nodes (tokenization of a dataset for a model, stages, stage parts,
+//! plots) built from the references of stage specs, in run order, with Graphviz output. Validation
+//! builds it (a cycle is an error there) and the executor runs it.
 
-pub mod fingerprint;
-
-use crate::spec::Validated;
-use crate::stages::{Dep, Part, Stage};
+use crate::model::{ModelSource, ResolvedModel};
+use crate::spec::Sp;
+use crate::stages::{Dep, Part, PlotStage, Stage, StageSpec};
 use petgraph::graph::{DiGraph, NodeIndex};
 use std::collections::BTreeMap;
 
@@ -30,17 +30,21 @@ pub struct Node {
     /// Display name: the stage or plot name, `dataset@model` for tokenization.
     pub name: String,
     pub kind: NodeKind,
+    /// `tokenize`, `plot` or the stage's kind.
+    pub kind_name: &'static str,
 }
 
-impl Node {
-    pub fn kind_name<'a>(&self, v: &'a Validated) -> &'a str {
-        match &self.kind {
-            NodeKind::Tokenize { .. } => "tokenize",
-            NodeKind::Stage(s) | NodeKind::Part { stage: s, .. } => v.exp.stages[s].value.kind(),
-            NodeKind::Plot(_) => "plot",
-        }
-    }
+/// What a plan is built from: the experiment's stages, plots, resolved models and seed.
+pub struct Sources<'a> {
+    pub stages: &'a BTreeMap<String, Sp<StageSpec>>,
+    pub plots: &'a BTreeMap<String, Sp<PlotStage>>,
+    pub models: &'a BTreeMap<String, ResolvedModel>,
+    pub seed: u64,
 }
+
+/// The stages on a cycle, in edge order, the first repeated at the end.
+#[derive(Debug)]
+pub struct Cycle(pub Vec<String>);
 
 pub struct Plan {
     pub graph: DiGraph<Node, ()>,
@@ -50,16 +54,14 @@ pub struct Plan {
 
 /// The node a stage's dependency points at, creating tokenization nodes on the way.
 fn dep_node(
-    v: &Validated,
+    src: &Sources,
     g: &mut DiGraph<Node, ()>,
     index: &mut BTreeMap<String, NodeIndex>,
     d: &Dep,
 ) -> Option<NodeIndex> {
     match d {
-        Dep::Model(m) => match &v.models.get(m.name())?.source {
-            crate::exec::models::ModelSource::Trained { stage, seed } => {
-                index.get(&crate::stages::train::seed_node(stage, *seed)).copied()
-            }
+        Dep::Model(m) => match &src.models.get(m.name())?.source {
+            ModelSource::Trained { stage, seed } => index.get(&Part::Seed(*seed).node_name(stage)).copied(),
             _ => None,
         },
         Dep::Tokens { dataset, model } => {
@@ -68,10 +70,11 @@ fn dep_node(
                 g.add_node(Node {
                     name,
                     kind: NodeKind::Tokenize { dataset: dataset.name().into(), model: model.name().into() },
+                    kind_name: "tokenize",
                 })
             });
             // Tokenizing for a trained model needs its tokenizer first.
-            if let Some(train) = dep_node(v, g, index, &Dep::Model(model)) {
+            if let Some(train) = dep_node(src, g, index, &Dep::Model(model)) {
                 g.update_edge(train, ix, ());
             }
             Some(ix)
@@ -82,8 +85,8 @@ fn dep_node(
 }
 
 /// Topological order, ties broken by definition order (stages by name, then plots), so runs list
-/// their stages the same way every time.
-fn stable_order(g: &DiGraph<Node, ()>) -> Vec<NodeIndex> {
+/// their stages the same way every time; `None` when the graph has a cycle.
+fn stable_order(g: &DiGraph<Node, ()>) -> Option<Vec<NodeIndex>> {
     use std::cmp::Reverse;
     use std::collections::BinaryHeap;
     let mut indeg: Vec<usize> =
@@ -101,50 +104,100 @@ fn stable_order(g: &DiGraph<Node, ()>) -> Vec<NodeIndex> {
             }
         }
     }
-    assert_eq!(order.len(), g.node_count(), "validation rejects cycles");
-    order
+    (order.len() == g.node_count()).then_some(order)
+}
+
+/// The stages on a cycle of the graph, in edge order, the first repeated at the end (`c1 → c2 →
+/// c1`); a stage's parts count as the stage, tokenization nodes are passed through.
+fn cycle(g: &DiGraph<Node, ()>) -> Vec<String> {
+    let scc = petgraph::algo::tarjan_scc(g)
+        .into_iter()
+        .find(|c| c.len() > 1 || g.contains_edge(c[0], c[0]))
+        .unwrap_or_default();
+    let stage = |ix: NodeIndex| match &g[ix].kind {
+        NodeKind::Stage(s) | NodeKind::Part { stage: s, .. } | NodeKind::Plot(s) => Some(s.clone()),
+        NodeKind::Tokenize { .. } => None,
+    };
+    let Some(&start) =
+        scc.iter().filter(|&&ix| matches!(g[ix].kind, NodeKind::Stage(_))).min_by_key(|&&ix| &g[ix].name)
+    else {
+        return vec![];
+    };
+    // Breadth-first inside the component, back to the start.
+    let mut prev: BTreeMap<NodeIndex, NodeIndex> = BTreeMap::new();
+    let mut queue = std::collections::VecDeque::from([start]);
+    'search: while let Some(ix) = queue.pop_front() {
+        let mut next: Vec<NodeIndex> = g.neighbors(ix).filter(|n| scc.contains(n)).collect();
+        next.sort_by_key(|&n| &g[n].name);
+        for n in next {
+            if n == start {
+                prev.insert(start, ix);
+                break 'search;
+            }
+            if let std::collections::btree_map::Entry::Vacant(e) = prev.entry(n) {
+                e.insert(ix);
+                queue.push_back(n);
+            }
+        }
+    }
+    let mut path = vec![start];
+    let mut at = prev[&start];
+    while at != start {
+        path.push(at);
+        at = prev[&at];
+    }
+    path.push(start);
+    path.reverse();
+    let mut names: Vec<String> = path.into_iter().filter_map(stage).collect();
+    names.dedup();
+    names
 }
 
 impl Plan {
-    pub fn build(v: &Validated) -> Plan {
+    /// The plan of an experiment's stages and plots; `Err` names the stages on a cycle.
+    pub fn build(src: &Sources) -> Result<Plan, Cycle> {
         let mut g = DiGraph::new();
         let mut index = BTreeMap::new();
-        let mut seed_nodes = Vec::new();
-        for (name, st) in &v.exp.stages {
-            let ix = g.add_node(Node { name: name.clone(), kind: NodeKind::Stage(name.clone()) });
+        let mut part_nodes = Vec::new();
+        for (name, st) in src.stages {
+            let kind_name = st.value.kind();
+            let ix = g.add_node(Node { name: name.clone(), kind: NodeKind::Stage(name.clone()), kind_name });
             index.insert(name.clone(), ix);
-            for part in st.value.stage().parts(v.exp.meta.seed) {
+            for part in st.value.stage().parts(src.seed) {
                 let n = part.node_name(name);
-                let s = g.add_node(Node { name: n.clone(), kind: NodeKind::Part { stage: name.clone(), part } });
+                let kind = NodeKind::Part { stage: name.clone(), part };
+                let s = g.add_node(Node { name: n.clone(), kind, kind_name });
                 g.update_edge(s, ix, ());
                 index.insert(n.clone(), s);
-                seed_nodes.push((name.clone(), s));
+                part_nodes.push((name.clone(), s));
             }
         }
-        for name in v.exp.plots.keys() {
-            index.insert(name.clone(), g.add_node(Node { name: name.clone(), kind: NodeKind::Plot(name.clone()) }));
+        for name in src.plots.keys() {
+            let node = Node { name: name.clone(), kind: NodeKind::Plot(name.clone()), kind_name: "plot" };
+            index.insert(name.clone(), g.add_node(node));
         }
-        let deps: Vec<(String, Vec<Dep>)> = v
-            .exp
+        let deps: Vec<(String, Vec<Dep>)> = src
             .stages
             .iter()
             .map(|(n, s)| (n.clone(), s.value.stage().deps()))
-            .chain(v.exp.plots.iter().map(|(n, p)| (n.clone(), p.value.deps())))
+            .chain(src.plots.iter().map(|(n, p)| (n.clone(), p.value.deps())))
             .collect();
         for (name, ds) in &deps {
             // A fanned-out stage's inputs feed each of its parts.
             let mut targets = vec![index[name]];
-            targets.extend(seed_nodes.iter().filter(|(s, _)| s == name).map(|(_, ix)| *ix));
+            targets.extend(part_nodes.iter().filter(|(s, _)| s == name).map(|(_, ix)| *ix));
             for d in ds {
-                if let Some(from) = dep_node(v, &mut g, &mut index, d) {
+                if let Some(from) = dep_node(src, &mut g, &mut index, d) {
                     for &to in &targets {
                         g.update_edge(from, to, ());
                     }
                 }
             }
         }
-        let order = stable_order(&g);
-        Plan { graph: g, order }
+        match stable_order(&g) {
+            Some(order) => Ok(Plan { graph: g, order }),
+            None => Err(Cycle(cycle(&g))),
+        }
     }
 
     pub fn find(&self, name: &str) -> Option<NodeIndex> {
@@ -172,7 +225,7 @@ impl Plan {
     }
 
     /// Graphviz of the plan, each node labelled with its kind and, when given, its state.
-    pub fn dot(&self, v: &Validated, state: impl Fn(NodeIndex) -> String) -> String {
+    pub fn dot(&self, state: impl Fn(NodeIndex) -> String) -> String {
         let mut s = String::from("digraph lantern {\n  rankdir=LR;\n  node [shape=box, fontname=\"sans-serif\"];\n");
         for &ix in &self.order {
             let n = &self.graph[ix];
@@ -186,7 +239,7 @@ impl Plan {
                 "  n{} [label=\"{}\\n{} · {}\", style=filled, fillcolor={color}];\n",
                 ix.index(),
                 n.name,
-                n.kind_name(v),
+                n.kind_name,
                 st.replace('"', "'")
             );
         }

@@ -13,7 +13,7 @@ use plotters::style::text_anchor::{HPos, Pos, VPos};
 /// (group name, bins as (left, right, count)).
 type Hist = Vec<(String, Vec<(f64, f64, f64)>)>;
 
-fn bins_of(spec: &PlotSpec, df: &polars::prelude::DataFrame) -> Result<Hist> {
+fn bins_of<S>(spec: &PlotSpec<S>, df: &polars::prelude::DataFrame) -> Result<Hist> {
     let groups = match &spec.group {
         Some(g) => strs(df, g)?,
         None => vec![String::new(); df.height()],
@@ -64,9 +64,9 @@ fn bins_of(spec: &PlotSpec, df: &polars::prelude::DataFrame) -> Result<Hist> {
         .collect())
 }
 
-pub fn histogram<DB: DrawingBackend>(
+pub fn histogram<S, DB: DrawingBackend>(
     root: &DrawingArea<DB, Shift>,
-    spec: &PlotSpec,
+    spec: &PlotSpec<S>,
     df: &polars::prelude::DataFrame,
 ) -> Result<()> {
     let hist = bins_of(spec, df)?;
@@ -164,9 +164,9 @@ impl CategoryLabels {
     }
 }
 
-pub fn bar<DB: DrawingBackend>(
+pub fn bar<S, DB: DrawingBackend>(
     root: &DrawingArea<DB, Shift>,
-    spec: &PlotSpec,
+    spec: &PlotSpec<S>,
     df: &polars::prelude::DataFrame,
 ) -> Result<()> {
     let xname = spec.x.clone().unwrap_or_default();
@@ -251,9 +251,9 @@ pub fn bar<DB: DrawingBackend>(
     Ok(())
 }
 
-pub fn boxes<DB: DrawingBackend>(
+pub fn boxes<S, DB: DrawingBackend>(
     root: &DrawingArea<DB, Shift>,
-    spec: &PlotSpec,
+    spec: &PlotSpec<S>,
     df: &polars::prelude::DataFrame,
 ) -> Result<()> {
     let xname = spec.x.clone().unwrap_or_default();

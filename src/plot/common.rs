@@ -70,9 +70,9 @@ fn tick(v: f64, log: bool) -> String {
 }
 
 /// A chart with title, axis descriptions and a light mesh.
-pub fn chart<'a, DB: DrawingBackend>(
+pub fn chart<'a, S, DB: DrawingBackend>(
     area: &'a DrawingArea<DB, Shift>,
-    spec: &PlotSpec,
+    spec: &PlotSpec<S>,
     xr: Range<f64>,
     yr: Range<f64>,
     default_x: &str,
@@ -102,7 +102,7 @@ pub fn chart<'a, DB: DrawingBackend>(
 }
 
 /// Draw the spec's annotations: a small ring at the point and the text beside it.
-pub fn annotate<'a, DB: DrawingBackend + 'a>(c: &mut Chart<'a, DB>, spec: &PlotSpec) -> Result<()> {
+pub fn annotate<'a, S, DB: DrawingBackend + 'a>(c: &mut Chart<'a, DB>, spec: &PlotSpec<S>) -> Result<()> {
     for a in &spec.annotations {
         let p = (axis_value(a.x, spec.log_x), axis_value(a.y, spec.log_y));
         let mark = EmptyElement::at(p)

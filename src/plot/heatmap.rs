@@ -44,15 +44,15 @@ pub fn color_of(v: f64, lo: f64, hi: f64) -> RGBColor {
 }
 
 /// The colour limits for a set of values.
-pub fn limits(spec: &PlotSpec, values: &[f64]) -> (f64, f64) {
+pub fn limits<S>(spec: &PlotSpec<S>, values: &[f64]) -> (f64, f64) {
     let m = values.iter().filter(|v| v.is_finite()).fold(0.0f64, |m, v| m.max(v.abs()));
     let m = if m == 0.0 { 1.0 } else { m };
     (spec.vmin.unwrap_or(-m), spec.vmax.unwrap_or(m))
 }
 
-pub fn draw<DB: DrawingBackend>(
+pub fn draw<S, DB: DrawingBackend>(
     root: &DrawingArea<DB, Shift>,
-    spec: &PlotSpec,
+    spec: &PlotSpec<S>,
     df: &polars::prelude::DataFrame,
 ) -> Result<()> {
     let (xs, xi, xl) = axis(df, spec.x.as_deref().unwrap_or_default(), spec.x_labels.as_deref())?;

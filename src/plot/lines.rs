@@ -16,7 +16,7 @@ struct Series {
     band: Vec<(f64, f64, f64)>,
 }
 
-fn series(spec: &PlotSpec, df: &polars::prelude::DataFrame) -> Result<Vec<Series>> {
+fn series<S>(spec: &PlotSpec<S>, df: &polars::prelude::DataFrame) -> Result<Vec<Series>> {
     let x: Vec<f64> =
         f64s(df, spec.x.as_deref().unwrap_or_default())?.into_iter().map(|v| axis_value(v, spec.log_x)).collect();
     let band = match &spec.band {
@@ -60,9 +60,9 @@ fn series(spec: &PlotSpec, df: &polars::prelude::DataFrame) -> Result<Vec<Series
     Ok(out)
 }
 
-pub fn draw<DB: DrawingBackend>(
+pub fn draw<S, DB: DrawingBackend>(
     root: &DrawingArea<DB, Shift>,
-    spec: &PlotSpec,
+    spec: &PlotSpec<S>,
     df: &polars::prelude::DataFrame,
 ) -> Result<Vec<(i32, i32, String)>> {
     let color_values = match &spec.color {

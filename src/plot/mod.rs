@@ -62,11 +62,14 @@ pub struct Annotation {
 /// histogram: `column` (raw values, `bins`, `range`) or `left`, `right`, `count` (precomputed),
 /// optional `group`; bar: `x` (categories), `y` (values), optional `error`, `group`;
 /// box: `y` (values) grouped by `x`, optionally split by `group`.
+// `S` is where the table comes from (a stage reference in experiment files); the plot layer never
+// reads it.
 #[derive(Clone, Debug, Serialize, Deserialize, JsonSchema, PartialEq)]
 #[serde(deny_unknown_fields)]
-pub struct PlotSpec {
+#[schemars(rename = "PlotSpec")]
+pub struct PlotSpec<S = ()> {
     /// The stage whose table is plotted.
-    pub input: crate::spec::StageRef,
+    pub input: S,
     /// Which table of that stage (default: its only or first table).
     #[serde(default)]
     pub table: Option<String>,
@@ -136,7 +139,7 @@ fn default_height() -> u32 {
     500
 }
 
-impl PlotSpec {
+impl<S> PlotSpec<S> {
     /// The fields this kind needs that are missing.
     pub fn missing(&self) -> Vec<&'static str> {
         let has = |o: bool, n: &'static str| (!o).then_some(n);
@@ -184,7 +187,7 @@ fn fonts() -> Result<()> {
 }
 
 /// Render `df` as PNG and SVG (each written atomically).
-pub fn render(spec: &PlotSpec, df: &polars::prelude::DataFrame, png: &Path, svg_path: &Path) -> Result<()> {
+pub fn render<S>(spec: &PlotSpec<S>, df: &polars::prelude::DataFrame, png: &Path, svg_path: &Path) -> Result<()> {
     fonts()?;
     let missing = spec.missing();
     if !missing.is_empty() {
@@ -214,9 +217,9 @@ pub fn render(spec: &PlotSpec, df: &polars::prelude::DataFrame, png: &Path, svg_
 }
 
 /// Draw on any backend; returns hover labels (pixel x, y, text) for the SVG.
-fn draw<DB: DrawingBackend>(
+fn draw<S, DB: DrawingBackend>(
     root: &DrawingArea<DB, plotters::coord::Shift>,
-    spec: &PlotSpec,
+    spec: &PlotSpec<S>,
     df: &polars::prelude::DataFrame,
 ) -> Result<Vec<(i32, i32, String)>> {
     root.fill(&WHITE).map_err(common::err)?;

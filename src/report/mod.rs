@@ -1,19 +1,13 @@
 //! `OUT/<experiment>/report.html`: one self-contained page (inline CSS, no network) with every plot,
 //! the first rows of each table, links to viewer pages, the experiment file and a per-stage summary.
 
-pub mod viewer;
-
 use crate::exec::{Outcome, Status};
-use crate::spec::Validated;
+use crate::experiment::Validated;
+use crate::pages::esc;
 use crate::store::OutDir;
 use anyhow::Result;
 use std::fmt::Write;
 use std::path::Path;
-
-/// HTML-escape text.
-pub fn esc(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
-}
 
 const STYLE: &str = "body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;margin:0;background:#f6f7f9;color:#1d232a}
 main{max-width:1200px;margin:0 auto;padding:24px}h1{margin:0 0 4px}h2{margin-top:36px;border-bottom:1px solid #dde;padding-bottom:4px}
@@ -92,13 +86,13 @@ pub fn write_for(v: &Validated, outcome: &Outcome, dirs: &OutDir) -> Result<()> 
         if sdir.join("index.html").exists() {
             let _ = write!(viewers, "<li><a href=\"{0}/index.html\">{0}</a></li>", esc(&n.name));
         }
-        for t in crate::stages::plot::tables_in(&sdir) {
+        for t in crate::store::table::tables_in(&sdir) {
             let file = format!("{}/{t}.parquet", n.name);
-            let csv = sdir
-                .join(format!("{t}.csv"))
-                .exists()
-                .then(|| format!(" · <a href=\"{}/{t}.csv\">CSV</a>", esc(&n.name)))
-                .unwrap_or_default();
+            let csv = if sdir.join(format!("{t}.csv")).exists() {
+                format!(" · <a href=\"{}/{t}.csv\">CSV</a>", esc(&n.name))
+            } else {
+                String::new()
+            };
             let _ = write!(
                 tables,
                 "<h3>{} · {}</h3><p><a href=\"{}\">{t}.parquet</a>{csv}</p>{}",
@@ -130,6 +124,6 @@ pub fn write_for(v: &Validated, outcome: &Outcome, dirs: &OutDir) -> Result<()> 
         );
     }
     h += "</table>";
-    let _ = write!(h, "<h2>Experiment file</h2><pre>{}</pre></main></body></html>\n", esc(&v.exp.text));
+    let _ = writeln!(h, "<h2>Experiment file</h2><pre>{}</pre></main></body></html>", esc(&v.exp.text));
     crate::store::atomic::write(&dirs.report(name)?, h.as_bytes())
 }

@@ -109,3 +109,9 @@ macro_rules! reference {
 reference!(ModelRef, "$model", "a [models.NAME] entry");
 reference!(DatasetRef, "$dataset", "a [datasets.NAME] entry");
 reference!(StageRef, "$stage", "a [stages.NAME] entry");
+
+impl AsRef<str> for Sp<String> {
+    fn as_ref(&self) -> &str {
+        &self.value
+    }
+}

@@ -3,15 +3,14 @@
 //! clean once; each set starts from the clean residual stream entering its first intervened layer.
 
 use super::intervention::InterventionSpec;
-use super::{Dep, Stage};
-use crate::exec::RunCx;
+use super::batches::for_each_batch;
+use super::{CheckCx, Dep, Stage, StageEnv};
 use crate::model::hooks::{BlockSite, HookPoint};
 use crate::model::outputs::token_stats;
 use crate::model::{Intervention, Request, Start};
-use crate::spec::{CheckCx, DatasetRef, Diagnostic, ModelRef};
+use crate::spec::{DatasetRef, Diagnostic, ModelRef};
+use crate::store::table::Table;
 use anyhow::{Context, Result};
-use candle_core::{Device, Tensor};
-use polars::prelude::*;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -85,7 +84,7 @@ impl Stage for Spec {
         }
     }
 
-    fn run(&self, cx: &mut RunCx) -> Result<()> {
+    fn run(&self, cx: &mut dyn StageEnv) -> Result<()> {
         let model = cx.model(&self.model)?;
         let data = cx.tokens(&self.dataset, &self.model)?;
         let mut sets: Vec<(String, Vec<Intervention>)> = Vec::new();
@@ -107,67 +106,49 @@ impl Stage for Spec {
         let mut total = vec![(0f64, 0u64); names.len()];
         let mut per_doc: BTreeMap<(u32, usize), (f64, u64)> = BTreeMap::new();
         let ctx = data.ctx;
-        let mut progress = cx.progress((data.rows * ctx) as u64, "tok");
-        for start in (0..data.rows).step_by(self.batch_size.max(1)) {
-            let b = self.batch_size.max(1).min(data.rows - start);
-            let ids = &data.tokens[start * ctx..(start + b) * ctx];
-            let tokens = Tensor::from_slice(ids, (b, ctx), &Device::Cpu)?.to_device(&model.device)?;
+        for_each_batch(cx, &data, self.batch_size, &model.device, |batch| {
+            let tokens = &batch.tokens;
             let mut resid = BTreeMap::new();
             let req = Request::capture(starts.iter().copied()).with_logits();
-            let clean = model.forward(Start::Tokens(&tokens), &req, &mut |h, t| {
+            let clean = model.forward(Start::Tokens(tokens), &req, &mut |h, t| {
                 resid.insert(h.layer().unwrap_or(0), t);
                 Ok(())
             })?;
-            let mut losses = vec![token_stats(&clean.context("no logits")?, &tokens)?.loss];
+            let mut losses = vec![token_stats(&clean.context("no logits")?, tokens)?.loss];
             for (_, iv) in &sets {
                 let req = Request::logits().with_interventions(iv);
                 let from = match start_layer(iv) {
                     Some(l) => Start::Resid { layer: l, resid: resid[&l].clone() },
-                    None => Start::Tokens(&tokens),
+                    None => Start::Tokens(tokens),
                 };
                 let logits = model.forward(from, &req, &mut |_, _| Ok(()))?.context("no logits")?;
-                losses.push(token_stats(&logits, &tokens)?.loss);
+                losses.push(token_stats(&logits, tokens)?.loss);
             }
-            for r in 0..b {
+            for r in 0..batch.rows {
                 for t in 0..ctx - 1 {
-                    let (g, g1) = ((start + r) * ctx + t, (start + r) * ctx + t + 1);
-                    if data.valid[g] == 0 || data.valid[g1] == 0 {
+                    let i = r * ctx + t;
+                    if !batch.target_counts(i) {
                         continue;
                     }
                     for (s, l) in losses.iter().enumerate() {
                         let x = l[r * (ctx - 1) + t] as f64;
                         total[s].0 += x;
                         total[s].1 += 1;
-                        let e = per_doc.entry((data.doc[g1], s)).or_default();
+                        let e = per_doc.entry((data.doc[batch.index(i) + 1], s)).or_default();
                         e.0 += x;
                         e.1 += 1;
                     }
                 }
             }
-            cx.tick(&mut progress, (b * ctx) as u64)?;
-        }
+            Ok(())
+        })?;
         anyhow::ensure!(total[0].1 > 0, "no valid positions to compute a loss on");
         let mean = |(s, n): (f64, u64)| s / n.max(1) as f64;
         let clean = mean(total[0]);
-        let mut losses = DataFrame::new_infer_height(vec![
-            Column::new("set".into(), names.clone()),
-            Column::new("loss".into(), total.iter().map(|t| mean(*t)).collect::<Vec<_>>()),
-            Column::new("delta".into(), total.iter().map(|t| mean(*t) - clean).collect::<Vec<_>>()),
-            Column::new(
-                "change_pct".into(),
-                total.iter().map(|t| 100.0 * (mean(*t) - clean) / clean).collect::<Vec<_>>(),
-            ),
-            Column::new("tokens".into(), total.iter().map(|t| t.1).collect::<Vec<_>>()),
-        ])?;
+        let mut losses = Table::new().with("set", names.clone()).with("loss", total.iter().map(|t| mean(*t)).collect::<Vec<_>>()).with("delta", total.iter().map(|t| mean(*t) - clean).collect::<Vec<_>>()).with("change_pct", total.iter().map(|t| 100.0 * (mean(*t) - clean) / clean).collect::<Vec<_>>()).with("tokens", total.iter().map(|t| t.1).collect::<Vec<_>>()).frame()?;
         cx.write_table("losses", &mut losses, true)?;
         let label = |d: u32| data.doc_labels.get(d as usize).cloned().unwrap_or_default();
-        let mut docs = DataFrame::new_infer_height(vec![
-            Column::new("doc".into(), per_doc.keys().map(|k| (k.0 != u32::MAX).then_some(k.0)).collect::<Vec<_>>()),
-            Column::new("label".into(), per_doc.keys().map(|k| label(k.0)).collect::<Vec<_>>()),
-            Column::new("set".into(), per_doc.keys().map(|k| names[k.1].clone()).collect::<Vec<_>>()),
-            Column::new("loss".into(), per_doc.values().map(|v| mean(*v)).collect::<Vec<_>>()),
-            Column::new("tokens".into(), per_doc.values().map(|v| v.1).collect::<Vec<_>>()),
-        ])?;
+        let mut docs = Table::new().with("doc", per_doc.keys().map(|k| (k.0 != u32::MAX).then_some(k.0)).collect::<Vec<_>>()).with("label", per_doc.keys().map(|k| label(k.0)).collect::<Vec<_>>()).with("set", per_doc.keys().map(|k| names[k.1].clone()).collect::<Vec<_>>()).with("loss", per_doc.values().map(|v| mean(*v)).collect::<Vec<_>>()).with("tokens", per_doc.values().map(|v| v.1).collect::<Vec<_>>()).frame()?;
         cx.write_table("per_document", &mut docs, false)
     }
 }

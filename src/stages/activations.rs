@@ -3,36 +3,20 @@
 //! datasets how mixed the labels of each neuron's top examples are), in f64 and with memory
 //! independent of the number of tokens.
 
-use super::{Dep, Stage};
-use crate::exec::RunCx;
+use super::batches::for_each_batch;
+use super::{CheckCx, Dep, Stage, StageEnv};
 use crate::model::hooks::{BlockSite, HookPoint};
-use crate::model::{ModelConfig, Request, Start};
-use crate::spec::validate::{select_hook, select_hooks};
-use crate::spec::{CheckCx, DatasetRef, Diagnostic, ModelRef, Sp};
+use crate::model::{Request, Start};
+use crate::model::selector::select_all;
+use crate::spec::{DatasetRef, Diagnostic, ModelRef, Sp};
 use crate::stats::labels::LabelMix;
-use crate::stats::{Histogram, NeuronStats, Position, TokenStats};
+use crate::stats::{Histogram, HistogramSpec, NeuronStats, Position, TokenStats};
+use crate::store::table::NeuronRows;
 use anyhow::{bail, Result};
 use candle_core::{Device, Tensor};
-use polars::prelude::*;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-
-/// Histogram edges `linspace(start, stop, edges)`; values beyond fall in two open end bins.
-#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct HistogramSpec {
-    pub start: f32,
-    pub stop: f32,
-    pub edges: usize,
-}
-
-impl Default for HistogramSpec {
-    /// The Universal Neurons study's edges: linspace(-10, 15, 256).
-    fn default() -> Self {
-        HistogramSpec { start: -10.0, stop: 15.0, edges: 256 }
-    }
-}
 
 #[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -82,37 +66,6 @@ fn yes() -> bool {
 /// Per-token statistics above this many bytes are refused (turn them off or pick fewer hooks).
 const TOKEN_STATS_LIMIT: usize = 4 << 30;
 
-/// Check hook selectors against a model, reporting hooks over pairs of positions as something
-/// `stage_reads` (e.g. "activations summarises") per-position hooks only; the hook points, when
-/// the model's configuration is known.
-pub(crate) fn check_per_position(
-    cx: &CheckCx,
-    model: &ModelRef,
-    hooks: &[Sp<String>],
-    stage_reads: &str,
-    out: &mut Vec<Diagnostic>,
-) -> Option<Vec<HookPoint>> {
-    let cfg = cx.config(model)?;
-    for h in hooks {
-        if select_hook(cfg, h).is_ok_and(|points| points.iter().any(|p| width(cfg, *p).is_none())) {
-            out.push(Diagnostic::at(
-                h.span.clone(),
-                format!("'{}' is per pair of positions; {stage_reads} per-position hooks", h.value),
-            ));
-        }
-    }
-    cx.hooks(model, hooks, out)
-}
-
-/// Width of a hook's per-position vector (hooks over position pairs are not per-neuron data).
-pub(crate) fn width(cfg: &ModelConfig, h: HookPoint) -> Option<usize> {
-    let shape = h.shape(cfg, 1, 1);
-    match h.site() {
-        Some(BlockSite::AttnScores | BlockSite::Pattern) => None,
-        _ => Some(shape[2..].iter().product()),
-    }
-}
-
 impl Spec {
     fn token_hooks(&self, hooks: &[HookPoint]) -> usize {
         if self.token_stats {
@@ -146,12 +99,12 @@ impl Stage for Spec {
             cx.at_most("bottom_k", self.bottom_k, positions, "the dataset's positions", out);
         }
         let Some(cfg) = cx.config(&self.model) else { return };
-        if let Some(points) = check_per_position(cx, &self.model, &self.hooks, "activations summarises", out) {
+        if let Some(points) = cx.per_position_hooks(&self.model, &self.hooks, "activations summarises", out) {
             let bytes: f64 = points
                 .iter()
                 .map(|&h| {
                     let vocab = (self.token_stats && h.site() == Some(BlockSite::Post)).then_some(cfg.d_vocab);
-                    let n = width(cfg, h).unwrap_or(0);
+                    let n = h.width(cfg).unwrap_or(0);
                     NeuronStats::bytes(n, self.histogram.edges, self.top_k, self.bottom_k, vocab)
                 })
                 .sum();
@@ -177,39 +130,34 @@ impl Stage for Spec {
         }
     }
 
-    fn run(&self, cx: &mut RunCx) -> Result<()> {
+    fn run(&self, cx: &mut dyn StageEnv) -> Result<()> {
         let model = cx.model(&self.model)?;
         let data = cx.tokens(&self.dataset, &self.model)?;
         let cfg = &model.cfg;
-        let hooks = select_hooks(cfg, &self.hooks)?;
+        let hooks = select_all(cfg, &self.hooks)?;
         let edges = Histogram::linspace(self.histogram.start, self.histogram.stop, self.histogram.edges);
         let mut stats: BTreeMap<HookPoint, NeuronStats> = hooks
             .iter()
             .map(|&h| {
                 let vocab = (self.token_stats && h.site() == Some(BlockSite::Post)).then_some(cfg.d_vocab);
-                let n = width(cfg, h).unwrap_or(0);
+                let n = h.width(cfg).unwrap_or(0);
                 let positions = data.rows * data.ctx;
                 (h, NeuronStats::new(n, &edges, self.top_k.min(positions), self.bottom_k.min(positions), vocab))
             })
             .collect();
-        let (rows, ctx) = (data.rows, data.ctx);
-        let mut progress = cx.progress((rows * ctx) as u64, "tok");
-        for start in (0..rows).step_by(self.batch_size) {
-            let b = self.batch_size.min(rows - start);
-            let ids = &data.tokens[start * ctx..(start + b) * ctx];
-            let tokens = Tensor::from_slice(ids, (b, ctx), &Device::Cpu)?.to_device(&model.device)?;
-            let positions: Vec<Position> = (0..b * ctx)
-                .filter(|&i| data.valid[start * ctx + i] != 0)
-                .map(|i| Position { row: i, index: (start * ctx + i) as u64, token: ids[i] })
+        let req = Request::capture(hooks.iter().copied());
+        for_each_batch(cx, &data, self.batch_size, &model.device, |batch| {
+            let positions: Vec<Position> = (0..batch.len())
+                .filter(|&i| batch.valid[i] != 0)
+                .map(|i| Position { row: i, index: batch.index(i) as u64, token: batch.ids[i] })
                 .collect();
-            let req = Request::capture(hooks.iter().copied());
-            model.forward(Start::Tokens(&tokens), &req, &mut |h, t| {
+            model.forward(Start::Tokens(&batch.tokens), &req, &mut |h, t| {
                 let s = stats.get_mut(&h).expect("captured hook has reducers");
                 let t = t.to_device(&Device::Cpu)?;
                 crate::model::forward::with_f32(&t, |x| s.add(x, &positions))
             })?;
-            cx.tick(&mut progress, (b * ctx) as u64)?;
-        }
+            Ok(())
+        })?;
         self.write(cx, &stats, &data, &model)
     }
 }
@@ -217,7 +165,7 @@ impl Stage for Spec {
 impl Spec {
     fn write(
         &self,
-        cx: &RunCx,
+        cx: &dyn StageEnv,
         stats: &BTreeMap<HookPoint, NeuronStats>,
         data: &crate::data::Tokenized,
         model: &crate::model::Model,
@@ -227,9 +175,9 @@ impl Spec {
         }
         let tok = model.tokenizer.as_ref();
         let token_str = |t: u32| tok.map(|k| k.token_str(t)).unwrap_or_else(|| t.to_string());
-        let mut summary = Columns::default();
-        let mut examples = Columns::default();
-        let mut tokens = Columns::default();
+        let mut summary = NeuronRows::default();
+        let mut examples = NeuronRows::default();
+        let mut tokens = NeuronRows::default();
         let mut hist = std::collections::HashMap::new();
         let label_of = |index: u64| data.label_at(index as usize);
         // Label mixes only mean something when the dataset has several labels.
@@ -302,74 +250,5 @@ impl Spec {
         }
         candle_core::safetensors::save(&hist, cx.out().join("histograms.safetensors"))?;
         Ok(())
-    }
-}
-
-/// Column-wise builder of a long table keyed by (hook, layer, neuron).
-#[derive(Default)]
-pub struct Columns {
-    hook: Vec<String>,
-    layer: Vec<u32>,
-    neuron: Vec<u32>,
-    cols: Vec<(&'static str, Col)>,
-}
-
-enum Col {
-    F(Vec<f64>),
-    I(Vec<i64>),
-    S(Vec<String>),
-}
-
-impl Columns {
-    pub fn key(&mut self, hook: &str, layer: u32, neuron: u32) {
-        self.hook.push(hook.to_string());
-        self.layer.push(layer);
-        self.neuron.push(neuron);
-    }
-    fn col(&mut self, k: &'static str, empty: impl FnOnce() -> Col) -> &mut Col {
-        let i = match self.cols.iter().position(|c| c.0 == k) {
-            Some(i) => i,
-            None => {
-                self.cols.push((k, empty()));
-                self.cols.len() - 1
-            }
-        };
-        &mut self.cols[i].1
-    }
-    pub fn f64s(&mut self, vals: &[(&'static str, f64)]) {
-        for (k, v) in vals {
-            if let Col::F(c) = self.col(k, || Col::F(vec![])) {
-                c.push(*v);
-            }
-        }
-    }
-    pub fn ints(&mut self, vals: &[(&'static str, i64)]) {
-        for (k, v) in vals {
-            if let Col::I(c) = self.col(k, || Col::I(vec![])) {
-                c.push(*v);
-            }
-        }
-    }
-    pub fn strs(&mut self, vals: &[(&'static str, String)]) {
-        for (k, v) in vals {
-            if let Col::S(c) = self.col(k, || Col::S(vec![])) {
-                c.push(v.clone());
-            }
-        }
-    }
-    pub fn frame(self) -> Result<DataFrame> {
-        let mut cols = vec![
-            Column::new("hook".into(), self.hook),
-            Column::new("layer".into(), self.layer),
-            Column::new("neuron".into(), self.neuron),
-        ];
-        for (k, c) in self.cols {
-            cols.push(match c {
-                Col::F(v) => Column::new(k.into(), v),
-                Col::I(v) => Column::new(k.into(), v),
-                Col::S(v) => Column::new(k.into(), v),
-            });
-        }
-        Ok(DataFrame::new_infer_height(cols)?)
     }
 }

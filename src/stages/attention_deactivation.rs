@@ -6,15 +6,15 @@
 //! query input only (keys and values restored), correlating the change in the head's output norm
 //! and in its attention to BOS with the neuron's activation over every position of the dataset.
 
-use super::{Dep, Stage};
+use super::batches::for_each_batch;
+use super::{CheckCx, Dep, Stage, StageEnv};
 use crate::analysis::weights::{in_out, row_norms, unit_rows};
-use crate::exec::RunCx;
 use crate::model::hooks::{BlockSite, HookPoint};
 use crate::model::{Action, Intervention, Model, Request, Start};
-use crate::spec::{CheckCx, DatasetRef, Diagnostic, ModelRef, Sp};
+use crate::spec::{DatasetRef, Diagnostic, ModelRef, Sp};
+use crate::store::table::Table;
 use anyhow::{bail, Result};
 use candle_core::{DType, Device, Tensor, D};
-use polars::prelude::*;
 use rand::SeedableRng;
 use rand_distr::{Distribution, StandardNormal};
 use schemars::JsonSchema;
@@ -185,7 +185,7 @@ impl Stage for Spec {
         }
     }
 
-    fn run(&self, cx: &mut RunCx) -> Result<()> {
+    fn run(&self, cx: &mut dyn StageEnv) -> Result<()> {
         let model = cx.model(&self.model)?;
         let data = cx.tokens(&self.dataset, &self.model)?;
         let [hl, hh] = self.head.value;
@@ -241,19 +241,9 @@ impl Stage for Spec {
             }
             r
         };
-        let mut scores = DataFrame::new_infer_height(vec![
-            Column::new("layer".into(), sl),
-            Column::new("neuron".into(), sn),
-            Column::new("score".into(), score),
-            Column::new("score_raw".into(), raw),
-            Column::new("rank".into(), rank_in_layer),
-            Column::new("baseline_pct".into(), pct),
-        ])?;
+        let mut scores = Table::new().with("layer", sl).with("neuron", sn).with("score", score).with("score_raw", raw).with("rank", rank_in_layer).with("baseline_pct", pct).frame()?;
         cx.write_table("scores", &mut scores, true)?;
-        let mut bdf = DataFrame::new_infer_height(vec![
-            Column::new("direction".into(), (0..base.len() as u32).collect::<Vec<_>>()),
-            Column::new("score".into(), base),
-        ])?;
+        let mut bdf = Table::new().with("direction", (0..base.len() as u32).collect::<Vec<_>>()).with("score", base).frame()?;
         cx.write_table("baseline", &mut bdf, false)?;
         // Path ablation of the chosen neurons.
         let chosen: Vec<usize> = match &self.neurons {
@@ -271,7 +261,7 @@ impl Stage for Spec {
 impl Spec {
     fn ablate(
         &self,
-        cx: &mut RunCx,
+        cx: &mut dyn StageEnv,
         model: &Model,
         data: &crate::data::Tokenized,
         chosen: &[usize],
@@ -292,13 +282,10 @@ impl Spec {
         let mut points = vec![Points::default(); chosen.len()];
         let ctx = data.ctx;
         let after = self.after_position;
-        let mut progress = cx.progress((data.rows * ctx) as u64, "tok");
-        for start in (0..data.rows).step_by(self.batch_size.max(1)) {
-            let b = self.batch_size.max(1).min(data.rows - start);
-            let tokens = Tensor::from_slice(&data.tokens[start * ctx..(start + b) * ctx], (b, ctx), &Device::Cpu)?
-                .to_device(&model.device)?;
+        for_each_batch(cx, data, self.batch_size, &model.device, |batch| {
+            let b = batch.rows;
             let (_, clean) =
-                model.forward_cached(Start::Tokens(&tokens), &Request::capture([post, resid, k, v, z, pat]))?;
+                model.forward_cached(Start::Tokens(&batch.tokens), &Request::capture([post, resid, k, v, z, pat]))?;
             let (z0, p0) = head_view(&clean[&z], &clean[&pat], hh)?;
             let acts = clean[&post].to_dtype(DType::F32)?;
             let mask: Vec<f32> = (0..b * ctx).map(|i| if i % ctx >= after { 1.0 } else { 0.0 }).collect();
@@ -320,7 +307,7 @@ impl Spec {
                 let a: Vec<f32> = a.flatten_all()?.to_vec1()?;
                 let p = &mut points[c];
                 for i in 0..b * ctx {
-                    if i % ctx < after || data.valid[start * ctx + i] == 0 {
+                    if i % ctx < after || batch.valid[i] == 0 {
                         continue;
                     }
                     p.act.push(a[i] as f64);
@@ -329,50 +316,24 @@ impl Spec {
                     p.d_bos.push((p1[i] - p0[i]) as f64);
                 }
             }
-            cx.tick(&mut progress, (b * ctx) as u64)?;
-        }
+            Ok(())
+        })?;
         Ok(points)
     }
 
-    fn write(&self, cx: &RunCx, chosen: &[usize], by_mlp: &[(usize, f32)], points: Vec<Points>) -> Result<()> {
+    fn write(&self, cx: &dyn StageEnv, chosen: &[usize], by_mlp: &[(usize, f32)], points: Vec<Points>) -> Result<()> {
         let score_of = |n: usize| by_mlp.iter().find(|x| x.0 == n).map(|x| x.1).unwrap_or(f32::NAN);
         let rank_of = |n: usize| by_mlp.iter().position(|x| x.0 == n).map(|r| r as u32);
         let corr =
             |p: &Points, y: &[f64], f: fn(&[f64], &[f64]) -> f64| if p.act.len() > 1 { f(&p.act, y) } else { f64::NAN };
-        let mut abl = DataFrame::new_infer_height(vec![
-            Column::new("layer".into(), vec![self.mlp() as u32; chosen.len()]),
-            Column::new("neuron".into(), chosen.iter().map(|&n| n as u32).collect::<Vec<_>>()),
-            Column::new("score".into(), chosen.iter().map(|&n| score_of(n)).collect::<Vec<_>>()),
-            Column::new("rank".into(), chosen.iter().map(|&n| rank_of(n)).collect::<Vec<_>>()),
-            Column::new("pearson_norm".into(), points.iter().map(|p| corr(p, &p.d_norm, pearson)).collect::<Vec<_>>()),
-            Column::new(
-                "spearman_norm".into(),
-                points.iter().map(|p| corr(p, &p.d_norm, spearman)).collect::<Vec<_>>(),
-            ),
-            Column::new("pearson_bos".into(), points.iter().map(|p| corr(p, &p.d_bos, pearson)).collect::<Vec<_>>()),
-            Column::new("spearman_bos".into(), points.iter().map(|p| corr(p, &p.d_bos, spearman)).collect::<Vec<_>>()),
-            Column::new(
-                "mean_d_norm_pct".into(),
-                points.iter().map(|p| p.d_norm_pct.iter().sum::<f64>() / p.act.len().max(1) as f64).collect::<Vec<_>>(),
-            ),
-            Column::new("points".into(), points.iter().map(|p| p.act.len() as u64).collect::<Vec<_>>()),
-        ])?;
+        let mut abl = Table::new().with("layer", vec![self.mlp() as u32; chosen.len()]).with("neuron", chosen.iter().map(|&n| n as u32).collect::<Vec<_>>()).with("score", chosen.iter().map(|&n| score_of(n)).collect::<Vec<_>>()).with("rank", chosen.iter().map(|&n| rank_of(n)).collect::<Vec<_>>()).with("pearson_norm", points.iter().map(|p| corr(p, &p.d_norm, pearson)).collect::<Vec<_>>()).with("spearman_norm", points.iter().map(|p| corr(p, &p.d_norm, spearman)).collect::<Vec<_>>()).with("pearson_bos", points.iter().map(|p| corr(p, &p.d_bos, pearson)).collect::<Vec<_>>()).with("spearman_bos", points.iter().map(|p| corr(p, &p.d_bos, spearman)).collect::<Vec<_>>()).with("mean_d_norm_pct", points.iter().map(|p| p.d_norm_pct.iter().sum::<f64>() / p.act.len().max(1) as f64).collect::<Vec<_>>()).with("points", points.iter().map(|p| p.act.len() as u64).collect::<Vec<_>>()).frame()?;
         cx.write_table("ablation", &mut abl, true)?;
         let name = |n: usize| format!("L{}.{n}", self.mlp());
-        let mut pts = DataFrame::new_infer_height(vec![
-            Column::new(
-                "neuron_name".into(),
-                chosen
+        let mut pts = Table::new().with("neuron_name", chosen
                     .iter()
                     .zip(&points)
                     .flat_map(|(&n, p)| std::iter::repeat_n(name(n), p.act.len()))
-                    .collect::<Vec<_>>(),
-            ),
-            Column::new("activation".into(), points.iter().flat_map(|p| p.act.clone()).collect::<Vec<_>>()),
-            Column::new("d_norm".into(), points.iter().flat_map(|p| p.d_norm.clone()).collect::<Vec<_>>()),
-            Column::new("d_norm_pct".into(), points.iter().flat_map(|p| p.d_norm_pct.clone()).collect::<Vec<_>>()),
-            Column::new("d_bos".into(), points.iter().flat_map(|p| p.d_bos.clone()).collect::<Vec<_>>()),
-        ])?;
+                    .collect::<Vec<_>>()).with("activation", points.iter().flat_map(|p| p.act.clone()).collect::<Vec<_>>()).with("d_norm", points.iter().flat_map(|p| p.d_norm.clone()).collect::<Vec<_>>()).with("d_norm_pct", points.iter().flat_map(|p| p.d_norm_pct.clone()).collect::<Vec<_>>()).with("d_bos", points.iter().flat_map(|p| p.d_bos.clone()).collect::<Vec<_>>()).frame()?;
         cx.write_table("points", &mut pts, false)
     }
 }

@@ -3,10 +3,10 @@
 //! (d = (mean_b − mean_a) / sqrt((var_a + var_b) / 2)), ranked, and the activation histograms of the
 //! top neurons on both datasets (for plots).
 
-use super::{Dep, Stage};
-use crate::exec::RunCx;
-use crate::spec::{CheckCx, Diagnostic, StageRef};
+use super::{CheckCx, Dep, Stage, StageEnv};
+use crate::spec::{Diagnostic, StageRef};
 use crate::store::table::read;
+use crate::store::table::Table;
 use anyhow::{bail, Context, Result};
 use polars::prelude::*;
 use schemars::JsonSchema;
@@ -71,21 +71,14 @@ impl Stage for Spec {
 
     fn check(&self, cx: &CheckCx, out: &mut Vec<Diagnostic>) {
         for r in [&self.a, &self.b] {
-            if let Some(s) = cx.exp.stages.get(r.name()) {
-                if s.value.kind() != "activations" {
-                    out.push(Diagnostic::at(
-                        r.span(),
-                        format!("contrast reads activations stages; '{}' is a {} stage", r.name(), s.value.kind()),
-                    ));
-                }
-            }
+            cx.stage::<super::activations::Spec>(r, "contrast reads activations stages", out);
         }
         if crate::model::hooks::parse_site(&self.hook).is_none() {
             out.push(Diagnostic::global(format!("contrast: unknown hook '{}' (e.g. mlp.hook_post)", self.hook)));
         }
     }
 
-    fn run(&self, cx: &mut RunCx) -> Result<()> {
+    fn run(&self, cx: &mut dyn StageEnv) -> Result<()> {
         let (da, db) = (cx.input(&self.a)?, cx.input(&self.b)?);
         let (ma, mb) = (
             moments(&read(&da.join("stats.parquet"))?, &self.hook)?,
@@ -103,17 +96,7 @@ impl Stage for Spec {
             rows.push((*k, mean_a, mean_b, var_a.sqrt(), var_b.sqrt(), d));
         }
         rows.sort_by(|x, y| y.5.total_cmp(&x.5).then(x.0.cmp(&y.0)));
-        let mut table = DataFrame::new_infer_height(vec![
-            Column::new("rank".into(), (0..rows.len() as u32).collect::<Vec<_>>()),
-            Column::new("layer".into(), rows.iter().map(|r| r.0 .0).collect::<Vec<_>>()),
-            Column::new("neuron".into(), rows.iter().map(|r| r.0 .1).collect::<Vec<_>>()),
-            Column::new("name".into(), rows.iter().map(|r| format!("L{}.N{}", r.0 .0, r.0 .1)).collect::<Vec<_>>()),
-            Column::new(format!("mean_{}", self.a.name()).into(), rows.iter().map(|r| r.1).collect::<Vec<_>>()),
-            Column::new(format!("mean_{}", self.b.name()).into(), rows.iter().map(|r| r.2).collect::<Vec<_>>()),
-            Column::new(format!("std_{}", self.a.name()).into(), rows.iter().map(|r| r.3).collect::<Vec<_>>()),
-            Column::new(format!("std_{}", self.b.name()).into(), rows.iter().map(|r| r.4).collect::<Vec<_>>()),
-            Column::new("d".into(), rows.iter().map(|r| r.5).collect::<Vec<_>>()),
-        ])?;
+        let mut table = Table::new().with("rank", (0..rows.len() as u32).collect::<Vec<_>>()).with("layer", rows.iter().map(|r| r.0 .0).collect::<Vec<_>>()).with("neuron", rows.iter().map(|r| r.0 .1).collect::<Vec<_>>()).with("name", rows.iter().map(|r| format!("L{}.N{}", r.0 .0, r.0 .1)).collect::<Vec<_>>()).with(&format!("mean_{}", self.a.name()), rows.iter().map(|r| r.1).collect::<Vec<_>>()).with(&format!("mean_{}", self.b.name()), rows.iter().map(|r| r.2).collect::<Vec<_>>()).with(&format!("std_{}", self.a.name()), rows.iter().map(|r| r.3).collect::<Vec<_>>()).with(&format!("std_{}", self.b.name()), rows.iter().map(|r| r.4).collect::<Vec<_>>()).with("d", rows.iter().map(|r| r.5).collect::<Vec<_>>()).frame()?;
         cx.write_table("contrast", &mut table, true)?;
         // Histograms of the top neurons on both datasets, as densities.
         let (ha, hb) = (
@@ -145,14 +128,7 @@ impl Stage for Spec {
                 }
             }
         }
-        let mut hist = DataFrame::new_infer_height(vec![
-            Column::new("rank".into(), cols.0),
-            Column::new("neuron".into(), cols.1),
-            Column::new("dataset".into(), cols.2),
-            Column::new("left".into(), cols.3),
-            Column::new("right".into(), cols.4),
-            Column::new("density".into(), cols.5),
-        ])?;
+        let mut hist = Table::new().with("rank", cols.0).with("neuron", cols.1).with("dataset", cols.2).with("left", cols.3).with("right", cols.4).with("density", cols.5).frame()?;
         cx.write_table("histograms", &mut hist, false)
     }
 }

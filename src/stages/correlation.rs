@@ -3,21 +3,22 @@
 //! budget; optionally against a random baseline, and optionally split into shards (one plan node
 //! each, `lantern run --shard i/n`) whose sums the stage merges bit for bit.
 
-use super::activations::{width, HistogramSpec};
-use super::{Dep, Part, Stage};
+use crate::stats::HistogramSpec;
+use crate::util::Progress;
+use super::{CheckCx, Dep, Part, Stage, StageEnv};
 use crate::analysis::baseline::{self, Baseline};
 use crate::analysis::correlation::{Shape, Similarity, Sums};
 use crate::data::Tokenized;
-use crate::exec::RunCx;
 use crate::model::hooks::HookPoint;
 use crate::model::{Model, Request, Start};
-use crate::spec::validate::select_hook;
-use crate::spec::{CheckCx, DatasetRef, Diagnostic, ModelRef, Sp};
+use crate::model::selector::select;
+use super::check::hook_diagnostic;
+use crate::spec::{DatasetRef, Diagnostic, ModelRef, Sp};
 use crate::stats::Histogram;
 use crate::store::tensor_file::{TensorFile, TensorFileWriter};
+use crate::store::table::Table;
 use anyhow::{anyhow, Result};
 use candle_core::{DType, Device, Tensor};
-use polars::prelude::*;
 use rayon::prelude::*;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -125,7 +126,7 @@ struct Job {
 }
 
 impl Spec {
-    fn job(&self, cx: &RunCx) -> Result<Job> {
+    fn job(&self, cx: &dyn StageEnv) -> Result<Job> {
         let (a, b) = (cx.model(&self.a)?, cx.model(&self.b)?);
         anyhow::ensure!(
             a.cfg.d_vocab == b.cfg.d_vocab,
@@ -136,13 +137,13 @@ impl Spec {
             b.cfg.d_vocab
         );
         let data = cx.tokens(&self.dataset, &self.a)?;
-        let hooks = |m: &Model| select_hook(&m.cfg, &self.hook).map_err(|d| anyhow!(d.message));
+        let hooks = |m: &Model| select(&m.cfg, &self.hook);
         let (hooks_a, hooks_b) = (hooks(&a)?, hooks(&b)?);
         let shape = Shape {
             la: hooks_a.len(),
-            da: width(&a.cfg, hooks_a[0]).unwrap_or(0),
+            da: hooks_a[0].width(&a.cfg).unwrap_or(0),
             lb: hooks_b.len(),
-            db: width(&b.cfg, hooks_b[0]).unwrap_or(0),
+            db: hooks_b[0].width(&b.cfg).unwrap_or(0),
         };
         let tok = a.tokenizer()?;
         let exclude = self
@@ -179,11 +180,11 @@ impl Spec {
     /// Sums of one tile of layer pairs over a range of batches.
     fn sums(
         &self,
-        cx: &mut RunCx,
+        _cx: &mut dyn StageEnv,
         job: &Job,
         batches: Range<usize>,
         pairs: &[(usize, usize)],
-        progress: &mut crate::exec::progress::Progress,
+        progress: &mut Progress,
     ) -> Result<Sums> {
         let mut sums = Sums::new(job.shape, pairs);
         let (layers_a, layers_b) = (sums.layers_a(), sums.layers_b());
@@ -220,7 +221,7 @@ impl Spec {
                 _ => (xa, xb),
             };
             sums.add(&xa, &xb, products)?;
-            cx.tick(progress, ids.len() as u64)?;
+            progress.tick(ids.len() as u64)?;
         }
         Ok(sums)
     }
@@ -246,7 +247,7 @@ impl Spec {
     }
 
     /// A partial-sums file: the sums of this shard's batches, every tile.
-    fn write_part(&self, cx: &mut RunCx, index: usize, count: usize) -> Result<()> {
+    fn write_part(&self, cx: &mut dyn StageEnv, index: usize, count: usize) -> Result<()> {
         let job = self.job(cx)?;
         let batches = self.shard_batches(&job.data, index, count);
         let tiles = job.shape.tiles(self.budget())?;
@@ -285,7 +286,7 @@ impl Stage for Spec {
         }
     }
 
-    fn run_part(&self, cx: &mut RunCx, part: Part) -> Result<()> {
+    fn run_part(&self, cx: &mut dyn StageEnv, part: Part) -> Result<()> {
         match part {
             Part::Shard { index, count } => self.write_part(cx, index, count),
             other => anyhow::bail!("a correlation stage has no part {other:?}"),
@@ -305,8 +306,8 @@ impl Stage for Spec {
         let mut shapes = vec![];
         for m in [&self.a, &self.b] {
             let Some(cfg) = cx.config(m) else { continue };
-            match select_hook(cfg, &self.hook) {
-                Ok(points) if points.iter().any(|p| width(cfg, *p).is_none()) => {
+            match select(cfg, &self.hook) {
+                Ok(points) if points.iter().any(|p| p.width(cfg).is_none()) => {
                     out.push(Diagnostic::at(
                         self.hook.span.clone(),
                         format!(
@@ -315,8 +316,8 @@ impl Stage for Spec {
                         ),
                     ));
                 }
-                Ok(points) => shapes.push((cfg.d_vocab, points.len(), width(cfg, points[0]).unwrap_or(0))),
-                Err(d) => out.push(d),
+                Ok(points) => shapes.push((cfg.d_vocab, points.len(), points[0].width(cfg).unwrap_or(0))),
+                Err(e) => out.push(hook_diagnostic(&self.hook, &e)),
             }
         }
         if let [(va, la, da), (vb, lb, db)] = shapes[..] {
@@ -337,18 +338,14 @@ impl Stage for Spec {
         }
     }
 
-    fn run(&self, cx: &mut RunCx) -> Result<()> {
+    fn run(&self, cx: &mut dyn StageEnv) -> Result<()> {
         let job = self.job(cx)?;
         let tiles = job.shape.tiles(self.budget())?;
         let mut fin = Finisher::new(self, &job, cx)?;
         if self.shards > 1 {
             let files = (0..self.shards)
                 .map(|index| {
-                    TensorFile::open(
-                        &cx.env
-                            .node_dir(&Part::Shard { index, count: self.shards }.node_name(&cx.name))?
-                            .join("sums.safetensors"),
-                    )
+                    TensorFile::open(&cx.part(Part::Shard { index, count: self.shards })?.join("sums.safetensors"))
                 })
                 .collect::<Result<Vec<_>>>()?;
             let mut progress = cx.progress(tiles.len() as u64, "tiles");
@@ -358,7 +355,7 @@ impl Stage for Spec {
                     sums.merge(&Sums::read(f, job.shape, tile)?)?;
                 }
                 fin.add(&sums)?;
-                cx.tick(&mut progress, 1)?;
+                progress.tick(1)?;
             }
         } else {
             let batches = 0..self.batches(&job.data);
@@ -389,7 +386,7 @@ struct Finisher {
 }
 
 impl Finisher {
-    fn new(spec: &Spec, job: &Job, cx: &RunCx) -> Result<Finisher> {
+    fn new(spec: &Spec, job: &Job, cx: &dyn StageEnv) -> Result<Finisher> {
         let s = job.shape;
         let hist =
             Histogram::new(Histogram::linspace(spec.histogram.start, spec.histogram.stop, spec.histogram.edges), 1);
@@ -473,7 +470,7 @@ impl Finisher {
         Ok(())
     }
 
-    fn write(self, cx: &RunCx, job: &Job) -> Result<()> {
+    fn write(self, cx: &dyn StageEnv, job: &Job) -> Result<()> {
         let s = self.shape;
         let layer_a = |l: usize| job.hooks_a[l].layer().unwrap_or(0) as u32;
         let layer_b = |l: usize| job.hooks_b[l].layer().unwrap_or(0) as u32;
@@ -503,8 +500,8 @@ impl Finisher {
                 }
             }
         }
-        let mut matches = df!("layer" => m_layer, "neuron" => m_neuron, "max_corr" => m_max, "match_layer" => m_bl, "match_neuron" => m_bn, "mean" => m_mean, "std" => m_std)?;
-        let mut top = df!("layer" => t_layer, "neuron" => t_neuron, "rank" => t_rank, "match_layer" => t_bl, "match_neuron" => t_bn, "corr" => t_val)?;
+        let mut matches = Table::new().with("layer", m_layer).with("neuron", m_neuron).with("max_corr", m_max).with("match_layer", m_bl).with("match_neuron", m_bn).with("mean", m_mean).with("std", m_std).frame()?;
+        let mut top = Table::new().with("layer", t_layer).with("neuron", t_neuron).with("rank", t_rank).with("match_layer", t_bl).with("match_neuron", t_bn).with("corr", t_val).frame()?;
         let edges = &self.hist.edges;
         let total: u64 = self.counts.iter().sum();
         let left: Vec<f64> =
@@ -512,7 +509,7 @@ impl Finisher {
         let right: Vec<f64> =
             (0..self.counts.len()).map(|k| edges.get(k).map(|&e| e as f64).unwrap_or(f64::INFINITY)).collect();
         let density: Vec<f64> = self.counts.iter().map(|&c| c as f64 / total.max(1) as f64).collect();
-        let mut hist = df!("left" => left, "right" => right, "count" => self.counts.clone(), "density" => density)?;
+        let mut hist = Table::new().with("left", left).with("right", right).with("count", self.counts.clone()).with("density", density).frame()?;
         cx.write_table("matches", &mut matches, true)?;
         cx.write_table("top", &mut top, false)?;
         cx.write_table("histogram", &mut hist, false)?;

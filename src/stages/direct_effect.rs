@@ -3,14 +3,13 @@
 //! losses of each run, with the study's names and the standard mediation names side by side.
 
 use super::intervention::{means, SetValue};
-use super::{Dep, Stage};
+use super::batches::for_each_batch;
+use super::{CheckCx, Dep, Stage, StageEnv};
 use crate::analysis::effects::{context_effect, direct_effect, Force};
-use crate::exec::RunCx;
 use crate::model::hooks::HookPoint;
-use crate::spec::{CheckCx, DatasetRef, Diagnostic, ModelRef, Sp, StageRef};
+use crate::spec::{DatasetRef, Diagnostic, ModelRef, Sp, StageRef};
+use crate::store::table::Table;
 use anyhow::{bail, Context, Result};
-use candle_core::{Device, Tensor};
-use polars::prelude::*;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -57,7 +56,7 @@ fn default_batch() -> usize {
 }
 
 impl Spec {
-    fn value(&self, v: &SetValue, hook: HookPoint, cx: &RunCx) -> Result<f32> {
+    fn value(&self, v: &SetValue, hook: HookPoint, cx: &dyn StageEnv) -> Result<f32> {
         match (&v.value, &v.mean_of) {
             (Some(x), _) => Ok(*x),
             (_, Some(m)) => Ok(means(&cx.input(m)?, hook, &[self.neuron.value])?[0]),
@@ -122,7 +121,7 @@ impl Stage for Spec {
         }
     }
 
-    fn run(&self, cx: &mut RunCx) -> Result<()> {
+    fn run(&self, cx: &mut dyn StageEnv) -> Result<()> {
         let model = cx.model(&self.model)?;
         let data = cx.tokens(&self.dataset, &self.model)?;
         let hook = HookPoint::parse(&self.hook).context("bad hook")?;
@@ -140,32 +139,24 @@ impl Stage for Spec {
         let (frozen, patched) = (parse(&self.frozen)?, parse(&self.patched)?);
         let ctx = data.ctx;
         let mut sums = [(0f64, 0u64); 4];
-        let mut progress = cx.progress((data.rows * ctx) as u64, "tok");
-        for start in (0..data.rows).step_by(self.batch_size.max(1)) {
-            let b = self.batch_size.max(1).min(data.rows - start);
-            let tokens = Tensor::from_slice(&data.tokens[start * ctx..(start + b) * ctx], (b, ctx), &Device::Cpu)?
-                .to_device(&model.device)?;
+        for_each_batch(cx, &data, self.batch_size, &model.device, |batch| {
             let runs: [Vec<f32>; 4] = match self.mode {
                 Mode::Direct => {
-                    let e = direct_effect(&model, &tokens, force, &frozen, &patched)?;
+                    let e = direct_effect(&model, &batch.tokens, force, &frozen, &patched)?;
                     [e.original, e.ablated, e.direct, e.only_patched]
                 }
                 Mode::Context => {
-                    let e = context_effect(&model, &tokens, force, &frozen)?;
+                    let e = context_effect(&model, &batch.tokens, force, &frozen)?;
                     [e.original, e.ablated, e.direct, e.indirect]
                 }
             };
-            for r in 0..b {
+            for r in 0..batch.rows {
                 let keep: Vec<usize> = match self.position {
                     Some(p) => {
                         let t = if p < 0 { (ctx as i64 - 1 + p) as usize } else { p as usize };
                         vec![t.min(ctx - 2)]
                     }
-                    None => (0..ctx - 1)
-                        .filter(|&t| {
-                            data.valid[(start + r) * ctx + t] != 0 && data.valid[(start + r) * ctx + t + 1] != 0
-                        })
-                        .collect(),
+                    None => (0..ctx - 1).filter(|&t| batch.target_counts(r * ctx + t)).collect(),
                 };
                 for (s, l) in runs.iter().enumerate() {
                     for &t in &keep {
@@ -174,20 +165,11 @@ impl Stage for Spec {
                     }
                 }
             }
-            cx.tick(&mut progress, (b * ctx) as u64)?;
-        }
+            Ok(())
+        })?;
         let loss: Vec<f64> = sums.iter().map(|(s, n)| s / (*n).max(1) as f64).collect();
         let n = names(self.mode);
-        let mut df = DataFrame::new_infer_height(vec![
-            Column::new("run".into(), n.iter().map(|x| x.0).collect::<Vec<_>>()),
-            Column::new("study_name".into(), n.iter().map(|x| x.1).collect::<Vec<_>>()),
-            Column::new("mediation".into(), n.iter().map(|x| x.2).collect::<Vec<_>>()),
-            Column::new("loss".into(), loss.clone()),
-            Column::new("delta".into(), loss.iter().map(|l| l - loss[0]).collect::<Vec<_>>()),
-            Column::new("change_pct".into(), loss.iter().map(|l| 100.0 * (l - loss[0]) / loss[0]).collect::<Vec<_>>()),
-            Column::new("active".into(), vec![force.active; 4]),
-            Column::new("inactive".into(), vec![force.inactive; 4]),
-        ])?;
+        let mut df = Table::new().with("run", n.iter().map(|x| x.0).collect::<Vec<_>>()).with("study_name", n.iter().map(|x| x.1).collect::<Vec<_>>()).with("mediation", n.iter().map(|x| x.2).collect::<Vec<_>>()).with("loss", loss.clone()).with("delta", loss.iter().map(|l| l - loss[0]).collect::<Vec<_>>()).with("change_pct", loss.iter().map(|l| 100.0 * (l - loss[0]) / loss[0]).collect::<Vec<_>>()).with("active", vec![force.active; 4]).with("inactive", vec![force.inactive; 4]).frame()?;
         cx.write_table("effects", &mut df, true)
     }
 }

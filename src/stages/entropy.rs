@@ -3,16 +3,17 @@
 //! the rank of the true next token and `ln_final.hook_scale`, averaged in f64 over valid tokens,
 //! beside the unintervened run and a random baseline of neurons drawn by the study's rule.
 
-use super::{Dep, Stage, StageSpec};
+use super::batches::for_each_batch;
+use super::{CheckCx, Dep, Stage, StageEnv};
 use crate::analysis::weights::{in_out, unit_rows, vocab_cosines};
-use crate::exec::RunCx;
 use crate::model::hooks::{BlockSite, HookPoint};
 use crate::model::outputs::token_stats;
 use crate::model::{Model, Request, Start};
-use crate::spec::{CheckCx, DatasetRef, Diagnostic, ModelRef, Sp, StageRef};
+use crate::spec::{DatasetRef, Diagnostic, ModelRef, Sp, StageRef};
 use crate::stages::prediction_neurons::percentile;
+use crate::store::table::Table;
 use anyhow::{bail, Context, Result};
-use candle_core::{Device, Tensor};
+use candle_core::Tensor;
 use polars::prelude::*;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
@@ -172,16 +173,14 @@ impl Stage for Spec {
             .map(|b| ("baseline", &b.weights))
             .chain(self.candidates.iter().map(|c| ("candidates", &c.weights)));
         for (field, w) in refs {
-            match cx.exp.stages.get(w.name()).map(|s| &s.value) {
-                Some(StageSpec::Weights(ws)) if ws.model.name() != self.model.name() => out.push(Diagnostic::at(
-                    w.span(),
-                    format!("{field}.weights describes model '{}', not '{}'", ws.model.name(), self.model.name()),
-                )),
-                Some(StageSpec::Weights(_)) | None => {}
-                Some(o) => out.push(Diagnostic::at(
-                    w.span(),
-                    format!("{field}.weights reads a weights stage; '{}' is of kind {}", w.name(), o.kind()),
-                )),
+            let expected = format!("{field}.weights reads a weights stage");
+            if let Some(ws) = cx.stage::<super::weights::Spec>(w, &expected, out) {
+                if ws.model.name() != self.model.name() {
+                    out.push(Diagnostic::at(
+                        w.span(),
+                        format!("{field}.weights describes model '{}', not '{}'", ws.model.name(), self.model.name()),
+                    ));
+                }
             }
         }
         let Some(cfg) = cx.config(&self.model) else { return };
@@ -198,7 +197,7 @@ impl Stage for Spec {
         }
     }
 
-    fn run(&self, cx: &mut RunCx) -> Result<()> {
+    fn run(&self, cx: &mut dyn StageEnv) -> Result<()> {
         let model = cx.model(&self.model)?;
         let data = cx.tokens(&self.dataset, &self.model)?;
         let mut studied = self.neurons.value.clone();
@@ -224,32 +223,20 @@ impl Stage for Spec {
         let (bos, eos) = (model.cfg.bos_token_id, model.cfg.eos_token_id);
         let mut clean = Metrics::default();
         let mut runs = vec![vec![Metrics::default(); self.values.len()]; all.len()];
-        let ctx = data.ctx;
-        let mut progress = cx.progress((data.rows * ctx) as u64, "tok");
-        for start in (0..data.rows).step_by(self.batch_size) {
-            let b = self.batch_size.min(data.rows - start);
-            let ids = &data.tokens[start * ctx..(start + b) * ctx];
-            let tokens = Tensor::from_slice(ids, (b, ctx), &Device::Cpu)?.to_device(&model.device)?;
+        for_each_batch(cx, &data, self.batch_size, &model.device, |batch| {
             // A position counts when it and the next are valid and it is not BOS / EOS.
-            let keep: Vec<bool> = (0..b * ctx)
-                .map(|i| {
-                    i % ctx + 1 < ctx
-                        && data.valid[start * ctx + i] != 0
-                        && data.valid[start * ctx + i + 1] != 0
-                        && ids[i] != bos
-                        && ids[i] != eos
-                })
-                .collect();
+            let keep: Vec<bool> =
+                (0..batch.len()).map(|i| batch.target_counts(i) && batch.ids[i] != bos && batch.ids[i] != eos).collect();
             let hooks = layers
                 .iter()
                 .flat_map(|&l| [HookPoint::Block(l, BlockSite::ResidPost), HookPoint::Block(l, BlockSite::Post)])
                 .collect();
-            let (logits, mut cache) = run(&model, Start::Tokens(&tokens), hooks)?;
+            let (logits, mut cache) = run(&model, Start::Tokens(&batch.tokens), hooks)?;
             accumulate(
                 &mut clean,
                 &logits,
                 &cache.remove(&HookPoint::LnFinalScale).context("no ln_final scale")?,
-                &tokens,
+                &batch.tokens,
                 &keep,
             )?;
             for (k, ([l, n], _)) in all.iter().enumerate() {
@@ -265,13 +252,13 @@ impl Stage for Spec {
                         &mut runs[k][v],
                         &logits,
                         &c.remove(&HookPoint::LnFinalScale).context("no ln_final scale")?,
-                        &tokens,
+                        &batch.tokens,
                         &keep,
                     )?;
                 }
             }
-            cx.tick(&mut progress, (b * ctx) as u64)?;
-        }
+            Ok(())
+        })?;
         if clean.tokens == 0 {
             bail!("no valid tokens to average over");
         }
@@ -345,7 +332,7 @@ fn draw_baseline(
 impl Spec {
     fn write(
         &self,
-        cx: &RunCx,
+        cx: &dyn StageEnv,
         model: &Model,
         all: &[([usize; 2], &str)],
         clean: &Metrics,
@@ -366,18 +353,17 @@ impl Spec {
                 ));
             }
         }
-        let mut cols = vec![
-            Column::new("neuron_name".into(), rows.iter().map(|r| r.0.clone()).collect::<Vec<_>>()),
-            Column::new("layer".into(), rows.iter().map(|r| r.1).collect::<Vec<_>>()),
-            Column::new("neuron".into(), rows.iter().map(|r| r.2).collect::<Vec<_>>()),
-            Column::new("kind".into(), rows.iter().map(|r| r.3.clone()).collect::<Vec<_>>()),
-            Column::new("value".into(), rows.iter().map(|r| r.4).collect::<Vec<_>>()),
-        ];
+        let mut table = Table::new()
+            .with("neuron_name", rows.iter().map(|r| r.0.clone()).collect::<Vec<_>>())
+            .with("layer", rows.iter().map(|r| r.1).collect::<Vec<_>>())
+            .with("neuron", rows.iter().map(|r| r.2).collect::<Vec<_>>())
+            .with("kind", rows.iter().map(|r| r.3.clone()).collect::<Vec<_>>())
+            .with("value", rows.iter().map(|r| r.4).collect::<Vec<_>>());
         for (m, metric) in METRICS.iter().enumerate() {
-            cols.push(Column::new((*metric).into(), rows.iter().map(|r| r.5[m]).collect::<Vec<_>>()));
+            table.push(metric, rows.iter().map(|r| r.5[m]).collect::<Vec<_>>());
         }
-        cols.push(Column::new("tokens".into(), rows.iter().map(|r| r.6).collect::<Vec<_>>()));
-        cx.write_table("entropy", &mut DataFrame::new_infer_height(cols)?, true)?;
+        table.push("tokens", rows.iter().map(|r| r.6).collect::<Vec<_>>());
+        cx.write_table("entropy", &mut table.frame()?, true)?;
         // For plots: each studied neuron, the baseline mean and the unintervened run, per value.
         let n_base = all.iter().filter(|a| a.1 == "baseline").count();
         let mut series: Vec<(String, f32, [f64; 5])> = Vec::new();
@@ -398,14 +384,13 @@ impl Spec {
             }
             series.push(("unintervened".into(), value, clean.mean()));
         }
-        let mut cols = vec![
-            Column::new("series".into(), series.iter().map(|s| s.0.clone()).collect::<Vec<_>>()),
-            Column::new("value".into(), series.iter().map(|s| s.1).collect::<Vec<_>>()),
-        ];
+        let mut table = Table::new()
+            .with("series", series.iter().map(|s| s.0.clone()).collect::<Vec<_>>())
+            .with("value", series.iter().map(|s| s.1).collect::<Vec<_>>());
         for (m, metric) in METRICS.iter().enumerate() {
-            cols.push(Column::new((*metric).into(), series.iter().map(|s| s.2[m]).collect::<Vec<_>>()));
+            table.push(metric, series.iter().map(|s| s.2[m]).collect::<Vec<_>>());
         }
-        cx.write_table("summary", &mut DataFrame::new_infer_height(cols)?, true)?;
+        cx.write_table("summary", &mut table.frame()?, true)?;
         // cos(W_U, w_out) of each studied neuron over the vocabulary (an entropy neuron's is narrow).
         let w_u_unit = unit_rows(&model.weights.w_u.t()?.contiguous()?)?;
         let (mut who, mut cos) = (Vec::new(), Vec::new());
@@ -416,7 +401,7 @@ impl Spec {
             cos.extend(c);
         }
         let mut df =
-            DataFrame::new_infer_height(vec![Column::new("neuron_name".into(), who), Column::new("cos".into(), cos)])?;
+            Table::new().with("neuron_name", who).with("cos", cos).frame()?;
         cx.write_table("vocab_cos", &mut df, false)
     }
 }

@@ -3,17 +3,16 @@
 //! groups, user token sets, position buckets, dataset subsets and per-position labels from Parquet —
 //! in one streaming pass; each neuron's best explanations and its family.
 
-use super::activations::{check_per_position, width, Columns};
-use super::{Dep, Stage};
-use crate::analysis::features::{unigram_groups, Feature, TokenFeatures};
+use super::batches::for_each_batch;
+use super::{CheckCx, Dep, Stage, StageEnv};
+use crate::analysis::features::{vocabulary_features, Feature, TokenFeatures};
 use crate::data::Tokenized;
-use crate::exec::RunCx;
 use crate::model::hooks::HookPoint;
-use crate::model::tokenizer::Tokenizer;
 use crate::model::{Request, Start};
-use crate::spec::validate::select_hooks;
-use crate::spec::{CheckCx, DatasetRef, Diagnostic, ModelRef, Sp};
+use crate::model::selector::select_all;
+use crate::spec::{DatasetRef, Diagnostic, ModelRef, Sp};
 use crate::stats::separation::{Score, Separation};
+use crate::store::table::{NeuronRows, Table};
 use anyhow::{bail, Context, Result};
 use candle_core::{Device, Tensor};
 use polars::prelude::*;
@@ -128,41 +127,6 @@ impl FeatureColumn {
     pub fn label(&self) -> String {
         format!("{}: {}", self.variant, self.feature.name)
     }
-}
-
-/// Token sets named in an experiment, as token ids (each string must be one token).
-pub fn token_sets(tok: &Tokenizer, sets: &BTreeMap<String, Vec<String>>) -> Result<Vec<(String, Vec<u32>)>> {
-    sets.iter()
-        .map(|(name, strs)| {
-            Ok((
-                name.clone(),
-                strs.iter()
-                    .map(|s| tok.single_token(s))
-                    .collect::<Result<Vec<u32>>>()
-                    .with_context(|| format!("token set '{name}'"))?,
-            ))
-        })
-        .collect()
-}
-
-/// String features, unigram groups (counted in `data`) and token sets of every token id.
-pub fn vocabulary_features(
-    tok: &Tokenizer,
-    vocab: usize,
-    counts: Option<(&[u64], u64, usize)>,
-    sets: &BTreeMap<String, Vec<String>>,
-) -> Result<TokenFeatures> {
-    let strings: Vec<String> = (0..vocab as u32).map(|i| tok.token_str(i)).collect();
-    let mut tf = TokenFeatures::builtin(&strings);
-    if let Some((counts, min_count, min_ids)) = counts {
-        for (key, ids) in unigram_groups(&strings, counts, min_count, min_ids) {
-            tf.push(format!("unigram {key:?}"), "unigram", ids);
-        }
-    }
-    for (name, ids) in token_sets(tok, sets)? {
-        tf.push(name, "token_set", ids);
-    }
-    Ok(tf)
 }
 
 /// Position bucket names and the bucket of each position: 0, 1, 2, 3, then 4–7, 8–15, ….
@@ -333,17 +297,17 @@ impl Stage for Spec {
             out.push(Diagnostic::at(self.model.span(), "explain needs at least one of features = [\"token\", \"prev_token\", \"position\", \"subset\"] or labels"));
         }
         for l in &self.labels {
-            if !cx.exp.base_dir().join(&l.path.value).is_file() {
+            if !cx.base_dir.join(&l.path.value).is_file() {
                 out.push(
                     Diagnostic::at(l.path.span.clone(), format!("label file '{}' not found", l.path.value))
                         .help("a Parquet file with columns row, position and the label column"),
                 );
             }
         }
-        check_per_position(cx, &self.model, &self.hooks, "explain scores", out);
+        cx.per_position_hooks(&self.model, &self.hooks, "explain scores", out);
     }
 
-    fn run(&self, cx: &mut RunCx) -> Result<()> {
+    fn run(&self, cx: &mut dyn StageEnv) -> Result<()> {
         let model = cx.model(&self.model)?;
         let data = cx.tokens(&self.dataset, &self.model)?;
         let cfg = &model.cfg;
@@ -360,28 +324,25 @@ impl Stage for Spec {
             Some((&counts, self.unigram_min_count, self.unigram_min_ids)),
             &self.token_sets,
         )?;
-        let layout = self.layout(&tf, &data, &cx.base_dir())?;
-        let hooks = select_hooks(cfg, &self.hooks)?;
+        let layout = self.layout(&tf, &data, cx.base_dir())?;
+        let hooks = select_all(cfg, &self.hooks)?;
         let nf = layout.columns.len();
-        let bytes: usize = hooks.iter().map(|h| Separation::bytes(nf, width(cfg, *h).unwrap_or(0))).sum();
+        let bytes: usize = hooks.iter().map(|h| Separation::bytes(nf, h.width(cfg).unwrap_or(0))).sum();
         if bytes as f64 > self.memory_gb * 1e9 {
             bail!("explain: {nf} features × {} hooks need {:.1} GB of sums (memory_gb = {}): select fewer hooks or features, or raise memory_gb", hooks.len(), bytes as f64 / 1e9, self.memory_gb);
         }
         let mut sums: BTreeMap<HookPoint, Separation> =
-            hooks.iter().map(|&h| (h, Separation::new(nf, width(cfg, h).unwrap_or(0)))).collect();
-        let (rows, ctx) = (data.rows, data.ctx);
-        let mut progress = cx.progress((rows * ctx) as u64, "tok");
-        for start in (0..rows).step_by(self.batch_size) {
-            let b = self.batch_size.min(rows - start);
-            let ids = &data.tokens[start * ctx..(start + b) * ctx];
-            let tokens = Tensor::from_slice(ids, (b, ctx), &Device::Cpu)?.to_device(&model.device)?;
-            let keep: Vec<usize> = (0..b * ctx).filter(|&i| data.valid[start * ctx + i] != 0).collect();
-            let on: Vec<Vec<u32>> = keep.iter().map(|&i| layout.on(&tf, &data, start * ctx + i, i % ctx)).collect();
-            model.forward(Start::Tokens(&tokens), &Request::capture(hooks.iter().copied()), &mut |h, t| {
+            hooks.iter().map(|&h| (h, Separation::new(nf, h.width(cfg).unwrap_or(0)))).collect();
+        let req = Request::capture(hooks.iter().copied());
+        for_each_batch(cx, &data, self.batch_size, &model.device, |batch| {
+            let keep: Vec<usize> = (0..batch.len()).filter(|&i| batch.valid[i] != 0).collect();
+            let on: Vec<Vec<u32>> =
+                keep.iter().map(|&i| layout.on(&tf, &data, batch.index(i), i % batch.ctx)).collect();
+            model.forward(Start::Tokens(&batch.tokens), &req, &mut |h, t| {
                 let s = sums.get_mut(&h).expect("captured hook has sums");
-                let w = width(cfg, h).unwrap_or(0);
+                let w = h.width(cfg).unwrap_or(0);
                 crate::model::forward::with_f32(&t.to_device(&Device::Cpu)?, |x| {
-                    if keep.len() == b * ctx {
+                    if keep.len() == batch.len() {
                         s.add(x, &on);
                     } else {
                         let rows: Vec<f32> = keep.iter().flat_map(|&i| x[i * w..(i + 1) * w].iter().copied()).collect();
@@ -389,37 +350,22 @@ impl Stage for Spec {
                     }
                 })
             })?;
-            cx.tick(&mut progress, (b * ctx) as u64)?;
-        }
+            Ok(())
+        })?;
         self.write(cx, &layout.columns, &sums)
     }
 }
 
 impl Spec {
-    fn write(&self, cx: &RunCx, columns: &[FeatureColumn], sums: &BTreeMap<HookPoint, Separation>) -> Result<()> {
+    fn write(&self, cx: &dyn StageEnv, columns: &[FeatureColumn], sums: &BTreeMap<HookPoint, Separation>) -> Result<()> {
         let n = sums.values().next().map(|s| s.rows()).unwrap_or(0);
         if n < 2 {
             bail!("explain needs at least two valid positions; the dataset has {n}");
         }
         let first = sums.values().next().expect("one hook");
-        let mut features = DataFrame::new_infer_height(vec![
-            polars::prelude::Column::new("feature".into(), columns.iter().map(|c| c.label()).collect::<Vec<_>>()),
-            polars::prelude::Column::new("variant".into(), columns.iter().map(|c| c.variant).collect::<Vec<_>>()),
-            polars::prelude::Column::new(
-                "group".into(),
-                columns.iter().map(|c| c.feature.group.clone()).collect::<Vec<_>>(),
-            ),
-            polars::prelude::Column::new(
-                "positions".into(),
-                (0..columns.len()).map(|f| first.holds(f)).collect::<Vec<_>>(),
-            ),
-            polars::prelude::Column::new(
-                "fraction".into(),
-                (0..columns.len()).map(|f| first.holds(f) as f64 / n as f64).collect::<Vec<_>>(),
-            ),
-        ])?;
+        let mut features = Table::new().with("feature", columns.iter().map(|c| c.label()).collect::<Vec<_>>()).with("variant", columns.iter().map(|c| c.variant).collect::<Vec<_>>()).with("group", columns.iter().map(|c| c.feature.group.clone()).collect::<Vec<_>>()).with("positions", (0..columns.len()).map(|f| first.holds(f)).collect::<Vec<_>>()).with("fraction", (0..columns.len()).map(|f| first.holds(f) as f64 / n as f64).collect::<Vec<_>>()).frame()?;
         cx.write_table("features", &mut features, true)?;
-        let (mut expl, mut best) = (Columns::default(), Columns::default());
+        let (mut expl, mut best) = (NeuronRows::default(), NeuronRows::default());
         let mut families: BTreeMap<(String, u32, String), u32> = BTreeMap::new();
         let mut top: Vec<(f64, String, u32, u32)> = Vec::new();
         let mut matrices = std::collections::HashMap::new();
@@ -467,26 +413,11 @@ impl Spec {
         }
         cx.write_table("explanations", &mut expl.frame()?, false)?;
         cx.write_table("best", &mut best.frame()?, true)?;
-        let mut fam = DataFrame::new_infer_height(vec![
-            polars::prelude::Column::new("hook".into(), families.keys().map(|k| k.0.clone()).collect::<Vec<_>>()),
-            polars::prelude::Column::new("layer".into(), families.keys().map(|k| k.1).collect::<Vec<_>>()),
-            polars::prelude::Column::new("family".into(), families.keys().map(|k| k.2.clone()).collect::<Vec<_>>()),
-            polars::prelude::Column::new("neurons".into(), families.values().copied().collect::<Vec<_>>()),
-        ])?;
+        let mut fam = Table::new().with("hook", families.keys().map(|k| k.0.clone()).collect::<Vec<_>>()).with("layer", families.keys().map(|k| k.1).collect::<Vec<_>>()).with("family", families.keys().map(|k| k.2.clone()).collect::<Vec<_>>()).with("neurons", families.values().copied().collect::<Vec<_>>()).frame()?;
         cx.write_table("families", &mut fam, true)?;
         top.sort_by(|a, b| b.0.total_cmp(&a.0));
         top.truncate(self.top);
-        let mut top_df = DataFrame::new_infer_height(vec![
-            polars::prelude::Column::new("rank".into(), (0..top.len() as u32).collect::<Vec<_>>()),
-            polars::prelude::Column::new("layer".into(), top.iter().map(|t| t.2).collect::<Vec<_>>()),
-            polars::prelude::Column::new("neuron".into(), top.iter().map(|t| t.3).collect::<Vec<_>>()),
-            polars::prelude::Column::new(
-                "name".into(),
-                top.iter().map(|t| format!("L{}.{} {}", t.2, t.3, t.1)).collect::<Vec<_>>(),
-            ),
-            polars::prelude::Column::new("feature".into(), top.iter().map(|t| t.1.clone()).collect::<Vec<_>>()),
-            polars::prelude::Column::new("vr".into(), top.iter().map(|t| t.0).collect::<Vec<_>>()),
-        ])?;
+        let mut top_df = Table::new().with("rank", (0..top.len() as u32).collect::<Vec<_>>()).with("layer", top.iter().map(|t| t.2).collect::<Vec<_>>()).with("neuron", top.iter().map(|t| t.3).collect::<Vec<_>>()).with("name", top.iter().map(|t| format!("L{}.{} {}", t.2, t.3, t.1)).collect::<Vec<_>>()).with("feature", top.iter().map(|t| t.1.clone()).collect::<Vec<_>>()).with("vr", top.iter().map(|t| t.0).collect::<Vec<_>>()).frame()?;
         cx.write_table("top", &mut top_df, true)?;
         candle_core::safetensors::save(&matrices, cx.out().join("variance_reduction.safetensors"))?;
         Ok(())

@@ -2,10 +2,10 @@
 //! set = { mean_of = "acts_en" } }`), their checks, and their resolution into model interventions
 //! (means read from an `activations` stage's statistics).
 
+use super::{CheckCx, Dep};
 use crate::model::hooks::HookPoint;
 use crate::model::{Action, Intervention, ModelConfig};
-use crate::spec::{CheckCx, Diagnostic, Sp, StageRef};
-use crate::stages::{Dep, StageSpec};
+use crate::spec::{Diagnostic, Sp, StageRef};
 use anyhow::{bail, Context, Result};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -97,19 +97,15 @@ impl InterventionSpec {
                 out.push(Diagnostic::at(span.clone(), "set needs exactly one of value, values, mean_of"));
             }
             if let Some(m) = &set.mean_of {
-                match cx.exp.stages.get(m.name()).map(|s| &s.value) {
-                    Some(StageSpec::Activations(_)) | None => {}
-                    Some(o) => out.push(Diagnostic::at(
-                        m.span(),
-                        format!("mean_of reads an activations stage; '{}' is a {} stage", m.name(), o.kind()),
-                    )),
-                }
+                cx.stage::<super::activations::Spec>(m, "mean_of reads an activations stage", out);
             }
         }
         let Some(cfg) = cfg else { return };
         let Some(hook) = HookPoint::parse(&self.hook) else {
-            let hint =
-                crate::util::did_you_mean(&self.hook, crate::model::hooks::known_names(cfg).iter().map(|s| s.as_str()));
+            let hint = crate::util::did_you_mean(
+                &self.hook,
+                crate::model::selector::known_names(cfg).iter().map(|s| s.as_str()),
+            );
             out.push(
                 Diagnostic::at(
                     span,

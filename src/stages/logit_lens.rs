@@ -2,13 +2,12 @@
 //! LayerNorm (the run's own cached scale) and the unembedding, along `answer − wrong` (by default a
 //! pair's answer and wrong tokens) and as the top tokens of the full vocabulary.
 
-use super::{Dep, Stage};
+use super::{CheckCx, Dep, Stage, StageEnv};
 use crate::analysis::lens::{accumulated_resid, logit_direction, project, vocab_logits};
-use crate::exec::RunCx;
-use crate::spec::{CheckCx, DatasetRef, Diagnostic, ModelRef};
+use crate::spec::{DatasetRef, Diagnostic, ModelRef};
+use crate::store::table::Table;
 use anyhow::Result;
 use candle_core::{Device, Tensor};
-use polars::prelude::*;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -48,8 +47,8 @@ impl Stage for Spec {
     }
 
     fn check(&self, cx: &CheckCx, out: &mut Vec<Diagnostic>) {
-        if let Some(ds) = cx.exp.datasets.get(self.dataset.name()) {
-            if ds.value.pairs.is_none() && self.answer.is_none() {
+        if let Some(ds) = cx.dataset(self.dataset.name()) {
+            if ds.pairs.is_none() && self.answer.is_none() {
                 out.push(Diagnostic::at(
                     self.dataset.span(),
                     "logit_lens on prompts needs `answer` (and optionally `wrong`)",
@@ -58,7 +57,7 @@ impl Stage for Spec {
         }
     }
 
-    fn run(&self, cx: &mut RunCx) -> Result<()> {
+    fn run(&self, cx: &mut dyn StageEnv) -> Result<()> {
         let model = cx.model(&self.model)?;
         let data = cx.tokens(&self.dataset, &self.model)?;
         let tok = model.tokenizer()?;
@@ -90,21 +89,9 @@ impl Stage for Spec {
                 }
             }
         }
-        let mut df = DataFrame::new_infer_height(vec![
-            Column::new("prompt".into(), lens.iter().map(|x| x.0).collect::<Vec<_>>()),
-            Column::new("index".into(), lens.iter().map(|x| x.1).collect::<Vec<_>>()),
-            Column::new("point".into(), lens.iter().map(|x| x.2.clone()).collect::<Vec<_>>()),
-            Column::new("value".into(), lens.iter().map(|x| x.3).collect::<Vec<_>>()),
-        ])?;
+        let mut df = Table::new().with("prompt", lens.iter().map(|x| x.0).collect::<Vec<_>>()).with("index", lens.iter().map(|x| x.1).collect::<Vec<_>>()).with("point", lens.iter().map(|x| x.2.clone()).collect::<Vec<_>>()).with("value", lens.iter().map(|x| x.3).collect::<Vec<_>>()).frame()?;
         cx.write_table("lens", &mut df, false)?;
-        let mut df = DataFrame::new_infer_height(vec![
-            Column::new("prompt".into(), top.iter().map(|x| x.0).collect::<Vec<_>>()),
-            Column::new("index".into(), top.iter().map(|x| x.1).collect::<Vec<_>>()),
-            Column::new("point".into(), top.iter().map(|x| x.2.clone()).collect::<Vec<_>>()),
-            Column::new("rank".into(), top.iter().map(|x| x.3).collect::<Vec<_>>()),
-            Column::new("token".into(), top.iter().map(|x| x.4.clone()).collect::<Vec<_>>()),
-            Column::new("logit".into(), top.iter().map(|x| x.5).collect::<Vec<_>>()),
-        ])?;
+        let mut df = Table::new().with("prompt", top.iter().map(|x| x.0).collect::<Vec<_>>()).with("index", top.iter().map(|x| x.1).collect::<Vec<_>>()).with("point", top.iter().map(|x| x.2.clone()).collect::<Vec<_>>()).with("rank", top.iter().map(|x| x.3).collect::<Vec<_>>()).with("token", top.iter().map(|x| x.4.clone()).collect::<Vec<_>>()).with("logit", top.iter().map(|x| x.5).collect::<Vec<_>>()).frame()?;
         cx.write_table("top_tokens", &mut df, false)
     }
 }

@@ -1,35 +1,28 @@
-//! Stage kinds, one file each, behind one `Stage` trait: what a stage reads (its dependencies),
-//! what it checks before anything runs, and how it computes its artifacts.
+//! Stage kinds, one file each, behind one `Stage` trait: what a stage declares (what it reads, what
+//! it checks before anything runs, the tables it writes, the parts it fans out into) and how it
+//! computes its artifacts through a `StageEnv` the executor provides. Beside them, the toolkit they
+//! share: the check context, the environment, token batches, neuron selection, interventions.
+//!
+//! A new kind needs its file, one line in `stage_kinds!` below, the regenerated schema
+//! (`lantern schema > schemas/experiment.schema.json`) and a row in the README (see CONTRIBUTING.md).
 
-pub mod ablation;
-pub mod activations;
-pub mod attention_deactivation;
-pub mod contrast;
-pub mod correlation;
-pub mod direct_effect;
-pub mod entropy;
-pub mod explain;
+pub mod batches;
+pub mod check;
+pub mod env;
 pub mod intervention;
-pub mod logit_lens;
-pub mod neuron_table;
-pub mod patching;
 pub mod plot;
-pub mod prediction_neurons;
 pub mod select;
 pub mod tokenize;
-pub mod train;
-pub mod universal;
-pub mod viewer;
-pub mod vocab_projection;
-pub mod weights;
 
-use crate::exec::RunCx;
-use crate::spec::{CheckCx, DatasetRef, Diagnostic, ModelRef, StageRef};
+pub use check::CheckCx;
+pub use env::StageEnv;
+pub use plot::PlotStage;
+
+use crate::model::ModelConfig;
+use crate::spec::{DatasetRef, Diagnostic, ModelRef, StageRef};
 use anyhow::Result;
 use schemars::JsonSchema;
 use serde::Serialize;
-
-pub use plot::PlotStage;
 
 /// One node of a stage that fans out.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -70,10 +63,11 @@ pub enum Dep<'a> {
 pub trait Stage {
     /// What this stage reads; references become edges of the plan.
     fn deps(&self) -> Vec<Dep<'_>>;
-    /// Checks that need model configurations (hook names, layer and neuron ranges).
+    /// Checks before anything runs (hook names, layer and neuron ranges, the kinds of the stages
+    /// it reads), against the model configurations known offline.
     fn check(&self, _cx: &CheckCx, _out: &mut Vec<Diagnostic>) {}
-    /// Compute the artifacts into `cx.out()`.
-    fn run(&self, cx: &mut RunCx) -> Result<()>;
+    /// Compute the artifacts into `env.out()`.
+    fn run(&self, env: &mut dyn StageEnv) -> Result<()>;
     /// The tables (Parquet files, without extension) it writes, for plots to name.
     fn tables(&self) -> Vec<&'static str> {
         vec![]
@@ -92,25 +86,36 @@ pub trait Stage {
     fn parts(&self, _experiment_seed: u64) -> Vec<Part> {
         vec![]
     }
-    /// Compute one part into `cx.out()`.
-    fn run_part(&self, _cx: &mut RunCx, part: Part) -> Result<()> {
+    /// Compute one part into `env.out()`.
+    fn run_part(&self, _env: &mut dyn StageEnv, part: Part) -> Result<()> {
         anyhow::bail!("this stage has no part {part:?}")
     }
     /// For stages that make models: the configuration of what they make.
-    fn trained_config(&self) -> Option<crate::model::ModelConfig> {
+    fn trained_config(&self) -> Option<ModelConfig> {
         None
     }
+}
+
+/// A stage kind: the type behind one `kind = "…"`, so that a stage can ask for another stage of a
+/// given kind by type (`cx.stage::<activations::Spec>(…)`).
+pub trait Kind: Stage + Sized + 'static {
+    /// The `kind` name in experiment files.
+    const KIND: &'static str;
+    /// This kind's spec, when `spec` is of this kind.
+    fn of(spec: &StageSpec) -> Option<&Self>;
 }
 
 /// Declares the stage kinds: the tagged enum (for the schema and fingerprints), its decoding by
 /// `kind`, and the list of kind names.
 macro_rules! stage_kinds {
-    ($($variant:ident($ty:ty) = $kind:literal),* $(,)?) => {
+    ($($variant:ident($module:ident) = $kind:literal),* $(,)?) => {
+        $(pub mod $module;)*
+
         /// `[stages.NAME]`: a `kind` and that kind's fields.
         #[derive(Clone, Debug, Serialize, JsonSchema)]
         #[serde(tag = "kind")]
         pub enum StageSpec {
-            $(#[serde(rename = $kind)] $variant($ty),)*
+            $(#[serde(rename = $kind)] $variant($module::Spec),)*
         }
 
         pub const STAGE_KINDS: &[&str] = &[$($kind),*];
@@ -119,7 +124,7 @@ macro_rules! stage_kinds {
             /// Decode the fields of a stage of kind `kind`; `Err(None)` for an unknown kind.
             pub fn decode<'de, D: serde::Deserializer<'de, Error = toml::de::Error>>(kind: &str, de: D) -> Result<StageSpec, Option<toml::de::Error>> {
                 match kind {
-                    $($kind => <$ty as serde::Deserialize>::deserialize(de).map(StageSpec::$variant).map_err(Some),)*
+                    $($kind => <$module::Spec as serde::Deserialize>::deserialize(de).map(StageSpec::$variant).map_err(Some),)*
                     _ => Err(None),
                 }
             }
@@ -130,29 +135,40 @@ macro_rules! stage_kinds {
                 match self { $(StageSpec::$variant(s) => s,)* }
             }
             /// The configuration of the model a `train` stage makes (None for other kinds).
-            pub fn trained_config(&self) -> Option<crate::model::ModelConfig> {
+            pub fn trained_config(&self) -> Option<ModelConfig> {
                 self.stage().trained_config()
             }
         }
+
+        $(impl Kind for $module::Spec {
+            const KIND: &'static str = $kind;
+            fn of(spec: &StageSpec) -> Option<&Self> {
+                match spec {
+                    StageSpec::$variant(s) => Some(s),
+                    #[allow(unreachable_patterns)]
+                    _ => None,
+                }
+            }
+        })*
     };
 }
 
 stage_kinds! {
-    Ablation(ablation::Spec) = "ablation",
-    Activations(activations::Spec) = "activations",
-    AttentionDeactivation(attention_deactivation::Spec) = "attention_deactivation",
-    Contrast(contrast::Spec) = "contrast",
-    Correlation(correlation::Spec) = "correlation",
-    DirectEffect(direct_effect::Spec) = "direct_effect",
-    Entropy(entropy::Spec) = "entropy",
-    Explain(explain::Spec) = "explain",
-    LogitLens(logit_lens::Spec) = "logit_lens",
-    NeuronTable(neuron_table::Spec) = "neuron_table",
-    Patching(patching::Spec) = "patching",
-    PredictionNeurons(prediction_neurons::Spec) = "prediction_neurons",
-    Train(train::Spec) = "train",
-    Universal(universal::Spec) = "universal",
-    Viewer(viewer::Spec) = "viewer",
-    VocabProjection(vocab_projection::Spec) = "vocab_projection",
-    Weights(weights::Spec) = "weights",
+    Ablation(ablation) = "ablation",
+    Activations(activations) = "activations",
+    AttentionDeactivation(attention_deactivation) = "attention_deactivation",
+    Contrast(contrast) = "contrast",
+    Correlation(correlation) = "correlation",
+    DirectEffect(direct_effect) = "direct_effect",
+    Entropy(entropy) = "entropy",
+    Explain(explain) = "explain",
+    LogitLens(logit_lens) = "logit_lens",
+    NeuronTable(neuron_table) = "neuron_table",
+    Patching(patching) = "patching",
+    PredictionNeurons(prediction_neurons) = "prediction_neurons",
+    Train(train) = "train",
+    Universal(universal) = "universal",
+    Viewer(viewer) = "viewer",
+    VocabProjection(vocab_projection) = "vocab_projection",
+    Weights(weights) = "weights",
 }

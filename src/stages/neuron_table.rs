@@ -3,9 +3,8 @@
 //! w_out_norm, input_bias, in_out_sim, l2_penalty, mean, var, skew, kurt, sparsity, vocab_mean,
 //! vocab_var, vocab_skew, vocab_kurt`), as Parquet and CSV.
 
-use super::{Dep, Stage, StageSpec};
-use crate::exec::RunCx;
-use crate::spec::{CheckCx, Diagnostic, StageRef};
+use super::{CheckCx, Dep, Stage, StageEnv};
+use crate::spec::{Diagnostic, StageRef};
 use crate::store::table::read;
 use anyhow::{Context, Result};
 use polars::prelude::*;
@@ -40,27 +39,10 @@ impl Stage for Spec {
     }
 
     fn check(&self, cx: &CheckCx, out: &mut Vec<Diagnostic>) {
-        let (w, a) = (
-            cx.exp.stages.get(self.weights.name()).map(|s| &s.value),
-            cx.exp.stages.get(self.activations.name()).map(|s| &s.value),
-        );
-        if let Some(w) = w.filter(|w| !matches!(w, StageSpec::Weights(_))) {
-            out.push(Diagnostic::at(
-                self.weights.span(),
-                format!("`weights` must name a weights stage; '{}' is a {} stage", self.weights.name(), w.kind()),
-            ));
-        }
-        if let Some(a) = a.filter(|a| !matches!(a, StageSpec::Activations(_))) {
-            out.push(Diagnostic::at(
-                self.activations.span(),
-                format!(
-                    "`activations` must name an activations stage; '{}' is a {} stage",
-                    self.activations.name(),
-                    a.kind()
-                ),
-            ));
-        }
-        if let (Some(StageSpec::Weights(w)), Some(StageSpec::Activations(a))) = (w, a) {
+        let w = cx.stage::<super::weights::Spec>(&self.weights, "`weights` must name a weights stage", out);
+        let a =
+            cx.stage::<super::activations::Spec>(&self.activations, "`activations` must name an activations stage", out);
+        if let (Some(w), Some(a)) = (w, a) {
             if w.model.name() != a.model.name() {
                 out.push(Diagnostic::at(
                     self.activations.span(),
@@ -76,7 +58,7 @@ impl Stage for Spec {
         }
     }
 
-    fn run(&self, cx: &mut RunCx) -> Result<()> {
+    fn run(&self, cx: &mut dyn StageEnv) -> Result<()> {
         let mut df = read(&cx.input(&self.weights)?.join("weights.parquet"))?;
         let stats = read(&cx.input(&self.activations)?.join("stats.parquet"))?;
         let hook = crate::model::hooks::parse_site(&self.hook).context("unknown hook")?.tl_suffix();

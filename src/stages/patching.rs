@@ -2,13 +2,13 @@
 //! sweeps over resid_pre / attn_out / mlp_out × layer × position, over heads, and over the neurons
 //! of a layer; raw metric and normalised score, with token labels for heatmaps.
 
-use super::{Dep, Stage};
+use super::{CheckCx, Dep, Stage, StageEnv};
 use crate::analysis::patching::{
     head_patches, layer_position_patches, neuron_patches, normalise, prompt, Metric, Patch, Prepared,
 };
-use crate::exec::RunCx;
 use crate::model::hooks::BlockSite;
-use crate::spec::{CheckCx, DatasetRef, Diagnostic, ModelRef, Sp};
+use crate::spec::{DatasetRef, Diagnostic, ModelRef, Sp};
+use crate::store::table::Table;
 use anyhow::{bail, Context, Result};
 use polars::prelude::*;
 use schemars::JsonSchema;
@@ -89,8 +89,8 @@ impl Stage for Spec {
 
     fn check(&self, cx: &CheckCx, out: &mut Vec<Diagnostic>) {
         cx.at_least("batch_size", self.batch_size, 1, out);
-        if let Some(ds) = cx.exp.datasets.get(self.dataset.name()) {
-            if ds.value.pairs.is_none() {
+        if let Some(ds) = cx.dataset(self.dataset.name()) {
+            if ds.pairs.is_none() {
                 out.push(Diagnostic::at(
                     self.dataset.span(),
                     format!("patching needs a dataset of clean/corrupted `pairs`; '{}' has none", self.dataset.name()),
@@ -109,7 +109,7 @@ impl Stage for Spec {
         }
     }
 
-    fn run(&self, cx: &mut RunCx) -> Result<()> {
+    fn run(&self, cx: &mut dyn StageEnv) -> Result<()> {
         let model = cx.model(&self.model)?;
         let data = cx.tokens(&self.dataset, &self.model)?;
         let pairs = data.pairs.as_ref().context("the dataset has no pairs")?;
@@ -160,7 +160,7 @@ impl Stage for Spec {
             summary.2.push(prep.corrupt_metric);
             let mut progress = cx.progress(every.len() as u64, "patches");
             for (sweep, patches) in &jobs {
-                let raw = prep.run_batched(patches, self.batch_size, |n| cx.tick(&mut progress, n as u64))?;
+                let raw = prep.run_batched(patches, self.batch_size, |n| progress.tick(n as u64))?;
                 let rows = match sweep {
                     Sweep::Heads => &mut head_rows,
                     Sweep::Neurons => &mut neuron_rows,
@@ -175,11 +175,7 @@ impl Stage for Spec {
         cx.write_table("positions", &mut pos_rows.frame()?, false)?;
         cx.write_table("heads", &mut head_rows.frame()?, false)?;
         cx.write_table("neurons", &mut neuron_rows.frame()?, true)?;
-        let mut s = DataFrame::new_infer_height(vec![
-            Column::new("pair".into(), summary.0),
-            Column::new("metric_clean".into(), summary.1),
-            Column::new("metric_corrupted".into(), summary.2),
-        ])?;
+        let mut s = Table::new().with("pair", summary.0).with("metric_clean", summary.1).with("metric_corrupted", summary.2).frame()?;
         cx.write_table("summary", &mut s, false)
     }
 }
@@ -212,16 +208,6 @@ impl Rows {
     }
 
     fn frame(self) -> Result<DataFrame> {
-        Ok(DataFrame::new_infer_height(vec![
-            Column::new("pair".into(), self.pair),
-            Column::new("sweep".into(), self.sweep),
-            Column::new("layer".into(), self.layer),
-            Column::new("position".into(), self.position),
-            Column::new("token".into(), self.token),
-            Column::new("head".into(), self.head),
-            Column::new("neuron".into(), self.neuron),
-            Column::new("metric".into(), self.metric),
-            Column::new("score".into(), self.score),
-        ])?)
+        Table::new().with("pair", self.pair).with("sweep", self.sweep).with("layer", self.layer).with("position", self.position).with("token", self.token).with("head", self.head).with("neuron", self.neuron).with("metric", self.metric).with("score", self.score).frame()
     }
 }

@@ -1,28 +1,16 @@
 //! `[plots.NAME]`: a table of a stage rendered as PNG and SVG; its own cached node, so changing only
 //! its title re-renders it and nothing else.
 
-use super::{Dep, Stage};
-use crate::exec::RunCx;
+use super::{CheckCx, Dep, Stage, StageEnv};
 use crate::plot::PlotSpec;
-use crate::spec::{CheckCx, Diagnostic};
+use crate::spec::{Diagnostic, StageRef};
 use crate::util::did_you_mean;
 use anyhow::{bail, Result};
 
-pub type PlotStage = PlotSpec;
+/// A plot of a table of the stage `input` names.
+pub type PlotStage = PlotSpec<StageRef>;
 
-/// The Parquet tables in a stage's artifact folder, sorted.
-pub fn tables_in(dir: &std::path::Path) -> Vec<String> {
-    let mut t: Vec<String> = std::fs::read_dir(dir)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| e.file_name().to_str().and_then(|n| n.strip_suffix(".parquet")).map(str::to_string))
-        .collect();
-    t.sort();
-    t
-}
-
-impl Stage for PlotSpec {
+impl Stage for PlotStage {
     fn deps(&self) -> Vec<Dep<'_>> {
         vec![Dep::Stage(&self.input)]
     }
@@ -33,7 +21,7 @@ impl Stage for PlotSpec {
         if !missing.is_empty() {
             out.push(Diagnostic::at(span.clone(), format!("a {:?} plot needs {}", self.kind, missing.join(", "))));
         }
-        let Some(st) = cx.exp.stages.get(self.input.name()) else { return };
+        let Some(st) = cx.stages.get(self.input.name()) else { return };
         let tables = st.value.stage().tables();
         if let Some(t) = &self.table {
             if !tables.is_empty() && !tables.contains(&t.as_str()) {
@@ -52,9 +40,9 @@ impl Stage for PlotSpec {
         }
     }
 
-    fn run(&self, cx: &mut RunCx) -> Result<()> {
+    fn run(&self, cx: &mut dyn StageEnv) -> Result<()> {
         let dir = cx.input(&self.input)?;
-        let tables = tables_in(&dir);
+        let tables = crate::store::table::tables_in(&dir);
         let table = match &self.table {
             Some(t) => t.clone(),
             None if tables.len() == 1 => tables[0].clone(),
@@ -71,7 +59,7 @@ impl Stage for PlotSpec {
         let df = crate::store::table::read(&dir.join(format!("{table}.parquet")))?;
         let mut spec = self.clone();
         if spec.title.is_none() {
-            spec.title = Some(cx.name.clone());
+            spec.title = Some(cx.name().to_string());
         }
         crate::plot::render(&spec, &df, &cx.out().join("plot.png"), &cx.out().join("plot.svg"))
     }

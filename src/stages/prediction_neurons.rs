@@ -4,12 +4,12 @@
 //! variance reduction of W_Uᵀw_out over the vocabulary), and the per-layer percentiles of vocab
 //! kurtosis and skew across a family of models (seeds), with their min–max band.
 
-use super::activations::Columns;
-use super::{Dep, Stage, StageSpec};
+
+use super::{CheckCx, Dep, Stage, StageEnv};
 use crate::analysis::weights::{in_out, moments, unit_rows, vocab_class, vocab_cosines, Moments};
-use crate::exec::RunCx;
-use crate::spec::{CheckCx, Diagnostic, ModelRef, Sp, StageRef};
+use crate::spec::{Diagnostic, ModelRef, Sp, StageRef};
 use crate::stats::separation::Separation;
+use crate::store::table::{NeuronRows, Table};
 use anyhow::{Context, Result};
 use polars::prelude::*;
 use schemars::JsonSchema;
@@ -112,14 +112,7 @@ impl Stage for Spec {
             }
         }
         for f in &self.family {
-            if let Some(s) = cx.exp.stages.get(f.name()) {
-                if !matches!(s.value, StageSpec::Weights(_)) {
-                    out.push(Diagnostic::at(
-                        f.span(),
-                        format!("family lists weights stages; '{}' is of kind {}", f.name(), s.value.kind()),
-                    ));
-                }
-            }
+            cx.stage::<super::weights::Spec>(f, "family lists weights stages", out);
         }
         if let Some(p) = self.percentiles.iter().find(|p| !(0.0..=100.0).contains(*p)) {
             out.push(Diagnostic::at(self.model.span(), format!("percentile {p} is outside 0–100")));
@@ -139,16 +132,16 @@ impl Stage for Spec {
         }
     }
 
-    fn run(&self, cx: &mut RunCx) -> Result<()> {
+    fn run(&self, cx: &mut dyn StageEnv) -> Result<()> {
         let model = cx.model(&self.model)?;
         let cfg = &model.cfg;
         let tok =
             model.tokenizer.as_ref().context("prediction_neurons reads token strings: the model has no tokenizer")?;
-        let tf = super::explain::vocabulary_features(tok, cfg.d_vocab, None, &self.token_sets)?;
+        let tf = crate::analysis::features::vocabulary_features(tok, cfg.d_vocab, None, &self.token_sets)?;
         let w_u = model.weights.w_u.to_dtype(candle_core::DType::F32)?; // [d, vocab]
         let w_u_unit = unit_rows(&w_u.t()?.contiguous()?)?;
         let wanted: Vec<&str> = self.classes.iter().map(|c| c.value.as_str()).collect();
-        let (mut neurons, mut feats) = (Columns::default(), Columns::default());
+        let (mut neurons, mut feats) = (NeuronRows::default(), NeuronRows::default());
         // (sort key, neuron, best feature) of the explained and the `show` neurons.
         let mut best_of: Vec<(f64, [usize; 2], usize)> = Vec::new();
         let mut own: NeuronMoments = Vec::new();
@@ -167,7 +160,7 @@ impl Stage for Spec {
                 let m = moments(&cos[n]);
                 let class = vocab_class(&m, self.kurt_threshold, self.partition_var);
                 own.push((l as u32, m));
-                let key = |c: &mut Columns| c.key("mlp.hook_post", l as u32, n as u32);
+                let key = |c: &mut NeuronRows| c.key("mlp.hook_post", l as u32, n as u32);
                 key(&mut neurons);
                 neurons.strs(&[("class", class.to_string())]);
                 neurons.f64s(&[
@@ -211,7 +204,7 @@ impl Stage for Spec {
                     feats.f64s(&[("mean_diff", s.mean_diff), ("welch_t", s.welch_t), ("vr", s.vr)]);
                 }
             }
-            cx.tick(&mut progress, 1)?;
+            progress.tick(1)?;
         }
         let mut family: Vec<(String, NeuronMoments)> = Vec::new();
         for f in &self.family {
@@ -227,7 +220,7 @@ impl Stage for Spec {
         // The `show` neurons first, then the best-separated: each one's effect on every token.
         best_of.sort_by(|a, b| b.0.total_cmp(&a.0));
         best_of.truncate(self.show.len() + self.show_top);
-        let mut effects = Columns::default();
+        let mut effects = NeuronRows::default();
         for (shown, &(_, [l, n], best)) in best_of.iter().enumerate() {
             let (_, w_out) = in_out(&model, l)?;
             let effect: Vec<f32> =
@@ -281,13 +274,7 @@ impl Spec {
             family.iter().find(|f| f.0 == k.0).map(|f| f.1.iter().filter(|r| r.0 == k.1).count()).unwrap_or(0).max(1)
                 as f64
         };
-        Ok(DataFrame::new_infer_height(vec![
-            Column::new("model".into(), counts.keys().map(|k| k.0.clone()).collect::<Vec<_>>()),
-            Column::new("layer".into(), counts.keys().map(|k| k.1).collect::<Vec<_>>()),
-            Column::new("class".into(), counts.keys().map(|k| k.2).collect::<Vec<_>>()),
-            Column::new("neurons".into(), counts.values().copied().collect::<Vec<_>>()),
-            Column::new("fraction".into(), counts.iter().map(|(k, v)| *v as f64 / total(k)).collect::<Vec<_>>()),
-        ])?)
+        Table::new().with("model", counts.keys().map(|k| k.0.clone()).collect::<Vec<_>>()).with("layer", counts.keys().map(|k| k.1).collect::<Vec<_>>()).with("class", counts.keys().map(|k| k.2).collect::<Vec<_>>()).with("neurons", counts.values().copied().collect::<Vec<_>>()).with("fraction", counts.iter().map(|(k, v)| *v as f64 / total(k)).collect::<Vec<_>>()).frame()
     }
 
     /// Per layer, statistic and percentile: the mean over the family and the min–max band.
@@ -316,13 +303,6 @@ impl Spec {
                 }
             }
         }
-        Ok(DataFrame::new_infer_height(vec![
-            Column::new("stat".into(), stat),
-            Column::new("layer".into(), layer),
-            Column::new("percentile".into(), pct),
-            Column::new("value".into(), mean),
-            Column::new("low".into(), lo),
-            Column::new("high".into(), hi),
-        ])?)
+        Table::new().with("stat", stat).with("layer", layer).with("percentile", pct).with("value", mean).with("low", lo).with("high", hi).frame()
     }
 }

@@ -1,6 +1,7 @@
 //! Choosing neurons: a list (`["L1.N23", "0.5"]`) or the top rows of another stage's table
 //! (`{ from = "german", n = 10, by = "d", filter = { layer = 1 } }`).
 
+use crate::model::hooks::parse_neuron;
 use crate::plot::Filter;
 use crate::spec::StageRef;
 use anyhow::{bail, Context, Result};
@@ -36,13 +37,6 @@ pub enum Neurons<'a> {
     Top(&'a TopNeurons),
 }
 
-/// Parse `L1.N23` / `1.23`.
-pub fn parse_neuron(s: &str) -> Option<(usize, usize)> {
-    let t = s.trim().trim_start_matches(['L', 'l']);
-    let (l, n) = t.split_once('.')?;
-    Some((l.parse().ok()?, n.trim_start_matches(['N', 'n']).parse().ok()?))
-}
-
 impl<'a> Neurons<'a> {
     /// From a stage's `neurons` and `top` fields; `None` unless exactly one is given.
     pub fn of(list: &'a Option<Vec<String>>, top: &'a Option<TopNeurons>) -> Option<Neurons<'a>> {
@@ -70,7 +64,7 @@ impl<'a> Neurons<'a> {
                 .collect(),
             Neurons::Top(t) => {
                 let dir = dir.context("no source stage")?;
-                let tables = super::plot::tables_in(dir);
+                let tables = crate::store::table::tables_in(dir);
                 let table =
                     t.table.clone().or_else(|| tables.first().cloned()).context("the source stage wrote no table")?;
                 let df = crate::store::table::read(&dir.join(format!("{table}.parquet")))?;

@@ -2,36 +2,22 @@
 //! fingerprint) by every stage and experiment that uses the same data, tokenizer and options; a
 //! `mix` dataset concatenates the rows of the datasets it names.
 
-use crate::data::{tokenize, Tokenized};
-use crate::exec::RunCx;
+use super::StageEnv;
+use crate::data::{tokenize, DatasetSpec, Tokenized};
+use crate::spec::ModelRef;
 use anyhow::Result;
 
-pub fn run(cx: &mut RunCx, dataset: &str, model: &str) -> Result<()> {
-    let spec = &cx.env.v.exp.datasets[dataset].value;
-    let m = cx.env.model(model)?;
+pub fn run(cx: &mut dyn StageEnv, dataset: &str, model: &str) -> Result<()> {
+    let spec = cx.dataset(dataset)?;
+    let m = cx.model(&ModelRef::from(model))?;
     let tok = m.tokenizer()?;
     let mut progress = cx.progress(0, "B");
-    let mut last = 0;
-    let mut one = |spec: &crate::data::spec::DatasetSpec| {
-        tokenize(
-            spec,
-            &cx.base_dir(),
-            tok,
-            m.cfg.n_ctx,
-            &mut |done, total| {
-                progress.set_total(total);
-                progress.inc(done.saturating_sub(last));
-                last = done;
-            },
-            cx.env.cancel,
-        )
+    let mut one = |spec: &DatasetSpec| {
+        tokenize(spec, cx.base_dir(), tok, m.cfg.n_ctx, &mut |done, total| progress.show(done, total), cx.cancel())
     };
     let data = match &spec.mix {
         Some(names) => {
-            let parts = names
-                .iter()
-                .map(|n| Ok((one(&cx.env.v.exp.datasets[n].value)?, n.clone())))
-                .collect::<Result<Vec<_>>>()?;
+            let parts = names.iter().map(|n| Ok((one(cx.dataset(n)?)?, n.clone()))).collect::<Result<Vec<_>>>()?;
             Tokenized::concat(parts, spec.shuffle_seed)?
         }
         None => one(spec)?,

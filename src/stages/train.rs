@@ -2,13 +2,13 @@
 //! cached on its own), written as Hugging Face folders that `[models.X] train = "…"` loads like any
 //! model; the stage's own node gathers the loss curves and metrics of every seed.
 
-use super::{Dep, Part, Stage};
+use super::{CheckCx, Dep, Part, Stage, StageEnv};
 use crate::data::source::{Doc, Flow, Reader};
 use crate::data::{bpe, tokenize, DatasetSpec};
-use crate::exec::RunCx;
 use crate::model::{Activation, ModelConfig, Tokenizer};
-use crate::spec::{CheckCx, DatasetRef, Diagnostic};
+use crate::spec::{DatasetRef, Diagnostic};
 use crate::train::{self, export::save_hf, Schedule, Trainable};
+use crate::store::table::Table;
 use anyhow::{Context, Result};
 use polars::prelude::*;
 use schemars::JsonSchema;
@@ -195,7 +195,7 @@ impl Stage for Spec {
             );
         }
         if let Some(t) = &self.tokenizer {
-            if !cx.exp.base_dir().join(t).is_file() {
+            if !cx.base_dir.join(t).is_file() {
                 out.push(cx.error("tokenizer", format!("train: tokenizer {t} does not exist")));
             }
         } else if self.vocab_size < 260 {
@@ -214,10 +214,10 @@ impl Stage for Spec {
     }
 
     /// Gather the loss curves and metrics of every seed.
-    fn run(&self, cx: &mut RunCx) -> Result<()> {
+    fn run(&self, cx: &mut dyn StageEnv) -> Result<()> {
         let (mut loss, mut metrics) = (Vec::new(), Vec::new());
         for seed in self.seed_list(cx.seed()) {
-            let dir = cx.env.node_dir(&seed_node(&cx.name, seed))?;
+            let dir = cx.part(Part::Seed(seed))?;
             let mut l = crate::store::table::read(&dir.join("loss.parquet"))?;
             l.with_column(Column::new("seed".into(), vec![seed; l.height()]))?;
             loss.push(l);
@@ -248,7 +248,7 @@ impl Stage for Spec {
         self.seed_list(experiment_seed).into_iter().map(Part::Seed).collect()
     }
 
-    fn run_part(&self, cx: &mut RunCx, part: Part) -> Result<()> {
+    fn run_part(&self, cx: &mut dyn StageEnv, part: Part) -> Result<()> {
         match part {
             Part::Seed(seed) => run_seed(cx, self, seed),
             other => anyhow::bail!("a train stage has no part {other:?}"),
@@ -256,20 +256,15 @@ impl Stage for Spec {
     }
 }
 
-/// The plan node that trains one seed of a train stage.
-pub fn seed_node(stage: &str, seed: u64) -> String {
-    Part::Seed(seed).node_name(stage)
-}
-
 /// Texts of the training datasets (for fitting the tokenizer).
-fn texts(cx: &RunCx, specs: &[&DatasetSpec]) -> Result<Vec<String>> {
+fn texts(cx: &dyn StageEnv, specs: &[&DatasetSpec]) -> Result<Vec<String>> {
     let mut out = Vec::new();
     for spec in specs {
         let mut progress = |_, _| {};
-        let mut r = Reader { spec, cancel: cx.env.cancel, progress: &mut progress };
+        let mut r = Reader { spec, cancel: cx.cancel(), progress: &mut progress };
         let max = spec.max_docs.unwrap_or(usize::MAX);
         let mut n = 0;
-        r.read(&cx.base_dir(), &mut |d: Doc| {
+        r.read(cx.base_dir(), &mut |d: Doc| {
             out.push(d.text);
             n += 1;
             Ok(if n >= max { Flow::Stop } else { Flow::Continue })
@@ -279,9 +274,9 @@ fn texts(cx: &RunCx, specs: &[&DatasetSpec]) -> Result<Vec<String>> {
 }
 
 /// Train one seed: tokenizer, token rows, the model; write the HF folder, loss curve and metrics.
-fn run_seed(cx: &mut RunCx, spec: &Spec, seed: u64) -> Result<()> {
-    let base = cx.base_dir();
-    let ds: Vec<&DatasetSpec> = spec.datasets.iter().map(|d| &cx.env.v.exp.datasets[d.name()].value).collect();
+fn run_seed(cx: &mut dyn StageEnv, spec: &Spec, seed: u64) -> Result<()> {
+    let base = cx.base_dir().to_path_buf();
+    let ds: Vec<&DatasetSpec> = spec.datasets.iter().map(|d| cx.dataset(d.name())).collect::<Result<_>>()?;
     let hf_tok = match &spec.tokenizer {
         Some(p) => tokenizers::Tokenizer::from_file(base.join(p))
             .map_err(|e| anyhow::anyhow!("cannot load tokenizer {p}: {e}"))?,
@@ -292,7 +287,7 @@ fn run_seed(cx: &mut RunCx, spec: &Spec, seed: u64) -> Result<()> {
     for d in &ds {
         let mut d = (*d).clone();
         d.context = spec.context;
-        let data = tokenize(&d, &base, &tok, spec.context, &mut |_, _| {}, cx.env.cancel)?;
+        let data = tokenize(&d, &base, &tok, spec.context, &mut |_, _| {}, cx.cancel())?;
         let held = ((data.rows as f64 * spec.heldout_fraction).ceil() as usize).min(data.rows.saturating_sub(1));
         let split = (data.rows - held) * data.ctx;
         train_rows.extend_from_slice(&data.tokens[..split]);
@@ -304,28 +299,14 @@ fn run_seed(cx: &mut RunCx, spec: &Spec, seed: u64) -> Result<()> {
     let t = Trainable::init(cfg, seed)?;
     let mut progress = cx.progress(sched.steps as u64, "steps");
     let started = std::time::Instant::now();
-    let log = train::train(&t, &train_rows, &heldout, spec.context, &sched, seed, |_| cx.tick(&mut progress, 1))?;
+    let log = train::train(&t, &train_rows, &heldout, spec.context, &sched, seed, |_| progress.tick(1))?;
     let seconds = started.elapsed().as_secs_f64();
     save_hf(&t.model, &hf_tok, &cx.out().join("model"))?;
-    let mut loss = DataFrame::new_infer_height(vec![
-        Column::new("step".into(), log.iter().map(|p| p.step as u32).collect::<Vec<_>>()),
-        Column::new("train_loss".into(), log.iter().map(|p| p.train_loss).collect::<Vec<_>>()),
-        Column::new("lr".into(), log.iter().map(|p| p.lr).collect::<Vec<_>>()),
-        Column::new("heldout_loss".into(), log.iter().map(|p| p.heldout_loss).collect::<Vec<_>>()),
-    ])?;
+    let mut loss = Table::new().with("step", log.iter().map(|p| p.step as u32).collect::<Vec<_>>()).with("train_loss", log.iter().map(|p| p.train_loss).collect::<Vec<_>>()).with("lr", log.iter().map(|p| p.lr).collect::<Vec<_>>()).with("heldout_loss", log.iter().map(|p| p.heldout_loss).collect::<Vec<_>>()).frame()?;
     cx.write_table("loss", &mut loss, false)?;
     let targets: Vec<u32> = heldout.chunks(spec.context).flat_map(|r| r[1..].to_vec()).collect();
     let train_targets: Vec<u32> = train_rows.chunks(spec.context).flat_map(|r| r[1..].to_vec()).collect();
     let tokens = (sched.steps * sched.batch * spec.context) as f64;
-    let mut metrics = DataFrame::new_infer_height(vec![
-        Column::new("seed".into(), vec![seed]),
-        Column::new("steps".into(), vec![sched.steps as u32]),
-        Column::new("train_tokens".into(), vec![tokens]),
-        Column::new("seconds".into(), vec![seconds]),
-        Column::new("tokens_per_s".into(), vec![tokens / seconds]),
-        Column::new("heldout_loss".into(), vec![log.last().and_then(|p| p.heldout_loss).unwrap_or(f32::NAN)]),
-        Column::new("unigram_loss".into(), vec![train::unigram_loss(&train_targets, &targets, vocab) as f32]),
-        Column::new("parameters".into(), vec![t.n_params() as u64]),
-    ])?;
+    let mut metrics = Table::new().with("seed", vec![seed]).with("steps", vec![sched.steps as u32]).with("train_tokens", vec![tokens]).with("seconds", vec![seconds]).with("tokens_per_s", vec![tokens / seconds]).with("heldout_loss", vec![log.last().and_then(|p| p.heldout_loss).unwrap_or(f32::NAN)]).with("unigram_loss", vec![train::unigram_loss(&train_targets, &targets, vocab) as f32]).with("parameters", vec![t.n_params() as u64]).frame()?;
     cx.write_table("metrics", &mut metrics, false)
 }

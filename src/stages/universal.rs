@@ -4,10 +4,10 @@
 //! `is_universal = excess_corr > threshold`; joined with the neuron table, with each property's
 //! percentile within its layer so universal and other neurons can be compared.
 
-use super::{Dep, Stage, StageSpec};
-use crate::exec::RunCx;
-use crate::spec::{CheckCx, Diagnostic, StageRef};
+use super::{CheckCx, Dep, Stage, StageEnv};
+use crate::spec::{Diagnostic, StageRef};
 use crate::store::table::read;
+use crate::store::table::Table;
 use anyhow::{ensure, Result};
 use polars::prelude::*;
 use schemars::JsonSchema;
@@ -126,34 +126,19 @@ pub fn classify(correlations: &[DataFrame], baselines: &[DataFrame], threshold: 
     let (mean_corr, mean_base) = (corr.mean(), base.mean());
     let excess: Vec<f64> = mean_corr.iter().zip(&mean_base).map(|(c, b)| c - b).collect();
     let universal: Vec<bool> = excess.iter().map(|e| *e > threshold).collect();
-    Ok(df!(
-        "layer" => corr.keys.iter().map(|k| k.0).collect::<Vec<u32>>(),
-        "neuron" => corr.keys.iter().map(|k| k.1).collect::<Vec<u32>>(),
-        "max_corr" => corr.max(), "mean_corr" => mean_corr, "min_corr" => corr.min(),
-        "max_baseline" => base.max(), "mean_baseline" => mean_base, "min_baseline" => base.min(),
-        "excess_corr" => excess, "is_universal" => universal
-    )?)
+    Table::new().with("layer", corr.keys.iter().map(|k| k.0).collect::<Vec<u32>>()).with("neuron", corr.keys.iter().map(|k| k.1).collect::<Vec<u32>>()).with("max_corr", corr.max()).with("mean_corr", mean_corr).with("min_corr", corr.min()).with("max_baseline", base.max()).with("mean_baseline", mean_base).with("min_baseline", base.min()).with("excess_corr", excess).with("is_universal", universal).frame()
 }
 
 impl Spec {
+    /// The correlation stages `refs` name, each with its reference.
     fn correlation_stages<'a>(
-        &self,
         cx: &'a CheckCx,
-        refs: &[StageRef],
+        refs: &'a [StageRef],
         out: &mut Vec<Diagnostic>,
-    ) -> Vec<&'a super::correlation::Spec> {
-        let mut specs = vec![];
-        for r in refs {
-            match cx.exp.stages.get(r.name()).map(|s| &s.value) {
-                Some(StageSpec::Correlation(c)) => specs.push(c),
-                Some(other) => out.push(Diagnostic::at(
-                    r.span(),
-                    format!("'{}' is a {} stage; universal reads correlation stages", r.name(), other.kind()),
-                )),
-                None => {}
-            }
-        }
-        specs
+    ) -> Vec<(&'a StageRef, &'a super::correlation::Spec)> {
+        refs.iter()
+            .filter_map(|r| cx.stage(r, "universal reads correlation stages", out).map(|c| (r, c)))
+            .collect()
     }
 }
 
@@ -174,10 +159,10 @@ impl Stage for Spec {
                 "universal: list at least one correlation stage in `correlations` and one in `baselines`",
             ));
         }
-        let corr = self.correlation_stages(cx, &self.correlations, out);
-        let base = self.correlation_stages(cx, &self.baselines, out);
-        let reference = corr.first().map(|c| c.a.name().to_string());
-        for (r, c) in self.correlations.iter().zip(&corr).chain(self.baselines.iter().zip(&base)) {
+        let corr = Spec::correlation_stages(cx, &self.correlations, out);
+        let base = Spec::correlation_stages(cx, &self.baselines, out);
+        let reference = corr.first().map(|(_, c)| c.a.name().to_string());
+        for &(r, c) in corr.iter().chain(&base) {
             if Some(c.a.name()) != reference.as_deref() {
                 out.push(Diagnostic::at(
                     r.span(),
@@ -185,13 +170,13 @@ impl Stage for Spec {
                         "'{}' correlates model '{}', but '{}' correlates '{}': all must share the reference model `a`",
                         r.name(),
                         c.a.name(),
-                        self.correlations[0].name(),
+                        corr[0].0.name(),
                         reference.as_deref().unwrap_or("?")
                     ),
                 ));
             }
         }
-        for (r, c) in self.correlations.iter().zip(&corr) {
+        for &(r, c) in &corr {
             if c.baseline.is_random() {
                 out.push(Diagnostic::at(
                     r.span(),
@@ -199,7 +184,7 @@ impl Stage for Spec {
                 ));
             }
         }
-        for (r, c) in self.baselines.iter().zip(&base) {
+        for &(r, c) in &base {
             if !c.baseline.is_random() {
                 out.push(Diagnostic::at(
                     r.span(),
@@ -211,17 +196,11 @@ impl Stage for Spec {
             }
         }
         if let Some(n) = &self.neurons {
-            match cx.exp.stages.get(n.name()).map(|s| &s.value) {
-                Some(StageSpec::NeuronTable(_)) | None => {}
-                Some(other) => out.push(Diagnostic::at(
-                    n.span(),
-                    format!("`neurons` must name a neuron_table stage; '{}' is a {} stage", n.name(), other.kind()),
-                )),
-            }
+            cx.stage::<super::neuron_table::Spec>(n, "`neurons` must name a neuron_table stage", out);
         }
     }
 
-    fn run(&self, cx: &mut RunCx) -> Result<()> {
+    fn run(&self, cx: &mut dyn StageEnv) -> Result<()> {
         let load = |refs: &[StageRef]| -> Result<Vec<DataFrame>> {
             refs.iter().map(|r| read(&cx.input(r)?.join("matches.parquet"))).collect()
         };
@@ -253,13 +232,8 @@ impl Stage for Spec {
             e.0 += 1;
             e.1 += *u as u32;
         }
-        let mut counts = df!(
-            "layer" => per_layer.keys().copied().collect::<Vec<u32>>(),
-            "neurons" => per_layer.values().map(|v| v.0).collect::<Vec<u32>>(),
-            "universal" => per_layer.values().map(|v| v.1).collect::<Vec<u32>>(),
-            "fraction" => per_layer.values().map(|v| v.1 as f64 / v.0 as f64).collect::<Vec<f64>>()
-        )?;
-        let mut properties = df!("property" => props.0, "class" => props.1.into_iter().map(String::from).collect::<Vec<String>>(), "percentile" => props.2)?;
+        let mut counts = Table::new().with("layer", per_layer.keys().copied().collect::<Vec<u32>>()).with("neurons", per_layer.values().map(|v| v.0).collect::<Vec<u32>>()).with("universal", per_layer.values().map(|v| v.1).collect::<Vec<u32>>()).with("fraction", per_layer.values().map(|v| v.1 as f64 / v.0 as f64).collect::<Vec<f64>>()).frame()?;
+        let mut properties = Table::new().with("property", props.0).with("class", props.1.into_iter().map(String::from).collect::<Vec<String>>()).with("percentile", props.2).frame()?;
         let n_universal = universal.iter().filter(|u| **u).count();
         let summary = serde_json::json!({
             "neurons": universal.len(),

@@ -2,12 +2,11 @@
 //! promoted / suppressed tokens), an index page, and pages colouring given texts by each neuron.
 
 use super::select::{Neurons, TopNeurons};
-use super::{Dep, Stage, StageSpec};
-use crate::exec::RunCx;
+use super::{CheckCx, Dep, Stage, StageEnv};
 use crate::model::hooks::{parse_site, BlockSite, HookPoint};
 use crate::model::{Request, Start};
-use crate::report::viewer::{index_page, neuron_page, texts_page, Example, NeuronPage, Scale};
-use crate::spec::{CheckCx, Diagnostic, ModelRef, StageRef};
+use crate::pages::neuron::{index_page, neuron_page, texts_page, Example, NeuronPage, Scale};
+use crate::spec::{Diagnostic, ModelRef, StageRef};
 use crate::store::{atomic, table::read};
 use anyhow::{bail, Context, Result};
 use candle_core::{Device, Tensor};
@@ -68,8 +67,9 @@ impl Stage for Spec {
     }
 
     fn check(&self, cx: &CheckCx, out: &mut Vec<Diagnostic>) {
-        match cx.exp.stages.get(self.activations.name()).map(|s| &s.value) {
-            Some(StageSpec::Activations(a)) if a.model.name() != self.model.name() => out.push(Diagnostic::at(
+        let acts = cx.stage::<super::activations::Spec>(&self.activations, "viewer reads an activations stage", out);
+        if let Some(a) = acts.filter(|a| a.model.name() != self.model.name()) {
+            out.push(Diagnostic::at(
                 self.activations.span(),
                 format!(
                     "viewer: '{}' ran on model '{}', not '{}'",
@@ -77,12 +77,7 @@ impl Stage for Spec {
                     a.model.name(),
                     self.model.name()
                 ),
-            )),
-            Some(StageSpec::Activations(_)) | None => {}
-            Some(other) => out.push(Diagnostic::at(
-                self.activations.span(),
-                format!("viewer reads an activations stage; '{}' is a {} stage", self.activations.name(), other.kind()),
-            )),
+            ));
         }
         if parse_site(&self.hook).is_none() {
             out.push(Diagnostic::at(self.model.span(), format!("viewer: unknown hook '{}'", self.hook)));
@@ -95,7 +90,7 @@ impl Stage for Spec {
         }
         if let (Some(list), Some(cfg)) = (&self.neurons, cx.config(&self.model)) {
             for n in list {
-                match super::select::parse_neuron(n) {
+                match crate::model::hooks::parse_neuron(n) {
                     Some((l, i)) if l < cfg.n_layers && i < cfg.d_mlp => {}
                     Some((l, i)) => out.push(Diagnostic::at(
                         self.model.span(),
@@ -113,15 +108,12 @@ impl Stage for Spec {
         }
     }
 
-    fn run(&self, cx: &mut RunCx) -> Result<()> {
+    fn run(&self, cx: &mut dyn StageEnv) -> Result<()> {
         let model = cx.model(&self.model)?;
         let tok = model.tokenizer()?;
         let site = parse_site(&self.hook).context("unknown hook")?;
         let acts_dir = cx.input(&self.activations)?;
-        let Some(StageSpec::Activations(acts)) = cx.env.v.exp.stages.get(self.activations.name()).map(|s| &s.value)
-        else {
-            bail!("'{}' is not an activations stage", self.activations.name())
-        };
+        let acts: &super::activations::Spec = cx.input_spec(&self.activations)?;
         let data = cx.tokens(&acts.dataset, &acts.model)?;
         let choice = Neurons::of(&self.neurons, &self.top).context("give exactly one of `neurons` and `top`")?;
         let source = match choice.source() {

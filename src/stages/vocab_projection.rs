@@ -2,12 +2,11 @@
 //! unembedding (dot or cosine; top and bottom tokens), the reverse search (which neurons of any
 //! layer write most to given tokens) and the monotokenic score of the "an" neuron study.
 
-use super::{Dep, Stage};
+use super::{CheckCx, Dep, Stage, StageEnv};
 use crate::analysis::vocab::{extremes, monotokenic, neuron_vectors, scores, token_column, top_entries, Basis, Side};
-use crate::exec::RunCx;
-use crate::spec::{CheckCx, Diagnostic, ModelRef};
+use crate::spec::{Diagnostic, ModelRef};
+use crate::store::table::Table;
 use anyhow::{Context, Result};
-use polars::prelude::*;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -57,7 +56,7 @@ impl Stage for Spec {
     fn check(&self, cx: &CheckCx, out: &mut Vec<Diagnostic>) {
         let Some(cfg) = cx.config(&self.model) else { return };
         for n in &self.neurons {
-            match super::select::parse_neuron(n) {
+            match crate::model::hooks::parse_neuron(n) {
                 Some((l, i)) if l < cfg.n_layers && i < cfg.d_mlp => {}
                 Some((l, i)) => out.push(Diagnostic::at(
                     self.model.span(),
@@ -74,13 +73,13 @@ impl Stage for Spec {
         }
     }
 
-    fn run(&self, cx: &mut RunCx) -> Result<()> {
+    fn run(&self, cx: &mut dyn StageEnv) -> Result<()> {
         let model = cx.model(&self.model)?;
         let tok = model.tokenizer()?;
         let d_mlp = model.cfg.d_mlp;
         let mut nt: (Vec<String>, Vec<String>, Vec<u32>, Vec<u32>, Vec<String>, Vec<f32>) = Default::default();
         for name in &self.neurons {
-            let (l, n) = super::select::parse_neuron(name).with_context(|| format!("'{name}' is not a neuron"))?;
+            let (l, n) = crate::model::hooks::parse_neuron(name).with_context(|| format!("'{name}' is not a neuron"))?;
             let w = neuron_vectors(&model, l, self.side)?.get(n)?.unsqueeze(0)?;
             let s: Vec<f32> = scores(&model, &w, self.basis, self.cosine)?.squeeze(0)?.to_vec1()?;
             for (which, lowest) in [("top", false), ("bottom", true)] {
@@ -94,14 +93,7 @@ impl Stage for Spec {
                 }
             }
         }
-        let mut df = DataFrame::new_infer_height(vec![
-            Column::new("neuron".into(), nt.0),
-            Column::new("which".into(), nt.1),
-            Column::new("rank".into(), nt.2),
-            Column::new("token".into(), nt.3),
-            Column::new("token_str".into(), nt.4),
-            Column::new("score".into(), nt.5),
-        ])?;
+        let mut df = Table::new().with("neuron", nt.0).with("which", nt.1).with("rank", nt.2).with("token", nt.3).with("token_str", nt.4).with("score", nt.5).frame()?;
         cx.write_table("neuron_tokens", &mut df, false)?;
         let mut tn: (Vec<String>, Vec<u32>, Vec<u32>, Vec<u32>, Vec<f32>) = Default::default();
         for t in &self.tokens {
@@ -115,30 +107,19 @@ impl Stage for Spec {
                 tn.4.push(v);
             }
         }
-        let mut df = DataFrame::new_infer_height(vec![
-            Column::new("token".into(), tn.0),
-            Column::new("rank".into(), tn.1),
-            Column::new("layer".into(), tn.2),
-            Column::new("neuron".into(), tn.3),
-            Column::new("score".into(), tn.4),
-        ])?;
+        let mut df = Table::new().with("token", tn.0).with("rank", tn.1).with("layer", tn.2).with("neuron", tn.3).with("score", tn.4).frame()?;
         cx.write_table("token_neurons", &mut df, false)?;
         let mut mono: Vec<(usize, f32, u32)> = Vec::new();
         if self.monotokenic > 0 {
             let mut progress = cx.progress(model.cfg.n_neurons() as u64, "neurons");
-            let e = extremes(&model, self.side, self.basis, 512, |n| cx.tick(&mut progress, n as u64))?;
+            let e = extremes(&model, self.side, self.basis, 512, |n| progress.tick(n as u64))?;
             mono = (0..model.cfg.n_neurons())
                 .filter_map(|i| monotokenic(&e, i).map(|s| (i, s, e.neuron_best[i].0)))
                 .collect();
             mono.sort_by(|a, b| b.1.total_cmp(&a.1));
             mono.truncate(self.monotokenic);
         }
-        let mut df = DataFrame::new_infer_height(vec![
-            Column::new("layer".into(), mono.iter().map(|m| (m.0 / d_mlp) as u32).collect::<Vec<_>>()),
-            Column::new("neuron".into(), mono.iter().map(|m| (m.0 % d_mlp) as u32).collect::<Vec<_>>()),
-            Column::new("score".into(), mono.iter().map(|m| m.1).collect::<Vec<_>>()),
-            Column::new("token".into(), mono.iter().map(|m| tok.token_str(m.2)).collect::<Vec<_>>()),
-        ])?;
+        let mut df = Table::new().with("layer", mono.iter().map(|m| (m.0 / d_mlp) as u32).collect::<Vec<_>>()).with("neuron", mono.iter().map(|m| (m.0 % d_mlp) as u32).collect::<Vec<_>>()).with("score", mono.iter().map(|m| m.1).collect::<Vec<_>>()).with("token", mono.iter().map(|m| tok.token_str(m.2)).collect::<Vec<_>>()).frame()?;
         cx.write_table("monotokenic", &mut df, false)
     }
 }

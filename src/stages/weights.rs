@@ -3,15 +3,14 @@
 //! (prediction / suppression / partition class) and of cos(W_E, w_in), top and bottom tokens,
 //! neuron↔neuron composition (top-k) and neuron↔attention-head composition (Q, K, V, O).
 
-use super::{Dep, Stage};
+use super::{CheckCx, Dep, Stage, StageEnv};
 use crate::analysis::weights::{
     head_composition, in_out, moments, neuron_weights, unit_rows, vocab_class, vocab_cosines,
 };
-use crate::exec::RunCx;
-use crate::spec::{CheckCx, Diagnostic, ModelRef};
+use crate::spec::{Diagnostic, ModelRef};
+use crate::store::table::Table;
 use anyhow::Result;
 use candle_core::{Device, Tensor};
-use polars::prelude::*;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -67,7 +66,7 @@ impl Stage for Spec {
         cx.memory(per_layer + 64.0 * rows, "the weight statistics", "lower vocab_k or neuron_k", out);
     }
 
-    fn run(&self, cx: &mut RunCx) -> Result<()> {
+    fn run(&self, cx: &mut dyn StageEnv) -> Result<()> {
         let model = cx.model(&self.model)?;
         let tok = model.tokenizer.as_ref();
         let cfg = &model.cfg;
@@ -129,7 +128,7 @@ impl Stage for Spec {
                     }
                 }
             }
-            cx.tick(&mut progress, 1)?;
+            progress.tick(1)?;
         }
         let order = [
             "w_in_norm",
@@ -142,24 +141,16 @@ impl Stage for Spec {
             "vocab_skew",
             "vocab_kurt",
         ];
-        let mut frame = vec![Column::new("layer".into(), layer_c), Column::new("neuron".into(), neuron_c)];
+        let mut table = Table::new().with("layer", layer_c).with("neuron", neuron_c);
         for k in order {
-            frame.push(Column::new(k.into(), cols.remove(k).unwrap_or_default()));
+            table.push(k, cols.remove(k).unwrap_or_default());
         }
         for (k, v) in other_cols {
-            frame.push(Column::new(k.into(), v));
+            table.push(&k, v);
         }
-        frame.push(Column::new("vocab_class".into(), class_c));
-        cx.write_table("weights", &mut DataFrame::new_infer_height(frame)?, true)?;
-        let mut df = DataFrame::new_infer_height(vec![
-            Column::new("layer".into(), vt.0),
-            Column::new("neuron".into(), vt.1),
-            Column::new("basis".into(), vt.2),
-            Column::new("which".into(), vt.3),
-            Column::new("rank".into(), vt.4),
-            Column::new("token".into(), vt.5),
-            Column::new("cos".into(), vt.6),
-        ])?;
+        table.push("vocab_class", class_c);
+        cx.write_table("weights", &mut table.frame()?, true)?;
+        let mut df = Table::new().with("layer", vt.0).with("neuron", vt.1).with("basis", vt.2).with("which", vt.3).with("rank", vt.4).with("token", vt.5).with("cos", vt.6).frame()?;
         cx.write_table("vocab_tokens", &mut df, false)?;
         self.compositions(cx, &model)
     }
@@ -168,7 +159,7 @@ impl Stage for Spec {
 impl Spec {
     /// Neuron↔neuron composition (cos of in/out vectors, self excluded; top-k per kind) and
     /// neuron↔head composition tensors.
-    fn compositions(&self, cx: &RunCx, model: &crate::model::Model) -> Result<()> {
+    fn compositions(&self, cx: &dyn StageEnv, model: &crate::model::Model) -> Result<()> {
         let cfg = &model.cfg;
         let (mut ins, mut outs) = (Vec::new(), Vec::new());
         for l in 0..cfg.n_layers {
@@ -209,16 +200,7 @@ impl Spec {
                 }
             }
         }
-        let mut df = DataFrame::new_infer_height(vec![
-            Column::new("layer".into(), nc.0),
-            Column::new("neuron".into(), nc.1),
-            Column::new("kind".into(), nc.2),
-            Column::new("which".into(), nc.3),
-            Column::new("rank".into(), nc.4),
-            Column::new("other_layer".into(), nc.5),
-            Column::new("other_neuron".into(), nc.6),
-            Column::new("cos".into(), nc.7),
-        ])?;
+        let mut df = Table::new().with("layer", nc.0).with("neuron", nc.1).with("kind", nc.2).with("which", nc.3).with("rank", nc.4).with("other_layer", nc.5).with("other_neuron", nc.6).with("cos", nc.7).frame()?;
         cx.write_table("neuron_comps", &mut df, false)?;
         // Head composition: [neuron layer · d_mlp, head layer · heads] per kind.
         let mut heads: HashMap<String, Vec<Tensor>> = HashMap::new();

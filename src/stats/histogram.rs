@@ -1,5 +1,25 @@
 //! Histograms with explicit edges, binned like `torch.searchsorted(edges, x)` (left): bin k counts
-//! values in (e[k-1], e[k]], with one open bin below the first edge and one above the last.
+//! values in (e[k-1], e[k]], with one open bin below the first edge and one above the last; and
+//! the `histogram = { start, stop, edges }` parameter of the stages that build them.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// Histogram edges `linspace(start, stop, edges)`; values beyond fall in two open end bins.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct HistogramSpec {
+    pub start: f32,
+    pub stop: f32,
+    pub edges: usize,
+}
+
+impl Default for HistogramSpec {
+    /// The Universal Neurons study's edges: linspace(-10, 15, 256).
+    fn default() -> Self {
+        HistogramSpec { start: -10.0, stop: 15.0, edges: 256 }
+    }
+}
 
 #[derive(Clone, Debug)]
 pub struct Histogram {

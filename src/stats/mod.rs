@@ -10,7 +10,7 @@ pub mod separation;
 pub mod tokens;
 pub mod topk;
 
-pub use histogram::Histogram;
+pub use histogram::{Histogram, HistogramSpec};
 pub use moments::Moments;
 pub use neuron::{NeuronStats, Position};
 pub use tokens::TokenStats;

@@ -1,21 +1,12 @@
 //! Saving a trained model as a Hugging Face GPT-2 folder (config.json, model.safetensors with
 //! `transformer.*` names, tokenizer.json) that the GPT-2 loader reads unchanged.
 
-use crate::model::{Activation, Model};
+use crate::model::Model;
 use crate::store::atomic;
 use anyhow::{Context, Result};
 use candle_core::Tensor;
 use std::collections::HashMap;
 use std::path::Path;
-
-fn activation_name(a: Activation) -> &'static str {
-    match a {
-        Activation::GeluNew => "gelu_new",
-        Activation::Gelu => "gelu",
-        Activation::Relu => "relu",
-        Activation::SoluLn => "solu_ln",
-    }
-}
 
 /// Write `model` (tied embeddings) and its tokenizer into `dir`.
 pub fn save_hf(model: &Model, tokenizer: &tokenizers::Tokenizer, dir: &Path) -> Result<()> {
@@ -31,7 +22,7 @@ pub fn save_hf(model: &Model, tokenizer: &tokenizers::Tokenizer, dir: &Path) -> 
         "n_positions": cfg.n_ctx,
         "n_ctx": cfg.n_ctx,
         "vocab_size": cfg.d_vocab,
-        "activation_function": activation_name(cfg.act),
+        "activation_function": cfg.act,
         "layer_norm_epsilon": cfg.eps,
         "bos_token_id": eos,
         "eos_token_id": eos,

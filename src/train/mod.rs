@@ -4,7 +4,7 @@
 
 pub mod export;
 
-use crate::model::random::{gpt2_config, gpt2_params};
+use crate::model::random::gpt2_params;
 use crate::model::weights::{Ln, Weights};
 use crate::model::{Activation, Model, ModelConfig, Processing, Request, Start};
 use anyhow::{Context, Result};
@@ -95,15 +95,8 @@ impl Trainable {
             ln_final: ln(&base.ln_final, &mut nd)?,
             b_u: base.b_u.clone(),
         };
-        let model = Model {
-            cfg,
-            weights,
-            processing: Processing::NONE,
-            device: dev,
-            tokenizer: None,
-            origin: format!("trained (seed {seed})"),
-            portable_ops: true,
-        };
+        let mut model = Model::from_weights(cfg, weights, Processing::NONE, &dev, &format!("trained (seed {seed})"));
+        model.portable_ops = true;
         Ok(Trainable { model, decay: d, no_decay: nd })
     }
 
@@ -144,15 +137,7 @@ fn clip(grads: &mut candle_core::backprop::GradStore, vars: &[&Var], max: f64) -
 
 /// Mean loss of held-out rows, with the fast (non-differentiable) kernels.
 pub fn eval_loss(model: &Model, rows: &[u32], ctx: usize, batch: usize) -> Result<f32> {
-    let fast = Model {
-        cfg: model.cfg.clone(),
-        weights: model.weights.clone(),
-        processing: Processing::NONE,
-        device: Device::Cpu,
-        tokenizer: None,
-        origin: String::new(),
-        portable_ops: false,
-    };
+    let fast = Model::from_weights(model.cfg.clone(), model.weights.clone(), Processing::NONE, &Device::Cpu, "");
     let n = rows.len() / ctx;
     let (mut sum, mut count) = (0f64, 0usize);
     for start in (0..n).step_by(batch) {
@@ -232,7 +217,7 @@ pub fn config(
     ctx: usize,
     act: Activation,
 ) -> ModelConfig {
-    let mut cfg = gpt2_config(layers, d_model, heads, d_mlp, vocab, ctx);
+    let mut cfg = ModelConfig::gpt2(layers, d_model, heads, d_mlp, vocab, ctx);
     cfg.act = act;
     cfg
 }

@@ -74,10 +74,8 @@ impl Workspace {
 
     /// Parse, validate and run an experiment file with options.
     pub fn run_with(&self, file: &std::path::Path, opts: lantern::exec::Options) -> lantern::exec::Outcome {
-        let v =
-            lantern::spec::parse::parse_file(file).and_then(lantern::spec::validate).unwrap_or_else(|e| panic!("{e}"));
-        let cancel = std::sync::atomic::AtomicBool::new(false);
-        lantern::exec::run(&v, &lantern::exec::Options { out: self.out(), ..opts }, &cancel, Device::Cpu).unwrap()
+        let mut session = lantern::exec::Session::open(file, &self.out()).unwrap_or_else(|e| panic!("{e}"));
+        session.run(&opts, &lantern::util::Cancel::new(), Device::Cpu, &lantern::exec::Quiet).unwrap()
     }
 
     pub fn run(&self, file: &std::path::Path) -> lantern::exec::Outcome {

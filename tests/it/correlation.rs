@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 
 /// A second model of gpt2-tiny's shape (random weights, same tokenizer) as `model_b/`.
 fn add_model_b(ws: &Workspace) {
-    let cfg = lantern::model::random::gpt2_config(2, 64, 4, 256, 512, 64);
+    let cfg = lantern::model::ModelConfig::gpt2(2, 64, 4, 256, 512, 64);
     let m = Model::random(cfg, 7, &Device::Cpu).unwrap();
     let tok = tokenizers::Tokenizer::from_file(fixture("tiny-tokenizer/tokenizer.json")).unwrap();
     std::fs::create_dir_all(ws.path().join("model_b")).unwrap();

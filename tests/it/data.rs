@@ -5,8 +5,8 @@
 use crate::common::fixture;
 use lantern::data::{tokenize, DatasetSpec, Tokenized};
 use lantern::model::Tokenizer;
+use lantern::util::Cancel;
 use std::path::Path;
-use std::sync::atomic::AtomicBool;
 
 fn gpt2() -> Tokenizer {
     Tokenizer::from_file(&fixture("gpt2-tokenizer/tokenizer.json"), 50256, 50256).unwrap()
@@ -17,7 +17,7 @@ fn spec(toml_text: &str) -> DatasetSpec {
 }
 
 fn run(s: &DatasetSpec, base: &Path) -> anyhow::Result<Tokenized> {
-    tokenize(s, base, &gpt2(), 1024, &mut |_, _| {}, &AtomicBool::new(false))
+    tokenize(s, base, &gpt2(), 1024, &mut |_, _| {}, &Cancel::new())
 }
 
 fn write(dir: &Path, name: &str, text: &str) {
@@ -221,7 +221,7 @@ fn bad_input_names_the_file_the_line_and_the_fix() {
         &gpt2(),
         1024,
         &mut |_, _| {},
-        &AtomicBool::new(false),
+        &Cancel::new(),
     )
     .unwrap_err()
     .to_string();

@@ -56,7 +56,7 @@ fn second_run_recomputes_nothing_and_changes_rerun_only_dependents() {
     let first = ws.run(&f);
     assert_eq!(
         computed(&first),
-        vec!["en@tiny", "acts", "acts_pre", "kurt"].iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+        ["en@tiny", "acts", "acts_pre", "kurt"].iter().map(|s| s.to_string()).collect::<Vec<_>>(),
         "{:?}",
         statuses(&first)
     );
@@ -148,23 +148,17 @@ fn plan_dot_and_clean_describe_and_delete_what_they_say() {
     let ws = Workspace::new();
     let f = ws.file("e.toml", &exp(5, "a"));
     ws.run(&f);
-    let v = lantern::spec::parse::parse_file(&f).and_then(lantern::spec::validate).unwrap();
-    let plan = lantern::plan::Plan::build(&v);
-    let store = lantern::store::Store::open(&ws.out()).unwrap();
-    let digests = lantern::store::digest::DigestCache::open(&store.dirs).unwrap();
-    let fps = lantern::plan::fingerprint::compute(&v, &plan, &digests);
-    let states: Vec<String> =
-        plan.order.iter().map(|&ix| lantern::exec::describe_state(&v, &plan, &fps, &store, ix)).collect();
+    let session = lantern::exec::Session::open(&f, &ws.out()).unwrap();
+    let states: Vec<String> = session.plan().order.iter().map(|&ix| session.state(ix)).collect();
     assert!(states.iter().all(|s| s == "cached"), "{states:?}");
-    let dot = plan.dot(&v, |_| "cached".into());
+    let dot = session.plan().dot(|_| "cached".into());
     assert!(dot.starts_with("digraph lantern") && dot.contains("acts\\nactivations") && dot.contains("->"), "{dot}");
     // A changed parameter makes the stage stale and says which field changed.
     ws.file("e.toml", &exp(9, "a"));
-    let v2 = lantern::spec::parse::parse_file(&f).and_then(lantern::spec::validate).unwrap();
-    let fps2 = lantern::plan::fingerprint::compute(&v2, &plan, &digests);
-    let acts = plan.find("acts").unwrap();
-    assert_eq!(lantern::exec::describe_state(&v2, &plan, &fps2, &store, acts), "stale (changed: top_k)");
-    assert!(lantern::cli::clean(&f, &ws.out()).is_ok());
+    let session = lantern::exec::Session::open(&f, &ws.out()).unwrap();
+    let acts = session.plan().find("acts").unwrap();
+    assert_eq!(session.state(acts), "stale (changed: top_k)");
+    assert!(session.clean().is_ok());
     assert!(!ws.out().join("engine").exists());
     // clean removes links only: the artifacts stay in the store until gc, and only the changed
     // stage (top_k 5 → 9) and its plot run.

@@ -7,7 +7,7 @@ fn every_experiment_file_validates() {
     for e in std::fs::read_dir(&dir).unwrap() {
         let p = e.unwrap().path();
         if p.extension().is_some_and(|x| x == "toml") {
-            if let Err(inv) = lantern::spec::parse::parse_file(&p).and_then(lantern::spec::validate) {
+            if let Err(inv) = lantern::experiment::load(&p) {
                 panic!("{inv}");
             }
             n += 1;

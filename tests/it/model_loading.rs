@@ -96,18 +96,9 @@ fn single_token_lookup_explains_multi_token_strings() {
 fn trace_writes_tokens_logits_loss_and_hooks() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("trace.safetensors");
-    let input = lantern::cli::TraceInput::Tokens(
-        "435,87,71,192,251,350,348,257,445,128,345,45;40,361,348,219,292,188,493,495,298,314,425,228".into(),
-    );
+    let tokens = "435,87,71,192,251,350,348,257,445,128,345,45;40,361,348,219,292,188,493,495,298,314,425,228";
     let model = fixture("gpt2-tiny").display().to_string();
-    lantern::cli::trace(
-        &model,
-        &input,
-        &["blocks.1.mlp.*".into(), "blocks.0.attn.hook_result".into()],
-        "default",
-        &out,
-    )
-    .unwrap();
+    trace(&model, tokens, &["blocks.1.mlp.*", "blocks.0.attn.hook_result"], "default", &out);
     let t = candle_core::safetensors::load(&out, &Device::Cpu).unwrap();
     let g = golden("gpt2-tiny", "golden_processed.safetensors");
     let opt = golden("gpt2-tiny", "golden_processed_opt.safetensors");
@@ -173,12 +164,23 @@ fn trace_works_on_a_solu_checkpoint() {
         .collect::<Vec<_>>()
         .join(";");
     let model = fixture("solu-tiny").display().to_string();
-    lantern::cli::trace(&model, &lantern::cli::TraceInput::Tokens(text), &["blocks.0.mlp.*".into()], "none", &out)
-        .unwrap();
+    trace(&model, &text, &["blocks.0.mlp.*"], "none", &out);
     let t = candle_core::safetensors::load(&out, &Device::Cpu).unwrap();
     assert_close("logits", &t["logits"], &g["logits"], 1e-4);
     for h in ["hook_pre", "hook_mid", "ln.hook_scale", "ln.hook_normalized", "hook_post"] {
         let name = format!("blocks.0.mlp.{h}");
         assert_close(&name, &t[&name], &g[&name], 1e-4);
     }
+}
+
+/// `lantern trace MODEL --tokens … --hooks … --processing … --out F`, which must succeed.
+fn trace(model: &str, tokens: &str, hooks: &[&str], processing: &str, out: &std::path::Path) {
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_lantern"))
+        .args(["trace", model, "--tokens", tokens, "--processing", processing, "--hooks"])
+        .args(hooks)
+        .arg("--out")
+        .arg(out)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 }

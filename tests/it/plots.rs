@@ -6,7 +6,7 @@ use polars::prelude::*;
 
 fn base(kind: PlotKind) -> PlotSpec {
     PlotSpec {
-        input: "x".into(),
+        input: (),
         table: None,
         kind,
         x: None,

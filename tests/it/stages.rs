@@ -227,20 +227,17 @@ fn intervention_stages_run_and_agree_with_the_analysis_functions() {
             .find(|&&r| examples.column("value").unwrap().f64().unwrap().get(r) == Some(top))
             .map(|&r| examples.column("token_str").unwrap().str().unwrap().get(r).unwrap().to_string())
             .unwrap();
-        let shown = lantern::report::esc(&max_token.replace('\n', "⏎"));
-        assert!(
-            page.contains(&format!("max\" style=")) && page.contains(&shown),
-            "L{l}.N{n}: max token {max_token:?} not shown"
-        );
+        let shown = lantern::pages::esc(&max_token.replace('\n', "⏎"));
+        assert!(page.contains("max\" style=") && page.contains(&shown), "L{l}.N{n}: max token {max_token:?} not shown");
     }
     assert!(out.join("pages/texts.html").exists());
     // Plots exist; every link of the report resolves.
     assert!(out.join("resid/plot.png").exists() && out.join("losses/plot.svg").exists());
-    let v = lantern::spec::parse::parse_file(&f).and_then(lantern::spec::validate).unwrap();
+    let v = lantern::experiment::load(&f).unwrap();
     lantern::report::write_for(&v, &o, &lantern::store::OutDir::create(&ws.out()).unwrap()).unwrap();
     let html = std::fs::read_to_string(out.join("report.html")).unwrap();
     let mut links = 0;
-    for part in html.split(|c| c == '"').collect::<Vec<_>>().windows(2) {
+    for part in html.split('"').collect::<Vec<_>>().windows(2) {
         if part[0].ends_with("href=") || part[0].ends_with("src=") {
             assert!(out.join(part[1]).exists(), "report links to missing {}", part[1]);
             links += 1;

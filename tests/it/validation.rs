@@ -1,7 +1,6 @@
 //! Every class of validation error: its message, its line:col, its suggestion; exit code 2.
 
 use crate::common::Workspace;
-use lantern::spec::{parse::parse_file, validate};
 
 const BASE: &str = r#"[experiment]
 name = "v"
@@ -23,7 +22,7 @@ hooks = ["blocks.1.mlp.hook_post"]
 /// The one-line diagnostics (`FILE:LINE:COL: message`) of an invalid file.
 fn errors(ws: &Workspace, text: &str) -> Vec<String> {
     let f = ws.file("bad.toml", text);
-    match parse_file(&f).and_then(validate) {
+    match lantern::experiment::load(&f) {
         Ok(_) => vec![],
         Err(inv) => inv
             .diagnostics
@@ -167,7 +166,7 @@ fn the_checked_in_schema_is_current() {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("schemas/experiment.schema.json");
     let on_disk = std::fs::read_to_string(&path).unwrap();
     assert!(
-        on_disk == lantern::spec::schema_json(),
+        on_disk == lantern::experiment::schema_json(),
         "schemas/experiment.schema.json is stale: run `cargo run --release -- schema > schemas/experiment.schema.json`"
     );
 }

@@ -1,9 +1,8 @@
 //! Parsing an experiment file section by section, so that every syntax and type error of the file
 //! is reported in one pass with its position.
 
-use super::diag::{Diagnostic, Invalid};
 use super::file::{Experiment, ExperimentMeta};
-use super::span::Sp;
+use crate::spec::{Diagnostic, Invalid, Sp};
 use crate::stages::{StageSpec, STAGE_KINDS};
 use crate::store::paths::name_problem;
 use crate::util::did_you_mean;

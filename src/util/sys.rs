@@ -1,25 +1,11 @@
-//! Small helpers shared across modules: "did you mean" suggestions, the machine's memory, allocator
-//! tuning.
-
-/// ", did you mean 'x'?" for the nearest candidate, or "" when none is close.
-pub fn did_you_mean<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> String {
-    nearest(word, candidates).map(|c| format!("; did you mean '{c}'?")).unwrap_or_default()
-}
-
-/// The candidate nearest to `word` by Jaro-Winkler similarity, if any is reasonably close.
-pub fn nearest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
-    candidates
-        .into_iter()
-        .map(|c| (strsim::jaro_winkler(word, c), c))
-        .filter(|(s, _)| *s > 0.75)
-        .max_by(|a, b| a.0.total_cmp(&b.0))
-        .map(|(_, c)| c)
-}
+//! Process tuning and facts: allocator thresholds, huge pages for large buffers, the default
+//! SIGPIPE action, the machine's memory.
 
 /// Keep freed large buffers in the process (glibc returns them to the OS by default, and every
 /// forward pass then pays page faults to zero fresh pages).
 pub fn tune_allocator() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes allocator thresholds; called once at start-up.
     unsafe {
         // 32 MiB is the largest threshold glibc accepts on 64-bit systems.
         libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
@@ -47,6 +33,7 @@ pub fn advise_huge_pages<T>(buf: &Vec<T>) {
 /// Die quietly on a closed pipe (`lantern hooks gpt2 | head`) like other command-line tools.
 pub fn default_sigpipe() {
     #[cfg(unix)]
+    // SAFETY: restoring the default action of a signal.
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }

@@ -1,17 +1,17 @@
-//! Fingerprints: blake3 of a node's resolved parameters (references replaced by what they point
+//! Fingerprints of a plan's nodes: blake3 of a node's resolved parameters (references replaced by what they point
 //! at), the fingerprints of its inputs, the content digests of the files it reads (weights,
 //! tokenizer, dataset files) and the artifact format version.
 
-use super::{NodeKind, Plan};
-use crate::exec::models::ModelSource;
-use crate::model::ModelFiles;
-use crate::spec::{DatasetRef, ModelRef, StageRef, Validated};
+use crate::experiment::Validated;
+use crate::model::ModelSource;
+use crate::plan::{NodeKind, Plan};
+use crate::spec::{DatasetRef, ModelRef, StageRef};
+use crate::stages::Part;
 use crate::store::digest::DigestCache;
 use crate::store::{Fingerprint, FORMAT_VERSION};
 use petgraph::graph::NodeIndex;
 use serde_json::Value;
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 
 type Fp = Result<String, String>;
 
@@ -34,19 +34,6 @@ fn hash_parts(parts: &[&str]) -> Fingerprint {
         h.update(p.as_bytes());
     }
     h.finalize().into()
-}
-
-/// The files a model is read from, without downloading anything.
-pub fn model_files(
-    v: &Validated,
-    name: &str,
-    trained_dir: &dyn Fn(&str, u64) -> anyhow::Result<PathBuf>,
-) -> anyhow::Result<ModelFiles> {
-    let m = v.models.get(name).ok_or_else(|| anyhow::anyhow!("unknown model '{name}'"))?;
-    match &m.source {
-        ModelSource::Hub { name, revision } => ModelFiles::from_hub_offline(name, revision.as_deref()),
-        _ => m.files(trained_dir),
-    }
 }
 
 struct Builder<'a> {
@@ -74,7 +61,7 @@ impl Builder<'_> {
         let m = self.v.models.get(name).ok_or_else(|| format!("unknown model '{name}'"))?;
         let processing = serde_json::to_string(&m.processing).unwrap_or_default();
         if let ModelSource::Trained { stage, seed } = &m.source {
-            let node = crate::stages::train::seed_node(stage, *seed);
+            let node = Part::Seed(*seed).node_name(stage);
             let ix = self.plan.find(&node).ok_or_else(|| format!("unknown stage '{node}'"))?;
             let stage_fp = self
                 .fps
@@ -84,8 +71,7 @@ impl Builder<'_> {
                 .unwrap_or_else(|| Err(format!("stage '{stage}' has no fingerprint yet")))?;
             return Ok(hash_parts(&["trained-model", stage_fp.as_str(), &format!("{seed:?}"), &processing]).into());
         }
-        let files =
-            model_files(self.v, name, &|_, _| unreachable!("not a trained model")).map_err(|e| format!("{e:#}"))?;
+        let files = m.files_offline(|_, _| unreachable!("not a trained model")).map_err(|e| format!("{e:#}"))?;
         let mut parts = vec!["model".to_string(), processing, self.digest(&files.config)?];
         for w in &files.weights {
             parts.push(self.digest(w)?);
@@ -158,7 +144,7 @@ impl Builder<'_> {
     /// (so that `gc` keeps it with what reads the model).
     fn trained_input(&self, model: &str, inputs: &mut BTreeMap<String, String>) {
         if let Some(ModelSource::Trained { stage, seed }) = self.v.models.get(model).map(|m| &m.source) {
-            let node = crate::stages::train::seed_node(stage, *seed);
+            let node = Part::Seed(*seed).node_name(stage);
             if let Ok(fp) = self.stage(&node) {
                 inputs.insert(node, fp.into());
             }
@@ -194,7 +180,7 @@ impl Builder<'_> {
                 let seed = if st.stage().uses_seed() { v.exp.meta.seed.to_string() } else { String::new() };
                 let mut params = serde_json::to_value(st);
                 // One seed's model does not depend on which other seeds are trained beside it.
-                if let (crate::stages::Part::Seed(_), Ok(Value::Object(m))) = (part, &mut params) {
+                if let (Part::Seed(_), Ok(Value::Object(m))) = (part, &mut params) {
                     m.remove("seeds");
                 }
                 let part = serde_json::to_string(part).unwrap_or_default();
@@ -216,8 +202,8 @@ impl Builder<'_> {
 
     /// What identifies a model's tokenizer: the digest of its tokenizer.json (else the model).
     fn tokenizer_id(&self, model: &str, model_fp: &str) -> String {
-        model_files(self.v, model, &|_, _| anyhow::bail!("trained"))
-            .ok()
+        (self.v.models.get(model))
+            .and_then(|m| m.files_offline(|_, _| anyhow::bail!("trained")).ok())
             .and_then(|f| f.tokenizer)
             .and_then(|t| self.digest(&t).ok())
             .unwrap_or_else(|| model_fp.to_string())
@@ -225,7 +211,8 @@ impl Builder<'_> {
 }
 
 /// Fingerprint every node in run order.
-pub fn compute(v: &Validated, plan: &Plan, digests: &DigestCache) -> Fingerprints {
+pub fn compute(v: &Validated, digests: &DigestCache) -> Fingerprints {
+    let plan = &v.plan;
     let mut b = Builder {
         v,
         plan,

@@ -1,25 +1,25 @@
 //! What each `lantern` command does, with its exit code: 0 success, 1 runtime failure,
-//! 2 invalid input (experiment file, missing model or data), 130 interrupted.
+//! 2 invalid input (experiment file, missing model or data), 130 interrupted. The only code of the
+//! crate that prints.
 
-use crate::exec::{self, Options, Status};
-use crate::model::hooks::{all_hooks, select_hooks};
-use crate::model::known::known_config;
-use crate::model::outputs::loss_per_token;
-use crate::model::source::resolve_alias;
-use crate::model::{Model, ModelConfig, ModelFiles, Processing, Request, Start};
-use crate::plan::{fingerprint, Plan};
-use crate::spec::file::DeviceSpec;
-use crate::spec::{parse::parse_file, validate as check_experiment, Validated};
-use crate::store::digest::DigestCache;
-use crate::store::{gc, views, OutDir, Store};
+pub mod terminal;
+
 use anyhow::{bail, Context, Result};
 use candle_core::{Device, Tensor};
-use std::collections::HashMap;
+use lantern::exec::{Options, Session, Status};
+use lantern::experiment::file::DeviceSpec;
+use lantern::experiment::Validated;
+use lantern::model::hooks::{all_hooks, fired_by_default};
+use lantern::model::known::config_of;
+use lantern::model::selector::select_all;
+use lantern::model::{Model, ModelFiles, Processing};
+use lantern::spec::Invalid;
+use lantern::store::gc;
+use lantern::util::Cancel;
 use std::io::IsTerminal;
 use std::path::Path;
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use terminal::Terminal;
 
 /// How a command ended.
 #[derive(Debug, PartialEq, Eq)]
@@ -52,12 +52,11 @@ pub fn parse_shard(s: &str) -> Result<(usize, usize), String> {
     Ok((i, n))
 }
 
-/// Parse and validate, printing diagnostics; `None` means invalid input.
-pub fn load(file: &Path) -> Option<Validated> {
-    let checked = parse_file(file).and_then(check_experiment);
+/// Print a validation result: the warnings of a valid file, or every diagnostic of an invalid one.
+fn report<T>(checked: Result<T, Invalid>, warnings: impl Fn(&T) -> &[String]) -> Option<T> {
     match checked {
         Ok(v) => {
-            for w in &v.warnings {
+            for w in warnings(&v) {
                 eprintln!("warning: {w}");
             }
             Some(v)
@@ -69,8 +68,19 @@ pub fn load(file: &Path) -> Option<Validated> {
     }
 }
 
+/// Open an experiment against an output folder, printing diagnostics; `None` means invalid input.
+fn open(file: &Path, out: &Path) -> Result<Option<Session>> {
+    match Session::open(file, out) {
+        Ok(s) => Ok(report(Ok(s), |s| &s.v.warnings)),
+        Err(e) => match e.downcast::<Invalid>() {
+            Ok(invalid) => Ok(report(Err::<Session, _>(invalid), |s| &s.v.warnings)),
+            Err(e) => Err(e),
+        },
+    }
+}
+
 pub fn validate(file: &Path) -> Result<Exit> {
-    Ok(match load(file) {
+    Ok(match report(lantern::experiment::load(file), |v| &v.warnings) {
         Some(v) => {
             eprintln!(
                 "{}: valid ({} models, {} datasets, {} stages, {} plots)",
@@ -95,28 +105,23 @@ fn device(v: &Validated) -> Result<Device> {
     }
 }
 
-pub fn run(
-    file: &Path,
-    out: &Path,
-    force: Vec<String>,
-    only: Vec<String>,
-    shard: Option<(usize, usize)>,
-    dry_run: bool,
-) -> Result<Exit> {
-    let Some(v) = load(file) else { return Ok(Exit::Invalid) };
-    let cancel: &'static AtomicBool = Box::leak(Box::new(AtomicBool::new(false)));
+pub fn run(file: &Path, out: &Path, opts: Options) -> Result<Exit> {
+    let Some(mut session) = open(file, out)? else { return Ok(Exit::Invalid) };
+    let cancel = Cancel::new();
+    let on_ctrl_c = cancel.clone();
     // First Ctrl-C: stop after discarding the running stage; a second one exits at once.
     let _ = ctrlc::set_handler(move || {
-        if cancel.swap(true, Ordering::SeqCst) {
+        if on_ctrl_c.trigger() {
             std::process::exit(130);
         }
         eprintln!("\ninterrupting: finishing cleanly (Ctrl-C again to quit now)");
     });
-    let opts = Options { out: out.to_path_buf(), force, only, shard, dry_run, fail_after: None };
-    eprintln!("{}: {} ({})", v.exp.meta.name.value, file.display(), if dry_run { "dry run" } else { "running" });
-    let outcome = exec::run(&v, &opts, cancel, device(&v)?)?;
-    if !dry_run {
-        crate::report::write_for(&v, &outcome, &OutDir::create(out)?)?;
+    let name = session.v.exp.meta.name.value.clone();
+    eprintln!("{name}: {} ({})", file.display(), if opts.dry_run { "dry run" } else { "running" });
+    let device = device(&session.v)?;
+    let outcome = session.run(&opts, &cancel, device, &Terminal::new())?;
+    if !opts.dry_run {
+        lantern::report::write_for(&session.v, &outcome, &session.store.dirs)?;
     }
     let count = |f: fn(&Status) -> bool| outcome.nodes.iter().filter(|n| f(&n.status)).count();
     eprintln!(
@@ -125,7 +130,7 @@ pub fn run(
         count(|s| *s == Status::Cached),
         count(|s| matches!(s, Status::Failed(_))),
         count(|s| matches!(s, Status::Skipped(_))),
-        out.join(&v.exp.meta.name.value).display()
+        out.join(&name).display()
     );
     Ok(if outcome.interrupted {
         Exit::Interrupted
@@ -137,29 +142,24 @@ pub fn run(
 }
 
 pub fn plan(file: &Path, out: &Path, dot: bool) -> Result<Exit> {
-    let Some(v) = load(file) else { return Ok(Exit::Invalid) };
-    let plan = Plan::build(&v);
-    let store = Store::open(out)?;
-    let digests = DigestCache::open(&store.dirs)?;
-    let fps = fingerprint::compute(&v, &plan, &digests);
-    digests.save();
-    let state = |ix| exec::describe_state(&v, &plan, &fps, &store, ix);
+    let Some(session) = open(file, out)? else { return Ok(Exit::Invalid) };
+    let plan = session.plan();
     if dot {
-        print!("{}", plan.dot(&v, state));
+        print!("{}", plan.dot(|ix| session.state(ix)));
         return Ok(Exit::Ok);
     }
     println!("{:<4} {:<24} {:<14} state", "#", "stage", "kind");
     for (i, &ix) in plan.order.iter().enumerate() {
         let n = &plan.graph[ix];
-        println!("{:<4} {:<24} {:<14} {}", i + 1, n.name, n.kind_name(&v), state(ix));
+        println!("{:<4} {:<24} {:<14} {}", i + 1, n.name, n.kind_name, session.state(ix));
     }
     Ok(Exit::Ok)
 }
 
 /// Remove an experiment's links and report; the store entries stay for `gc`.
 pub fn clean(file: &Path, out: &Path) -> Result<Exit> {
-    let Some(v) = load(file) else { return Ok(Exit::Invalid) };
-    let done = views::unlink(&OutDir::create(out)?, &v.exp.meta.name.value)?;
+    let Some(session) = open(file, out)? else { return Ok(Exit::Invalid) };
+    let done = session.clean()?;
     let folder = done.folder.display();
     for l in &done.links {
         println!("unlinked {folder}/{l}");
@@ -186,7 +186,7 @@ pub fn clean(file: &Path, out: &Path) -> Result<Exit> {
 /// temporary folders.
 pub fn gc(out: &Path, dry_run: bool, yes: bool) -> Result<Exit> {
     use indicatif::HumanBytes;
-    let garbage = gc::find(&OutDir::create(out)?)?;
+    let garbage = gc::find(&lantern::store::OutDir::create(out)?)?;
     for u in &garbage.unknown {
         println!("left alone (not a store entry): {}", u.display());
     }
@@ -234,27 +234,15 @@ pub fn gc(out: &Path, dry_run: bool, yes: bool) -> Result<Exit> {
     Ok(Exit::Ok)
 }
 
-/// The configuration of MODEL (folder, hub name or alias) without loading weights.
-fn model_config(model: &str) -> Result<ModelConfig> {
-    let dir = Path::new(model);
-    if dir.is_dir() {
-        return ModelConfig::from_file(&ModelFiles::from_folder(dir)?.config);
-    }
-    match ModelFiles::from_hub_offline(model, None) {
-        Ok(f) => ModelConfig::from_file(&f.config),
-        Err(e) => known_config(resolve_alias(model)).ok_or(e),
-    }
-}
-
 pub fn hooks(model: &str) -> Result<Exit> {
-    let cfg = match model_config(model) {
+    let cfg = match config_of(model) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("error: {e:#}");
             return Ok(Exit::Invalid);
         }
     };
-    println!("{model}: {}", crate::model::forward::describe(&cfg));
+    println!("{model}: {}", lantern::model::forward::describe(&cfg));
     let (b, p) = (1_000_001, 1_000_002);
     for h in all_hooks(&cfg, true) {
         let dims: Vec<String> = h
@@ -266,7 +254,7 @@ pub fn hooks(model: &str) -> Result<Exit> {
                 d => d.to_string(),
             })
             .collect();
-        let optional = h.site().is_some_and(|s| !crate::model::hooks::fired_by_default(s));
+        let optional = h.site().is_some_and(|s| !fired_by_default(s));
         println!("{:<36} [{}]{}", h.to_string(), dims.join(", "), if optional { "  (only when named)" } else { "" });
     }
     Ok(Exit::Ok)
@@ -296,16 +284,14 @@ pub fn trace(model: &str, input: &TraceInput, hook_globs: &[String], processing:
     let Some(processing) = Processing::from_name(processing) else {
         bail!("unknown processing '{processing}' (none, default, default+refactor)")
     };
-    let dir = Path::new(model);
-    let files = if dir.is_dir() { ModelFiles::from_folder(dir) } else { ModelFiles::from_hub(model, None) };
-    let files = match files {
+    let files = match ModelFiles::from_name(model, true) {
         Ok(f) => f,
         Err(e) => {
             eprintln!("error: {e:#}");
             return Ok(Exit::Invalid);
         }
     };
-    let m = Arc::new(Model::load(&files, processing, &Device::Cpu)?);
+    let m = Model::load(&files, processing, &Device::Cpu)?;
     let (ids, rows, len) = match input {
         TraceInput::Text(t, bos) => {
             let ids = m.tokenizer()?.encode(t, *bos)?;
@@ -314,23 +300,10 @@ pub fn trace(model: &str, input: &TraceInput, hook_globs: &[String], processing:
         }
         TraceInput::Tokens(s) => parse_tokens(s)?,
     };
-    if let Some(bad) = ids.iter().find(|&&t| t as usize >= m.cfg.d_vocab) {
-        bail!("token id {bad} is outside the vocabulary (size {})", m.cfg.d_vocab);
-    }
     let tokens = Tensor::from_vec(ids, (rows, len), &Device::Cpu)?;
-    let hooks = select_hooks(&m.cfg, hook_globs).map_err(anyhow::Error::msg)?;
-    let mut saved: HashMap<String, Tensor> = HashMap::new();
-    let req = Request::capture(hooks.iter().copied()).with_logits();
-    let logits = m.forward(Start::Tokens(&tokens), &req, &mut |h, t| {
-        saved.insert(h.to_string(), t);
-        Ok(())
-    })?;
-    let logits = logits.context("no logits")?;
-    saved.insert("loss_per_token".into(), loss_per_token(&logits, &tokens)?);
-    saved.insert("logits".into(), logits);
-    saved.insert("tokens".into(), tokens.to_dtype(candle_core::DType::I64)?);
-    let n = saved.len();
-    crate::store::atomic::save_tensors(out, &saved)?;
-    eprintln!("wrote {} tensors ({} hooks) to {}", n, hooks.len(), out.display());
+    let hooks = select_all(&m.cfg, hook_globs)?;
+    let saved = m.trace(&tokens, &hooks)?;
+    lantern::store::atomic::save_tensors(out, &saved)?;
+    eprintln!("wrote {} tensors ({} hooks) to {}", saved.len(), hooks.len(), out.display());
     Ok(Exit::Ok)
 }

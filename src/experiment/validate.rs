@@ -1,194 +1,26 @@
 //! Validation before anything runs, all errors in one pass: model sources, references between
-//! sections, cycles, and each stage's own checks (hook names, layer and neuron ranges) against the
-//! model configurations that can be read offline.
+//! sections, and each stage's own checks (hook names, layer and neuron ranges) against the model
+//! configurations that can be read offline; cycles are found by building the plan the executor
+//! runs.
 
-use super::diag::{Diagnostic, Invalid};
 use super::file::{Experiment, ModelSpec, ProcessingSpec};
-use super::span::{DatasetRef, ModelRef, Sp, StageRef};
-use crate::exec::models::{ModelSource, ResolvedModel};
-use crate::model::hooks::{self, HookPoint};
 use crate::model::known::known_config;
 use crate::model::source::{hub_cache, resolve_alias};
-use crate::model::{ModelConfig, ModelFiles, Processing};
-use crate::stages::Dep;
+use crate::model::{ModelConfig, ModelFiles, ModelSource, Processing, ResolvedModel};
+use crate::plan::{Plan, Sources};
+use crate::spec::{locate, DatasetRef, Diagnostic, Invalid, ModelRef, Sp, StageRef};
+use crate::stages::{CheckCx, Dep, Part};
 use crate::util::did_you_mean;
 use std::collections::BTreeMap;
-use std::ops::Range;
 
-/// Bytes as gigabytes for messages.
-fn gb(bytes: f64) -> String {
-    if bytes >= 1e15 {
-        format!("{:.1e} GB", bytes / 1e9)
-    } else {
-        format!("{:.1} GB", bytes / 1e9)
-    }
-}
-
-/// A checked experiment with its models resolved.
+/// A checked experiment with its models resolved and its plan built.
 pub struct Validated {
     pub exp: Experiment,
+    pub plan: Plan,
     pub models: BTreeMap<String, ResolvedModel>,
     /// Configurations by model name; `None` when not readable offline (checked when it runs).
     pub configs: BTreeMap<String, Option<ModelConfig>>,
     pub warnings: Vec<String>,
-}
-
-/// What stage checks may consult.
-pub struct CheckCx<'a> {
-    pub exp: &'a Experiment,
-    pub configs: &'a BTreeMap<String, Option<ModelConfig>>,
-    /// The span of the stage or plot being checked.
-    pub table: Range<usize>,
-}
-
-impl CheckCx<'_> {
-    /// Where `field = …` is written in the table being checked (the table when it is defaulted).
-    pub fn field(&self, field: &str) -> Range<usize> {
-        super::locate::field_span(&self.exp.text, &self.table, field)
-    }
-
-    /// An error about `field` of the table being checked, at that field.
-    pub fn error(&self, field: &str, message: impl Into<String>) -> Diagnostic {
-        Diagnostic::at(self.field(field), message)
-    }
-
-    /// A count or size that must be at least `min`.
-    pub fn at_least(&self, field: &str, value: usize, min: usize, out: &mut Vec<Diagnostic>) {
-        if value < min {
-            out.push(self.error(field, format!("{field} must be at least {min}, not {value}")));
-        }
-    }
-
-    /// A count that cannot exceed `max` (`what` says what bounds it).
-    pub fn at_most(&self, field: &str, value: usize, max: usize, what: &str, out: &mut Vec<Diagnostic>) {
-        if value > max {
-            out.push(self.error(field, format!("{field} = {value} is more than {what} ({max})")));
-        }
-    }
-
-    /// A share in [0, 1).
-    pub fn fraction(&self, field: &str, value: f64, out: &mut Vec<Diagnostic>) {
-        if !(0.0..1.0).contains(&value) {
-            out.push(self.error(field, format!("{field} must be in [0, 1), not {value}")));
-        }
-    }
-
-    /// Memory the stage being checked will allocate (`bytes`, an estimate) against the memory of
-    /// this machine; `knob` says what lowers it.
-    pub fn memory(&self, bytes: f64, what: &str, knob: &str, out: &mut Vec<Diagnostic>) {
-        let limit = crate::util::physical_memory() as f64;
-        if limit > 0.0 && bytes > limit {
-            out.push(
-                Diagnostic::at(
-                    self.table.clone(),
-                    format!("{what}: about {} of memory, more than this machine's {}", gb(bytes), gb(limit)),
-                )
-                .help(knob.to_string()),
-            );
-        }
-    }
-
-    /// The number of token positions a dataset has at most, where known before running
-    /// (`n_tokens`, or prompts × context).
-    pub fn positions(&self, dataset: &DatasetRef) -> Option<u64> {
-        let d = &self.exp.datasets.get(dataset.name())?.value;
-        let ctx = d.context as u64;
-        match (&d.n_tokens, &d.prompts, &d.pairs) {
-            (Some(n), _, _) => Some(n.div_ceil(ctx.max(1)).saturating_mul(ctx)),
-            (None, Some(p), _) => Some((p.len() as u64).saturating_mul(ctx)),
-            (None, None, Some(p)) => Some((p.len() as u64).saturating_mul(ctx)),
-            _ => None,
-        }
-    }
-
-    /// The configuration of a model, when known offline.
-    pub fn config(&self, model: &ModelRef) -> Option<&ModelConfig> {
-        self.configs.get(model.name()).and_then(|c| c.as_ref())
-    }
-
-    /// Check hook selectors against a model: full names (`blocks.3.mlp.hook_post`), aliases with a
-    /// layer (`post.3`) or layer-less selectors for every layer (`mlp.hook_post`).
-    pub fn hooks(&self, model: &ModelRef, hooks: &[Sp<String>], out: &mut Vec<Diagnostic>) -> Option<Vec<HookPoint>> {
-        let cfg = self.config(model)?;
-        let mut ok = Vec::new();
-        for h in hooks {
-            match select_hook(cfg, h) {
-                Ok(mut v) => ok.append(&mut v),
-                Err(d) => out.push(d),
-            }
-        }
-        Some(ok)
-    }
-
-    /// Check that a layer index exists.
-    pub fn layer(&self, cfg: &ModelConfig, layer: &Sp<usize>, out: &mut Vec<Diagnostic>) {
-        if layer.value >= cfg.n_layers {
-            out.push(Diagnostic::at(
-                layer.span.clone(),
-                format!(
-                    "layer {} out of range: the model has {} layers (0..={})",
-                    layer.value,
-                    cfg.n_layers,
-                    cfg.n_layers - 1
-                ),
-            ));
-        }
-    }
-
-    /// Check that indices are below `n` (neurons, heads, dimensions).
-    pub fn indices(&self, what: &str, idx: &Sp<Vec<usize>>, n: usize, out: &mut Vec<Diagnostic>) {
-        if let Some(bad) = idx.value.iter().find(|&&i| i >= n) {
-            out.push(Diagnostic::at(
-                idx.span.clone(),
-                format!("{what} {bad} out of range: there are {n} (0..={})", n - 1),
-            ));
-        }
-    }
-}
-
-/// Every hook point several selectors name, sorted, each once (for running: errors were reported
-/// at validation).
-pub fn select_hooks(cfg: &ModelConfig, hooks: &[Sp<String>]) -> anyhow::Result<Vec<HookPoint>> {
-    let mut out = Vec::new();
-    for h in hooks {
-        out.extend(select_hook(cfg, h).map_err(|d| anyhow::anyhow!(d.message))?);
-    }
-    out.sort();
-    out.dedup();
-    Ok(out)
-}
-
-/// Resolve one hook selector to hook points of a model, or explain why not.
-pub fn select_hook(cfg: &ModelConfig, h: &Sp<String>) -> Result<Vec<HookPoint>, Diagnostic> {
-    if let Some(p) = HookPoint::parse(h) {
-        if p.exists_in(cfg) {
-            return Ok(vec![p]);
-        }
-        let msg = match p.layer() {
-            Some(l) if l >= cfg.n_layers => format!(
-                "layer {l} out of range in '{}': the model has {} layers (0..={})",
-                h.value,
-                cfg.n_layers,
-                cfg.n_layers - 1
-            ),
-            _ => format!("hook '{}' does not exist in {:?} models", h.value, cfg.family),
-        };
-        return Err(Diagnostic::at(h.span.clone(), msg));
-    }
-    if let Some(site) = hooks::parse_site(h) {
-        let all: Vec<HookPoint> =
-            (0..cfg.n_layers).map(|l| HookPoint::Block(l, site)).filter(|p| p.exists_in(cfg)).collect();
-        if all.is_empty() {
-            return Err(Diagnostic::at(
-                h.span.clone(),
-                format!("hook '{}' does not exist in {:?} models", h.value, cfg.family),
-            ));
-        }
-        return Ok(all);
-    }
-    let names = hooks::known_names(cfg);
-    Err(Diagnostic::at(h.span.clone(), format!("unknown hook '{}'", h.value))
-        .help(did_you_mean(h, names.iter().map(|s| s.as_str())).trim_start_matches("; ").to_string()))
 }
 
 fn processing(spec: &ProcessingSpec, span: std::ops::Range<usize>, out: &mut Vec<Diagnostic>) -> Processing {
@@ -223,7 +55,7 @@ fn resolve_model(
         ));
         return None;
     }
-    let processing = processing(&m.processing, super::locate::field_span(&exp.text, &spec.span, "processing"), out);
+    let processing = processing(&m.processing, locate::field_span(&exp.text, &spec.span, "processing"), out);
     if let Some(path) = &m.path {
         let dir = exp.base_dir().join(&path.value);
         let files = match ModelFiles::from_folder(&dir) {
@@ -285,7 +117,7 @@ fn resolve_model(
                     .parts(exp.meta.seed)
                     .into_iter()
                     .filter_map(|p| match p {
-                        crate::stages::Part::Seed(s) => Some(s),
+                        Part::Seed(s) => Some(s),
                         _ => None,
                     })
                     .collect();
@@ -386,39 +218,6 @@ fn check_deps(exp: &Experiment, deps: &[Dep], out: &mut Vec<Diagnostic>) {
     }
 }
 
-/// Stage-to-stage edges (including through trained models), to find cycles.
-fn find_cycle(exp: &Experiment) -> Option<(Vec<String>, std::ops::Range<usize>)> {
-    use petgraph::graphmap::DiGraphMap;
-    let mut g: DiGraphMap<&str, (), std::hash::RandomState> = DiGraphMap::default();
-    for (name, st) in &exp.stages {
-        g.add_node(name.as_str());
-        for d in st.value.stage().deps() {
-            let from = match d {
-                Dep::Stage(r) => Some(r.name().to_string()),
-                Dep::Model(m) | Dep::Tokens { model: m, .. } => {
-                    exp.models.get(m.name()).and_then(|ms| ms.value.train.as_ref().map(|t| t.name().to_string()))
-                }
-                Dep::Dataset(_) => None,
-            };
-            if let Some(from) = from {
-                if let Some((k, _)) = exp.stages.get_key_value(from.as_str()) {
-                    g.add_edge(k.as_str(), name.as_str(), ());
-                }
-            }
-        }
-    }
-    for scc in petgraph::algo::tarjan_scc(&g) {
-        let self_loop = scc.len() == 1 && g.contains_edge(scc[0], scc[0]);
-        if scc.len() > 1 || self_loop {
-            let mut names: Vec<String> = scc.iter().rev().map(|s| s.to_string()).collect();
-            names.push(names[0].clone());
-            let span = exp.stages[&names[0]].span.clone();
-            return Some((names, span));
-        }
-    }
-    None
-}
-
 /// A dataset tokenized for a model must fit the model's context (prompts are cut to it).
 fn check_contexts(exp: &Experiment, configs: &BTreeMap<String, Option<ModelConfig>>, out: &mut Vec<Diagnostic>) {
     let mut seen = std::collections::BTreeSet::new();
@@ -437,7 +236,7 @@ fn check_contexts(exp: &Experiment, configs: &BTreeMap<String, Option<ModelConfi
                 let prompts = ds.value.mode() == crate::data::spec::Mode::Prompt;
                 if !prompts && ds.value.context > cfg.n_ctx && seen.insert((name, model.name())) {
                     out.push(Diagnostic::at(
-                        super::locate::field_span(&exp.text, &ds.span, "context"),
+                        locate::field_span(&exp.text, &ds.span, "context"),
                         format!(
                             "dataset '{name}': context {} is longer than model '{}''s context ({})",
                             ds.value.context,
@@ -450,7 +249,6 @@ fn check_contexts(exp: &Experiment, configs: &BTreeMap<String, Option<ModelConfi
         }
     }
 }
-
 /// Validate a parsed experiment; every problem is reported at once.
 pub fn validate(exp: Experiment) -> Result<Validated, Invalid> {
     let mut out = Vec::new();
@@ -474,13 +272,13 @@ pub fn validate(exp: Experiment) -> Result<Validated, Invalid> {
     }
     for (name, ds) in &exp.datasets {
         for part in ds.value.mix.iter().flatten() {
-            let span = super::locate::field_span(&exp.text, &ds.span, "mix");
+            let span = locate::field_span(&exp.text, &ds.span, "mix");
             match exp.datasets.get(part) {
                 None => out.push(Diagnostic::at(
                     span,
                     format!(
                         "dataset '{name}' mixes unknown dataset '{part}'{}",
-                        crate::util::did_you_mean(part, exp.datasets.keys().map(|s| s.as_str()))
+                        did_you_mean(part, exp.datasets.keys().map(|s| s.as_str()))
                     ),
                 )),
                 Some(d) if d.value.mix.is_some() => out.push(Diagnostic::at(
@@ -508,7 +306,7 @@ pub fn validate(exp: Experiment) -> Result<Validated, Invalid> {
             }
         }
         for (span, msg) in crate::data::check(&ds.value, &exp.base_dir()) {
-            let span = span.map(|f| super::locate::field_span(&exp.text, &ds.span, f)).unwrap_or(ds.span.clone());
+            let span = span.map(|f| locate::field_span(&exp.text, &ds.span, f)).unwrap_or(ds.span.clone());
             out.push(Diagnostic::at(span, format!("dataset '{name}': {msg}")));
         }
     }
@@ -526,17 +324,31 @@ pub fn validate(exp: Experiment) -> Result<Validated, Invalid> {
     for p in exp.plots.values() {
         check_deps(&exp, &crate::stages::Stage::deps(&p.value), &mut out);
     }
-    if let Some((cycle, span)) = find_cycle(&exp) {
-        out.push(Diagnostic::at(span, format!("cycle between stages: {}", cycle.join(" → "))));
-    }
+    let plan = Plan::build(&Sources { stages: &exp.stages, plots: &exp.plots, models: &models, seed: exp.meta.seed });
+    let plan = match plan {
+        Ok(plan) => Some(plan),
+        Err(cycle) => {
+            let span = cycle.0.first().and_then(|n| exp.stages.get(n)).map(|s| s.span.clone()).unwrap_or(0..0);
+            out.push(Diagnostic::at(span, format!("cycle between stages: {}", cycle.0.join(" → "))));
+            None
+        }
+    };
     if out.is_empty() {
+        let base_dir = exp.base_dir();
         let tables = exp
             .stages
             .values()
             .map(|st| (st.value.stage(), st.span.clone()))
             .chain(exp.plots.values().map(|p| (&p.value as &dyn crate::stages::Stage, p.span.clone())));
         for (stage, table) in tables {
-            let cx = CheckCx { exp: &exp, configs: &configs, table: table.clone() };
+            let cx = CheckCx {
+                text: &exp.text,
+                table: table.clone(),
+                configs: &configs,
+                stages: &exp.stages,
+                datasets: &exp.datasets,
+                base_dir: &base_dir,
+            };
             let mut found = Vec::new();
             stage.check(&cx, &mut found);
             for mut d in found {
@@ -553,9 +365,11 @@ pub fn validate(exp: Experiment) -> Result<Validated, Invalid> {
     if out.is_empty() {
         check_contexts(&exp, &configs, &mut out);
     }
-    if !out.is_empty() {
-        out.sort_by_key(|d| d.span.as_ref().map(|s| s.start).unwrap_or(0));
-        return Err(Invalid { file: exp.file.clone(), text: exp.text.clone(), diagnostics: out });
+    match plan {
+        Some(plan) if out.is_empty() => Ok(Validated { exp, plan, models, configs, warnings }),
+        _ => {
+            out.sort_by_key(|d| d.span.as_ref().map(|s| s.start).unwrap_or(0));
+            Err(Invalid { file: exp.file.clone(), text: exp.text.clone(), diagnostics: out })
+        }
     }
-    Ok(Validated { exp, models, configs, warnings })
 }

@@ -1,9 +1,9 @@
 //! The experiment file's sections as types: `[experiment]`, `[models.NAME]`, `[datasets.NAME]`,
 //! `[stages.NAME]`, `[plots.NAME]`. The JSON Schema is derived from these.
 
-use super::span::{Sp, StageRef};
 use crate::data::DatasetSpec;
 use crate::model::Processing;
+use crate::spec::{Sp, StageRef};
 use crate::stages::{PlotStage, StageSpec};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
