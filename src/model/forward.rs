@@ -212,7 +212,8 @@ impl Model {
         if t > self.cfg.n_ctx {
             bail!("sequence of {t} tokens is longer than the model's context ({})", self.cfg.n_ctx);
         }
-        let ids = tokens.to_dtype(DType::U32)?.flatten_all()?;
+        // Tokens may come from anywhere (a golden file, a host batch): the lookup runs where the weights are.
+        let ids = tokens.to_dtype(DType::U32)?.flatten_all()?.to_device(&self.device)?;
         let embed = self.weights.w_e.index_select(&ids, 0)?.reshape((b, t, self.cfg.d_model))?;
         let embed = h.fire(HookPoint::Embed, embed)?;
         match &self.weights.w_pos {

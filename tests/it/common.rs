@@ -1,17 +1,37 @@
-//! Shared test helpers: fixture paths, golden files, tolerant tensor comparison.
+//! Shared test helpers: fixture paths, golden files, tolerant tensor comparison, the device the
+//! fixture models and workspace runs use.
 
 use candle_core::{Device, Tensor};
 use lantern::model::{Model, ModelFiles, Processing};
 use std::collections::HashMap;
 use std::path::PathBuf;
 
+/// The repository: `CARGO_MANIFEST_DIR` of the running process (cargo sets it; so does
+/// scripts/gpu-check.sh for a prebuilt test binary in a copied checkout), else the build's.
+pub fn repo() -> PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR").map(PathBuf::from).unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into())
+}
+
 pub fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+    repo().join("tests/fixtures").join(name)
+}
+
+/// `LANTERN_TEST_DEVICE`: `cpu` (default) or `cuda` / `cuda:N` (a `--features cuda` build): the
+/// device of `load` and of `Workspace` runs.
+pub fn device() -> Device {
+    match std::env::var("LANTERN_TEST_DEVICE").as_deref() {
+        Err(_) | Ok("cpu") => Device::Cpu,
+        Ok(d) => {
+            let ordinal = d.strip_prefix("cuda").map(|n| n.trim_start_matches(':').parse().unwrap_or(0));
+            Device::new_cuda(ordinal.unwrap_or_else(|| panic!("LANTERN_TEST_DEVICE={d}: cpu, cuda or cuda:N")))
+                .unwrap_or_else(|e| panic!("LANTERN_TEST_DEVICE={d}: {e}"))
+        }
+    }
 }
 
 pub fn load(name: &str, processing: Processing) -> Model {
     let files = ModelFiles::from_folder(&fixture(name)).unwrap();
-    Model::load(&files, processing, &Device::Cpu).unwrap()
+    Model::load(&files, processing, &device()).unwrap()
 }
 
 pub fn golden(name: &str, file: &str) -> HashMap<String, Tensor> {
@@ -52,7 +72,7 @@ impl Workspace {
             std::fs::copy(fixture("gpt2-tiny").join(f), m.join(f)).unwrap();
         }
         std::fs::copy(fixture("tiny-tokenizer/tokenizer.json"), m.join("tokenizer.json")).unwrap();
-        let data = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("experiments/data");
+        let data = repo().join("experiments/data");
         std::os::unix::fs::symlink(data, dir.path().join("data")).unwrap();
         Workspace { dir }
     }
@@ -75,7 +95,7 @@ impl Workspace {
     /// Parse, validate and run an experiment file with options.
     pub fn run_with(&self, file: &std::path::Path, opts: lantern::exec::Options) -> lantern::exec::Outcome {
         let mut session = lantern::exec::Session::open(file, &self.out()).unwrap_or_else(|e| panic!("{e}"));
-        session.run(&opts, &lantern::util::Cancel::new(), Device::Cpu, &lantern::exec::Quiet).unwrap()
+        session.run(&opts, &lantern::util::Cancel::new(), device(), &lantern::exec::Quiet).unwrap()
     }
 
     pub fn run(&self, file: &std::path::Path) -> lantern::exec::Outcome {

@@ -5,7 +5,7 @@
 use crate::common::{fixture, Workspace};
 use candle_core::{DType, Device, Tensor};
 use lantern::analysis::baseline;
-use lantern::analysis::correlation::{Shape, Similarity, Sums};
+use lantern::analysis::correlation::{Products, Shape, Similarity, Sums};
 use lantern::data::Tokenized;
 use lantern::exec::{Options, Status};
 use lantern::model::hooks::{BlockSite, HookPoint};
@@ -118,7 +118,7 @@ fn streaming_pearson_equals_dense_and_shards_merge_exactly() {
     let mut whole = Sums::new(shape, &pairs);
     let cuts: Vec<usize> = (0..n).step_by(100).chain([n]).collect();
     for w in cuts.windows(2) {
-        whole.add(&to_tensors(&xa, w[0]..w[1]), &to_tensors(&xb, w[0]..w[1]), DType::F64).unwrap();
+        whole.add(&to_tensors(&xa, w[0]..w[1]), &to_tensors(&xb, w[0]..w[1]), Products::F64).unwrap();
     }
     let mut worst: f64 = 0.0;
     for &(la, lb) in &pairs {
@@ -137,7 +137,7 @@ fn streaming_pearson_equals_dense_and_shards_merge_exactly() {
         .map(|r| {
             let mut s = Sums::new(shape, &pairs);
             for w in cuts[r.start..=r.end].windows(2) {
-                s.add(&to_tensors(&xa, w[0]..w[1]), &to_tensors(&xb, w[0]..w[1]), DType::F64).unwrap();
+                s.add(&to_tensors(&xa, w[0]..w[1]), &to_tensors(&xb, w[0]..w[1]), Products::F64).unwrap();
             }
             s
         })
@@ -149,7 +149,7 @@ fn streaming_pearson_equals_dense_and_shards_merge_exactly() {
     assert!(merged == whole, "merged shard sums differ from the single pass");
     // f32 products agree to f32 accuracy.
     let mut f32s = Sums::new(shape, &pairs);
-    f32s.add(&to_tensors(&xa, 0..n), &to_tensors(&xb, 0..n), DType::F32).unwrap();
+    f32s.add(&to_tensors(&xa, 0..n), &to_tensors(&xb, 0..n), Products::F32).unwrap();
     let (r64, r32) = (whole.finish(1, 0, Similarity::Pearson), f32s.finish(1, 0, Similarity::Pearson));
     let diff = r64.iter().zip(&r32).map(|(x, y)| (x - y).abs()).fold(0.0, f64::max);
     assert!(diff < 1e-4, "f32 products: {diff}");

@@ -2,7 +2,7 @@
 
 #[test]
 fn every_experiment_file_validates() {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("experiments");
+    let dir = crate::common::repo().join("experiments");
     let mut n = 0;
     for e in std::fs::read_dir(&dir).unwrap() {
         let p = e.unwrap().path();

@@ -6,7 +6,7 @@ use lantern::model::{Activation, Model, ModelFiles, Processing};
 use lantern::train::{self, export::save_hf, Schedule, Trainable};
 
 fn corpus() -> (tokenizers::Tokenizer, Vec<u32>) {
-    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/experiments/data/english.jsonl")).unwrap();
+    let text = std::fs::read_to_string(crate::common::repo().join("experiments/data/english.jsonl")).unwrap();
     let docs: Vec<String> = text
         .lines()
         .take(300)

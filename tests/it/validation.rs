@@ -163,7 +163,7 @@ fn the_cli_exits_2_on_invalid_input_and_0_on_valid() {
 
 #[test]
 fn the_checked_in_schema_is_current() {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("schemas/experiment.schema.json");
+    let path = crate::common::repo().join("schemas/experiment.schema.json");
     let on_disk = std::fs::read_to_string(&path).unwrap();
     assert!(
         on_disk == lantern::experiment::schema_json(),
