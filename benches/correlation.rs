@@ -8,9 +8,8 @@
 
 mod common;
 
-use candle_core::{DType, Device, Tensor};
-use lantern::analysis::correlation::{Shape, Sums};
-
+use candle_core::{Device, Tensor};
+use lantern::analysis::correlation::{Products, Shape, Sums};
 use lantern::model::Model;
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -32,7 +31,7 @@ fn main() {
         let flop = 2.0 * (t * d * d) as f64;
         let gemm = flop / common::best_time(3, || drop(x[&0].t().unwrap().matmul(&y[&0]).unwrap())) / 1e9;
         let mut sums = Sums::new(shape, &[(0, 0)]);
-        let acc = flop / common::best_time(3, || sums.add(&x, &y, DType::F32).unwrap()) / 1e9;
+        let acc = flop / common::best_time(3, || sums.add(&x, &y, Products::F32).unwrap()) / 1e9;
         println!("Σxy, {t} tokens per batch: products alone {gemm:.0} GFLOP/s ({:.0}% of peak); with exact accumulation {acc:.0} GFLOP/s ({:.0}% of peak)", 100.0 * gemm / peak, 100.0 * acc / peak);
     }
     end_to_end();

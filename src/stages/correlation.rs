@@ -7,7 +7,7 @@ use crate::stats::HistogramSpec;
 use crate::util::Progress;
 use super::{CheckCx, Dep, Part, Stage, StageEnv};
 use crate::analysis::baseline::{self, Baseline};
-use crate::analysis::correlation::{Shape, Similarity, Sums};
+use crate::analysis::correlation::{Products, Shape, Similarity, Sums};
 use crate::data::Tokenized;
 use crate::model::hooks::HookPoint;
 use crate::model::{Model, Request, Start};
@@ -25,15 +25,6 @@ use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashSet};
 use std::ops::Range;
 use std::sync::Arc;
-
-/// Precision of the per-batch cross products (sums are exact either way).
-#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, JsonSchema, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
-pub enum Precision {
-    #[default]
-    F32,
-    F64,
-}
 
 /// Precision of the full similarity matrix on disk.
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, JsonSchema, PartialEq, Eq)]
@@ -68,9 +59,9 @@ pub struct Spec {
     pub baseline: Baseline,
     /// Seed of the baseline (default: the experiment's seed).
     pub seed: Option<u64>,
-    /// Precision of the per-batch cross products; the running sums are exact in both.
+    /// Precision of the per-batch cross products; the running sums are exact in every case.
     #[serde(default)]
-    pub products: Precision,
+    pub products: Products,
     /// Best matches kept per neuron of A (over all of B's layers).
     #[serde(default = "default_top_k")]
     pub top_k: usize,
@@ -158,10 +149,13 @@ impl Spec {
             .collect::<Result<HashSet<u32>>>()?;
         let seed = self.seed.unwrap_or(cx.seed());
         let mixing = (0..shape.lb)
-            .filter_map(|l| match self.baseline {
-                Baseline::Rotation => Some(baseline::gaussian_mixing(shape.db, seed, l).map(|m| (l, m))),
-                Baseline::Haar => Some(baseline::haar(shape.db, seed, l).map(|m| (l, m))),
-                _ => None,
+            .filter_map(|l| {
+                let m = match self.baseline {
+                    Baseline::Rotation => baseline::gaussian_mixing(shape.db, seed, l),
+                    Baseline::Haar => baseline::haar(shape.db, seed, l),
+                    _ => return None,
+                };
+                Some(m.and_then(|m| Ok((l, m.to_device(&b.device)?))))
             })
             .collect::<Result<_>>()?;
         Ok(Job { a, b, data, hooks_a, hooks_b, shape, exclude, seed, mixing })
@@ -188,10 +182,6 @@ impl Spec {
     ) -> Result<Sums> {
         let mut sums = Sums::new(job.shape, pairs);
         let (layers_a, layers_b) = (sums.layers_a(), sums.layers_b());
-        let products = match self.products {
-            Precision::F32 => DType::F32,
-            Precision::F64 => DType::F64,
-        };
         let (data, ctx) = (&job.data, job.data.ctx);
         for batch in batches {
             let rows = batch * self.batch_size..((batch + 1) * self.batch_size).min(data.rows);
@@ -206,8 +196,10 @@ impl Spec {
                 let mut out = BTreeMap::new();
                 let req = Request::capture(wanted.keys().copied());
                 m.forward(Start::Tokens(&tokens.to_device(&m.device)?), &req, &mut |h, t| {
-                    let t = t.to_device(&Device::Cpu)?.to_dtype(DType::F32)?;
+                    // Kept on the model's device: on a GPU the sums' products run there too.
+                    let t = t.to_dtype(DType::F32)?;
                     let d = t.elem_count() / (rows.len() * ctx);
+                    let kept_t = kept_t.to_device(t.device())?;
                     out.insert(wanted[&h], t.reshape((rows.len() * ctx, d))?.index_select(&kept_t, 0)?);
                     Ok(())
                 })?;
@@ -220,7 +212,7 @@ impl Spec {
                 Similarity::Jaccard => (self.binarise(xa)?, self.binarise(xb)?),
                 _ => (xa, xb),
             };
-            sums.add(&xa, &xb, products)?;
+            sums.add(&xa, &xb, self.products)?;
             progress.tick(ids.len() as u64)?;
         }
         Ok(sums)
@@ -232,10 +224,10 @@ impl Spec {
             *x = match self.baseline {
                 Baseline::None => continue,
                 Baseline::Rotation | Baseline::Haar => x.matmul(&job.mixing[l])?,
-                Baseline::Gaussian => baseline::gaussian_noise(t, d, job.seed, batch, *l)?,
+                Baseline::Gaussian => baseline::gaussian_noise(t, d, job.seed, batch, *l)?.to_device(x.device())?,
                 Baseline::Permutation => {
                     let p = baseline::permutation(t, job.seed, batch);
-                    x.index_select(&Tensor::from_vec(p, t, &Device::Cpu)?, 0)?
+                    x.index_select(&Tensor::from_vec(p, t, x.device())?, 0)?
                 }
             };
         }
