@@ -33,13 +33,19 @@ pub fn best_time(reps: usize, mut f: impl FnMut()) -> f64 {
 /// Best GFLOP/s of candle's f32 matmul over `shapes` (m, k, n), each printed (fastest of 10 calls).
 #[allow(dead_code)]
 pub fn matmul_peak(shapes: &[(usize, usize, usize)]) -> f64 {
-    let dev = Device::Cpu;
+    matmul_peak_on(&Device::Cpu, shapes)
+}
+
+/// The same on `dev` (on a GPU each call waits for the device to finish).
+#[allow(dead_code)]
+pub fn matmul_peak_on(dev: &Device, shapes: &[(usize, usize, usize)]) -> f64 {
     let mut best: f64 = 0.0;
     for &(m, k, n) in shapes {
-        let a = Tensor::randn(0f32, 1.0, (m, k), &dev).unwrap();
-        let b = Tensor::randn(0f32, 1.0, (k, n), &dev).unwrap();
+        let a = Tensor::randn(0f32, 1.0, (m, k), dev).unwrap();
+        let b = Tensor::randn(0f32, 1.0, (k, n), dev).unwrap();
         let secs = best_time(10, || {
             let _ = a.matmul(&b).unwrap();
+            dev.synchronize().unwrap();
         });
         let gflops = 2.0 * (m * k * n) as f64 / secs / 1e9;
         println!("  matmul {m}×{k}×{n}: {gflops:.1} GFLOP/s");
