@@ -10,8 +10,7 @@
 mod common;
 
 use candle_core::{Device, Tensor};
-use lantern::model::random::gpt2_config;
-use lantern::model::{HookPoint, Model, Request, Start};
+use lantern::model::{HookPoint, Model, ModelConfig, Request, Start};
 use lantern::store::table::read;
 use polars::prelude::*;
 use std::path::{Path, PathBuf};
@@ -33,7 +32,7 @@ fn repo() -> PathBuf {
 }
 
 fn main() {
-    lantern::util::tune_allocator();
+    lantern::util::sys::tune_allocator();
     let name = std::env::var("LANTERN_BENCH_DEVICE").unwrap_or_else(|_| "cuda".into());
     let dev = match name.as_str() {
         "cpu" => Device::Cpu,
@@ -60,7 +59,7 @@ fn main() {
 
 /// Tokens/s and share of the peak of a GPT-2-small forward over `rows` × 1,024 tokens.
 fn forward(dev: &Device, rows: usize, peak: f64) {
-    let cfg = gpt2_config(12, 768, 12, 3072, 50257, CTX);
+    let cfg = ModelConfig::gpt2(12, 768, 12, 3072, 50257, CTX);
     let (d, v, l) = (cfg.d_model as f64, cfg.d_vocab as f64, cfg.n_layers as f64);
     let body = l * (24.0 * d * d + 4.0 * CTX as f64 * d);
     let model = Model::random(cfg, 0, dev).unwrap();
@@ -108,7 +107,7 @@ fn correlation(dev: &Device, peak: f64) -> bool {
     let root = std::env::temp_dir().join(format!("lantern-device-bench-{}", std::process::id()));
     let tok = tokenizers::Tokenizer::from_file(repo().join("tests/fixtures/gpt2-tokenizer/tokenizer.json")).unwrap();
     for (name, seed) in [("model_a", 1), ("model_b", 2)] {
-        let m = Model::random(gpt2_config(12, 768, 12, 3072, 50257, CTX), seed, &Device::Cpu).unwrap();
+        let m = Model::random(ModelConfig::gpt2(12, 768, 12, 3072, 50257, CTX), seed, &Device::Cpu).unwrap();
         std::fs::create_dir_all(root.join(name)).unwrap();
         lantern::train::export::save_hf(&m, &tok, &root.join(name)).unwrap();
     }
@@ -158,11 +157,11 @@ fn run_stage(root: &Path, out: &Path, dev: &Device, tokens: usize, batch: usize,
         ),
     )
     .unwrap();
-    let v = lantern::spec::parse::parse_file(&file).and_then(lantern::spec::validate).unwrap_or_else(|e| panic!("{e}"));
-    let cancel = std::sync::atomic::AtomicBool::new(false);
-    let opts = lantern::exec::Options { out: out.to_path_buf(), ..Default::default() };
+    let mut session = lantern::exec::Session::open(&file, out).unwrap_or_else(|e| panic!("{e}"));
     let t = Instant::now();
-    let o = lantern::exec::run(&v, &opts, &cancel, dev.clone()).unwrap();
+    let o = session
+        .run(&lantern::exec::Options::default(), &lantern::util::Cancel::new(), dev.clone(), &lantern::exec::Quiet)
+        .unwrap();
     assert!(!o.failed(), "{:?}", o.nodes);
     t.elapsed().as_secs_f64()
 }
