@@ -146,9 +146,9 @@ impl Stage for Spec {
         let mean = |(s, n): (f64, u64)| s / n.max(1) as f64;
         let clean = mean(total[0]);
         let mut losses = Table::new().with("set", names.clone()).with("loss", total.iter().map(|t| mean(*t)).collect::<Vec<_>>()).with("delta", total.iter().map(|t| mean(*t) - clean).collect::<Vec<_>>()).with("change_pct", total.iter().map(|t| 100.0 * (mean(*t) - clean) / clean).collect::<Vec<_>>()).with("tokens", total.iter().map(|t| t.1).collect::<Vec<_>>()).frame()?;
-        cx.write_table("losses", &mut losses, true)?;
+        cx.write_table("losses", &mut losses)?;
         let label = |d: u32| data.doc_labels.get(d as usize).cloned().unwrap_or_default();
         let mut docs = Table::new().with("doc", per_doc.keys().map(|k| (k.0 != u32::MAX).then_some(k.0)).collect::<Vec<_>>()).with("label", per_doc.keys().map(|k| label(k.0)).collect::<Vec<_>>()).with("set", per_doc.keys().map(|k| names[k.1].clone()).collect::<Vec<_>>()).with("loss", per_doc.values().map(|v| mean(*v)).collect::<Vec<_>>()).with("tokens", per_doc.values().map(|v| v.1).collect::<Vec<_>>()).frame()?;
-        cx.write_table("per_document", &mut docs, false)
+        cx.write_table("per_document", &mut docs)
     }
 }

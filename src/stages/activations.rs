@@ -4,7 +4,7 @@
 //! independent of the number of tokens.
 
 use super::batches::for_each_batch;
-use super::{CheckCx, Dep, Stage, StageEnv};
+use super::{Ranking, CheckCx, Dep, Stage, StageEnv};
 use crate::model::hooks::{BlockSite, HookPoint};
 use crate::model::{Request, Start};
 use crate::model::selector::select_all;
@@ -79,6 +79,11 @@ impl Spec {
 impl Stage for Spec {
     fn deps(&self) -> Vec<Dep<'_>> {
         vec![Dep::Model(&self.model), Dep::Tokens { dataset: &self.dataset, model: &self.model }]
+    }
+
+    /// Statistics by kurtosis: the sparse, heavy-tailed neurons that are easiest to interpret.
+    fn ranking(&self, table: &str) -> Option<Ranking> {
+        (table == "stats").then_some(Ranking::desc("kurt"))
     }
 
     fn tables(&self) -> Vec<&'static str> {
@@ -243,10 +248,10 @@ impl Spec {
         }
         let edges = stats.values().next().map(|s| s.edges.clone()).unwrap_or_default();
         hist.insert("edges".into(), Tensor::from_vec(edges.clone(), edges.len(), &Device::Cpu)?);
-        cx.write_table("stats", &mut summary.frame()?, false)?;
-        cx.write_table("examples", &mut examples.frame()?, false)?;
+        cx.write_table("stats", &mut summary.frame()?)?;
+        cx.write_table("examples", &mut examples.frame()?)?;
         if self.token_stats {
-            cx.write_table("tokens", &mut tokens.frame()?, false)?;
+            cx.write_table("tokens", &mut tokens.frame()?)?;
         }
         candle_core::safetensors::save(&hist, cx.out().join("histograms.safetensors"))?;
         Ok(())

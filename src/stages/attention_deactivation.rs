@@ -242,9 +242,9 @@ impl Stage for Spec {
             r
         };
         let mut scores = Table::new().with("layer", sl).with("neuron", sn).with("score", score).with("score_raw", raw).with("rank", rank_in_layer).with("baseline_pct", pct).frame()?;
-        cx.write_table("scores", &mut scores, true)?;
+        cx.write_table("scores", &mut scores)?;
         let mut bdf = Table::new().with("direction", (0..base.len() as u32).collect::<Vec<_>>()).with("score", base).frame()?;
-        cx.write_table("baseline", &mut bdf, false)?;
+        cx.write_table("baseline", &mut bdf)?;
         // Path ablation of the chosen neurons.
         let chosen: Vec<usize> = match &self.neurons {
             Some(n) => n.clone(),
@@ -327,14 +327,14 @@ impl Spec {
         let corr =
             |p: &Points, y: &[f64], f: fn(&[f64], &[f64]) -> f64| if p.act.len() > 1 { f(&p.act, y) } else { f64::NAN };
         let mut abl = Table::new().with("layer", vec![self.mlp() as u32; chosen.len()]).with("neuron", chosen.iter().map(|&n| n as u32).collect::<Vec<_>>()).with("score", chosen.iter().map(|&n| score_of(n)).collect::<Vec<_>>()).with("rank", chosen.iter().map(|&n| rank_of(n)).collect::<Vec<_>>()).with("pearson_norm", points.iter().map(|p| corr(p, &p.d_norm, pearson)).collect::<Vec<_>>()).with("spearman_norm", points.iter().map(|p| corr(p, &p.d_norm, spearman)).collect::<Vec<_>>()).with("pearson_bos", points.iter().map(|p| corr(p, &p.d_bos, pearson)).collect::<Vec<_>>()).with("spearman_bos", points.iter().map(|p| corr(p, &p.d_bos, spearman)).collect::<Vec<_>>()).with("mean_d_norm_pct", points.iter().map(|p| p.d_norm_pct.iter().sum::<f64>() / p.act.len().max(1) as f64).collect::<Vec<_>>()).with("points", points.iter().map(|p| p.act.len() as u64).collect::<Vec<_>>()).frame()?;
-        cx.write_table("ablation", &mut abl, true)?;
+        cx.write_table("ablation", &mut abl)?;
         let name = |n: usize| format!("L{}.{n}", self.mlp());
         let mut pts = Table::new().with("neuron_name", chosen
                     .iter()
                     .zip(&points)
                     .flat_map(|(&n, p)| std::iter::repeat_n(name(n), p.act.len()))
                     .collect::<Vec<_>>()).with("activation", points.iter().flat_map(|p| p.act.clone()).collect::<Vec<_>>()).with("d_norm", points.iter().flat_map(|p| p.d_norm.clone()).collect::<Vec<_>>()).with("d_norm_pct", points.iter().flat_map(|p| p.d_norm_pct.clone()).collect::<Vec<_>>()).with("d_bos", points.iter().flat_map(|p| p.d_bos.clone()).collect::<Vec<_>>()).frame()?;
-        cx.write_table("points", &mut pts, false)
+        cx.write_table("points", &mut pts)
     }
 }
 

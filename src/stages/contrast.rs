@@ -3,7 +3,7 @@
 //! (d = (mean_b − mean_a) / sqrt((var_a + var_b) / 2)), ranked, and the activation histograms of the
 //! top neurons on both datasets (for plots).
 
-use super::{CheckCx, Dep, Stage, StageEnv};
+use super::{Ranking, CheckCx, Dep, Stage, StageEnv};
 use crate::spec::{Diagnostic, StageRef};
 use crate::store::table::read;
 use crate::store::table::Table;
@@ -65,6 +65,10 @@ impl Stage for Spec {
         vec![Dep::Stage(&self.a), Dep::Stage(&self.b)]
     }
 
+    fn ranking(&self, table: &str) -> Option<Ranking> {
+        (table == "contrast").then_some(Ranking::desc("d"))
+    }
+
     fn tables(&self) -> Vec<&'static str> {
         vec!["contrast", "histograms"]
     }
@@ -97,7 +101,7 @@ impl Stage for Spec {
         }
         rows.sort_by(|x, y| y.5.total_cmp(&x.5).then(x.0.cmp(&y.0)));
         let mut table = Table::new().with("rank", (0..rows.len() as u32).collect::<Vec<_>>()).with("layer", rows.iter().map(|r| r.0 .0).collect::<Vec<_>>()).with("neuron", rows.iter().map(|r| r.0 .1).collect::<Vec<_>>()).with("name", rows.iter().map(|r| format!("L{}.N{}", r.0 .0, r.0 .1)).collect::<Vec<_>>()).with(&format!("mean_{}", self.a.name()), rows.iter().map(|r| r.1).collect::<Vec<_>>()).with(&format!("mean_{}", self.b.name()), rows.iter().map(|r| r.2).collect::<Vec<_>>()).with(&format!("std_{}", self.a.name()), rows.iter().map(|r| r.3).collect::<Vec<_>>()).with(&format!("std_{}", self.b.name()), rows.iter().map(|r| r.4).collect::<Vec<_>>()).with("d", rows.iter().map(|r| r.5).collect::<Vec<_>>()).frame()?;
-        cx.write_table("contrast", &mut table, true)?;
+        cx.write_table("contrast", &mut table)?;
         // Histograms of the top neurons on both datasets, as densities.
         let (ha, hb) = (
             candle_core::safetensors::load(da.join("histograms.safetensors"), &candle_core::Device::Cpu)?,
@@ -129,6 +133,6 @@ impl Stage for Spec {
             }
         }
         let mut hist = Table::new().with("rank", cols.0).with("neuron", cols.1).with("dataset", cols.2).with("left", cols.3).with("right", cols.4).with("density", cols.5).frame()?;
-        cx.write_table("histograms", &mut hist, false)
+        cx.write_table("histograms", &mut hist)
     }
 }

@@ -5,7 +5,7 @@
 
 use crate::stats::HistogramSpec;
 use crate::util::Progress;
-use super::{CheckCx, Dep, Part, Stage, StageEnv};
+use super::{Ranking, CheckCx, Dep, Part, Stage, StageEnv};
 use crate::analysis::baseline::{self, Baseline};
 use crate::analysis::correlation::{Products, Shape, Similarity, Sums};
 use crate::data::Tokenized;
@@ -262,6 +262,10 @@ impl Stage for Spec {
         vec![Dep::Model(&self.a), Dep::Model(&self.b), Dep::Tokens { dataset: &self.dataset, model: &self.a }]
     }
 
+    fn ranking(&self, table: &str) -> Option<Ranking> {
+        (table == "matches").then_some(Ranking::desc("max_corr"))
+    }
+
     fn tables(&self) -> Vec<&'static str> {
         vec!["matches", "top", "histogram"]
     }
@@ -502,9 +506,9 @@ impl Finisher {
             (0..self.counts.len()).map(|k| edges.get(k).map(|&e| e as f64).unwrap_or(f64::INFINITY)).collect();
         let density: Vec<f64> = self.counts.iter().map(|&c| c as f64 / total.max(1) as f64).collect();
         let mut hist = Table::new().with("left", left).with("right", right).with("count", self.counts.clone()).with("density", density).frame()?;
-        cx.write_table("matches", &mut matches, true)?;
-        cx.write_table("top", &mut top, false)?;
-        cx.write_table("histogram", &mut hist, false)?;
+        cx.write_table("matches", &mut matches)?;
+        cx.write_table("top", &mut top)?;
+        cx.write_table("histogram", &mut hist)?;
         if let Some((w, _)) = self.matrix {
             w.finish()?;
         }

@@ -170,6 +170,6 @@ impl Stage for Spec {
         let loss: Vec<f64> = sums.iter().map(|(s, n)| s / (*n).max(1) as f64).collect();
         let n = names(self.mode);
         let mut df = Table::new().with("run", n.iter().map(|x| x.0).collect::<Vec<_>>()).with("study_name", n.iter().map(|x| x.1).collect::<Vec<_>>()).with("mediation", n.iter().map(|x| x.2).collect::<Vec<_>>()).with("loss", loss.clone()).with("delta", loss.iter().map(|l| l - loss[0]).collect::<Vec<_>>()).with("change_pct", loss.iter().map(|l| 100.0 * (l - loss[0]) / loss[0]).collect::<Vec<_>>()).with("active", vec![force.active; 4]).with("inactive", vec![force.inactive; 4]).frame()?;
-        cx.write_table("effects", &mut df, true)
+        cx.write_table("effects", &mut df)
     }
 }

@@ -363,7 +363,7 @@ impl Spec {
             table.push(metric, rows.iter().map(|r| r.5[m]).collect::<Vec<_>>());
         }
         table.push("tokens", rows.iter().map(|r| r.6).collect::<Vec<_>>());
-        cx.write_table("entropy", &mut table.frame()?, true)?;
+        cx.write_table("entropy", &mut table.frame()?)?;
         // For plots: each studied neuron, the baseline mean and the unintervened run, per value.
         let n_base = all.iter().filter(|a| a.1 == "baseline").count();
         let mut series: Vec<(String, f32, [f64; 5])> = Vec::new();
@@ -390,7 +390,7 @@ impl Spec {
         for (m, metric) in METRICS.iter().enumerate() {
             table.push(metric, series.iter().map(|s| s.2[m]).collect::<Vec<_>>());
         }
-        cx.write_table("summary", &mut table.frame()?, true)?;
+        cx.write_table("summary", &mut table.frame()?)?;
         // cos(W_U, w_out) of each studied neuron over the vocabulary (an entropy neuron's is narrow).
         let w_u_unit = unit_rows(&model.weights.w_u.t()?.contiguous()?)?;
         let (mut who, mut cos) = (Vec::new(), Vec::new());
@@ -402,6 +402,6 @@ impl Spec {
         }
         let mut df =
             Table::new().with("neuron_name", who).with("cos", cos).frame()?;
-        cx.write_table("vocab_cos", &mut df, false)
+        cx.write_table("vocab_cos", &mut df)
     }
 }

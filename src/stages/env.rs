@@ -38,13 +38,10 @@ pub trait StageEnv {
     /// The run's cancellation token, for work that reports progress its own way.
     fn cancel(&self) -> &Cancel;
 
-    /// Write a table as Parquet (and CSV when `csv`) into the output folder, atomically.
-    fn write_table(&self, name: &str, df: &mut DataFrame, csv: bool) -> Result<()> {
+    /// Write a table as Parquet and CSV into the output folder, atomically.
+    fn write_table(&self, name: &str, df: &mut DataFrame) -> Result<()> {
         crate::store::table::write(&self.out().join(format!("{name}.parquet")), df)?;
-        if csv {
-            crate::store::table::write_csv(&self.out().join(format!("{name}.csv")), df)?;
-        }
-        Ok(())
+        crate::store::table::write_csv(&self.out().join(format!("{name}.csv")), df)
     }
 }
 

@@ -4,7 +4,7 @@
 //! in one streaming pass; each neuron's best explanations and its family.
 
 use super::batches::for_each_batch;
-use super::{CheckCx, Dep, Stage, StageEnv};
+use super::{Ranking, CheckCx, Dep, Stage, StageEnv};
 use crate::analysis::features::{vocabulary_features, Feature, TokenFeatures};
 use crate::data::Tokenized;
 use crate::model::hooks::HookPoint;
@@ -283,6 +283,10 @@ impl Stage for Spec {
         self.labels.iter().map(|l| l.path.value.as_str()).collect()
     }
 
+    fn ranking(&self, table: &str) -> Option<Ranking> {
+        matches!(table, "best" | "top").then_some(Ranking::desc("vr"))
+    }
+
     fn tables(&self) -> Vec<&'static str> {
         vec!["features", "explanations", "best", "families", "top"]
     }
@@ -364,7 +368,7 @@ impl Spec {
         }
         let first = sums.values().next().expect("one hook");
         let mut features = Table::new().with("feature", columns.iter().map(|c| c.label()).collect::<Vec<_>>()).with("variant", columns.iter().map(|c| c.variant).collect::<Vec<_>>()).with("group", columns.iter().map(|c| c.feature.group.clone()).collect::<Vec<_>>()).with("positions", (0..columns.len()).map(|f| first.holds(f)).collect::<Vec<_>>()).with("fraction", (0..columns.len()).map(|f| first.holds(f) as f64 / n as f64).collect::<Vec<_>>()).frame()?;
-        cx.write_table("features", &mut features, true)?;
+        cx.write_table("features", &mut features)?;
         let (mut expl, mut best) = (NeuronRows::default(), NeuronRows::default());
         let mut families: BTreeMap<(String, u32, String), u32> = BTreeMap::new();
         let mut top: Vec<(f64, String, u32, u32)> = Vec::new();
@@ -411,14 +415,14 @@ impl Spec {
             }
             matrices.insert(h.to_string(), Tensor::from_vec(vr, (nw, columns.len()), &Device::Cpu)?);
         }
-        cx.write_table("explanations", &mut expl.frame()?, false)?;
-        cx.write_table("best", &mut best.frame()?, true)?;
+        cx.write_table("explanations", &mut expl.frame()?)?;
+        cx.write_table("best", &mut best.frame()?)?;
         let mut fam = Table::new().with("hook", families.keys().map(|k| k.0.clone()).collect::<Vec<_>>()).with("layer", families.keys().map(|k| k.1).collect::<Vec<_>>()).with("family", families.keys().map(|k| k.2.clone()).collect::<Vec<_>>()).with("neurons", families.values().copied().collect::<Vec<_>>()).frame()?;
-        cx.write_table("families", &mut fam, true)?;
+        cx.write_table("families", &mut fam)?;
         top.sort_by(|a, b| b.0.total_cmp(&a.0));
         top.truncate(self.top);
         let mut top_df = Table::new().with("rank", (0..top.len() as u32).collect::<Vec<_>>()).with("layer", top.iter().map(|t| t.2).collect::<Vec<_>>()).with("neuron", top.iter().map(|t| t.3).collect::<Vec<_>>()).with("name", top.iter().map(|t| format!("L{}.{} {}", t.2, t.3, t.1)).collect::<Vec<_>>()).with("feature", top.iter().map(|t| t.1.clone()).collect::<Vec<_>>()).with("vr", top.iter().map(|t| t.0).collect::<Vec<_>>()).frame()?;
-        cx.write_table("top", &mut top_df, true)?;
+        cx.write_table("top", &mut top_df)?;
         candle_core::safetensors::save(&matrices, cx.out().join("variance_reduction.safetensors"))?;
         Ok(())
     }

@@ -90,9 +90,9 @@ impl Stage for Spec {
             }
         }
         let mut df = Table::new().with("prompt", lens.iter().map(|x| x.0).collect::<Vec<_>>()).with("index", lens.iter().map(|x| x.1).collect::<Vec<_>>()).with("point", lens.iter().map(|x| x.2.clone()).collect::<Vec<_>>()).with("value", lens.iter().map(|x| x.3).collect::<Vec<_>>()).frame()?;
-        cx.write_table("lens", &mut df, false)?;
+        cx.write_table("lens", &mut df)?;
         let mut df = Table::new().with("prompt", top.iter().map(|x| x.0).collect::<Vec<_>>()).with("index", top.iter().map(|x| x.1).collect::<Vec<_>>()).with("point", top.iter().map(|x| x.2.clone()).collect::<Vec<_>>()).with("rank", top.iter().map(|x| x.3).collect::<Vec<_>>()).with("token", top.iter().map(|x| x.4.clone()).collect::<Vec<_>>()).with("logit", top.iter().map(|x| x.5).collect::<Vec<_>>()).frame()?;
-        cx.write_table("top_tokens", &mut df, false)
+        cx.write_table("top_tokens", &mut df)
     }
 }
 

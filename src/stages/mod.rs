@@ -60,6 +60,21 @@ pub enum Dep<'a> {
     Dataset(&'a DatasetRef),
 }
 
+/// How a table's rows rank: the column and direction that put its most interesting rows first
+/// (the report sorts each table by it and says so).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Ranking {
+    pub column: &'static str,
+    pub descending: bool,
+}
+
+impl Ranking {
+    /// Largest first.
+    pub const fn desc(column: &'static str) -> Ranking {
+        Ranking { column, descending: true }
+    }
+}
+
 pub trait Stage {
     /// What this stage reads; references become edges of the plan.
     fn deps(&self) -> Vec<Dep<'_>>;
@@ -71,6 +86,10 @@ pub trait Stage {
     /// The tables (Parquet files, without extension) it writes, for plots to name.
     fn tables(&self) -> Vec<&'static str> {
         vec![]
+    }
+    /// The ranking of one of its tables, when the table has an obvious one.
+    fn ranking(&self, _table: &str) -> Option<Ranking> {
+        None
     }
     /// Files the stage reads itself (relative to the experiment file); their contents are part
     /// of its fingerprint.

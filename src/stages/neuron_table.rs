@@ -3,7 +3,7 @@
 //! w_out_norm, input_bias, in_out_sim, l2_penalty, mean, var, skew, kurt, sparsity, vocab_mean,
 //! vocab_var, vocab_skew, vocab_kurt`), as Parquet and CSV.
 
-use super::{CheckCx, Dep, Stage, StageEnv};
+use super::{Ranking, CheckCx, Dep, Stage, StageEnv};
 use crate::spec::{Diagnostic, StageRef};
 use crate::store::table::read;
 use anyhow::{Context, Result};
@@ -32,6 +32,10 @@ fn default_hook() -> String {
 impl Stage for Spec {
     fn deps(&self) -> Vec<Dep<'_>> {
         vec![Dep::Stage(&self.weights), Dep::Stage(&self.activations)]
+    }
+
+    fn ranking(&self, table: &str) -> Option<Ranking> {
+        (table == "neurons").then_some(Ranking::desc("vocab_kurt"))
     }
 
     fn tables(&self) -> Vec<&'static str> {
@@ -104,6 +108,6 @@ impl Stage for Spec {
             "vocab_class",
         ];
         let mut df = df.select(order)?;
-        cx.write_table("neurons", &mut df, true)
+        cx.write_table("neurons", &mut df)
     }
 }

@@ -2,7 +2,7 @@
 //! sweeps over resid_pre / attn_out / mlp_out × layer × position, over heads, and over the neurons
 //! of a layer; raw metric and normalised score, with token labels for heatmaps.
 
-use super::{CheckCx, Dep, Stage, StageEnv};
+use super::{Ranking, CheckCx, Dep, Stage, StageEnv};
 use crate::analysis::patching::{
     head_patches, layer_position_patches, neuron_patches, normalise, prompt, Metric, Patch, Prepared,
 };
@@ -81,6 +81,10 @@ fn default_batch() -> usize {
 impl Stage for Spec {
     fn deps(&self) -> Vec<Dep<'_>> {
         vec![Dep::Model(&self.model), Dep::Tokens { dataset: &self.dataset, model: &self.model }]
+    }
+
+    fn ranking(&self, table: &str) -> Option<Ranking> {
+        (table == "neurons").then_some(Ranking::desc("score"))
     }
 
     fn tables(&self) -> Vec<&'static str> {
@@ -172,11 +176,11 @@ impl Stage for Spec {
                 }
             }
         }
-        cx.write_table("positions", &mut pos_rows.frame()?, false)?;
-        cx.write_table("heads", &mut head_rows.frame()?, false)?;
-        cx.write_table("neurons", &mut neuron_rows.frame()?, true)?;
+        cx.write_table("positions", &mut pos_rows.frame()?)?;
+        cx.write_table("heads", &mut head_rows.frame()?)?;
+        cx.write_table("neurons", &mut neuron_rows.frame()?)?;
         let mut s = Table::new().with("pair", summary.0).with("metric_clean", summary.1).with("metric_corrupted", summary.2).frame()?;
-        cx.write_table("summary", &mut s, false)
+        cx.write_table("summary", &mut s)
     }
 }
 

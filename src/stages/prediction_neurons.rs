@@ -213,10 +213,10 @@ impl Stage for Spec {
         if family.is_empty() {
             family.push((self.model.name().to_string(), own));
         }
-        cx.write_table("neurons", &mut neurons.frame()?, true)?;
-        cx.write_table("features", &mut feats.frame()?, true)?;
-        cx.write_table("classes", &mut self.class_counts(&family, cfg.n_layers)?, true)?;
-        cx.write_table("percentiles", &mut self.percentile_bands(&family, cfg.n_layers)?, true)?;
+        cx.write_table("neurons", &mut neurons.frame()?)?;
+        cx.write_table("features", &mut feats.frame()?)?;
+        cx.write_table("classes", &mut self.class_counts(&family, cfg.n_layers)?)?;
+        cx.write_table("percentiles", &mut self.percentile_bands(&family, cfg.n_layers)?)?;
         // The `show` neurons first, then the best-separated: each one's effect on every token.
         best_of.sort_by(|a, b| b.0.total_cmp(&a.0));
         best_of.truncate(self.show.len() + self.show_top);
@@ -238,7 +238,7 @@ impl Stage for Spec {
                 effects.f64s(&[("effect", e as f64)]);
             }
         }
-        cx.write_table("effects", &mut effects.frame()?, false)
+        cx.write_table("effects", &mut effects.frame()?)
     }
 }
 

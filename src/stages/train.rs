@@ -231,8 +231,8 @@ impl Stage for Spec {
             }
             Ok(first)
         };
-        cx.write_table("loss", &mut concat(loss)?, true)?;
-        cx.write_table("metrics", &mut concat(metrics)?, true)
+        cx.write_table("loss", &mut concat(loss)?)?;
+        cx.write_table("metrics", &mut concat(metrics)?)
     }
 
     fn uses_seed(&self) -> bool {
@@ -303,10 +303,10 @@ fn run_seed(cx: &mut dyn StageEnv, spec: &Spec, seed: u64) -> Result<()> {
     let seconds = started.elapsed().as_secs_f64();
     save_hf(&t.model, &hf_tok, &cx.out().join("model"))?;
     let mut loss = Table::new().with("step", log.iter().map(|p| p.step as u32).collect::<Vec<_>>()).with("train_loss", log.iter().map(|p| p.train_loss).collect::<Vec<_>>()).with("lr", log.iter().map(|p| p.lr).collect::<Vec<_>>()).with("heldout_loss", log.iter().map(|p| p.heldout_loss).collect::<Vec<_>>()).frame()?;
-    cx.write_table("loss", &mut loss, false)?;
+    cx.write_table("loss", &mut loss)?;
     let targets: Vec<u32> = heldout.chunks(spec.context).flat_map(|r| r[1..].to_vec()).collect();
     let train_targets: Vec<u32> = train_rows.chunks(spec.context).flat_map(|r| r[1..].to_vec()).collect();
     let tokens = (sched.steps * sched.batch * spec.context) as f64;
     let mut metrics = Table::new().with("seed", vec![seed]).with("steps", vec![sched.steps as u32]).with("train_tokens", vec![tokens]).with("seconds", vec![seconds]).with("tokens_per_s", vec![tokens / seconds]).with("heldout_loss", vec![log.last().and_then(|p| p.heldout_loss).unwrap_or(f32::NAN)]).with("unigram_loss", vec![train::unigram_loss(&train_targets, &targets, vocab) as f32]).with("parameters", vec![t.n_params() as u64]).frame()?;
-    cx.write_table("metrics", &mut metrics, false)
+    cx.write_table("metrics", &mut metrics)
 }

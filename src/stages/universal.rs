@@ -4,7 +4,7 @@
 //! `is_universal = excess_corr > threshold`; joined with the neuron table, with each property's
 //! percentile within its layer so universal and other neurons can be compared.
 
-use super::{CheckCx, Dep, Stage, StageEnv};
+use super::{Ranking, CheckCx, Dep, Stage, StageEnv};
 use crate::spec::{Diagnostic, StageRef};
 use crate::store::table::read;
 use crate::store::table::Table;
@@ -149,6 +149,10 @@ impl Stage for Spec {
         d
     }
 
+    fn ranking(&self, table: &str) -> Option<Ranking> {
+        (table == "universal").then_some(Ranking::desc("excess_corr"))
+    }
+
     fn tables(&self) -> Vec<&'static str> {
         vec!["universal", "layers", "properties"]
     }
@@ -241,9 +245,9 @@ impl Stage for Spec {
             "fraction": n_universal as f64 / universal.len().max(1) as f64,
             "threshold": self.threshold,
         });
-        cx.write_table("universal", &mut df, true)?;
-        cx.write_table("layers", &mut counts, true)?;
-        cx.write_table("properties", &mut properties, false)?;
+        cx.write_table("universal", &mut df)?;
+        cx.write_table("layers", &mut counts)?;
+        cx.write_table("properties", &mut properties)?;
         crate::store::atomic::write(&cx.out().join("summary.json"), serde_json::to_string_pretty(&summary)?.as_bytes())
     }
 }

@@ -94,7 +94,7 @@ impl Stage for Spec {
             }
         }
         let mut df = Table::new().with("neuron", nt.0).with("which", nt.1).with("rank", nt.2).with("token", nt.3).with("token_str", nt.4).with("score", nt.5).frame()?;
-        cx.write_table("neuron_tokens", &mut df, false)?;
+        cx.write_table("neuron_tokens", &mut df)?;
         let mut tn: (Vec<String>, Vec<u32>, Vec<u32>, Vec<u32>, Vec<f32>) = Default::default();
         for t in &self.tokens {
             let id = tok.single_token(t)?;
@@ -108,7 +108,7 @@ impl Stage for Spec {
             }
         }
         let mut df = Table::new().with("token", tn.0).with("rank", tn.1).with("layer", tn.2).with("neuron", tn.3).with("score", tn.4).frame()?;
-        cx.write_table("token_neurons", &mut df, false)?;
+        cx.write_table("token_neurons", &mut df)?;
         let mut mono: Vec<(usize, f32, u32)> = Vec::new();
         if self.monotokenic > 0 {
             let mut progress = cx.progress(model.cfg.n_neurons() as u64, "neurons");
@@ -120,6 +120,6 @@ impl Stage for Spec {
             mono.truncate(self.monotokenic);
         }
         let mut df = Table::new().with("layer", mono.iter().map(|m| (m.0 / d_mlp) as u32).collect::<Vec<_>>()).with("neuron", mono.iter().map(|m| (m.0 % d_mlp) as u32).collect::<Vec<_>>()).with("score", mono.iter().map(|m| m.1).collect::<Vec<_>>()).with("token", mono.iter().map(|m| tok.token_str(m.2)).collect::<Vec<_>>()).frame()?;
-        cx.write_table("monotokenic", &mut df, false)
+        cx.write_table("monotokenic", &mut df)
     }
 }

@@ -3,7 +3,7 @@
 //! (prediction / suppression / partition class) and of cos(W_E, w_in), top and bottom tokens,
 //! neuron↔neuron composition (top-k) and neuron↔attention-head composition (Q, K, V, O).
 
-use super::{CheckCx, Dep, Stage, StageEnv};
+use super::{Ranking, CheckCx, Dep, Stage, StageEnv};
 use crate::analysis::weights::{
     head_composition, in_out, moments, neuron_weights, unit_rows, vocab_class, vocab_cosines,
 };
@@ -49,6 +49,11 @@ fn default_var() -> f64 {
 impl Stage for Spec {
     fn deps(&self) -> Vec<Dep<'_>> {
         vec![Dep::Model(&self.model)]
+    }
+
+    /// By the kurtosis of the neuron's logit effects: prediction and suppression neurons first.
+    fn ranking(&self, table: &str) -> Option<Ranking> {
+        (table == "weights").then_some(Ranking::desc("vocab_kurt"))
     }
 
     fn tables(&self) -> Vec<&'static str> {
@@ -149,9 +154,9 @@ impl Stage for Spec {
             table.push(&k, v);
         }
         table.push("vocab_class", class_c);
-        cx.write_table("weights", &mut table.frame()?, true)?;
+        cx.write_table("weights", &mut table.frame()?)?;
         let mut df = Table::new().with("layer", vt.0).with("neuron", vt.1).with("basis", vt.2).with("which", vt.3).with("rank", vt.4).with("token", vt.5).with("cos", vt.6).frame()?;
-        cx.write_table("vocab_tokens", &mut df, false)?;
+        cx.write_table("vocab_tokens", &mut df)?;
         self.compositions(cx, &model)
     }
 }
@@ -201,7 +206,7 @@ impl Spec {
             }
         }
         let mut df = Table::new().with("layer", nc.0).with("neuron", nc.1).with("kind", nc.2).with("which", nc.3).with("rank", nc.4).with("other_layer", nc.5).with("other_neuron", nc.6).with("cos", nc.7).frame()?;
-        cx.write_table("neuron_comps", &mut df, false)?;
+        cx.write_table("neuron_comps", &mut df)?;
         // Head composition: [neuron layer · d_mlp, head layer · heads] per kind.
         let mut heads: HashMap<String, Vec<Tensor>> = HashMap::new();
         for nl in 0..cfg.n_layers {
