@@ -2,7 +2,7 @@
 //! charts (grouped, error bars) and box plots (a value grouped by a category, split by another).
 
 use super::colormap::categorical;
-use super::common::{annotate, chart, err, fmt_num, legend, padded};
+use super::common::{annotate, axis_descs, chart, err, fmt_num, legend, padded};
 use super::data::{distinct, f64s, strs};
 use super::PlotSpec;
 use anyhow::{bail, Result};
@@ -101,7 +101,7 @@ pub fn histogram<S, DB: DrawingBackend>(
             bins.iter().filter(|b| y(b.2).is_finite()).map(|b| Rectangle::new([(b.0, floor), (b.1, y(b.2))], style)),
         )
         .map_err(err)?
-        .label(name.clone())
+        .label(spec.legend_label(name, name.clone()))
         .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 14, y + 5)], col.filled()));
     }
     if overlay {
@@ -190,11 +190,15 @@ pub fn bar<S, DB: DrawingBackend>(
     let labels = CategoryLabels::new(root.dim_in_pixel(), &cats);
     let mut b = ChartBuilder::on(root);
     b.margin(18).x_label_area_size(labels.area).y_label_area_size(72);
-    if let Some(t) = &spec.title {
-        b.caption(t, ("sans-serif", 22));
-    }
     let slots = (cats.len() * (g + 1)) as i32;
     let mut c = b.build_cartesian_2d(super::common::segments(slots as usize), yr).map_err(err)?;
+    let (w, h) = c.plotting_area().dim_in_pixel();
+    let (xd, yd, size) = axis_descs(
+        &if labels.vertical { String::new() } else { spec.x_label.clone().unwrap_or(xname.clone()) },
+        &spec.y_label.clone().unwrap_or_else(|| spec.y_one().unwrap_or_default()),
+        w as f64,
+        h as f64,
+    );
     c.configure_mesh()
         .disable_x_mesh()
         .x_labels(slots as usize)
@@ -202,9 +206,9 @@ pub fn bar<S, DB: DrawingBackend>(
         .y_label_formatter(&|v| fmt_num(*v))
         .x_label_style(("sans-serif", 13))
         .y_label_style(("sans-serif", 14))
-        .x_desc(if labels.vertical { String::new() } else { spec.x_label.clone().unwrap_or(xname.clone()) })
-        .y_desc(spec.y_label.clone().unwrap_or_else(|| spec.y_one().unwrap_or_default()))
-        .axis_desc_style(("sans-serif", 16))
+        .x_desc(xd)
+        .y_desc(yd)
+        .axis_desc_style(("sans-serif", size))
         .light_line_style(RGBColor(235, 235, 235))
         .draw()
         .map_err(err)?;
@@ -222,7 +226,7 @@ pub fn bar<S, DB: DrawingBackend>(
         let series = c.draw_series(rows.iter().map(|&i| rect(i))).map_err(err)?;
         if g > 1 {
             series
-                .label(gname.clone())
+                .label(spec.legend_label(gname, gname.clone()))
                 .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 14, y + 5)], col.filled()));
         }
         if spec.error.is_some() {
@@ -277,20 +281,24 @@ pub fn boxes<S, DB: DrawingBackend>(
     let labels = CategoryLabels::new(root.dim_in_pixel(), &cats);
     let mut b = ChartBuilder::on(root);
     b.margin(18).x_label_area_size(labels.area).y_label_area_size(72);
-    if let Some(t) = &spec.title {
-        b.caption(t, ("sans-serif", 22));
-    }
     let slots = (cats.len() * (g + 1)) as i32;
     let mut c = b.build_cartesian_2d(super::common::segments(slots as usize), yr).map_err(err)?;
+    let (w, h) = c.plotting_area().dim_in_pixel();
+    let (xd, yd, size) = axis_descs(
+        &if labels.vertical { String::new() } else { spec.x_label.clone().unwrap_or(xname.clone()) },
+        &spec.y_label.clone().unwrap_or(yname),
+        w as f64,
+        h as f64,
+    );
     c.configure_mesh()
         .disable_x_mesh()
         .x_labels(slots as usize)
         .x_label_formatter(&|_| String::new())
         .y_label_formatter(&|v| fmt_num(*v as f64))
         .label_style(("sans-serif", 13))
-        .x_desc(if labels.vertical { String::new() } else { spec.x_label.clone().unwrap_or(xname.clone()) })
-        .y_desc(spec.y_label.clone().unwrap_or(yname))
-        .axis_desc_style(("sans-serif", 16))
+        .x_desc(xd)
+        .y_desc(yd)
+        .axis_desc_style(("sans-serif", size))
         .light_line_style(RGBColor(235, 235, 235))
         .draw()
         .map_err(err)?;
@@ -320,7 +328,7 @@ pub fn boxes<S, DB: DrawingBackend>(
         let series = c.draw_series(boxes).map_err(err)?;
         if g > 1 {
             series
-                .label(gname.clone())
+                .label(spec.legend_label(gname, gname.clone()))
                 .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 14, y + 5)], col.filled()));
         }
     }

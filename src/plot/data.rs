@@ -66,3 +66,40 @@ pub fn distinct(v: &[String]) -> Vec<String> {
     }
     out
 }
+
+/// `{column}` in a title replaced by the column's value (its distinct values joined with ", ",
+/// the first three then "…", when it has several).
+pub fn fill_placeholders(title: &str, df: &DataFrame) -> Result<String> {
+    let mut out = String::new();
+    let mut rest = title;
+    while let Some(open) = rest.find('{') {
+        let Some(close) = rest[open..].find('}') else { break };
+        out.push_str(&rest[..open]);
+        let name = &rest[open + 1..open + close];
+        let values = distinct(&strs(df, name)?);
+        out.push_str(&values.iter().take(3).cloned().collect::<Vec<_>>().join(", "));
+        if values.len() > 3 {
+            out.push_str(", …");
+        }
+        rest = &rest[open + close + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+/// Whether numbers are integers with at most `max` distinct values (drawn as categories).
+pub fn few_integers(values: &[f64], max: usize) -> bool {
+    let mut seen: Vec<f64> = Vec::new();
+    for v in values.iter().filter(|v| v.is_finite()) {
+        if v.fract() != 0.0 {
+            return false;
+        }
+        if !seen.contains(v) {
+            if seen.len() == max {
+                return false;
+            }
+            seen.push(*v);
+        }
+    }
+    !seen.is_empty()
+}

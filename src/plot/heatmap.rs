@@ -2,7 +2,7 @@
 //! or `vmin`/`vmax`), tick labels from label columns (e.g. `5 ' apple'`), a colour bar; row 0 on top.
 
 use super::colormap::diverging;
-use super::common::{err, fmt_num, segments};
+use super::common::{axis_descs, err, fmt_num, segments};
 use super::data::{f64s, strs};
 use super::PlotSpec;
 use anyhow::Result;
@@ -74,9 +74,6 @@ pub fn draw<S, DB: DrawingBackend>(
     b.margin(18)
         .x_label_area_size(48)
         .y_label_area_size(20 + 8 * yl.iter().map(|s| s.chars().count()).max().unwrap_or(1).min(16) as u32);
-    if let Some(t) = &spec.title {
-        b.caption(t, ("sans-serif", 22));
-    }
     let mut c = b.build_cartesian_2d(segments(nx), segments(ny)).map_err(err)?;
     let xfmt = |v: &SegmentValue<i32>| match v {
         SegmentValue::CenterOf(i) if (*i as usize) < nx && (*i as usize) % step == 0 => {
@@ -88,6 +85,13 @@ pub fn draw<S, DB: DrawingBackend>(
         SegmentValue::CenterOf(i) if (*i as usize) < ny => yl[ny - 1 - *i as usize].chars().take(16).collect(),
         _ => String::new(),
     };
+    let (w, h) = c.plotting_area().dim_in_pixel();
+    let (xd, yd, size) = axis_descs(
+        &spec.x_label.clone().unwrap_or_else(|| spec.x.clone().unwrap_or_default()),
+        &spec.y_label.clone().unwrap_or(yname),
+        w as f64,
+        h as f64,
+    );
     c.configure_mesh()
         .disable_mesh()
         .x_labels(nx.min(40))
@@ -96,9 +100,9 @@ pub fn draw<S, DB: DrawingBackend>(
         .y_label_formatter(&yfmt)
         .x_label_style(("sans-serif", 12))
         .y_label_style(("sans-serif", 12))
-        .x_desc(spec.x_label.clone().unwrap_or_else(|| spec.x.clone().unwrap_or_default()))
-        .y_desc(spec.y_label.clone().unwrap_or(yname))
-        .axis_desc_style(("sans-serif", 16))
+        .x_desc(xd)
+        .y_desc(yd)
+        .axis_desc_style(("sans-serif", size))
         .draw()
         .map_err(err)?;
     c.draw_series((0..ny).flat_map(|y| (0..nx).map(move |x| (x, y))).map(|(x, y)| {
@@ -123,7 +127,7 @@ fn colour_bar<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, name: &str, lo:
         .margin_bottom(60)
         .margin_right(12)
         .y_label_area_size(58)
-        .caption(name, ("sans-serif", 13))
+        .caption(super::common::cut_to(name, area.dim_in_pixel().0 as f64 - 8.0, 13.0), ("sans-serif", 13))
         .build_cartesian_2d(0.0..1.0, lo..hi)
         .map_err(err)?;
     c.configure_mesh()

@@ -3,7 +3,7 @@
 
 use super::colormap::{categorical, sequential};
 use super::common::{annotate, axis_value, chart, err, fmt_num, legend, padded};
-use super::data::{distinct, f64s, is_numeric, strs};
+use super::data::{distinct, f64s, few_integers, is_numeric, strs};
 use super::{PlotKind, PlotSpec};
 use anyhow::Result;
 use plotters::coord::Shift;
@@ -31,11 +31,12 @@ fn series<S>(spec: &PlotSpec<S>, df: &polars::prelude::DataFrame) -> Result<Vec<
             Some(g) => {
                 let groups = strs(df, g)?;
                 for name in distinct(&groups) {
-                    let label = if ys.len() > 1 { format!("{yname} {g}={name}") } else { format!("{g}={name}") };
+                    let fallback = if ys.len() > 1 { format!("{yname} {g}={name}") } else { format!("{g}={name}") };
+                    let label = spec.legend_label(&name, fallback);
                     rows.push((label, yname.clone(), (0..groups.len()).filter(|&i| groups[i] == name).collect()));
                 }
             }
-            None => rows.push((yname.clone(), yname.clone(), (0..x.len()).collect())),
+            None => rows.push((spec.legend_label(yname, yname.clone()), yname.clone(), (0..x.len()).collect())),
         }
     }
     let mut out = Vec::new();
@@ -66,7 +67,10 @@ pub fn draw<S, DB: DrawingBackend>(
     df: &polars::prelude::DataFrame,
 ) -> Result<Vec<(i32, i32, String)>> {
     let color_values = match &spec.color {
-        Some(c) if spec.kind == PlotKind::Scatter && is_numeric(df, c)? => Some((c.clone(), f64s(df, c)?)),
+        // Integers with few values (a layer, a class id) are categories, drawn with a legend.
+        Some(c) if spec.kind == PlotKind::Scatter && is_numeric(df, c)? && !few_integers(&f64s(df, c)?, 12) => {
+            Some((c.clone(), f64s(df, c)?))
+        }
         _ => None,
     };
     let (main, bar) = if color_values.is_some() {
@@ -133,7 +137,11 @@ pub fn draw<S, DB: DrawingBackend>(
                 let cats = strs(df, cat)?;
                 let x = f64s(df, spec.x.as_deref().unwrap_or_default())?;
                 let y = f64s(df, &spec.y_one()?)?;
-                for (i, name) in distinct(&cats).iter().enumerate() {
+                let mut names = distinct(&cats);
+                if is_numeric(df, cat)? {
+                    names.sort_by(|a, b| a.parse::<f64>().unwrap_or(0.0).total_cmp(&b.parse::<f64>().unwrap_or(0.0)));
+                }
+                for (i, name) in names.iter().enumerate() {
                     let col = categorical(i);
                     let pts: Vec<(f64, f64)> = x
                         .iter()
@@ -145,7 +153,7 @@ pub fn draw<S, DB: DrawingBackend>(
                     let pts = one_per_pixel(&c, pts, |p| *p);
                     c.draw_series(pts.iter().map(|p| Circle::new(*p, 4, col.filled())))
                         .map_err(err)?
-                        .label(format!("{cat}={name}"))
+                        .label(spec.legend_label(name, format!("{cat}={name}")))
                         .legend(move |(x, y)| Circle::new((x + 8, y), 4, col.filled()));
                 }
                 legend(&mut c)?;
@@ -203,7 +211,7 @@ pub fn colour_bar<DB: DrawingBackend>(
         .margin_bottom(60)
         .margin_right(10)
         .y_label_area_size(55)
-        .caption(name, ("sans-serif", 13))
+        .caption(super::common::cut_to(name, area.dim_in_pixel().0 as f64 - 8.0, 13.0), ("sans-serif", 13))
         .build_cartesian_2d(0.0..1.0, r.clone())
         .map_err(err)?;
     c.configure_mesh()

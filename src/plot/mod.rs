@@ -1,10 +1,12 @@
-//! Plots of tables (plotters), written as PNG and SVG with an embedded font: line, scatter,
-//! heatmap, histogram, bar and box plots, with titles, axis labels and annotations.
+//! Plots of tables (plotters), written as PNG and SVG with an embedded font (in the SVG, text is
+//! also drawn as the font's glyph outlines): line, scatter, heatmap, histogram, bar and box plots,
+//! with titles that wrap or shrink to fit, axis labels, legends and annotations.
 
 mod bars;
 pub mod colormap;
 mod common;
 mod data;
+mod glyphs;
 mod heatmap;
 mod lines;
 mod svg;
@@ -130,6 +132,9 @@ pub struct PlotSpec<S = ()> {
     pub height: u32,
     #[serde(default)]
     pub annotations: Vec<Annotation>,
+    /// Legend labels for series, groups and categories: `{ acts_en = "English" }`.
+    #[serde(default)]
+    pub legend: std::collections::BTreeMap<String, String>,
 }
 
 fn default_width() -> u32 {
@@ -159,6 +164,12 @@ impl<S> PlotSpec<S> {
         v.into_iter().flatten().collect()
     }
 
+    /// The legend label of a series, group or category `value`: the `legend` map's, else
+    /// `fallback`.
+    pub fn legend_label(&self, value: &str, fallback: String) -> String {
+        self.legend.get(value).cloned().unwrap_or(fallback)
+    }
+
     pub fn y_one(&self) -> Result<String> {
         match &self.y {
             Some(Names::One(s)) => Ok(s.clone()),
@@ -169,7 +180,7 @@ impl<S> PlotSpec<S> {
     }
 }
 
-static FONT: &[u8] = include_bytes!("../../assets/fonts/DejaVuSans.ttf");
+pub(crate) static FONT: &[u8] = include_bytes!("../../assets/fonts/DejaVuSans.ttf");
 
 /// Register the embedded font once (no system fonts needed).
 fn fonts() -> Result<()> {
@@ -187,7 +198,12 @@ fn fonts() -> Result<()> {
 }
 
 /// Render `df` as PNG and SVG (each written atomically).
-pub fn render<S>(spec: &PlotSpec<S>, df: &polars::prelude::DataFrame, png: &Path, svg_path: &Path) -> Result<()> {
+pub fn render<S: Clone>(
+    spec: &PlotSpec<S>,
+    df: &polars::prelude::DataFrame,
+    png: &Path,
+    svg_path: &Path,
+) -> Result<()> {
     fonts()?;
     let missing = spec.missing();
     if !missing.is_empty() {
@@ -197,6 +213,14 @@ pub fn render<S>(spec: &PlotSpec<S>, df: &polars::prelude::DataFrame, png: &Path
     if df.height() == 0 {
         bail!("no rows to plot{}", if spec.filter.is_empty() { "" } else { " after the filter" });
     }
+    let filled;
+    let spec = match &spec.title {
+        Some(t) if t.contains('{') => {
+            filled = PlotSpec { title: Some(data::fill_placeholders(t, &df)?), ..spec.clone() };
+            &filled
+        }
+        _ => spec,
+    };
     let size = (spec.width.max(200), spec.height.max(150));
     let png_tmp = png.with_extension("tmp.png");
     {
@@ -212,7 +236,7 @@ pub fn render<S>(spec: &PlotSpec<S>, df: &polars::prelude::DataFrame, png: &Path
         root.present().map_err(|e| anyhow!("cannot render SVG: {e:?}"))?;
         tips
     };
-    let text = svg::add_tooltips(&text, &tips);
+    let text = svg::add_tooltips(&glyphs::outline_texts(&text), &tips);
     crate::store::atomic::write(svg_path, text.as_bytes())
 }
 
@@ -223,6 +247,7 @@ fn draw<S, DB: DrawingBackend>(
     df: &polars::prelude::DataFrame,
 ) -> Result<Vec<(i32, i32, String)>> {
     root.fill(&WHITE).map_err(common::err)?;
+    let root = &common::titled(root, spec.title.as_deref())?;
     match spec.kind {
         PlotKind::Line | PlotKind::Scatter => lines::draw(root, spec, df),
         PlotKind::Heatmap => heatmap::draw(root, spec, df).map(|_| vec![]),

@@ -36,6 +36,7 @@ fn base(kind: PlotKind) -> PlotSpec {
         width: 640,
         height: 420,
         annotations: vec![],
+        legend: Default::default(),
     }
 }
 
@@ -202,7 +203,8 @@ fn long_bar_labels_are_written_whole_and_vertically_and_dense_scatters_stay_smal
     // With less room they are cut, visibly.
     s.height = 420;
     let (_, svg) = draw(&s, &df);
-    assert!(svg.contains("L0.7 token: a rathe…"), "cut labels end in an ellipsis");
+    let cut = svg.split("</text>").filter_map(|t| t.rsplit('>').next()).map(str::trim).find(|t| t.starts_with("L0.7 "));
+    assert!(cut.is_some_and(|t| t.ends_with('…') && t.len() > 12), "cut labels end in an ellipsis: {cut:?}");
     // 200,000 points on 640 × 420 pixels: one circle per occupied pixel, not per point.
     let n = 200_000;
     let df = DataFrame::new_infer_height(vec![
@@ -216,4 +218,36 @@ fn long_bar_labels_are_written_whole_and_vertically_and_dense_scatters_stay_smal
     let (_, svg) = draw(&s, &df);
     let circles = svg.matches("<circle").count();
     assert!(circles < 640 * 420 / 2 && circles > 1000, "{circles} circles");
+}
+
+#[test]
+fn integer_colours_with_few_values_get_a_legend_and_titles_wrap() {
+    let n = 40;
+    let df = DataFrame::new_infer_height(vec![
+        Column::new("x".into(), (0..n).map(|i| i as f64).collect::<Vec<_>>()),
+        Column::new("y".into(), (0..n).map(|i| (i * i) as f64).collect::<Vec<_>>()),
+        Column::new("layer".into(), (0..n).map(|i| (i % 2) as u32).collect::<Vec<_>>()),
+    ])
+    .unwrap();
+    let mut s = base(PlotKind::Scatter);
+    s.x = Some("x".into());
+    s.y = Some(Names::One("y".into()));
+    s.color = Some("layer".into());
+    s.width = 420;
+    let title = "The share of the most common language among each neuron's top examples against its entropy";
+    s.title = Some(title.into());
+    let (_, svg) = draw(&s, &df);
+    let doc = roxmltree::Document::parse(&svg).unwrap();
+    let texts: Vec<&str> =
+        doc.descendants().filter(|n| n.has_tag_name("text")).filter_map(|n| n.text()).map(str::trim).collect();
+    assert!(texts.contains(&"layer=0") && texts.contains(&"layer=1"), "a legend, not a colour bar: {texts:?}");
+    // The title is wrapped onto lines, whole.
+    let words: Vec<&str> = texts.iter().filter(|t| title.contains(**t) && t.contains(' ')).copied().collect();
+    assert!(words.len() >= 2 && words.join(" ") == title, "title lines {words:?}");
+    // Text is drawn as the embedded font's glyphs too (no system font needed).
+    assert!(svg.contains("<defs>") && svg.contains("<use href=\"#g"));
+    // An explicit legend names the values.
+    s.legend = [("0".to_string(), "first layer".to_string())].into_iter().collect();
+    let (_, svg) = draw(&s, &df);
+    assert!(svg.contains("first layer") && svg.contains("layer=1"));
 }
