@@ -23,6 +23,10 @@ pub struct ExperimentMeta {
     /// `cpu` (default) or `cuda` / `cuda:N` (needs the `cuda` build feature).
     #[serde(default)]
     pub device: Option<Sp<String>>,
+    /// Stages and plots shown first in the report, under "Results" (default: the last stage of
+    /// each branch and its plots).
+    #[serde(default)]
+    pub highlights: Vec<Sp<String>>,
 }
 
 /// Where models run: `cpu`, or a CUDA GPU by ordinal.

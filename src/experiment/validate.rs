@@ -249,6 +249,18 @@ fn check_contexts(exp: &Experiment, configs: &BTreeMap<String, Option<ModelConfi
         }
     }
 }
+/// `[experiment] highlights` name stages or plots of the file.
+fn check_highlights(exp: &Experiment, out: &mut Vec<Diagnostic>) {
+    let names: Vec<&str> = exp.stages.keys().chain(exp.plots.keys()).map(|s| s.as_str()).collect();
+    for h in &exp.meta.highlights {
+        if !names.contains(&h.value.as_str()) {
+            out.push(Diagnostic::at(h.span.clone(), format!("highlights: no stage or plot '{}'", h.value)).help(
+                format!("stages and plots: {}{}", names.join(", "), did_you_mean(&h.value, names.iter().copied())),
+            ));
+        }
+    }
+}
+
 /// Validate a parsed experiment; every problem is reported at once.
 pub fn validate(exp: Experiment) -> Result<Validated, Invalid> {
     let mut out = Vec::new();
@@ -258,6 +270,7 @@ pub fn validate(exp: Experiment) -> Result<Validated, Invalid> {
     if let (Some(d), None) = (&exp.meta.device, exp.meta.device()) {
         out.push(Diagnostic::at(d.span.clone(), format!("unknown device '{}'", d.value)).help("cpu, cuda or cuda:N"));
     }
+    check_highlights(&exp, &mut out);
     if let Some(problem) = crate::store::paths::name_problem(&exp.meta.name) {
         out.push(
             Diagnostic::at(exp.meta.name.span.clone(), format!("invalid experiment name: {problem}"))

@@ -51,6 +51,17 @@ impl Tokenizer {
         self.inner.decode(&[id], false).unwrap_or_else(|_| format!("<{id}>"))
     }
 
+    /// The bytes of one token. A byte-level BPE token holding part of a UTF-8 character decodes
+    /// to U+FFFD; its bytes come from the vocabulary entry instead (GPT-2's byte-to-character map,
+    /// or SentencePiece's `<0xNN>`), so pages can show them as `\xNN`.
+    pub fn token_bytes(&self, id: u32) -> Vec<u8> {
+        let s = self.token_str(id);
+        if !s.contains('\u{FFFD}') {
+            return s.into_bytes();
+        }
+        self.inner.id_to_token(id).and_then(|t| vocab_bytes(&t)).unwrap_or_else(|| s.into_bytes())
+    }
+
     pub fn str_tokens(&self, ids: &[u32]) -> Vec<String> {
         ids.iter().map(|&i| self.token_str(i)).collect()
     }
@@ -66,5 +77,38 @@ impl Tokenizer {
                 bail!("'{s}' is {} tokens: {}", many.len(), parts.join(", "))
             }
         }
+    }
+}
+
+/// The bytes a vocabulary entry stands for: `<0xNN>` (SentencePiece byte fallback) or a byte-level
+/// BPE string (GPT-2's `bytes_to_unicode`: printable Latin-1 bytes as themselves, the others
+/// shifted to U+0100…); `None` for an entry in neither form.
+fn vocab_bytes(entry: &str) -> Option<Vec<u8>> {
+    if let Some(hex) = entry.strip_prefix("<0x").and_then(|h| h.strip_suffix('>')) {
+        return u8::from_str_radix(hex, 16).ok().map(|b| vec![b]);
+    }
+    let printable = |b: u32| (33..=126).contains(&b) || (161..=172).contains(&b) || (174..=255).contains(&b);
+    let shifted: Vec<u32> = (0..256).filter(|&b| !printable(b)).collect();
+    entry
+        .chars()
+        .map(|c| {
+            let c = c as u32;
+            if c < 256 && printable(c) {
+                Some(c as u8)
+            } else {
+                shifted.get(c.checked_sub(256)? as usize).map(|&b| b as u8)
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn vocab_entries_give_their_bytes() {
+        assert_eq!(super::vocab_bytes("Ġthe"), Some(b" the".to_vec()));
+        assert_eq!(super::vocab_bytes("Ã¤"), Some(vec![0xc3, 0xa4]));
+        assert_eq!(super::vocab_bytes("Ċ"), Some(b"\n".to_vec()));
+        assert_eq!(super::vocab_bytes("<0xE2>"), Some(vec![0xe2]));
     }
 }

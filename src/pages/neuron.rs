@@ -1,9 +1,13 @@
-//! Self-contained HTML neuron pages (no network): max-activating examples with every token coloured
-//! by the neuron's activation (white → red, value on hover), the activation histogram, the tokens
-//! the neuron promotes and suppresses, an index page, and pages colouring given texts.
+//! Self-contained HTML neuron pages (no network), after Neuroscope and sae_vis: the neuron's
+//! statistics, a labelled activation histogram with the sampled ranges marked, examples at several
+//! activation levels with every token coloured by the activation (value on hover), the tokens the
+//! neuron promotes and suppresses, related neurons; an index page sortable by the selection score,
+//! and a page colouring given texts.
 
-use super::esc;
-use std::fmt::Write;
+use super::histogram::{self, Histogram};
+use super::tokens;
+use super::{document, SORT_SCRIPT};
+use maud::{html, Markup, PreEscaped};
 
 /// The colour scale of token backgrounds.
 #[derive(Clone, Copy, Debug)]
@@ -21,144 +25,219 @@ impl Scale {
     }
 }
 
-pub const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:0;background:#f6f7f9;color:#1d232a}main{max-width:1100px;margin:0 auto;padding:20px}
-.tok{border:1px solid #ddd;border-radius:2px;padding:0 1px;margin:0 1px;white-space:pre;font-family:ui-monospace,monospace;font-size:13px}
-.max{outline:2px solid #222}.ex{background:#fff;border:1px solid #dde;padding:6px 8px;margin:4px 0;line-height:1.9}.v{color:#667;font-size:12px;margin-right:8px}
-table{border-collapse:collapse;font-size:13px;background:#fff}td,th{border:1px solid #dde;padding:2px 8px}th{background:#eef1f5}
-.cols{display:flex;gap:24px;flex-wrap:wrap}h2{margin-top:28px}.muted{color:#667}";
+pub const STYLE: &str = "body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;margin:0;background:#f6f7f9;color:#1d232a}
+main{max-width:1280px;margin:0 auto;padding:20px}a{color:#1a5fb4}h1{margin:4px 0}h2{margin:22px 0 8px;font-size:19px}h3{margin:14px 0 6px;font-size:15px}
+.tok{border:1px solid #e2e2e2;border-radius:2px;padding:0 1px;margin:0 1px;white-space:pre;font-family:ui-monospace,'DejaVu Sans Mono',monospace;font-size:13px}
+.sym{color:#8a8f98}.max{outline:2px solid #222}.ex{background:#fff;border:1px solid #dde;padding:5px 8px;margin:3px 0;line-height:1.9}
+.v{display:inline-block;min-width:52px;color:#556;font-size:12px;margin-right:6px;font-variant-numeric:tabular-nums}.lab{color:#556;font-size:12px;margin-right:6px}
+table{border-collapse:collapse;font-size:13px;background:#fff}td,th{border:1px solid #dde;padding:2px 8px;text-align:left}th{background:#eef1f5}
+td.num{text-align:right;font-variant-numeric:tabular-nums}.muted{color:#667}.grid{display:grid;grid-template-columns:minmax(260px,330px) 1fr;gap:24px}
+.side table{width:100%;margin-bottom:10px}@media(max-width:900px){.grid{grid-template-columns:1fr}}
+.hist .log{display:none}.hist input:checked~.lin{display:none}.hist input:checked~.log{display:inline}.hist label{font-size:13px;color:#445}
+table.sortable th{cursor:pointer}table.sortable th:hover{background:#e2e7ef}";
 
-/// One token span with its activation.
-pub fn token(text: &str, v: f32, scale: Scale, is_max: bool) -> String {
-    let shown = text.replace('\n', "⏎");
-    format!(
-        "<span class=\"tok{}\" style=\"background:{}\" title=\"{:.4}\">{}</span>",
-        if is_max { " max" } else { "" },
-        scale.color(v),
-        v,
-        esc(&shown)
-    )
-}
-
-/// A histogram as inline SVG bars: (left, right, count).
-pub fn histogram_svg(bins: &[(f32, f32, u64)], width: u32, height: u32) -> String {
-    let Some(max) = bins.iter().map(|b| b.2).max().filter(|&m| m > 0) else {
-        return "<p class=muted>(no values in range)</p>".into();
-    };
-    // Show the occupied range only.
-    let first = bins.iter().position(|b| b.2 > 0).unwrap_or(0);
-    let last = bins.iter().rposition(|b| b.2 > 0).unwrap_or(0);
-    let bins = &bins[first..=last];
-    let (lo, hi) = (bins.first().map(|b| b.0).unwrap_or(0.0), bins.last().map(|b| b.1).unwrap_or(1.0));
-    let x = |v: f32| 30.0 + (v - lo) / (hi - lo).max(1e-9) * (width as f32 - 40.0);
-    let y = |c: u64| (height as f32 - 20.0) * (1.0 - (c as f32 + 1.0).ln() / (max as f32 + 1.0).ln());
-    let mut s = format!("<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{height}\" role=\"img\"><title>activation histogram (log counts)</title>");
-    for b in bins.iter().filter(|b| b.2 > 0) {
-        let _ = write!(s, "<rect x=\"{:.1}\" y=\"{:.1}\" width=\"{:.1}\" height=\"{:.1}\" fill=\"#1f77b4\"><title>({}, {}]: {}</title></rect>", x(b.0), y(b.2), (x(b.1) - x(b.0)).max(1.0), height as f32 - 20.0 - y(b.2), b.0, b.1, b.2);
+/// One token span: its text readable, its background the activation's colour, the value on hover.
+pub fn token(bytes: &[u8], v: f32, scale: Scale, is_max: bool) -> Markup {
+    html! {
+        span.tok.max[is_max] style={"background:" (scale.color(v))} title=(format!("{v:.4}")) { (tokens::render(bytes)) }
     }
-    let _ = write!(s, "<text x=\"30\" y=\"{}\" font-size=\"11\">{lo}</text><text x=\"{}\" y=\"{}\" font-size=\"11\" text-anchor=\"end\">{hi}</text></svg>", height - 4, width - 10, height - 4);
-    s
 }
 
-/// One example: a window of (token text, activation) with the max position marked.
+/// One example: a window of (token bytes, activation) with the max position marked.
 pub struct Example {
     pub value: f32,
-    pub tokens: Vec<(String, f32)>,
+    pub tokens: Vec<(Vec<u8>, f32)>,
     pub max_at: usize,
     pub label: String,
 }
 
+/// Examples from one activation level: the top ones, or a sample from a range of values.
+pub struct Section {
+    pub title: String,
+    pub note: String,
+    pub examples: Vec<Example>,
+}
+
+/// Neurons related to this one (by weights or by correlation), linked when they have a page.
+pub struct Related {
+    pub title: String,
+    pub value: String,
+    /// (name, page, value)
+    pub rows: Vec<(String, Option<String>, f64)>,
+}
+
 /// Everything shown on one neuron's page.
 pub struct NeuronPage {
-    pub title: String,
+    /// `L1.N23`
+    pub name: String,
+    /// What was run: hook, model, dataset.
+    pub subtitle: String,
     pub summary: Vec<(String, String)>,
-    pub examples: Vec<Example>,
-    pub histogram: Vec<(f32, f32, u64)>,
-    pub promoted: Vec<(String, f32)>,
-    pub suppressed: Vec<(String, f32)>,
+    pub histogram: Histogram,
+    pub sections: Vec<Section>,
+    pub promoted: Vec<(Vec<u8>, f32)>,
+    pub suppressed: Vec<(Vec<u8>, f32)>,
+    pub related: Vec<Related>,
     pub scale: Scale,
 }
 
-fn token_table(title: &str, rows: &[(String, f32)]) -> String {
-    let mut s = format!("<div><h3>{}</h3><table><tr><th>token</th><th>logit effect</th></tr>", esc(title));
-    for (t, v) in rows {
-        let _ = write!(s, "<tr><td><span class=tok>{}</span></td><td>{v:.3}</td></tr>", esc(t));
+fn token_table(title: &str, rows: &[(Vec<u8>, f32)]) -> Markup {
+    html! {
+        table {
+            thead { tr { th { (title) } th { "logit effect" } } }
+            tbody {
+                @for (t, v) in rows {
+                    tr { td { span.tok { (tokens::render(t)) } } td.num { (format!("{v:.3}")) } }
+                }
+            }
+        }
     }
-    s + "</table></div>"
+}
+
+fn related_table(r: &Related) -> Markup {
+    html! {
+        table {
+            thead { tr { th { (r.title) } th { (r.value) } } }
+            tbody {
+                @for (name, href, v) in &r.rows {
+                    tr {
+                        td { @if let Some(h) = href { a href=(h) { (name) } } @else { (name) } }
+                        td.num { (format!("{v:.3}")) }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Examples, grouped by label (most common first) when they carry several.
+fn examples(list: &[Example], scale: Scale) -> Markup {
+    let mix = crate::stats::labels::LabelMix::of(list.iter().map(|e| e.label.as_str())).filter(|m| m.distinct > 1);
+    let groups: Vec<Option<&str>> = match &mix {
+        Some(m) => m.counts.iter().map(|(l, _)| Some(l.as_str())).collect(),
+        None => vec![None],
+    };
+    html! {
+        @if let Some(m) = &mix {
+            p.muted {
+                "labels: "
+                @for (i, (l, c)) in m.counts.iter().enumerate() { @if i > 0 { " · " } (l) " " (c) }
+                " (entropy " (format!("{:.2}", m.entropy)) " bits)"
+            }
+        }
+        @for g in groups {
+            @if let Some(l) = g { h3 { (l) } }
+            @for e in list.iter().filter(|e| g.is_none_or(|l| e.label == l)) {
+                div.ex {
+                    span.v { (format!("{:.3}", e.value)) }
+                    @if g.is_none() && !e.label.is_empty() { span.lab { (e.label) } }
+                    @for (i, (t, v)) in e.tokens.iter().enumerate() { (token(t, *v, scale, i == e.max_at)) }
+                }
+            }
+        }
+    }
 }
 
 pub fn neuron_page(p: &NeuronPage) -> String {
-    let mut s = format!("<!doctype html><html><head><meta charset=utf-8><title>{0}</title><style>{STYLE}</style></head><body><main><p><a href=\"index.html\">← all neurons</a></p><h1>{0}</h1><table>", esc(&p.title));
-    for (k, v) in &p.summary {
-        let _ = write!(s, "<tr><th>{}</th><td>{}</td></tr>", esc(k), esc(v));
-    }
-    s += "</table><h2>Activation histogram</h2>";
-    s += &histogram_svg(&p.histogram, 640, 160);
-    let _ = write!(s, "<h2>Top activating examples</h2><p class=muted>colour scale {:.3} (white) → {:.3} (red); the max token is outlined; hover for values</p>", p.scale.lo, p.scale.hi);
-    let mix =
-        crate::stats::labels::LabelMix::of(p.examples.iter().map(|e| e.label.as_str())).filter(|m| m.distinct > 1);
-    // Several labels: one group per label, the most common first.
-    let groups: Vec<Option<&str>> = match &mix {
-        Some(m) => {
-            let parts: Vec<String> = m.counts.iter().map(|(l, c)| format!("{} {c}", esc(l))).collect();
-            let _ = write!(s, "<p>Labels of these examples: {} (entropy {:.2} bits)</p>", parts.join(" · "), m.entropy);
-            m.counts.iter().map(|(l, _)| Some(l.as_str())).collect()
-        }
-        None => vec![None],
-    };
-    for g in groups {
-        if let Some(l) = g {
-            let _ = write!(s, "<h3>{}</h3>", esc(l));
-        }
-        for e in p.examples.iter().filter(|e| g.is_none_or(|l| e.label == l)) {
-            let _ = write!(
-                s,
-                "<div class=ex><span class=v>{:.3}{}</span>",
-                e.value,
-                if e.label.is_empty() || g.is_some() { String::new() } else { format!(" · {}", esc(&e.label)) }
-            );
-            for (i, (t, v)) in e.tokens.iter().enumerate() {
-                s += &token(t, *v, p.scale, i == e.max_at);
+    let body = html! {
+        main {
+            p { a href="index.html" { "← all neurons" } }
+            h1 { (p.name) }
+            p.muted { (p.subtitle) }
+            div.grid {
+                div.side {
+                    table { tbody { @for (k, v) in &p.summary { tr { th { (k) } td.num { (v) } } } } }
+                    @if !p.promoted.is_empty() {
+                        h2 { "Output weights through the unembedding" }
+                        (token_table("most promoted", &p.promoted))
+                        (token_table("most suppressed", &p.suppressed))
+                    }
+                    @if !p.related.is_empty() {
+                        h2 { "Related neurons" }
+                        @for r in &p.related { (related_table(r)) }
+                    }
+                }
+                div {
+                    h2 { "Activation histogram" }
+                    (histogram::render(&p.histogram, "log-counts"))
+                    p.muted {
+                        "Token colour: " (format!("{:.3}", p.scale.lo)) " (white) → " (format!("{:.3}", p.scale.hi))
+                        " (red); the example's token is outlined; hover a token for its value."
+                    }
+                    @for s in &p.sections {
+                        h2 { (s.title) }
+                        @if !s.note.is_empty() { p.muted { (s.note) } }
+                        (examples(&s.examples, p.scale))
+                    }
+                }
             }
-            s += "</div>";
         }
-    }
-    if !p.promoted.is_empty() {
-        s += "<h2>Output weights through the unembedding</h2><div class=cols>";
-        s += &token_table("most promoted", &p.promoted);
-        s += &token_table("most suppressed", &p.suppressed);
-        s += "</div>";
-    }
-    s + "</main></body></html>\n"
+    };
+    document(&p.name, STYLE, body).into_string()
 }
 
-/// The index: one row per neuron page.
-pub fn index_page(title: &str, rows: &[(String, String, Vec<String>)], headers: &[&str], extra: &str) -> String {
-    let mut s = format!("<!doctype html><html><head><meta charset=utf-8><title>{0}</title><style>{STYLE}</style></head><body><main><h1>{0}</h1>{extra}<table><tr><th>neuron</th>", esc(title));
-    for h in headers {
-        let _ = write!(s, "<th>{}</th>", esc(h));
-    }
-    s += "</tr>";
-    for (name, href, cells) in rows {
-        let _ = write!(s, "<tr><td><a href=\"{}\">{}</a></td>", esc(href), esc(name));
-        for c in cells {
-            let _ = write!(s, "<td>{}</td>", esc(c));
+/// One row of the index: a neuron, its page, the score that selected it and its statistics.
+pub struct IndexRow {
+    pub name: String,
+    pub href: String,
+    pub score: Option<f64>,
+    pub cells: Vec<String>,
+}
+
+/// The index of a viewer's pages.
+pub struct Index {
+    pub title: String,
+    pub subtitle: String,
+    /// The column the neurons were selected by (`d`, largest first …), when they were.
+    pub score: Option<String>,
+    pub headers: Vec<String>,
+    pub rows: Vec<IndexRow>,
+    pub texts: Option<String>,
+}
+
+pub fn index_page(ix: &Index) -> String {
+    let body = html! {
+        main {
+            h1 { (ix.title) }
+            p.muted { (ix.subtitle) }
+            @if let Some(t) = &ix.texts { p { a href=(t) { "Texts coloured by these neurons" } } }
+            p.muted { "Click a column to sort by it." }
+            table.sortable {
+                thead {
+                    tr {
+                        th { "neuron" }
+                        @if let Some(s) = &ix.score { th { (s) } }
+                        @for h in &ix.headers { th { (h) } }
+                    }
+                }
+                tbody {
+                    @for r in &ix.rows {
+                        tr {
+                            td data-v=(r.name) { a href=(r.href) { (r.name) } }
+                            @if ix.score.is_some() { td.num { (r.score.map(|s| format!("{s:.4}")).unwrap_or_default()) } }
+                            @for c in &r.cells { td.num { (c) } }
+                        }
+                    }
+                }
+            }
+            script { (PreEscaped(SORT_SCRIPT)) }
         }
-        s += "</tr>";
-    }
-    s + "</table></main></body></html>\n"
+    };
+    document(&ix.title, STYLE, body).into_string()
 }
 
 /// Texts coloured token by token, one section per (text, neuron).
-pub fn texts_page(title: &str, sections: &[(String, Vec<(String, f32)>)], scale: Scale) -> String {
-    let mut s = format!("<!doctype html><html><head><meta charset=utf-8><title>{0}</title><style>{STYLE}</style></head><body><main><p><a href=\"index.html\">← all neurons</a></p><h1>{0}</h1>", esc(title));
-    let _ =
-        write!(s, "<p class=muted>colour scale {:.3} (white) → {:.3} (red); hover for values</p>", scale.lo, scale.hi);
-    for (heading, toks) in sections {
-        let _ = write!(s, "<h3>{}</h3><div class=ex>", esc(heading));
-        for (t, v) in toks {
-            s += &token(t, *v, scale, false);
+pub fn texts_page(title: &str, sections: &[(String, Vec<(Vec<u8>, f32)>)], scale: Scale) -> String {
+    let body = html! {
+        main {
+            p { a href="index.html" { "← all neurons" } }
+            h1 { (title) }
+            p.muted { "Colour scale " (format!("{:.3}", scale.lo)) " (white) → " (format!("{:.3}", scale.hi)) " (red); hover a token for its value." }
+            @for (heading, toks) in sections {
+                h3 { (heading) }
+                div.ex { @for (t, v) in toks { (token(t, *v, scale, false)) } }
+            }
         }
-        s += "</div>";
-    }
-    s + "</main></body></html>\n"
+    };
+    document(title, STYLE, body).into_string()
 }

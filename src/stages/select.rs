@@ -29,6 +29,25 @@ pub struct TopNeurons {
     pub filter: Filter,
 }
 
+impl TopNeurons {
+    /// The table it reads from the source stage's artifact folder `dir`.
+    pub fn table_in(&self, dir: &Path) -> Result<String> {
+        let tables = crate::store::table::tables_in(dir);
+        self.table.clone().or_else(|| tables.first().cloned()).context("the source stage wrote no table")
+    }
+
+    /// `column` of each neuron of the table it reads (for showing the score that selected them).
+    pub fn scores(&self, dir: &Path, column: &str) -> Result<std::collections::HashMap<(usize, usize), f64>> {
+        let df = crate::store::table::read(&dir.join(format!("{}.parquet", self.table_in(dir)?)))?;
+        let get = |c: &str| -> Result<Vec<Option<f64>>> {
+            let col = df.column(c).with_context(|| format!("the table has no `{c}` column"))?;
+            Ok(col.cast(&DataType::Float64)?.f64()?.into_iter().collect())
+        };
+        let (layer, neuron, score) = (get("layer")?, get("neuron")?, get(column)?);
+        Ok((0..df.height()).filter_map(|i| Some(((layer[i]? as usize, neuron[i]? as usize), score[i]?))).collect())
+    }
+}
+
 /// Neurons given by name or chosen from a table (exactly one of the two).
 #[derive(Clone, Debug)]
 pub enum Neurons<'a> {
@@ -64,10 +83,7 @@ impl<'a> Neurons<'a> {
                 .collect(),
             Neurons::Top(t) => {
                 let dir = dir.context("no source stage")?;
-                let tables = crate::store::table::tables_in(dir);
-                let table =
-                    t.table.clone().or_else(|| tables.first().cloned()).context("the source stage wrote no table")?;
-                let df = crate::store::table::read(&dir.join(format!("{table}.parquet")))?;
+                let df = crate::store::table::read(&dir.join(format!("{}.parquet", t.table_in(dir)?)))?;
                 let mut df = crate::plot::filter_rows(&df, &t.filter)?;
                 if let Some(by) = &t.by {
                     df = df.sort([by.as_str()], SortMultipleOptions::default().with_order_descending(!t.lowest))?;

@@ -12,6 +12,7 @@ mod model_loading;
 mod model_parity;
 mod patching;
 mod plots;
+mod report;
 mod safety;
 mod selector;
 mod stages;

@@ -221,14 +221,18 @@ fn intervention_stages_run_and_agree_with_the_analysis_functions() {
             .iter()
             .map(|&r| examples.column("value").unwrap().f64().unwrap().get(r).unwrap())
             .fold(f64::MIN, f64::max);
-        assert!(page.contains(&format!("<span class=v>{top:.3}")), "L{l}.N{n}: top value {top:.3} not shown");
+        assert!(page.contains(&format!("<span class=\"v\">{top:.3}")), "L{l}.N{n}: top value {top:.3} not shown");
         let max_token = rows
             .iter()
             .find(|&&r| examples.column("value").unwrap().f64().unwrap().get(r) == Some(top))
             .map(|&r| examples.column("token_str").unwrap().str().unwrap().get(r).unwrap().to_string())
             .unwrap();
-        let shown = lantern::pages::esc(&max_token.replace('\n', "⏎"));
-        assert!(page.contains("max\" style=") && page.contains(&shown), "L{l}.N{n}: max token {max_token:?} not shown");
+        let shown = lantern::pages::tokens::render(max_token.as_bytes()).into_string();
+        // (A byte token's stored string is U+FFFD; the page shows its bytes.)
+        assert!(
+            page.contains("max\" style=") && (page.contains(&shown) || max_token.contains('\u{FFFD}')),
+            "L{l}.N{n}: max token {max_token:?} not shown"
+        );
     }
     assert!(out.join("pages/texts.html").exists());
     // Plots exist; every link of the report resolves.
@@ -236,13 +240,7 @@ fn intervention_stages_run_and_agree_with_the_analysis_functions() {
     let v = lantern::experiment::load(&f).unwrap();
     lantern::report::write_for(&v, &o, &lantern::store::OutDir::create(&ws.out()).unwrap()).unwrap();
     let html = std::fs::read_to_string(out.join("report.html")).unwrap();
-    let mut links = 0;
-    for part in html.split('"').collect::<Vec<_>>().windows(2) {
-        if part[0].ends_with("href=") || part[0].ends_with("src=") {
-            assert!(out.join(part[1]).exists(), "report links to missing {}", part[1]);
-            links += 1;
-        }
-    }
+    let links = crate::report::check_links(&html, &out);
     assert!(links >= 5, "only {links} links");
     assert!(html.contains("[stages.ablate.sets.zero]"), "the report shows the experiment file");
 }

@@ -349,6 +349,11 @@ fn values_that_used_to_fail_at_run_time_fail_validation() {
     );
     expect(
         &ws,
+        &BASE.replace("name = \"v\"", "name = \"v\"\nhighlights = [\"act\"]"),
+        &["bad.toml:3:15: highlights: no stage or plot 'act'", "did you mean 'acts'"],
+    );
+    expect(
+        &ws,
         &BASE.replace("context = 16", "context = 128"),
         &["bad.toml:9:11: dataset 'en': context 128 is longer than model 'tiny''s context (64)"],
     );
