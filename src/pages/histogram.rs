@@ -27,7 +27,7 @@ const BOTTOM: f64 = 46.0;
 
 /// Round tick values covering [lo, hi], about `n` of them, and the decimals they need.
 pub fn ticks(lo: f64, hi: f64, n: usize) -> (Vec<f64>, usize) {
-    if !(hi > lo) || !lo.is_finite() || !hi.is_finite() {
+    if hi <= lo || !lo.is_finite() || !hi.is_finite() {
         return (vec![lo], 0);
     }
     let raw = (hi - lo) / n.max(1) as f64;
