@@ -1,6 +1,7 @@
-//! Fingerprints of a plan's nodes: blake3 of a node's resolved parameters (references replaced by what they point
-//! at), the fingerprints of its inputs, the content digests of the files it reads (weights,
-//! tokenizer, dataset files) and the artifact format version.
+//! Fingerprints of a plan's nodes: blake3 of a node's resolved parameters (references replaced by
+//! what they point at), the fingerprints of its inputs, the content digests of the files it reads
+//! (weights, tokenizer, dataset files), the artifact format version and the implementation version
+//! of the code that computes it.
 
 use crate::experiment::Validated;
 use crate::model::ModelSource;
@@ -27,6 +28,41 @@ pub struct Fingerprints {
     pub inputs: BTreeMap<NodeIndex, BTreeMap<String, String>>,
 }
 
+/// The implementation versions that enter fingerprints: a bump makes what that code computed
+/// stale, and everything computed from it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Versions {
+    /// Per stage kind (each stage file's `VERSION`).
+    pub kinds: BTreeMap<&'static str, u32>,
+    /// Reading and tokenizing datasets (`data::VERSION`).
+    pub tokenize: u32,
+    /// Loading models and processing their weights (`model::VERSION`).
+    pub model: u32,
+    /// Rendering plots (`plot::VERSION`).
+    pub plot: u32,
+}
+
+impl Versions {
+    /// The versions of this build.
+    pub fn current() -> Versions {
+        Versions {
+            kinds: crate::stages::KIND_VERSIONS.iter().copied().collect(),
+            tokenize: crate::data::VERSION,
+            model: crate::model::VERSION,
+            plot: crate::plot::VERSION,
+        }
+    }
+
+    /// The version of the code that computes a node.
+    pub fn of(&self, kind: &NodeKind, kind_name: &str) -> u32 {
+        match kind {
+            NodeKind::Tokenize { .. } => self.tokenize,
+            NodeKind::Plot(_) => self.plot,
+            NodeKind::Stage(_) | NodeKind::Part { .. } => self.kinds.get(kind_name).copied().unwrap_or(0),
+        }
+    }
+}
+
 fn hash_parts(parts: &[&str]) -> Fingerprint {
     let mut h = blake3::Hasher::new();
     for p in parts {
@@ -38,6 +74,7 @@ fn hash_parts(parts: &[&str]) -> Fingerprint {
 
 struct Builder<'a> {
     v: &'a Validated,
+    versions: &'a Versions,
     plan: &'a Plan,
     digests: &'a DigestCache,
     fps: Fingerprints,
@@ -59,7 +96,9 @@ impl Builder<'_> {
 
     fn compute_model(&mut self, name: &str) -> Fp {
         let m = self.v.models.get(name).ok_or_else(|| format!("unknown model '{name}'"))?;
-        let processing = serde_json::to_string(&m.processing).unwrap_or_default();
+        // Loading and processing code is part of every model's identity.
+        let processing =
+            format!("{}@{}", serde_json::to_string(&m.processing).unwrap_or_default(), self.versions.model);
         if let ModelSource::Trained { stage, seed } = &m.source {
             let node = Part::Seed(*seed).node_name(stage);
             let ix = self.plan.find(&node).ok_or_else(|| format!("unknown stage '{node}'"))?;
@@ -154,23 +193,27 @@ impl Builder<'_> {
     fn node(&mut self, ix: NodeIndex) -> (NodeFp, BTreeMap<String, String>) {
         let mut inputs = BTreeMap::new();
         let v = self.v;
-        let fp = match &self.plan.graph[ix].kind {
+        let node = &self.plan.graph[ix];
+        let code = self.versions.of(&node.kind, node.kind_name).to_string();
+        let code = code.as_str();
+        let fp = match &node.kind {
             NodeKind::Tokenize { dataset, model } => (|| {
                 let d = self.dataset(dataset)?;
                 let m = self.model(model)?;
                 self.trained_input(model, &mut inputs);
                 inputs.insert(dataset.clone(), d.clone());
                 inputs.insert(model.clone(), m.clone());
-                Ok(hash_parts(&["tokenize", &FORMAT_VERSION.to_string(), &d, &self.tokenizer_id(model, &m)]))
+                Ok(hash_parts(&["tokenize", &FORMAT_VERSION.to_string(), code, &d, &self.tokenizer_id(model, &m)]))
             })(),
             NodeKind::Stage(name) => {
                 let st = &v.exp.stages[name].value;
                 let seed = if st.stage().uses_seed() { v.exp.meta.seed.to_string() } else { String::new() };
                 let mut parts = vec![self.params(serde_json::to_value(st), &mut inputs), Ok(seed)];
+                parts.extend(self.token_inputs(ix, &mut inputs));
                 // Files a stage reads itself (label tables) count by their contents.
                 parts.extend(st.stage().files().iter().map(|f| self.digest(&v.exp.base_dir().join(f))));
                 parts.into_iter().collect::<Result<Vec<String>, String>>().map(|p| {
-                    let mut all = vec!["stage".to_string(), FORMAT_VERSION.to_string()];
+                    let mut all = vec!["stage".to_string(), FORMAT_VERSION.to_string(), code.to_string()];
                     all.extend(p);
                     hash_parts(&all.iter().map(|s| s.as_str()).collect::<Vec<_>>())
                 })
@@ -184,14 +227,48 @@ impl Builder<'_> {
                     m.remove("seeds");
                 }
                 let part = serde_json::to_string(part).unwrap_or_default();
-                self.params(params, &mut inputs)
-                    .map(|p| hash_parts(&["part", &FORMAT_VERSION.to_string(), &p, &part, &seed]))
+                let tokens: Result<Vec<String>, String> = self.token_inputs(ix, &mut inputs).into_iter().collect();
+                self.params(params, &mut inputs).and_then(|p| {
+                    let mut all = vec![
+                        "part".to_string(),
+                        FORMAT_VERSION.to_string(),
+                        code.to_string(),
+                        p,
+                        part.clone(),
+                        seed.clone(),
+                    ];
+                    all.extend(tokens?);
+                    Ok(hash_parts(&all.iter().map(|s| s.as_str()).collect::<Vec<_>>()))
+                })
             }
             NodeKind::Plot(name) => self
                 .params(serde_json::to_value(&v.exp.plots[name].value), &mut inputs)
-                .map(|p| hash_parts(&["plot", &FORMAT_VERSION.to_string(), &p])),
+                .map(|p| hash_parts(&["plot", &FORMAT_VERSION.to_string(), code, &p])),
         };
         (fp, inputs)
+    }
+
+    /// The fingerprints of the tokenizations a node reads (recorded among its inputs), so that what
+    /// changes the token rows (the tokenizer's code, the model's tokenizer) reaches the node.
+    fn token_inputs(&self, ix: NodeIndex, inputs: &mut BTreeMap<String, String>) -> Vec<Fp> {
+        let mut out = Vec::new();
+        for p in self.plan.inputs(ix) {
+            let node = &self.plan.graph[p];
+            if let NodeKind::Tokenize { .. } = node.kind {
+                let fp = self
+                    .fps
+                    .nodes
+                    .get(&p)
+                    .cloned()
+                    .unwrap_or_else(|| Err(format!("'{}' not fingerprinted", node.name)));
+                if let Ok(fp) = &fp {
+                    inputs.insert(node.name.clone(), fp.as_str().to_string());
+                }
+                out.push(fp.map(|f| f.as_str().to_string()));
+            }
+        }
+        out.sort();
+        out
     }
 
     fn params(&mut self, value: serde_json::Result<Value>, inputs: &mut BTreeMap<String, String>) -> Fp {
@@ -210,11 +287,17 @@ impl Builder<'_> {
     }
 }
 
-/// Fingerprint every node in run order.
+/// Fingerprint every node in run order, with this build's implementation versions.
 pub fn compute(v: &Validated, digests: &DigestCache) -> Fingerprints {
+    compute_with(v, digests, &Versions::current())
+}
+
+/// Fingerprint every node in run order with the given implementation versions.
+pub fn compute_with(v: &Validated, digests: &DigestCache, versions: &Versions) -> Fingerprints {
     let plan = &v.plan;
     let mut b = Builder {
         v,
+        versions,
         plan,
         digests,
         fps: Fingerprints {

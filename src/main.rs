@@ -14,11 +14,28 @@ struct Cli {
     command: Command,
 }
 
+/// An experiment file, with overrides.
+#[derive(clap::Args)]
+struct Experiment {
+    file: PathBuf,
+    /// Override a value of the file: `--set datasets.pile.n_tokens=20000`,
+    /// `--set stages.acts.hooks='["post.3"]'` (a TOML value; a bare word is a string). Repeatable.
+    #[arg(long = "set", value_name = "PATH=VALUE")]
+    set: Vec<String>,
+}
+
+impl Experiment {
+    fn target(&self, out: &std::path::Path) -> cli::Target {
+        cli::Target { file: self.file.clone(), sets: self.set.clone(), out: out.to_path_buf() }
+    }
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Run an experiment: stages in dependency order, cached and resumable.
     Run {
-        file: PathBuf,
+        #[command(flatten)]
+        exp: Experiment,
         /// Output folder (default: outputs/ in the working directory).
         #[arg(long, default_value = "outputs")]
         out: PathBuf,
@@ -37,25 +54,56 @@ enum Command {
         dry_run: bool,
     },
     /// Check an experiment file; exit 2 when invalid.
-    Validate { file: PathBuf },
+    Validate {
+        #[command(flatten)]
+        exp: Experiment,
+    },
     /// Show the stages in run order with their state (cached / stale and why / to run).
     Plan {
-        file: PathBuf,
+        #[command(flatten)]
+        exp: Experiment,
         #[arg(long, default_value = "outputs")]
         out: PathBuf,
         /// Print the graph as Graphviz.
         #[arg(long)]
         dot: bool,
     },
-    /// Show the state of every stage (as `plan`).
+    /// What the output folder holds for an experiment (each stage's state, when it ran, its size),
+    /// or, without a file, for every experiment under the output folder.
     Status {
-        file: PathBuf,
+        file: Option<PathBuf>,
+        #[arg(long = "set", value_name = "PATH=VALUE")]
+        set: Vec<String>,
         #[arg(long, default_value = "outputs")]
         out: PathBuf,
     },
+    /// Print a table of a stage in the terminal (or as CSV).
+    Show {
+        #[command(flatten)]
+        exp: Experiment,
+        /// `STAGE` (its only table) or `STAGE.TABLE`.
+        table: String,
+        #[arg(long, default_value = "outputs")]
+        out: PathBuf,
+        /// Sort by this column (ascending unless --desc).
+        #[arg(long)]
+        sort: Option<String>,
+        #[arg(long)]
+        desc: bool,
+        /// Only the first N rows (default 20; 0 = all).
+        #[arg(long, default_value_t = 20)]
+        head: usize,
+        /// Only these columns: `--columns layer,neuron,d`.
+        #[arg(long, value_delimiter = ',')]
+        columns: Vec<String>,
+        /// Write the table as CSV to stdout instead.
+        #[arg(long)]
+        csv: bool,
+    },
     /// Remove an experiment's links and report (its artifacts stay in the store for `gc`).
     Clean {
-        file: PathBuf,
+        #[command(flatten)]
+        exp: Experiment,
         #[arg(long, default_value = "outputs")]
         out: PathBuf,
     },
@@ -104,13 +152,17 @@ fn main() -> ExitCode {
     lantern::util::sys::default_sigpipe();
     let args = Cli::parse();
     let result = match args.command {
-        Command::Run { file, out, force, only, shard, dry_run } => {
-            cli::run(&file, &out, lantern::exec::Options { force, only, shard, dry_run, fail_after: None })
+        Command::Run { exp, out, force, only, shard, dry_run } => {
+            cli::run(&exp.target(&out), lantern::exec::Options { force, only, shard, dry_run, fail_after: None })
         }
-        Command::Validate { file } => cli::validate(&file),
-        Command::Plan { file, out, dot } => cli::plan(&file, &out, dot),
-        Command::Status { file, out } => cli::plan(&file, &out, false),
-        Command::Clean { file, out } => cli::clean(&file, &out),
+        Command::Validate { exp } => cli::validate(&exp.file, &exp.set),
+        Command::Plan { exp, out, dot } => cli::plan(&exp.target(&out), dot),
+        Command::Status { file: Some(file), set, out } => cli::status(&cli::Target { file, sets: set, out }),
+        Command::Status { file: None, out, .. } => cli::status_all(&out),
+        Command::Show { exp, table, out, sort, desc, head, columns, csv } => {
+            cli::show(&exp.target(&out), &table, &cli::ShowOptions { sort, desc, head, columns, csv })
+        }
+        Command::Clean { exp, out } => cli::clean(&exp.target(&out)),
         Command::Gc { out, dry_run, yes } => cli::gc(&out, dry_run, yes),
         Command::Schema => {
             print!("{}", lantern::experiment::schema_json());

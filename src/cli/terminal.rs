@@ -1,21 +1,45 @@
-//! The terminal front end of a run: a line per stage event, and each stage's progress as an
-//! indicatif bar with throughput on a terminal, plain lines every ten seconds otherwise.
+//! The terminal front end of a run: a line per stage event (`[3/22] acts  done in 1.2s`), and each
+//! stage's progress as an indicatif bar with its rate in human units on a terminal (a spinner
+//! until the total is known), plain lines every ten seconds otherwise.
 
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::{HumanCount, ProgressBar, ProgressState, ProgressStyle};
 use lantern::exec::events::At;
 use lantern::exec::{Event, Observer};
 use lantern::util::progress::{Bar, Reporter};
+use std::fmt::Write;
 use std::io::IsTerminal;
 use std::time::{Duration, Instant};
 
 /// Stage lines and progress bars on stderr.
 pub struct Terminal {
     interactive: bool,
+    started: Instant,
 }
 
 impl Terminal {
     pub fn new() -> Terminal {
-        Terminal { interactive: std::io::stderr().is_terminal() }
+        Terminal { interactive: std::io::stderr().is_terminal(), started: Instant::now() }
+    }
+}
+
+/// `1.2s`, `3m05s`, `1h02m`.
+pub fn duration(d: Duration) -> String {
+    let s = d.as_secs_f64();
+    match s as u64 {
+        0..60 => format!("{s:.1}s"),
+        60..3600 => format!("{}m{:02}s", s as u64 / 60, s as u64 % 60),
+        h => format!("{}h{:02}m", h / 3600, h % 3600 / 60),
+    }
+}
+
+/// A rate in human units: `850/s`, `12.3k/s`, `35.9M/s`.
+fn rate(per_sec: f64) -> String {
+    match per_sec {
+        r if r >= 1e9 => format!("{:.1}G", r / 1e9),
+        r if r >= 1e6 => format!("{:.1}M", r / 1e6),
+        r if r >= 1e4 => format!("{:.1}k", r / 1e3),
+        r if r >= 10.0 => format!("{r:.0}"),
+        r => format!("{r:.2}"),
     }
 }
 
@@ -27,12 +51,17 @@ impl Observer for Terminal {
             Event::Corrupt(why) => format!("artifact corrupt ({why}): recomputing"),
             Event::Waiting => "waiting for another lantern run that is computing it".into(),
             Event::Running => format!("running ({})", at.kind),
-            Event::Done { seconds } => format!("done in {seconds:.1}s"),
+            Event::Done { seconds } => format!(
+                "done in {} (elapsed {})",
+                duration(Duration::from_secs_f64(*seconds)),
+                duration(self.started.elapsed())
+            ),
             Event::Failed(e) => format!("failed: {e}"),
             Event::Skipped { failed_input } => format!("skipped (input '{failed_input}' failed)"),
             Event::Interrupted => "interrupted: its partial output was discarded".into(),
         };
-        eprintln!("  {:<24} {what}", at.name);
+        let k = format!("[{}/{}]", at.index, at.total);
+        eprintln!("{k:>9} {:<24} {what}", at.name);
     }
 
     fn reporter(&self) -> &dyn Reporter {
@@ -44,14 +73,10 @@ impl Reporter for Terminal {
     fn bar(&self, label: &str, total: u64, unit: &str) -> Box<dyn Bar> {
         if self.interactive {
             let b = ProgressBar::new(total);
-            let template =
-                format!("{{msg:>20}} [{{bar:30}}] {{human_pos}}/{{human_len}} {unit} {{per_sec}} eta {{eta}}");
-            let style = ProgressStyle::with_template(&template)
-                .unwrap_or_else(|_| ProgressStyle::default_bar())
-                .progress_chars("=> ");
-            b.set_style(style);
             b.set_message(label.to_string());
-            Box::new(Interactive(b))
+            let mut bar = Interactive { bar: b, unit: unit.to_string(), known: None };
+            bar.restyle(total);
+            Box::new(bar)
         } else {
             Box::new(Lines {
                 label: label.to_string(),
@@ -71,21 +96,51 @@ impl Reporter for Terminal {
     }
 }
 
-struct Interactive(ProgressBar);
+struct Interactive {
+    bar: ProgressBar,
+    unit: String,
+    /// Whether the bar shows a total (until it is known, a spinner); `None` before the first style.
+    known: Option<bool>,
+}
+
+impl Interactive {
+    fn restyle(&mut self, total: u64) {
+        let known = total > 0;
+        if self.known == Some(known) {
+            return;
+        }
+        self.known = Some(known);
+        let unit = &self.unit;
+        let template = if known {
+            format!("{{msg:>20}} [{{bar:30}}] {{human_pos}}/{{human_len}} {unit} {{rate}} eta {{eta}}")
+        } else {
+            format!("{{msg:>20}} {{spinner}} {{human_pos}} {unit} {{rate}} {{elapsed}}")
+        };
+        let unit = unit.clone();
+        let style = ProgressStyle::with_template(&template)
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .with_key("rate", move |s: &ProgressState, w: &mut dyn Write| {
+                let _ = write!(w, "{} {unit}/s", rate(s.per_sec()));
+            })
+            .progress_chars("=> ");
+        self.bar.set_style(style);
+    }
+}
 
 impl Bar for Interactive {
     fn update(&mut self, done: u64, total: u64) {
-        self.0.set_length(total);
-        self.0.set_position(done);
+        self.restyle(total);
+        self.bar.set_length(total);
+        self.bar.set_position(done);
     }
     fn message(&mut self, text: &str) {
-        self.0.set_message(text.to_string());
+        self.bar.set_message(text.to_string());
     }
 }
 
 impl Drop for Interactive {
     fn drop(&mut self) {
-        self.0.finish_and_clear();
+        self.bar.finish_and_clear();
     }
 }
 
@@ -101,8 +156,16 @@ impl Bar for Lines {
     fn update(&mut self, done: u64, total: u64) {
         if self.last.elapsed() > Duration::from_secs(10) {
             self.last = Instant::now();
-            let rate = done as f64 / self.started.elapsed().as_secs_f64().max(1e-9);
-            eprintln!("  {}: {done}/{total} {} ({rate:.0} {}/s)", self.label, self.unit, self.unit);
+            let per_sec = done as f64 / self.started.elapsed().as_secs_f64().max(1e-9);
+            let total = if total > 0 { format!("/{}", HumanCount(total)) } else { String::new() };
+            eprintln!(
+                "  {}: {}{total} {} ({} {}/s)",
+                self.label,
+                HumanCount(done),
+                self.unit,
+                rate(per_sec),
+                self.unit
+            );
         }
     }
 }

@@ -13,6 +13,10 @@ pub use spec::{DatasetSpec, MaskToken, Mode};
 
 use std::path::Path;
 
+/// Implementation version of reading and tokenizing datasets: part of the fingerprints of what it makes. Bump it
+/// when a change here changes results (CONTRIBUTING.md).
+pub const VERSION: u32 = 1;
+
 /// Token rows of a dataset.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Tokenized {

@@ -7,6 +7,7 @@
 pub mod env;
 pub mod events;
 pub mod models;
+mod state;
 
 pub use events::{Event, Observer, Quiet};
 
@@ -47,8 +48,10 @@ pub enum Status {
     Failed(String),
     /// Not run because an input failed (which).
     Skipped(String),
-    /// Would run (dry run) or was not reached (interrupted).
+    /// Not reached (the run was interrupted first).
     Pending,
+    /// A dry run: the state it would start from (`cached`, `stale (…)`, `to run (…)`).
+    Planned(String),
 }
 
 #[derive(Clone, Debug)]
@@ -112,37 +115,6 @@ impl Session {
         self.store.dirs.root()
     }
 
-    /// The state of a node before running: `cached`, `stale (why)` or `to run (why)`.
-    pub fn state(&self, ix: NodeIndex) -> String {
-        let fp = match &self.fps.nodes[&ix] {
-            Ok(fp) => fp,
-            Err(e) => return format!("to run (fingerprint unknown: {e})"),
-        };
-        match self.store.lookup(fp) {
-            Lookup::Hit(_) => return "cached".into(),
-            Lookup::Corrupt(why) => return format!("stale (artifact corrupt: {why})"),
-            Lookup::Missing => {}
-        }
-        let node = &self.v.plan.graph[ix];
-        let Some(old) = views::manifest(&self.store.dirs, &self.v.exp.meta.name, &node.name) else {
-            return "to run (never run)".into();
-        };
-        let changed_inputs: Vec<&str> = self.fps.inputs[&ix]
-            .iter()
-            .filter(|(k, fp)| old.inputs.get(*k) != Some(fp))
-            .map(|(k, _)| k.as_str())
-            .collect();
-        if !changed_inputs.is_empty() {
-            return format!("stale (input changed: {})", changed_inputs.join(", "));
-        }
-        let changed = changed_fields(&old.params, &node_params(&self.v, &node.kind));
-        if changed.is_empty() {
-            "stale (format or seed changed)".into()
-        } else {
-            format!("stale (changed: {})", changed.join(", "))
-        }
-    }
-
     /// Remove the experiment's links and report; its artifacts stay in the store for `gc`.
     pub fn clean(&self) -> Result<views::Cleaned> {
         views::unlink(&self.store.dirs, &self.v.exp.meta.name.value)
@@ -192,7 +164,9 @@ impl Session {
             };
             if interrupted || opts.dry_run {
                 if opts.dry_run {
-                    observer.event(&at, &Event::Planned(&self.state(ix)));
+                    let state = self.state(ix);
+                    observer.event(&at, &Event::Planned(&state));
+                    res.status = Status::Planned(state);
                 }
                 results.push(res);
                 continue;
@@ -310,17 +284,6 @@ pub fn node_params(v: &Validated, kind: &NodeKind) -> serde_json::Value {
     }
 }
 
-fn changed_fields(old: &serde_json::Value, new: &serde_json::Value) -> Vec<String> {
-    match (old.as_object(), new.as_object()) {
-        (Some(a), Some(b)) => {
-            let keys: BTreeSet<&String> = a.keys().chain(b.keys()).collect();
-            keys.into_iter().filter(|k| a.get(*k) != b.get(*k)).cloned().collect()
-        }
-        _ if old != new => vec!["parameters".into()],
-        _ => vec![],
-    }
-}
-
 /// Which nodes a run touches: everything, or the `only` nodes (or one shard's nodes) with their
 /// ancestors.
 fn selected(plan: &Plan, only: &[String], shard: Option<(usize, usize)>) -> Result<BTreeSet<NodeIndex>> {
@@ -403,6 +366,7 @@ fn run_node(run: &RunEnv, ix: NodeIndex, fp: &Fingerprint, exp_name: &str, lock:
         NodeKind::Plot(p) => v.exp.plots[p].value.run(&mut env)?,
     }
     let manifest = Manifest {
+        version: fingerprint::Versions::current().of(&node.kind, node.kind_name),
         format_version: crate::store::FORMAT_VERSION,
         tool_version: env!("CARGO_PKG_VERSION").to_string(),
         fingerprint: fp.to_string(),

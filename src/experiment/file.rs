@@ -1,9 +1,10 @@
 //! The experiment file's sections as types: `[experiment]`, `[models.NAME]`, `[datasets.NAME]`,
 //! `[stages.NAME]`, `[plots.NAME]`. The JSON Schema is derived from these.
 
+use super::document::Matrices;
 use crate::data::DatasetSpec;
 use crate::model::Processing;
-use crate::spec::{Sp, StageRef};
+use crate::spec::{Sources, Sp, StageRef};
 use crate::stages::{PlotStage, StageSpec};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -20,6 +21,10 @@ pub struct ExperimentMeta {
     pub seed: u64,
     #[serde(default)]
     pub description: String,
+    /// Files whose models, datasets, stages and plots are merged into this one (paths relative to
+    /// this file; also allowed as `include = […]` at the top of the file).
+    #[serde(default, skip_serializing)]
+    pub include: Vec<String>,
     /// `cpu` (default) or `cuda` / `cuda:N` (needs the `cuda` build feature).
     #[serde(default)]
     pub device: Option<Sp<String>>,
@@ -92,6 +97,10 @@ pub struct ModelSpec {
 #[serde(deny_unknown_fields)]
 pub struct ExperimentFile {
     experiment: ExperimentMeta,
+    /// Files whose models, datasets, stages and plots are merged into this one (paths relative to
+    /// this file; a name defined twice is an error).
+    #[serde(default)]
+    include: Vec<String>,
     #[serde(default)]
     models: BTreeMap<String, ModelSpec>,
     #[serde(default)]
@@ -106,7 +115,10 @@ pub struct ExperimentFile {
 #[derive(Clone, Debug)]
 pub struct Experiment {
     pub file: std::path::PathBuf,
-    pub text: String,
+    /// The file, what it includes and the `--set` arguments: every span is a range of its text.
+    pub sources: Sources,
+    /// The entries a `matrix` expanded, and their expansions.
+    pub matrices: Matrices,
     pub meta: ExperimentMeta,
     pub models: BTreeMap<String, Sp<ModelSpec>>,
     pub datasets: BTreeMap<String, Sp<DatasetSpec>>,

@@ -1,19 +1,20 @@
 //! Parsing an experiment file section by section, so that every syntax and type error of the file
 //! is reported in one pass with its position.
 
+use super::document::Matrices;
 use super::file::{Experiment, ExperimentMeta};
-use crate::spec::{Diagnostic, Invalid, Sp};
+use crate::spec::{Diagnostic, Invalid, Sources, Sp};
 use crate::stages::{StageSpec, STAGE_KINDS};
 use crate::store::paths::name_problem;
 use crate::util::did_you_mean;
 use serde::de::DeserializeOwned;
 use std::collections::BTreeMap;
 use std::path::Path;
-use toml::de::{DeTable, DeValue, ValueDeserializer};
+use toml::de::{DeValue, ValueDeserializer};
 
 type Spanned<T> = serde_spanned::Spanned<T>;
 
-const SECTIONS: &[&str] = &["experiment", "models", "datasets", "stages", "plots"];
+const SECTIONS: &[&str] = &["experiment", "include", "models", "datasets", "stages", "plots"];
 
 /// A toml error as a diagnostic, with "did you mean" for unknown fields and variants.
 fn toml_diag(e: toml::de::Error, fallback: std::ops::Range<usize>) -> Diagnostic {
@@ -43,6 +44,7 @@ fn decode<T: DeserializeOwned>(v: Spanned<DeValue<'_>>) -> Result<Sp<T>, Diagnos
 fn decode_entries<T>(
     v: Spanned<DeValue<'_>>,
     section: &str,
+    matrices: &Matrices,
     diags: &mut Vec<Diagnostic>,
     f: impl Fn(&str, Spanned<DeValue<'_>>) -> Result<Sp<T>, Diagnostic>,
 ) -> BTreeMap<String, Sp<T>> {
@@ -54,7 +56,8 @@ fn decode_entries<T>(
     };
     for (key, value) in table {
         let name = key.get_ref().to_string();
-        if let Some(problem) = name_problem(&name) {
+        let expansion = matrices.expanded.values().any(|names| names.contains(&name));
+        if let Some(problem) = name_problem(&name).filter(|_| !expansion) {
             diags.push(Diagnostic::at(key.span(), format!("invalid name: {problem}")));
             continue;
         }
@@ -99,14 +102,23 @@ fn decode_stage(v: Spanned<DeValue<'_>>) -> Result<Sp<StageSpec>, Diagnostic> {
 
 /// Parse a file; every error found is returned at once.
 pub fn parse_file(file: &Path) -> Result<Experiment, Invalid> {
-    let invalid = |text: String, d: Diagnostic| Invalid { file: file.to_path_buf(), text, diagnostics: vec![d] };
+    parse_with(file, &[])
+}
+
+/// Parse a file with `--set PATH=VALUE` overrides (TOML values; a bare word is a string).
+pub fn parse_with(file: &Path, sets: &[String]) -> Result<Experiment, Invalid> {
     let bytes = match std::fs::read(file) {
         Ok(b) => b,
-        Err(e) => return Err(invalid(String::new(), Diagnostic::global(format!("cannot read the file: {e}")))),
+        Err(e) => {
+            return Err(Invalid::of_file(file, "", vec![Diagnostic::global(format!("cannot read the file: {e}"))]))
+        }
     };
     match decode_utf8(bytes) {
-        Ok(text) => parse_str(file, text),
-        Err((text, d)) => Err(invalid(text, d)),
+        Ok(text) => {
+            let (sources, diags) = super::document::read_sources(file, text, sets);
+            parse_sources(file, sources, diags)
+        }
+        Err((text, d)) => Err(Invalid::of_file(file, &text, vec![d])),
     }
 }
 
@@ -145,31 +157,28 @@ fn non_finite(v: &Spanned<DeValue<'_>>, out: &mut Vec<Diagnostic>) {
     }
 }
 
-pub fn parse_str(file: &Path, text: String) -> Result<Experiment, Invalid> {
-    let invalid = |diagnostics: Vec<Diagnostic>, text: &str| Invalid {
-        file: file.to_path_buf(),
-        text: text.to_string(),
-        diagnostics,
-    };
-    let (root, errors) = DeTable::parse_recoverable(&text);
-    if !errors.is_empty() {
-        let diags = errors.into_iter().map(|e| toml_diag(e, 0..0)).collect();
-        return Err(invalid(diags, &text));
+/// Decode the merged document of `sources` section by section.
+fn parse_sources(file: &Path, sources: Sources, mut diags: Vec<Diagnostic>) -> Result<Experiment, Invalid> {
+    let (root, matrices) = super::document::merge(&sources, &mut diags);
+    let invalid =
+        |diagnostics: Vec<Diagnostic>, sources: Sources| Invalid { file: file.to_path_buf(), sources, diagnostics };
+    if !diags.is_empty() {
+        drop(root);
+        return Err(invalid(diags, sources));
     }
-    let mut diags = Vec::new();
-    root.get_ref().values().for_each(|v| non_finite(v, &mut diags));
+    root.values().for_each(|v| non_finite(v, &mut diags));
     let mut meta: Option<Sp<ExperimentMeta>> = None;
     let (mut models, mut datasets, mut stages, mut plots) = Default::default();
-    for (key, value) in root.into_inner() {
+    for (key, value) in root {
         match key.get_ref().as_ref() {
             "experiment" => match decode(value) {
                 Ok(m) => meta = Some(m),
                 Err(d) => diags.push(d),
             },
-            "models" => models = decode_entries(value, "models", &mut diags, |_, v| decode(v)),
-            "datasets" => datasets = decode_entries(value, "datasets", &mut diags, |_, v| decode(v)),
-            "stages" => stages = decode_entries(value, "stages", &mut diags, |_, v| decode_stage(v)),
-            "plots" => plots = decode_entries(value, "plots", &mut diags, |_, v| decode(v)),
+            "models" => models = decode_entries(value, "models", &matrices, &mut diags, |_, v| decode(v)),
+            "datasets" => datasets = decode_entries(value, "datasets", &matrices, &mut diags, |_, v| decode(v)),
+            "stages" => stages = decode_entries(value, "stages", &matrices, &mut diags, |_, v| decode_stage(v)),
+            "plots" => plots = decode_entries(value, "plots", &matrices, &mut diags, |_, v| decode(v)),
             other => diags.push(Diagnostic::at(key.span(), format!("unknown section '{other}'")).help(format!(
                 "sections: {}{}",
                 SECTIONS.join(", "),
@@ -181,11 +190,19 @@ pub fn parse_str(file: &Path, text: String) -> Result<Experiment, Invalid> {
         diags
             .push(Diagnostic::at(0..0, "missing [experiment] section").help("add:\n[experiment]\nname = \"my-study\""));
     }
-    if !diags.is_empty() {
-        return Err(invalid(diags, &text));
+    match meta {
+        Some(meta) if diags.is_empty() => Ok(Experiment {
+            file: file.to_path_buf(),
+            sources,
+            matrices,
+            meta: meta.value,
+            models,
+            datasets,
+            stages,
+            plots,
+        }),
+        _ => Err(invalid(diags, sources)),
     }
-    let meta = meta.expect("checked above").value;
-    Ok(Experiment { file: file.to_path_buf(), text, meta, models, datasets, stages, plots })
 }
 
 #[cfg(test)]

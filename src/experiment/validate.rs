@@ -55,7 +55,7 @@ fn resolve_model(
         ));
         return None;
     }
-    let processing = processing(&m.processing, locate::field_span(&exp.text, &spec.span, "processing"), out);
+    let processing = processing(&m.processing, locate::field_span(&exp.sources.text, &spec.span, "processing"), out);
     if let Some(path) = &m.path {
         let dir = exp.base_dir().join(&path.value);
         let files = match ModelFiles::from_folder(&dir) {
@@ -236,7 +236,7 @@ fn check_contexts(exp: &Experiment, configs: &BTreeMap<String, Option<ModelConfi
                 let prompts = ds.value.mode() == crate::data::spec::Mode::Prompt;
                 if !prompts && ds.value.context > cfg.n_ctx && seen.insert((name, model.name())) {
                     out.push(Diagnostic::at(
-                        locate::field_span(&exp.text, &ds.span, "context"),
+                        locate::field_span(&exp.sources.text, &ds.span, "context"),
                         format!(
                             "dataset '{name}': context {} is longer than model '{}''s context ({})",
                             ds.value.context,
@@ -285,7 +285,7 @@ pub fn validate(exp: Experiment) -> Result<Validated, Invalid> {
     }
     for (name, ds) in &exp.datasets {
         for part in ds.value.mix.iter().flatten() {
-            let span = locate::field_span(&exp.text, &ds.span, "mix");
+            let span = locate::field_span(&exp.sources.text, &ds.span, "mix");
             match exp.datasets.get(part) {
                 None => out.push(Diagnostic::at(
                     span,
@@ -319,7 +319,7 @@ pub fn validate(exp: Experiment) -> Result<Validated, Invalid> {
             }
         }
         for (span, msg) in crate::data::check(&ds.value, &exp.base_dir()) {
-            let span = span.map(|f| locate::field_span(&exp.text, &ds.span, f)).unwrap_or(ds.span.clone());
+            let span = span.map(|f| locate::field_span(&exp.sources.text, &ds.span, f)).unwrap_or(ds.span.clone());
             out.push(Diagnostic::at(span, format!("dataset '{name}': {msg}")));
         }
     }
@@ -355,7 +355,7 @@ pub fn validate(exp: Experiment) -> Result<Validated, Invalid> {
             .chain(exp.plots.values().map(|p| (&p.value as &dyn crate::stages::Stage, p.span.clone())));
         for (stage, table) in tables {
             let cx = CheckCx {
-                text: &exp.text,
+                text: &exp.sources.text,
                 table: table.clone(),
                 configs: &configs,
                 stages: &exp.stages,
@@ -382,7 +382,7 @@ pub fn validate(exp: Experiment) -> Result<Validated, Invalid> {
         Some(plan) if out.is_empty() => Ok(Validated { exp, plan, models, configs, warnings }),
         _ => {
             out.sort_by_key(|d| d.span.as_ref().map(|s| s.start).unwrap_or(0));
-            Err(Invalid { file: exp.file.clone(), text: exp.text.clone(), diagnostics: out })
+            Err(Invalid { file: exp.file.clone(), sources: exp.sources.clone(), diagnostics: out })
         }
     }
 }

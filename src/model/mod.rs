@@ -39,6 +39,10 @@ use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::Path;
 
+/// Implementation version of loading models and processing their weights: part of the fingerprints of what it makes. Bump it
+/// when a change here changes results (CONTRIBUTING.md).
+pub const VERSION: u32 = 1;
+
 impl ModelConfig {
     /// Read a Hugging Face `config.json` (or a NeelNanda TL config).
     pub fn from_file(path: &Path) -> Result<ModelConfig> {

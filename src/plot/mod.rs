@@ -19,6 +19,10 @@ use std::path::Path;
 
 pub use data::{filtered as filter_rows, Filter};
 
+/// Implementation version of rendering plots: part of the fingerprints of what it makes. Bump it
+/// when a change here changes results (CONTRIBUTING.md).
+pub const VERSION: u32 = 1;
+
 /// The kinds of plot.
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, JsonSchema, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]

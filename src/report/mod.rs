@@ -41,7 +41,8 @@ fn status(s: &Status) -> (&'static str, String) {
         Status::Computed => ("ok", "computed".into()),
         Status::Failed(e) => ("bad", format!("failed: {e}")),
         Status::Skipped(i) => ("bad", format!("skipped ({i} failed)")),
-        Status::Pending => ("muted", "not run".into()),
+        Status::Pending => ("muted", "not reached".into()),
+        Status::Planned(state) => ("muted", state.clone()),
     }
 }
 
@@ -266,7 +267,7 @@ impl<'a> Contents<'a> {
                         } }
                     } }
                     h2 id="file" { "Experiment file" }
-                    pre { (self.v.exp.text) }
+                    pre { (self.v.exp.sources.main_text()) }
                 }
             }
         }

@@ -89,18 +89,41 @@ impl Diagnostic {
     }
 }
 
-/// All diagnostics of one file.
+/// All diagnostics of one experiment, each rendered against the source it points into.
 #[derive(Debug)]
 pub struct Invalid {
+    /// The experiment file.
     pub file: std::path::PathBuf,
-    pub text: String,
+    pub sources: super::source::Sources,
     pub diagnostics: Vec<Diagnostic>,
+}
+
+impl Invalid {
+    /// Diagnostics of a file read on its own.
+    pub fn of_file(file: &Path, text: &str, diagnostics: Vec<Diagnostic>) -> Invalid {
+        Invalid { file: file.to_path_buf(), sources: super::source::Sources::single(file, text), diagnostics }
+    }
+
+    /// A diagnostic with its span made local to the source it points into, and that source.
+    fn localised<'a>(&'a self, d: &Diagnostic) -> (std::path::PathBuf, &'a str, Diagnostic) {
+        match d.span.as_ref().and_then(|s| self.sources.local(s)) {
+            Some((source, text, span)) => (source.name.clone(), text, Diagnostic { span: Some(span), ..d.clone() }),
+            None => (self.file.clone(), self.sources.main_text(), d.clone()),
+        }
+    }
+
+    /// `SOURCE:LINE:COL: message` of one of its diagnostics.
+    pub fn short(&self, d: &Diagnostic) -> String {
+        let (name, text, d) = self.localised(d);
+        d.short(&name, text)
+    }
 }
 
 impl std::fmt::Display for Invalid {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         for d in &self.diagnostics {
-            writeln!(f, "{}", d.render(&self.file, &self.text))?;
+            let (name, text, d) = self.localised(d);
+            writeln!(f, "{}", d.render(&name, text))?;
         }
         let n = self.diagnostics.len();
         write!(f, "{} is invalid: {n} error{}", self.file.display(), if n == 1 { "" } else { "s" })

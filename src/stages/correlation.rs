@@ -26,6 +26,10 @@ use std::collections::{BTreeMap, HashSet};
 use std::ops::Range;
 use std::sync::Arc;
 
+/// Implementation version: part of the fingerprint of every artifact this stage makes. Bump it
+/// when a change of this file changes what it computes (CONTRIBUTING.md).
+pub const VERSION: u32 = 1;
+
 /// Precision of the full similarity matrix on disk.
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, JsonSchema, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]

@@ -21,6 +21,10 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
+/// Implementation version: part of the fingerprint of every artifact this stage makes. Bump it
+/// when a change of this file changes what it computes (CONTRIBUTING.md).
+pub const VERSION: u32 = 1;
+
 /// The study's baseline: `n` random neurons of the last `last_layers` layers whose weight-decay
 /// penalty is at most its `max_l2_pct` quantile and whose vocab_var is at least its
 /// `min_vocab_var_pct` quantile (quantiles over those layers' neurons).

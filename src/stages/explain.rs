@@ -20,6 +20,10 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 
+/// Implementation version: part of the fingerprint of every artifact this stage makes. Bump it
+/// when a change of this file changes what it computes (CONTRIBUTING.md).
+pub const VERSION: u32 = 1;
+
 /// Families of features.
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, JsonSchema, PartialEq, Eq, PartialOrd, Ord)]
 #[serde(rename_all = "snake_case")]

@@ -139,6 +139,9 @@ macro_rules! stage_kinds {
 
         pub const STAGE_KINDS: &[&str] = &[$($kind),*];
 
+        /// Each kind's implementation version (its file's `VERSION`).
+        pub const KIND_VERSIONS: &[(&str, u32)] = &[$(($kind, $module::VERSION)),*];
+
         impl StageSpec {
             /// Decode the fields of a stage of kind `kind`; `Err(None)` for an unknown kind.
             pub fn decode<'de, D: serde::Deserializer<'de, Error = toml::de::Error>>(kind: &str, de: D) -> Result<StageSpec, Option<toml::de::Error>> {

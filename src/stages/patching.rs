@@ -14,6 +14,10 @@ use polars::prelude::*;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+/// Implementation version: part of the fingerprint of every artifact this stage makes. Bump it
+/// when a change of this file changes what it computes (CONTRIBUTING.md).
+pub const VERSION: u32 = 1;
+
 /// What is read off the last position.
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, JsonSchema, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]

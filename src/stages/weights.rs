@@ -15,6 +15,10 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 
+/// Implementation version: part of the fingerprint of every artifact this stage makes. Bump it
+/// when a change of this file changes what it computes (CONTRIBUTING.md).
+pub const VERSION: u32 = 1;
+
 #[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Spec {

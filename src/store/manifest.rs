@@ -29,6 +29,9 @@ pub struct Manifest {
     /// Fingerprints of what it read, by reference.
     pub inputs: BTreeMap<String, String>,
     pub started_unix: u64,
+    /// The implementation version of the code that made it (0 in manifests older than versions).
+    #[serde(default)]
+    pub version: u32,
     pub seconds: f64,
     pub files: Vec<FileEntry>,
 }

@@ -79,7 +79,7 @@ pub fn name_problem(name: &str) -> Option<String> {
 }
 
 /// Names lantern builds from checked names: `dataset@model`, `stage@shard-1-of-4`, `stage[a,b]`.
-fn node_name_ok(name: &str) -> bool {
+pub fn node_name_ok(name: &str) -> bool {
     !name.is_empty()
         && !name.starts_with('.')
         && name.len() <= 4 * MAX_NAME

@@ -121,3 +121,38 @@ fn symlink_dir(target: &Path, link: &Path) -> Result<()> {
 fn symlink_dir(target: &Path, link: &Path) -> Result<()> {
     std::os::windows::fs::symlink_dir(target, link).with_context(|| format!("cannot link {}", link.display()))
 }
+
+/// An experiment folder of the output folder: its links and the manifests they lead to.
+#[derive(Debug)]
+pub struct Linked {
+    pub experiment: String,
+    /// Each link by node name, with the manifest of the entry it leads to (`None` when broken).
+    pub nodes: Vec<(String, Option<Manifest>)>,
+    pub report: bool,
+}
+
+/// Every experiment folder under the output folder that holds links lantern made, by name.
+pub fn experiments(dirs: &OutDir) -> Result<Vec<Linked>> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dirs.root())?.flatten() {
+        let name = e.file_name().to_string_lossy().to_string();
+        if name.starts_with('.') {
+            continue;
+        }
+        let Ok(folder) = dirs.experiment(&name) else { continue };
+        let Ok(entries) = std::fs::read_dir(&folder) else { continue };
+        let mut nodes = Vec::new();
+        for v in entries.flatten() {
+            let node = v.file_name().to_string_lossy().to_string();
+            if !node.starts_with('.') && points_into_store(&v.path()) {
+                nodes.push((node, Manifest::read(&v.path()).ok()));
+            }
+        }
+        if !nodes.is_empty() {
+            nodes.sort_by(|a, b| a.0.cmp(&b.0));
+            out.push(Linked { experiment: name, nodes, report: folder.join("report.html").is_file() });
+        }
+    }
+    out.sort_by(|a, b| a.experiment.cmp(&b.experiment));
+    Ok(out)
+}

@@ -102,3 +102,23 @@ impl Workspace {
         self.run_with(file, lantern::exec::Options::default())
     }
 }
+
+/// What a command of the binary printed (stdout then stderr) and its exit code.
+pub struct Ran {
+    pub code: Option<i32>,
+    pub text: String,
+}
+
+impl Workspace {
+    /// Run `lantern ARGS…` in the workspace (no terminal, no input).
+    pub fn lantern(&self, args: &[&str]) -> Ran {
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_lantern"))
+            .args(args)
+            .current_dir(self.path())
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        let text = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+        Ran { code: o.status.code(), text }
+    }
+}

@@ -164,3 +164,53 @@ fn plan_dot_and_clean_describe_and_delete_what_they_say() {
     // stage (top_k 5 → 9) and its plot run.
     assert_eq!(computed(&ws.run(&f)), vec!["acts", "kurt"], "the rest still cached after clean");
 }
+
+#[test]
+fn a_bumped_code_version_makes_exactly_that_kind_and_its_dependants_stale() {
+    use lantern::fingerprint::{compute_with, Versions};
+    let ws = Workspace::new();
+    let f = ws.file("e.toml", &exp(5, "a"));
+    let v = lantern::experiment::load(&f).unwrap();
+    let digests =
+        lantern::store::digest::DigestCache::open(&lantern::store::OutDir::create(&ws.out()).unwrap()).unwrap();
+    let now = Versions::current();
+    let before = compute_with(&v, &digests, &now);
+    let changed = |versions: &Versions| -> Vec<String> {
+        let after = compute_with(&v, &digests, versions);
+        v.plan
+            .order
+            .iter()
+            .filter(|ix| before.nodes[ix].as_ref().ok() != after.nodes[ix].as_ref().ok())
+            .map(|ix| v.plan.graph[*ix].name.clone())
+            .collect()
+    };
+    let mut bumped = now.clone();
+    *bumped.kinds.get_mut("activations").unwrap() += 1;
+    assert_eq!(changed(&bumped), ["acts", "acts_pre", "kurt"], "both activations stages and the plot reading one");
+    let mut bumped = now.clone();
+    bumped.plot += 1;
+    assert_eq!(changed(&bumped), ["kurt"]);
+    let mut bumped = now.clone();
+    bumped.tokenize += 1;
+    assert_eq!(changed(&bumped), ["en@tiny", "acts", "acts_pre", "kurt"]);
+    let mut bumped = now.clone();
+    bumped.model += 1;
+    assert_eq!(changed(&bumped), ["acts", "acts_pre", "kurt"], "the model's identity changes, not its tokenizer's");
+    // A run records the version; `plan` names a code change as the reason.
+    ws.run(&f);
+    let session = lantern::exec::Session::open(&f, &ws.out()).unwrap();
+    assert!(session.plan().order.iter().all(|&ix| session.state(ix) == "cached"));
+}
+
+#[test]
+fn stale_reasons_name_every_changed_parameter_own_or_upstream() {
+    let ws = Workspace::new();
+    let f = ws.file("e.toml", &exp(5, "a"));
+    ws.run(&f);
+    ws.file("e.toml", &exp(5, "a").replace("n_tokens = 2048", "n_tokens = 1024"));
+    let session = lantern::exec::Session::open(&f, &ws.out()).unwrap();
+    let state = |name: &str| session.state(session.plan().find(name).unwrap());
+    assert_eq!(state("en@tiny"), "stale (changed: dataset.n_tokens)");
+    assert_eq!(state("acts"), "stale (upstream en@tiny: changed: dataset.n_tokens)");
+    assert_eq!(state("kurt"), "stale (upstream acts: upstream en@tiny: changed: dataset.n_tokens)");
+}

@@ -7,6 +7,7 @@ mod effects;
 mod engine;
 mod experiments;
 mod families;
+mod files;
 mod layers;
 mod model_loading;
 mod model_parity;

@@ -30,7 +30,7 @@ fn errors(ws: &Workspace, text: &str) -> Vec<String> {
             .map(|d| {
                 format!(
                     "{} | {}",
-                    d.short(std::path::Path::new("bad.toml"), &inv.text),
+                    inv.short(d).replace(&format!("{}/", ws.path().display()), ""),
                     d.help.clone().unwrap_or_default()
                 )
             })
