@@ -3,40 +3,15 @@
 //! and finished into Pearson / cosine / Jaccard similarities. Batches on a GPU go through `device`.
 
 use crate::model::kernels::multiversion;
-use crate::store::tensor_file::{TensorFile, TensorFileWriter};
+use crate::stats::exact::{fixed, value};
 use anyhow::{bail, ensure, Result};
 use candle_core::{DType, Tensor};
 use rayon::prelude::*;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::path::Path;
 
 mod device;
-
-/// 2^64: sums are kept as integers in units of 2^-64 (range ±9.2e18, far beyond any activation sum).
-const SCALE: f64 = 18_446_744_073_709_551_616.0;
-
-/// A value in fixed point (units of 2^-64), rounded to nearest. Exact for |x| ≥ 2^-11 given in f64.
-#[inline(always)]
-pub fn fixed(x: f64) -> i128 {
-    let r = (x.abs() * SCALE).round_ties_even();
-    let hi = (r * (1.0 / SCALE)).floor();
-    // r − hi·2^64 is exact: both are multiples of r's ulp and the result is at most r.
-    let lo = r - hi * SCALE;
-    let q = ((hi as i64 as i128) << 64) + lo as u64 as i128;
-    if x < 0.0 {
-        -q
-    } else {
-        q
-    }
-}
-
-/// A fixed-point sum as f64 (correctly rounded).
-#[inline]
-pub fn value(q: i128) -> f64 {
-    q as f64 / SCALE
-}
 
 multiversion! {
     fn add_fixed_f32(acc: &mut [i128], x: &[f32]) {
@@ -121,8 +96,13 @@ impl Shape {
         self.da * self.db * std::mem::size_of::<i128>()
     }
 
-    /// Every pair of layers in row-major order, cut into tiles of at most `budget` bytes of sums.
-    pub fn tiles(&self, budget: usize) -> Result<Vec<Vec<(usize, usize)>>> {
+    /// Every pair of layers (A's layer, B's layer), in row-major order.
+    pub fn pairs(&self) -> Vec<(usize, usize)> {
+        (0..self.la).flat_map(|a| (0..self.lb).map(move |b| (a, b))).collect()
+    }
+
+    /// `pairs` cut into tiles of at most `budget` bytes of sums, in order.
+    pub fn tiles(&self, pairs: &[(usize, usize)], budget: usize) -> Result<Vec<Vec<(usize, usize)>>> {
         let per = budget / self.pair_bytes().max(1);
         ensure!(
             per > 0,
@@ -130,7 +110,6 @@ impl Shape {
             budget as f64 / 1e9,
             self.pair_bytes() as f64 / 1e9
         );
-        let pairs: Vec<(usize, usize)> = (0..self.la).flat_map(|a| (0..self.lb).map(move |b| (a, b))).collect();
         Ok(pairs.chunks(per).map(|c| c.to_vec()).collect())
     }
 }
@@ -283,89 +262,5 @@ impl Sums {
             }
         });
         out
-    }
-
-    /// The names and shapes of a partial-sums file (i128 stored as pairs of i64, little-endian).
-    fn layout(shape: Shape) -> Vec<(&'static str, safetensors::Dtype, Vec<usize>)> {
-        use safetensors::Dtype::I64;
-        vec![
-            ("count", I64, vec![1]),
-            ("sum_a", I64, vec![shape.la, shape.da, 2]),
-            ("sq_a", I64, vec![shape.la, shape.da, 2]),
-            ("sum_b", I64, vec![shape.lb, shape.db, 2]),
-            ("sq_b", I64, vec![shape.lb, shape.db, 2]),
-            ("cross", I64, vec![shape.la, shape.lb, shape.da, shape.db, 2]),
-        ]
-    }
-
-    pub fn create_file(path: &Path, shape: Shape) -> Result<TensorFileWriter> {
-        TensorFileWriter::create(path, &Self::layout(shape))
-    }
-
-    /// Write this tile's sums into a partial-sums file.
-    pub fn write(&self, w: &TensorFileWriter) -> Result<()> {
-        let bytes = |v: &[i128]| v.iter().flat_map(|q| q.to_le_bytes()).collect::<Vec<u8>>();
-        w.write("count", 0, &(self.count as i64).to_le_bytes())?;
-        let s = self.shape;
-        for (l, m) in &self.a {
-            w.write("sum_a", l * s.da * 2, &bytes(&m.sum))?;
-            w.write("sq_a", l * s.da * 2, &bytes(&m.sq))?;
-        }
-        for (l, m) in &self.b {
-            w.write("sum_b", l * s.db * 2, &bytes(&m.sum))?;
-            w.write("sq_b", l * s.db * 2, &bytes(&m.sq))?;
-        }
-        for ((la, lb), c) in &self.cross {
-            w.write("cross", (la * s.lb + lb) * s.da * s.db * 2, &bytes(c))?;
-        }
-        Ok(())
-    }
-
-    /// Read the sums of a tile from a partial-sums file.
-    pub fn read(f: &TensorFile, shape: Shape, pairs: &[(usize, usize)]) -> Result<Sums> {
-        let (cshape, _) = f.get("cross")?;
-        ensure!(
-            cshape == vec![shape.la, shape.lb, shape.da, shape.db, 2],
-            "partial sums of shape {cshape:?}, expected {shape:?}"
-        );
-        let ints = |name: &str, from: usize, n: usize| -> Result<Vec<i128>> {
-            let (_, data) = f.get(name)?;
-            Ok(data[from * 16..(from + n) * 16]
-                .chunks_exact(16)
-                .map(|c| i128::from_le_bytes(c.try_into().expect("16 bytes")))
-                .collect())
-        };
-        let mut s = Sums::new(shape, pairs);
-        let (_, count) = f.get("count")?;
-        s.count = i64::from_le_bytes(count[..8].try_into()?) as u64;
-        for (l, m) in s.a.iter_mut() {
-            *m = Marginals { sum: ints("sum_a", l * shape.da, shape.da)?, sq: ints("sq_a", l * shape.da, shape.da)? };
-        }
-        for (l, m) in s.b.iter_mut() {
-            *m = Marginals { sum: ints("sum_b", l * shape.db, shape.db)?, sq: ints("sq_b", l * shape.db, shape.db)? };
-        }
-        for ((la, lb), c) in s.cross.iter_mut() {
-            *c = ints("cross", (la * shape.lb + lb) * shape.da * shape.db, shape.da * shape.db)?;
-        }
-        Ok(s)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn fixed_point_round_trips_and_is_associative() {
-        for x in [0.0, 1.0, -1.0, 0.1, -3.75e-7, 12345.678, -9.9e12, 1e-30] {
-            let q = fixed(x);
-            assert!((value(q) - x).abs() <= 2f64.powi(-64) * 2.0 + x.abs() * 1e-16, "{x} -> {}", value(q));
-        }
-        let xs = [0.1, 1e10, -1e10, 3.3e-5, 7.0, -0.2];
-        let one: i128 = xs.iter().map(|&x| fixed(x)).sum();
-        let two: i128 = xs.iter().rev().map(|&x| fixed(x)).sum();
-        assert_eq!(one, two);
-        assert_eq!(fixed(1.0), 1i128 << 64);
-        assert_eq!(fixed(-1.5), -(3i128 << 63));
     }
 }

@@ -1,16 +1,19 @@
 //! `activations` stage: streaming per-neuron statistics of chosen hooks over a dataset (moments,
 //! activation frequency, histogram, top/bottom-k examples, per-token mean and max, and on labelled
 //! datasets how mixed the labels of each neuron's top examples are), in f64 and with memory
-//! independent of the number of tokens.
+//! independent of the number of tokens. With `shards = N` each shard keeps the same reducers over
+//! its rows and the stage merges them (see `stats::NeuronStats::merge` for what is exact).
 
 use super::batches::for_each_batch;
-use super::{Ranking, CheckCx, Dep, Stage, StageEnv};
+use super::shards::{self, Partial, Sharded};
+use super::{Ranking, CheckCx, Dep, Part, Stage, StageEnv};
 use crate::model::hooks::{BlockSite, HookPoint};
 use crate::model::{Request, Start};
 use crate::model::selector::select_all;
 use crate::spec::{DatasetRef, Diagnostic, ModelRef, Sp};
 use crate::stats::labels::LabelMix;
 use crate::stats::{Histogram, HistogramSpec, NeuronStats, Position, TokenStats};
+use crate::store::arrays::{Arrays, ArraysFile};
 use crate::store::table::NeuronRows;
 use anyhow::{bail, Result};
 use candle_core::{Device, Tensor};
@@ -20,7 +23,7 @@ use std::collections::BTreeMap;
 
 /// Implementation version: part of the fingerprint of every artifact this stage makes. Bump it
 /// when a change of this file changes what it computes (CONTRIBUTING.md).
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
 
 #[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -46,6 +49,9 @@ pub struct Spec {
     pub token_top_k: usize,
     #[serde(default = "default_batch")]
     pub batch_size: usize,
+    /// Split the dataset into this many shards, each its own plan node (`--shard i/n`).
+    #[serde(default = "shards::one", skip_serializing_if = "shards::is_one")]
+    pub shards: usize,
 }
 
 fn default_hooks() -> Vec<Sp<String>> {
@@ -94,8 +100,17 @@ impl Stage for Spec {
         vec!["stats", "examples", "tokens"]
     }
 
+    fn parts(&self, _experiment_seed: u64) -> Vec<Part> {
+        shards::parts(self.shards)
+    }
+
+    fn run_part(&self, cx: &mut dyn StageEnv, part: Part) -> Result<()> {
+        shards::run_part(self, cx, part)
+    }
+
     fn check(&self, cx: &CheckCx, out: &mut Vec<Diagnostic>) {
         cx.at_least("batch_size", self.batch_size, 1, out);
+        shards::check(cx, self.shards, out);
         if self.histogram.edges < 2 || self.histogram.stop <= self.histogram.start {
             out.push(cx.error("histogram", "activations: histogram needs stop > start and at least 2 edges"));
         }
@@ -140,6 +155,47 @@ impl Stage for Spec {
     }
 
     fn run(&self, cx: &mut dyn StageEnv) -> Result<()> {
+        shards::run(self, cx)
+    }
+}
+
+/// The statistics of every hook over some rows.
+pub struct Stats(BTreeMap<HookPoint, NeuronStats>);
+
+impl Partial for Stats {
+    fn save(&self, out: &mut Arrays) {
+        for (h, s) in &self.0 {
+            s.save(&h.to_string(), out);
+        }
+    }
+
+    fn load(f: &ArraysFile) -> Result<Stats> {
+        let mut stats = BTreeMap::new();
+        for name in f.names()? {
+            let Some(hook) = name.strip_suffix(".count") else { continue };
+            let h = HookPoint::parse(hook).ok_or_else(|| anyhow::anyhow!("unknown hook '{hook}' in statistics"))?;
+            stats.insert(h, NeuronStats::load(hook, f)?);
+        }
+        Ok(Stats(stats))
+    }
+
+    fn merge(&mut self, o: Stats) -> Result<()> {
+        anyhow::ensure!(self.0.keys().eq(o.0.keys()), "shards summarise different hooks");
+        for (h, s) in &mut self.0 {
+            s.merge(&o.0[h])?;
+        }
+        Ok(())
+    }
+}
+
+impl Sharded for Spec {
+    type State = Stats;
+
+    fn shards(&self) -> usize {
+        self.shards
+    }
+
+    fn compute(&self, cx: &mut dyn StageEnv, shard: Option<(usize, usize)>) -> Result<Stats> {
         let model = cx.model(&self.model)?;
         let data = cx.tokens(&self.dataset, &self.model)?;
         let cfg = &model.cfg;
@@ -155,7 +211,8 @@ impl Stage for Spec {
             })
             .collect();
         let req = Request::capture(hooks.iter().copied());
-        for_each_batch(cx, &data, self.batch_size, &model.device, |batch| {
+        let rows = shards::rows(data.rows, self.batch_size, shard);
+        for_each_batch(cx, &data, rows, self.batch_size, &model.device, |batch| {
             let positions: Vec<Position> = (0..batch.len())
                 .filter(|&i| batch.valid[i] != 0)
                 .map(|i| Position { row: i, index: batch.index(i) as u64, token: batch.ids[i] })
@@ -167,7 +224,13 @@ impl Stage for Spec {
             })?;
             Ok(())
         })?;
-        self.write(cx, &stats, &data, &model)
+        Ok(Stats(stats))
+    }
+
+    fn finish(&self, cx: &mut dyn StageEnv, stats: Stats) -> Result<()> {
+        let model = cx.model(&self.model)?;
+        let data = cx.tokens(&self.dataset, &self.model)?;
+        self.write(cx, &stats.0, &data, &model)
     }
 }
 

@@ -286,7 +286,7 @@ impl Spec {
         let mut points = vec![Points::default(); chosen.len()];
         let ctx = data.ctx;
         let after = self.after_position;
-        for_each_batch(cx, data, self.batch_size, &model.device, |batch| {
+        for_each_batch(cx, data, 0..data.rows, self.batch_size, &model.device, |batch| {
             let b = batch.rows;
             let (_, clean) =
                 model.forward_cached(Start::Tokens(&batch.tokens), &Request::capture([post, resid, k, v, z, pat]))?;

@@ -6,6 +6,7 @@ use super::StageEnv;
 use crate::data::Tokenized;
 use anyhow::Result;
 use candle_core::{Device, Tensor};
+use std::ops::Range;
 
 /// One batch of whole rows.
 pub struct Batch<'a> {
@@ -45,25 +46,28 @@ impl Batch<'_> {
     }
 }
 
-/// Call `f` on every batch of `batch_size` rows of `data`, tensors on `device`; progress in tokens
-/// under the stage's name, stopping on Ctrl-C between batches.
+/// Call `f` on every batch of `batch_size` rows of `rows` (all of `data`'s rows, or a shard's:
+/// see `shards::rows`), tensors on `device`; progress in tokens under the stage's name, stopping
+/// on Ctrl-C between batches.
 pub fn for_each_batch(
     env: &dyn StageEnv,
     data: &Tokenized,
+    rows: Range<usize>,
     batch_size: usize,
     device: &Device,
     mut f: impl FnMut(Batch) -> Result<()>,
 ) -> Result<()> {
     anyhow::ensure!(batch_size >= 1, "batch_size must be at least 1");
+    anyhow::ensure!(rows.end <= data.rows, "rows {rows:?} beyond the dataset's {}", data.rows);
     let ctx = data.ctx;
-    let mut progress = env.progress((data.rows * ctx) as u64, "tok");
-    for start in (0..data.rows).step_by(batch_size) {
-        let rows = batch_size.min(data.rows - start);
-        let span = start * ctx..(start + rows) * ctx;
+    let mut progress = env.progress((rows.len() * ctx) as u64, "tok");
+    for start in rows.clone().step_by(batch_size) {
+        let n = batch_size.min(rows.end - start);
+        let span = start * ctx..(start + n) * ctx;
         let ids = &data.tokens[span.clone()];
-        let tokens = Tensor::from_slice(ids, (rows, ctx), &Device::Cpu)?.to_device(device)?;
-        f(Batch { start, rows, ctx, ids, valid: &data.valid[span], tokens })?;
-        progress.tick((rows * ctx) as u64)?;
+        let tokens = Tensor::from_slice(ids, (n, ctx), &Device::Cpu)?.to_device(device)?;
+        f(Batch { start, rows: n, ctx, ids, valid: &data.valid[span], tokens })?;
+        progress.tick((n * ctx) as u64)?;
     }
     Ok(())
 }

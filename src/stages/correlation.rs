@@ -1,11 +1,12 @@
 //! `correlation` stage: every neuron of model A against every neuron of model B over a dataset
 //! (Pearson, cosine or Jaccard), from exact streaming sums tiled by layer pair within a memory
 //! budget; optionally against a random baseline, and optionally split into shards (one plan node
-//! each, `lantern run --shard i/n`) whose sums the stage merges bit for bit.
+//! each, `lantern run --shard i/n`) over blocks of layer pairs: each shard streams every token
+//! for its pairs and keeps only its best matches and histogram, which the stage merges exactly.
 
 use crate::stats::HistogramSpec;
 use crate::util::Progress;
-use super::{Ranking, CheckCx, Dep, Part, Stage, StageEnv};
+use super::{shards, Ranking, CheckCx, Dep, Part, Stage, StageEnv};
 use crate::analysis::baseline::{self, Baseline};
 use crate::analysis::correlation::{Products, Shape, Similarity, Sums};
 use crate::data::Tokenized;
@@ -14,7 +15,9 @@ use crate::model::{Model, Request, Start};
 use crate::model::selector::select;
 use super::check::hook_diagnostic;
 use crate::spec::{DatasetRef, Diagnostic, ModelRef, Sp};
+use crate::stats::exact::value;
 use crate::stats::Histogram;
+use crate::store::arrays::{Arrays, ArraysFile};
 use crate::store::tensor_file::{TensorFile, TensorFileWriter};
 use crate::store::table::Table;
 use anyhow::{anyhow, Result};
@@ -23,12 +26,12 @@ use rayon::prelude::*;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashSet};
-use std::ops::Range;
+use std::path::Path;
 use std::sync::Arc;
 
 /// Implementation version: part of the fingerprint of every artifact this stage makes. Bump it
 /// when a change of this file changes what it computes (CONTRIBUTING.md).
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
 
 /// Precision of the full similarity matrix on disk.
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, JsonSchema, PartialEq, Eq)]
@@ -79,8 +82,9 @@ pub struct Spec {
     pub memory_gb: f64,
     #[serde(default = "default_batch")]
     pub batch_size: usize,
-    /// Split the dataset into this many shards, each its own plan node (`--shard i/n`).
-    #[serde(default = "one")]
+    /// Split the layer pairs into this many shards, each its own plan node (`--shard i/n`) that
+    /// streams every token for its pairs and writes only their best matches and histogram.
+    #[serde(default = "shards::one")]
     pub shards: usize,
 }
 
@@ -101,9 +105,6 @@ fn default_memory() -> f64 {
 }
 fn default_batch() -> usize {
     8
-}
-fn one() -> usize {
-    1
 }
 
 /// What one run of the stage works with.
@@ -165,29 +166,19 @@ impl Spec {
         Ok(Job { a, b, data, hooks_a, hooks_b, shape, exclude, seed, mixing })
     }
 
-    fn batches(&self, data: &Tokenized) -> usize {
-        data.rows.div_ceil(self.batch_size)
+    /// The layer pairs of shard `index` of `count` (contiguous in row-major order).
+    fn shard_pairs(shape: Shape, index: usize, count: usize) -> Vec<(usize, usize)> {
+        let pairs = shape.pairs();
+        let n = pairs.len();
+        pairs[index * n / count..(index + 1) * n / count].to_vec()
     }
 
-    /// The batches of shard `index` of `count`.
-    fn shard_batches(&self, data: &Tokenized, index: usize, count: usize) -> Range<usize> {
-        let n = self.batches(data);
-        index * n / count..(index + 1) * n / count
-    }
-
-    /// Sums of one tile of layer pairs over a range of batches.
-    fn sums(
-        &self,
-        _cx: &mut dyn StageEnv,
-        job: &Job,
-        batches: Range<usize>,
-        pairs: &[(usize, usize)],
-        progress: &mut Progress,
-    ) -> Result<Sums> {
+    /// Sums of one tile of layer pairs over every batch.
+    fn sums(&self, job: &Job, pairs: &[(usize, usize)], progress: &mut Progress) -> Result<Sums> {
         let mut sums = Sums::new(job.shape, pairs);
         let (layers_a, layers_b) = (sums.layers_a(), sums.layers_b());
         let (data, ctx) = (&job.data, job.data.ctx);
-        for batch in batches {
+        for batch in 0..data.rows.div_ceil(self.batch_size) {
             let rows = batch * self.batch_size..((batch + 1) * self.batch_size).min(data.rows);
             let ids = &data.tokens[rows.start * ctx..rows.end * ctx];
             let kept: Vec<u32> = (0..ids.len() as u32)
@@ -242,18 +233,31 @@ impl Spec {
         x.into_iter().map(|(l, t)| Ok((l, t.gt(self.threshold as f64)?.to_dtype(DType::F32)?))).collect()
     }
 
-    /// A partial-sums file: the sums of this shard's batches, every tile.
+    /// The sums of `pairs` over every token, tile by tile, each finished into `fin`.
+    fn accumulate(&self, cx: &dyn StageEnv, job: &Job, pairs: &[(usize, usize)], fin: &mut Finisher) -> Result<()> {
+        let tiles = job.shape.tiles(pairs, self.budget())?;
+        let mut progress = cx.progress((job.data.rows * job.data.ctx * tiles.len()) as u64, "tok");
+        for tile in &tiles {
+            fin.add(&self.sums(job, tile, &mut progress)?)?;
+        }
+        Ok(())
+    }
+
+    /// One shard: the best matches and histogram of its layer pairs (and its block of the matrix).
     fn write_part(&self, cx: &mut dyn StageEnv, index: usize, count: usize) -> Result<()> {
         let job = self.job(cx)?;
-        let batches = self.shard_batches(&job.data, index, count);
-        let tiles = job.shape.tiles(self.budget())?;
-        let tokens = (batches.len() * self.batch_size * job.data.ctx) as u64;
-        let mut progress = cx.progress(tokens * tiles.len() as u64, "tok");
-        let w = Sums::create_file(&cx.out().join("sums.safetensors"), job.shape)?;
-        for tile in &tiles {
-            self.sums(cx, &job, batches.clone(), tile, &mut progress)?.write(&w)?;
-        }
-        w.finish()
+        let pairs = Spec::shard_pairs(job.shape, index, count);
+        anyhow::ensure!(
+            !pairs.is_empty(),
+            "shard {} of {count} has no layer pair: there are {} pairs, so at most {} shards",
+            index + 1,
+            job.shape.la * job.shape.lb,
+            job.shape.la * job.shape.lb
+        );
+        let matrix = self.matrix.map(|p| (MatrixLayout::Block(pairs.clone()), p));
+        let mut fin = Finisher::new(self, &job, cx, matrix)?;
+        self.accumulate(cx, &job, &pairs, &mut fin)?;
+        fin.save_part(cx)
     }
 
     fn budget(&self) -> usize {
@@ -279,23 +283,17 @@ impl Stage for Spec {
     }
 
     fn parts(&self, _experiment_seed: u64) -> Vec<Part> {
-        if self.shards > 1 {
-            (0..self.shards).map(|index| Part::Shard { index, count: self.shards }).collect()
-        } else {
-            vec![]
-        }
+        shards::parts(self.shards)
     }
 
     fn run_part(&self, cx: &mut dyn StageEnv, part: Part) -> Result<()> {
-        match part {
-            Part::Shard { index, count } => self.write_part(cx, index, count),
-            other => anyhow::bail!("a correlation stage has no part {other:?}"),
-        }
+        let (index, count) = shards::of(part)?;
+        self.write_part(cx, index, count)
     }
 
     fn check(&self, cx: &CheckCx, out: &mut Vec<Diagnostic>) {
         cx.at_least("batch_size", self.batch_size, 1, out);
-        cx.at_least("shards", self.shards, 1, out);
+        shards::check(cx, self.shards, out);
         cx.at_least("top_k", self.top_k, 1, out);
         if self.memory_gb.is_nan() || self.memory_gb <= 0.0 {
             out.push(cx.error("memory_gb", "correlation: memory_gb must be positive"));
@@ -332,45 +330,62 @@ impl Stage for Spec {
                 ));
             }
             let shape = Shape { la, da, lb, db };
-            if let Err(e) = shape.tiles(self.budget()) {
+            if let Err(e) = shape.tiles(&shape.pairs(), self.budget()) {
                 out.push(Diagnostic::global(format!("correlation: {e}")));
+            }
+            if self.shards > la * lb {
+                out.push(cx.error(
+                    "shards",
+                    format!("correlation: {} shards of {} layer pairs ({la} × {lb}): at most {}", self.shards, la * lb, la * lb),
+                ));
             }
         }
     }
 
     fn run(&self, cx: &mut dyn StageEnv) -> Result<()> {
         let job = self.job(cx)?;
-        let tiles = job.shape.tiles(self.budget())?;
-        let mut fin = Finisher::new(self, &job, cx)?;
+        let matrix = self.matrix.map(|p| (MatrixLayout::Full, p));
+        let mut fin = Finisher::new(self, &job, cx, matrix)?;
         if self.shards > 1 {
-            let files = (0..self.shards)
-                .map(|index| {
-                    TensorFile::open(&cx.part(Part::Shard { index, count: self.shards })?.join("sums.safetensors"))
-                })
-                .collect::<Result<Vec<_>>>()?;
-            let mut progress = cx.progress(tiles.len() as u64, "tiles");
-            for tile in &tiles {
-                let mut sums = Sums::read(&files[0], job.shape, tile)?;
-                for f in &files[1..] {
-                    sums.merge(&Sums::read(f, job.shape, tile)?)?;
-                }
-                fin.add(&sums)?;
+            let mut progress = cx.progress(self.shards as u64, "shards");
+            for index in 0..self.shards {
+                fin.merge_part(&cx.part(Part::Shard { index, count: self.shards })?)?;
                 progress.tick(1)?;
             }
         } else {
-            let batches = 0..self.batches(&job.data);
-            let mut progress = cx.progress((job.data.rows * job.data.ctx * tiles.len()) as u64, "tok");
-            for tile in &tiles {
-                let sums = self.sums(cx, &job, batches.clone(), tile, &mut progress)?;
-                fin.add(&sums)?;
-            }
+            self.accumulate(cx, &job, &job.shape.pairs(), &mut fin)?;
         }
         fin.write(cx, &job)
     }
 }
 
+/// Where the full matrix goes: the stage's `correlation.safetensors` ([LA·dA, LB·dB]), or a
+/// shard's block of it (`matrix.safetensors`, [pairs, dA, dB] for its pairs in order).
+#[derive(Clone, Debug)]
+enum MatrixLayout {
+    Full,
+    Block(Vec<(usize, usize)>),
+}
+
+impl MatrixLayout {
+    const BLOCK_FILE: &'static str = "matrix.safetensors";
+
+    /// Element offset of row `i` of A's layer `la` against B's layer `lb`.
+    fn row(&self, s: Shape, la: usize, lb: usize, i: usize) -> Result<usize> {
+        match self {
+            MatrixLayout::Full => Ok((la * s.da + i) * s.lb * s.db + lb * s.db),
+            MatrixLayout::Block(pairs) => {
+                let slot = pairs.iter().position(|&p| p == (la, lb)).ok_or_else(|| anyhow!("pair {la}, {lb} not in this shard"))?;
+                Ok((slot * s.da + i) * s.db)
+            }
+        }
+    }
+}
+
 /// Turns tiles of sums into the stage's artifacts: best matches per neuron of A, the histogram of
-/// every similarity, the full matrix when asked.
+/// every similarity, the full matrix when asked. A shard's finisher saves what it found instead
+/// (`save_part`), and the stage's merges every shard's (`merge_part`): top-k lists keep the k best
+/// under one total order (value, then lower index) and counts add, so the merge is exact.
 struct Finisher {
     sim: Similarity,
     shape: Shape,
@@ -379,27 +394,30 @@ struct Finisher {
     top: crate::stats::TopK,
     hist: Histogram,
     counts: Vec<u64>,
-    /// Mean and standard deviation of each neuron of A, and the kept-token count.
-    a_moments: Vec<(f64, f64)>,
+    /// Mean and standard deviation of each neuron of A (for A's layers seen), and the kept-token count.
+    a_moments: Vec<Option<(f64, f64)>>,
     tokens: u64,
-    matrix: Option<(TensorFileWriter, MatrixPrecision)>,
+    matrix: Option<(TensorFileWriter, MatrixPrecision, MatrixLayout)>,
 }
 
 impl Finisher {
-    fn new(spec: &Spec, job: &Job, cx: &dyn StageEnv) -> Result<Finisher> {
+    fn new(
+        spec: &Spec,
+        job: &Job,
+        cx: &dyn StageEnv,
+        matrix: Option<(MatrixLayout, MatrixPrecision)>,
+    ) -> Result<Finisher> {
         let s = job.shape;
         let hist =
             Histogram::new(Histogram::linspace(spec.histogram.start, spec.histogram.stop, spec.histogram.edges), 1);
-        let matrix = match spec.matrix {
-            Some(p) => {
+        let matrix = match matrix {
+            Some((layout, p)) => {
                 let dt = if p == MatrixPrecision::F16 { safetensors::Dtype::F16 } else { safetensors::Dtype::F32 };
-                Some((
-                    TensorFileWriter::create(
-                        &cx.out().join("correlation.safetensors"),
-                        &[("correlation", dt, vec![s.la * s.da, s.lb * s.db])],
-                    )?,
-                    p,
-                ))
+                let (file, name, shape) = match &layout {
+                    MatrixLayout::Full => ("correlation.safetensors", "correlation", vec![s.la * s.da, s.lb * s.db]),
+                    MatrixLayout::Block(pairs) => (MatrixLayout::BLOCK_FILE, "block", vec![pairs.len(), s.da, s.db]),
+                };
+                Some((TensorFileWriter::create(&cx.out().join(file), &[(name, dt, shape)])?, p, layout))
             }
             None => None,
         };
@@ -410,10 +428,85 @@ impl Finisher {
             top: crate::stats::TopK::new(s.la * s.da, spec.top_k, true),
             counts: vec![0; hist.bins()],
             hist,
-            a_moments: vec![(0.0, 0.0); s.la * s.da],
+            a_moments: vec![None; s.la * s.da],
             tokens: 0,
             matrix,
         })
+    }
+
+    /// A shard's findings: its best matches, histogram counts, A's moments, and its matrix block.
+    fn save_part(self, cx: &dyn StageEnv) -> Result<()> {
+        let rows = self.shape.la * self.shape.da;
+        let (mut values, mut index, mut len) = (vec![], vec![], vec![]);
+        for r in 0..rows {
+            let best = self.top.sorted(r);
+            len.push(best.len() as u32);
+            for (v, j) in best {
+                values.push(v);
+                index.push(j);
+            }
+        }
+        let seen: Vec<u8> = self.a_moments.iter().map(|m| u8::from(m.is_some())).collect();
+        let (mean, std): (Vec<f64>, Vec<f64>) = self.a_moments.iter().map(|m| m.unwrap_or_default()).unzip();
+        let mut a = Arrays::new();
+        a.put("tokens", &[self.tokens])
+            .put("top_value", &values)
+            .put("top_index", &index)
+            .put("top_len", &len)
+            .put("histogram", &self.counts)
+            .put("a_seen", &seen)
+            .put("a_mean", &mean)
+            .put("a_std", &std);
+        if let Some((w, _, MatrixLayout::Block(pairs))) = self.matrix {
+            w.finish()?;
+            let flat: Vec<u64> = pairs.iter().flat_map(|&(x, y)| [x as u64, y as u64]).collect();
+            a.put("pairs", &flat);
+        }
+        a.save(&cx.out().join(shards::STATE_FILE))
+    }
+
+    /// Add a shard's findings (from its folder).
+    fn merge_part(&mut self, dir: &Path) -> Result<()> {
+        let f = ArraysFile::open(&dir.join(shards::STATE_FILE))?;
+        let s = self.shape;
+        let tokens = f.scalar::<u64>("tokens")?;
+        anyhow::ensure!(self.tokens == 0 || self.tokens == tokens, "shards counted {} and {tokens} tokens", self.tokens);
+        self.tokens = tokens;
+        let (values, index, len) = (f.get::<f32>("top_value")?, f.get::<u64>("top_index")?, f.get::<u32>("top_len")?);
+        anyhow::ensure!(len.len() == s.la * s.da, "a shard of another shape ({} rows of A)", len.len());
+        let mut at = 0;
+        for (r, &n) in len.iter().enumerate() {
+            for k in at..at + n as usize {
+                self.top.push(r, values[k], index[k]);
+            }
+            at += n as usize;
+        }
+        let counts = f.get::<u64>("histogram")?;
+        anyhow::ensure!(counts.len() == self.counts.len(), "a shard with another histogram");
+        self.counts.iter_mut().zip(counts).for_each(|(a, b)| *a += b);
+        let (seen, mean, std) = (f.get::<u8>("a_seen")?, f.get::<f64>("a_mean")?, f.get::<f64>("a_std")?);
+        for (r, m) in self.a_moments.iter_mut().enumerate() {
+            if seen[r] != 0 {
+                *m = Some((mean[r], std[r]));
+            }
+        }
+        if let Some((w, p, layout)) = &self.matrix {
+            let pairs = f.get::<u64>("pairs")?;
+            let block = TensorFile::open(&dir.join(MatrixLayout::BLOCK_FILE))?;
+            let (_, bytes) = block.get("block")?;
+            let width = match p {
+                MatrixPrecision::F16 => 2,
+                MatrixPrecision::F32 => 4,
+            } * s.db;
+            for (slot, pair) in pairs.chunks_exact(2).enumerate() {
+                let (la, lb) = (pair[0] as usize, pair[1] as usize);
+                for i in 0..s.da {
+                    let from = (slot * s.da + i) * width;
+                    w.write("correlation", layout.row(s, la, lb, i)?, &bytes[from..from + width])?;
+                }
+            }
+        }
+        Ok(())
     }
 
     fn add(&mut self, sums: &Sums) -> Result<()> {
@@ -422,10 +515,9 @@ impl Finisher {
         let n = sums.count as f64;
         for (la, m) in &sums.a {
             for i in 0..s.da {
-                let (sum, sq) =
-                    (crate::analysis::correlation::value(m.sum[i]), crate::analysis::correlation::value(m.sq[i]));
+                let (sum, sq) = (value(m.sum[i]), value(m.sq[i]));
                 let mean = sum / n;
-                self.a_moments[la * s.da + i] = (mean, (sq / n - mean * mean).max(0.0).sqrt());
+                self.a_moments[la * s.da + i] = Some((mean, (sq / n - mean * mean).max(0.0).sqrt()));
             }
         }
         for &(la, lb) in sums.cross.keys() {
@@ -455,7 +547,8 @@ impl Finisher {
             for c in counts {
                 self.counts.iter_mut().zip(c).for_each(|(a, b)| *a += b);
             }
-            if let Some((w, p)) = &self.matrix {
+            if let Some((w, p, layout)) = &self.matrix {
+                let name = if matches!(layout, MatrixLayout::Full) { "correlation" } else { "block" };
                 for (i, row) in r.chunks_exact(s.db).enumerate() {
                     let bytes: Vec<u8> = match p {
                         MatrixPrecision::F16 => {
@@ -463,7 +556,7 @@ impl Finisher {
                         }
                         MatrixPrecision::F32 => row.iter().flat_map(|x| x.to_le_bytes()).collect(),
                     };
-                    w.write("correlation", (la * s.da + i) * s.lb * s.db + lb * s.db, &bytes)?;
+                    w.write(name, layout.row(s, la, lb, i)?, &bytes)?;
                 }
             }
         }
@@ -481,7 +574,7 @@ impl Finisher {
         for la in 0..s.la {
             for i in 0..s.da {
                 let best = self.top.sorted(la * s.da + i);
-                let (mean, std) = self.a_moments[la * s.da + i];
+                let (mean, std) = self.a_moments[la * s.da + i].unwrap_or_default();
                 let (v, j) = best.first().copied().unwrap_or((0.0, 0));
                 m_layer.push(layer_a(la));
                 m_neuron.push(i as u32);
@@ -513,7 +606,7 @@ impl Finisher {
         cx.write_table("matches", &mut matches)?;
         cx.write_table("top", &mut top)?;
         cx.write_table("histogram", &mut hist)?;
-        if let Some((w, _)) = self.matrix {
+        if let Some((w, _, _)) = self.matrix {
             w.finish()?;
         }
         let info = serde_json::json!({ "tokens": self.tokens, "pairs": s.la * s.lb, "neurons_a": s.la * s.da, "neurons_b": s.lb * s.db });

@@ -1,13 +1,17 @@
 //! `direct_effect` stage (the German-neuron study's path patching): a neuron forced to an active and
 //! an inactive value while downstream components are frozen to their values from another run;
 //! losses of each run, with the study's names and the standard mediation names side by side.
+//! Losses are summed exactly, so shards (`shards = N`) merge bit for bit.
 
 use super::intervention::{means, SetValue};
 use super::batches::for_each_batch;
-use super::{CheckCx, Dep, Stage, StageEnv};
+use super::shards::{self, Partial, Sharded};
+use super::{CheckCx, Dep, Part, Stage, StageEnv};
 use crate::analysis::effects::{context_effect, direct_effect, Force};
 use crate::model::hooks::HookPoint;
 use crate::spec::{DatasetRef, Diagnostic, ModelRef, Sp, StageRef};
+use crate::stats::exact::{self, Exact};
+use crate::store::arrays::{Arrays, ArraysFile};
 use crate::store::table::Table;
 use anyhow::{bail, Context, Result};
 use schemars::JsonSchema;
@@ -15,7 +19,7 @@ use serde::{Deserialize, Serialize};
 
 /// Implementation version: part of the fingerprint of every artifact this stage makes. Bump it
 /// when a change of this file changes what it computes (CONTRIBUTING.md).
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
 
 /// Which decomposition.
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, JsonSchema, PartialEq, Eq)]
@@ -50,6 +54,9 @@ pub struct Spec {
     pub position: Option<i64>,
     #[serde(default = "default_batch")]
     pub batch_size: usize,
+    /// Split the dataset into this many shards, each its own plan node (`--shard i/n`).
+    #[serde(default = "shards::one", skip_serializing_if = "shards::is_one")]
+    pub shards: usize,
 }
 
 fn default_mode() -> Mode {
@@ -101,8 +108,17 @@ impl Stage for Spec {
         vec!["effects"]
     }
 
+    fn parts(&self, _experiment_seed: u64) -> Vec<Part> {
+        shards::parts(self.shards)
+    }
+
+    fn run_part(&self, cx: &mut dyn StageEnv, part: Part) -> Result<()> {
+        shards::run_part(self, cx, part)
+    }
+
     fn check(&self, cx: &CheckCx, out: &mut Vec<Diagnostic>) {
         cx.at_least("batch_size", self.batch_size, 1, out);
+        shards::check(cx, self.shards, out);
         let Some(cfg) = cx.config(&self.model) else { return };
         for h in std::iter::once(&self.hook).chain(&self.frozen).chain(&self.patched) {
             match HookPoint::parse(h) {
@@ -126,15 +142,58 @@ impl Stage for Spec {
     }
 
     fn run(&self, cx: &mut dyn StageEnv) -> Result<()> {
-        let model = cx.model(&self.model)?;
-        let data = cx.tokens(&self.dataset, &self.model)?;
+        shards::run(self, cx)
+    }
+}
+
+/// Loss sums of the four runs over some rows, and their token counts.
+pub struct RunLosses([(Exact, u64); 4]);
+
+impl Partial for RunLosses {
+    fn save(&self, out: &mut Arrays) {
+        exact::put(out, "sum", &self.0.map(|r| r.0));
+        out.put("tokens", &self.0.map(|r| r.1));
+    }
+
+    fn load(f: &ArraysFile) -> Result<RunLosses> {
+        let (sums, tokens) = (exact::get(f, "sum")?, f.get::<u64>("tokens")?);
+        shards::same_len("runs", sums.len(), 4)?;
+        shards::same_len("runs", tokens.len(), 4)?;
+        Ok(RunLosses(std::array::from_fn(|i| (sums[i], tokens[i]))))
+    }
+
+    fn merge(&mut self, o: RunLosses) -> Result<()> {
+        for (a, b) in self.0.iter_mut().zip(o.0) {
+            a.0.merge(&b.0);
+            a.1 += b.1;
+        }
+        Ok(())
+    }
+}
+
+impl Spec {
+    fn force(&self, cx: &dyn StageEnv) -> Result<Force> {
         let hook = HookPoint::parse(&self.hook).context("bad hook")?;
-        let force = Force {
+        Ok(Force {
             hook,
             neuron: self.neuron.value,
             active: self.value(&self.active, hook, cx)?,
             inactive: self.value(&self.inactive, hook, cx)?,
-        };
+        })
+    }
+}
+
+impl Sharded for Spec {
+    type State = RunLosses;
+
+    fn shards(&self) -> usize {
+        self.shards
+    }
+
+    fn compute(&self, cx: &mut dyn StageEnv, shard: Option<(usize, usize)>) -> Result<RunLosses> {
+        let model = cx.model(&self.model)?;
+        let data = cx.tokens(&self.dataset, &self.model)?;
+        let force = self.force(cx)?;
         let parse = |v: &[Sp<String>]| {
             v.iter()
                 .map(|h| HookPoint::parse(h).with_context(|| format!("bad hook {}", h.value)))
@@ -142,8 +201,9 @@ impl Stage for Spec {
         };
         let (frozen, patched) = (parse(&self.frozen)?, parse(&self.patched)?);
         let ctx = data.ctx;
-        let mut sums = [(0f64, 0u64); 4];
-        for_each_batch(cx, &data, self.batch_size, &model.device, |batch| {
+        let mut sums = RunLosses([(Exact::default(), 0u64); 4]);
+        let rows = shards::rows(data.rows, self.batch_size, shard);
+        for_each_batch(cx, &data, rows, self.batch_size, &model.device, |batch| {
             let runs: [Vec<f32>; 4] = match self.mode {
                 Mode::Direct => {
                     let e = direct_effect(&model, &batch.tokens, force, &frozen, &patched)?;
@@ -164,14 +224,19 @@ impl Stage for Spec {
                 };
                 for (s, l) in runs.iter().enumerate() {
                     for &t in &keep {
-                        sums[s].0 += l[r * (ctx - 1) + t] as f64;
-                        sums[s].1 += 1;
+                        sums.0[s].0.add(l[r * (ctx - 1) + t] as f64);
+                        sums.0[s].1 += 1;
                     }
                 }
             }
             Ok(())
         })?;
-        let loss: Vec<f64> = sums.iter().map(|(s, n)| s / (*n).max(1) as f64).collect();
+        Ok(sums)
+    }
+
+    fn finish(&self, cx: &mut dyn StageEnv, sums: RunLosses) -> Result<()> {
+        let force = self.force(cx)?;
+        let loss: Vec<f64> = sums.0.iter().map(|(s, n)| s.get() / (*n).max(1) as f64).collect();
         let n = names(self.mode);
         let mut df = Table::new().with("run", n.iter().map(|x| x.0).collect::<Vec<_>>()).with("study_name", n.iter().map(|x| x.1).collect::<Vec<_>>()).with("mediation", n.iter().map(|x| x.2).collect::<Vec<_>>()).with("loss", loss.clone()).with("delta", loss.iter().map(|l| l - loss[0]).collect::<Vec<_>>()).with("change_pct", loss.iter().map(|l| 100.0 * (l - loss[0]) / loss[0]).collect::<Vec<_>>()).with("active", vec![force.active; 4]).with("inactive", vec![force.inactive; 4]).frame()?;
         cx.write_table("effects", &mut df)

@@ -1,16 +1,20 @@
 //! `entropy` stage (Universal Neurons §1.8): a neuron's post-activation fixed to each of a list of
 //! values at every position; per token the next-token loss, the entropy of the prediction (nats),
-//! the rank of the true next token and `ln_final.hook_scale`, averaged in f64 over valid tokens,
-//! beside the unintervened run and a random baseline of neurons drawn by the study's rule.
+//! the rank of the true next token and `ln_final.hook_scale`, averaged over valid tokens (summed
+//! exactly, so shards merge bit for bit), beside the unintervened run and a random baseline of
+//! neurons drawn by the study's rule.
 
 use super::batches::for_each_batch;
-use super::{CheckCx, Dep, Stage, StageEnv};
+use super::shards::{self, Partial, Sharded};
+use super::{CheckCx, Dep, Part, Stage, StageEnv};
 use crate::analysis::weights::{in_out, unit_rows, vocab_cosines};
 use crate::model::hooks::{BlockSite, HookPoint};
 use crate::model::outputs::token_stats;
 use crate::model::{Model, Request, Start};
 use crate::spec::{DatasetRef, Diagnostic, ModelRef, Sp, StageRef};
 use crate::stages::prediction_neurons::percentile;
+use crate::stats::exact::{self, Exact};
+use crate::store::arrays::{Arrays, ArraysFile};
 use crate::store::table::Table;
 use anyhow::{bail, Context, Result};
 use candle_core::Tensor;
@@ -23,7 +27,7 @@ use std::collections::BTreeMap;
 
 /// Implementation version: part of the fingerprint of every artifact this stage makes. Bump it
 /// when a change of this file changes what it computes (CONTRIBUTING.md).
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
 
 /// The study's baseline: `n` random neurons of the last `last_layers` layers whose weight-decay
 /// penalty is at most its `max_l2_pct` quantile and whose vocab_var is at least its
@@ -75,6 +79,9 @@ pub struct Spec {
     pub baseline: Option<BaselineSpec>,
     #[serde(default = "default_batch")]
     pub batch_size: usize,
+    /// Split the dataset into this many shards, each its own plan node (`--shard i/n`).
+    #[serde(default = "shards::one", skip_serializing_if = "shards::is_one")]
+    pub shards: usize,
 }
 
 fn default_n() -> usize {
@@ -105,18 +112,66 @@ fn default_batch() -> usize {
 /// Sums of the per-token metrics of one run.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Metrics {
-    pub loss: f64,
-    pub entropy: f64,
-    pub rank: f64,
-    pub reciprocal_rank: f64,
-    pub ln_scale: f64,
+    /// loss, entropy, rank, reciprocal rank, ln_final scale
+    pub sums: [Exact; 5],
     pub tokens: u64,
 }
 
 impl Metrics {
     fn mean(&self) -> [f64; 5] {
         let n = self.tokens.max(1) as f64;
-        [self.loss / n, self.entropy / n, self.rank / n, self.reciprocal_rank / n, self.ln_scale / n]
+        self.sums.map(|s| s.get() / n)
+    }
+
+    fn merge(&mut self, o: &Metrics) {
+        self.sums.iter_mut().zip(&o.sums).for_each(|(a, b)| a.merge(b));
+        self.tokens += o.tokens;
+    }
+}
+
+/// The metrics of the unintervened run and of every (neuron, value) run over some rows.
+pub struct Runs {
+    clean: Metrics,
+    /// [neuron][value]
+    runs: Vec<Vec<Metrics>>,
+}
+
+impl Runs {
+    /// Every run, the clean one first.
+    fn all(&self) -> impl Iterator<Item = &Metrics> {
+        std::iter::once(&self.clean).chain(self.runs.iter().flatten())
+    }
+}
+
+impl Partial for Runs {
+    fn save(&self, out: &mut Arrays) {
+        let sums: Vec<Exact> = self.all().flat_map(|m| m.sums).collect();
+        exact::put(out, "sums", &sums);
+        out.put("tokens", &self.all().map(|m| m.tokens).collect::<Vec<u64>>())
+            .put("shape", &[self.runs.len() as u64, self.runs.first().map_or(0, |r| r.len()) as u64]);
+    }
+
+    fn load(f: &ArraysFile) -> Result<Runs> {
+        let (sums, tokens, shape) = (exact::get(f, "sums")?, f.get::<u64>("tokens")?, f.get::<u64>("shape")?);
+        let (neurons, values) = (shape[0] as usize, shape[1] as usize);
+        shards::same_len("runs", tokens.len(), 1 + neurons * values)?;
+        shards::same_len("sums", sums.len(), 5 * tokens.len())?;
+        let mut all = sums
+            .chunks_exact(5)
+            .zip(tokens)
+            .map(|(s, tokens)| Metrics { sums: std::array::from_fn(|i| s[i]), tokens });
+        let clean = all.next().expect("one run");
+        let runs = (0..neurons).map(|_| all.by_ref().take(values).collect()).collect();
+        Ok(Runs { clean, runs })
+    }
+
+    fn merge(&mut self, o: Runs) -> Result<()> {
+        shards::same_len("neurons", self.runs.len(), o.runs.len())?;
+        self.clean.merge(&o.clean);
+        for (a, b) in self.runs.iter_mut().flatten().zip(o.runs.iter().flatten()) {
+            a.merge(b);
+        }
+        Ok(())
     }
 }
 
@@ -133,11 +188,14 @@ fn accumulate(m: &mut Metrics, logits: &Tensor, scale: &Tensor, tokens: &Tensor,
                 continue;
             }
             let i = r * s.pos + t;
-            m.loss += s.loss[i] as f64;
-            m.entropy += s.entropy[i] as f64;
-            m.rank += s.rank[i] as f64;
-            m.reciprocal_rank += 1.0 / (s.rank[i] as f64 + 1.0);
-            m.ln_scale += scale[r * pos + t] as f64;
+            let values = [
+                s.loss[i] as f64,
+                s.entropy[i] as f64,
+                s.rank[i] as f64,
+                1.0 / (s.rank[i] as f64 + 1.0),
+                scale[r * pos + t] as f64,
+            ];
+            m.sums.iter_mut().zip(values).for_each(|(acc, x)| acc.add(x));
             m.tokens += 1;
         }
     }
@@ -160,8 +218,17 @@ impl Stage for Spec {
         vec!["entropy", "summary", "vocab_cos"]
     }
 
+    fn parts(&self, _experiment_seed: u64) -> Vec<Part> {
+        shards::parts(self.shards)
+    }
+
+    fn run_part(&self, cx: &mut dyn StageEnv, part: Part) -> Result<()> {
+        shards::run_part(self, cx, part)
+    }
+
     fn check(&self, cx: &CheckCx, out: &mut Vec<Diagnostic>) {
         cx.at_least("batch_size", self.batch_size, 1, out);
+        shards::check(cx, self.shards, out);
         if self.values.is_empty() {
             out.push(cx.error("values", "entropy needs at least one value"));
         }
@@ -202,8 +269,13 @@ impl Stage for Spec {
     }
 
     fn run(&self, cx: &mut dyn StageEnv) -> Result<()> {
-        let model = cx.model(&self.model)?;
-        let data = cx.tokens(&self.dataset, &self.model)?;
+        shards::run(self, cx)
+    }
+}
+
+impl Spec {
+    /// The studied neurons (listed, then candidates) and the drawn baseline, each with its kind.
+    fn all_neurons(&self, cx: &dyn StageEnv) -> Result<Vec<([usize; 2], &'static str)>> {
         let mut studied = self.neurons.value.clone();
         if let Some(c) = &self.candidates {
             for n in candidates(&cx.input(&c.weights)?.join("weights.parquet"), c)? {
@@ -216,8 +288,21 @@ impl Stage for Spec {
             Some(b) => draw_baseline(&cx.input(&b.weights)?.join("weights.parquet"), b, &studied, cx.seed())?,
             None => vec![],
         };
-        let all: Vec<([usize; 2], &str)> =
-            studied.iter().map(|n| (*n, "studied")).chain(baseline.iter().map(|n| (*n, "baseline"))).collect();
+        Ok(studied.iter().map(|n| (*n, "studied")).chain(baseline.iter().map(|n| (*n, "baseline"))).collect())
+    }
+}
+
+impl Sharded for Spec {
+    type State = Runs;
+
+    fn shards(&self) -> usize {
+        self.shards
+    }
+
+    fn compute(&self, cx: &mut dyn StageEnv, shard: Option<(usize, usize)>) -> Result<Runs> {
+        let model = cx.model(&self.model)?;
+        let data = cx.tokens(&self.dataset, &self.model)?;
+        let all = self.all_neurons(cx)?;
         let layers: Vec<usize> = {
             let mut v: Vec<usize> = all.iter().map(|(n, _)| n[0]).collect();
             v.sort();
@@ -227,7 +312,8 @@ impl Stage for Spec {
         let (bos, eos) = (model.cfg.bos_token_id, model.cfg.eos_token_id);
         let mut clean = Metrics::default();
         let mut runs = vec![vec![Metrics::default(); self.values.len()]; all.len()];
-        for_each_batch(cx, &data, self.batch_size, &model.device, |batch| {
+        let rows = shards::rows(data.rows, self.batch_size, shard);
+        for_each_batch(cx, &data, rows, self.batch_size, &model.device, |batch| {
             // A position counts when it and the next are valid and it is not BOS / EOS.
             let keep: Vec<bool> =
                 (0..batch.len()).map(|i| batch.target_counts(i) && batch.ids[i] != bos && batch.ids[i] != eos).collect();
@@ -263,10 +349,15 @@ impl Stage for Spec {
             }
             Ok(())
         })?;
-        if clean.tokens == 0 {
+        Ok(Runs { clean, runs })
+    }
+
+    fn finish(&self, cx: &mut dyn StageEnv, runs: Runs) -> Result<()> {
+        if runs.clean.tokens == 0 {
             bail!("no valid tokens to average over");
         }
-        self.write(cx, &model, &all, &clean, &runs)
+        let model = cx.model(&self.model)?;
+        self.write(cx, &model, &self.all_neurons(cx)?, &runs.clean, &runs.runs)
     }
 }
 

@@ -1,10 +1,12 @@
 //! `explain` stage (Universal Neurons §1.6): how much of each neuron's activation variance each
 //! boolean feature explains — the current token's and the previous token's string features, unigram
 //! groups, user token sets, position buckets, dataset subsets and per-position labels from Parquet —
-//! in one streaming pass; each neuron's best explanations and its family.
+//! in one streaming pass; each neuron's best explanations and its family. With `shards = N` each
+//! shard sums its rows and the stage merges the sums (f64, shifted to one origin).
 
 use super::batches::for_each_batch;
-use super::{Ranking, CheckCx, Dep, Stage, StageEnv};
+use super::shards::{self, Partial, Sharded};
+use super::{Ranking, CheckCx, Dep, Part, Stage, StageEnv};
 use crate::analysis::features::{vocabulary_features, Feature, TokenFeatures};
 use crate::data::Tokenized;
 use crate::model::hooks::HookPoint;
@@ -12,6 +14,7 @@ use crate::model::{Request, Start};
 use crate::model::selector::select_all;
 use crate::spec::{DatasetRef, Diagnostic, ModelRef, Sp};
 use crate::stats::separation::{Score, Separation};
+use crate::store::arrays::{Arrays, ArraysFile};
 use crate::store::table::{NeuronRows, Table};
 use anyhow::{bail, Context, Result};
 use candle_core::{Device, Tensor};
@@ -22,7 +25,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 /// Implementation version: part of the fingerprint of every artifact this stage makes. Bump it
 /// when a change of this file changes what it computes (CONTRIBUTING.md).
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
 
 /// Families of features.
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, JsonSchema, PartialEq, Eq, PartialOrd, Ord)]
@@ -82,6 +85,9 @@ pub struct Spec {
     pub memory_gb: f64,
     #[serde(default = "default_batch")]
     pub batch_size: usize,
+    /// Split the dataset into this many shards, each its own plan node (`--shard i/n`).
+    #[serde(default = "shards::one", skip_serializing_if = "shards::is_one")]
+    pub shards: usize,
 }
 
 fn default_hooks() -> Vec<Sp<String>> {
@@ -295,8 +301,17 @@ impl Stage for Spec {
         vec!["features", "explanations", "best", "families", "top"]
     }
 
+    fn parts(&self, _experiment_seed: u64) -> Vec<Part> {
+        shards::parts(self.shards)
+    }
+
+    fn run_part(&self, cx: &mut dyn StageEnv, part: Part) -> Result<()> {
+        shards::run_part(self, cx, part)
+    }
+
     fn check(&self, cx: &CheckCx, out: &mut Vec<Diagnostic>) {
         cx.at_least("batch_size", self.batch_size, 1, out);
+        shards::check(cx, self.shards, out);
         cx.at_least("top_k", self.top_k, 1, out);
         if self.hooks.is_empty() {
             out.push(cx.error("hooks", "explain: list at least one hook (e.g. \"mlp.hook_post\")"));
@@ -316,8 +331,42 @@ impl Stage for Spec {
     }
 
     fn run(&self, cx: &mut dyn StageEnv) -> Result<()> {
-        let model = cx.model(&self.model)?;
-        let data = cx.tokens(&self.dataset, &self.model)?;
+        shards::run(self, cx)
+    }
+}
+
+/// The variance-reduction sums of every hook over some rows.
+pub struct Sums(BTreeMap<HookPoint, Separation>);
+
+impl Partial for Sums {
+    fn save(&self, out: &mut Arrays) {
+        for (h, s) in &self.0 {
+            s.save(&h.to_string(), out);
+        }
+    }
+
+    fn load(f: &ArraysFile) -> Result<Sums> {
+        let mut sums = BTreeMap::new();
+        for name in f.names()? {
+            let Some(hook) = name.strip_suffix(".shape") else { continue };
+            let h = HookPoint::parse(hook).ok_or_else(|| anyhow::anyhow!("unknown hook '{hook}' in sums"))?;
+            sums.insert(h, Separation::load(hook, f)?);
+        }
+        Ok(Sums(sums))
+    }
+
+    fn merge(&mut self, o: Sums) -> Result<()> {
+        anyhow::ensure!(self.0.keys().eq(o.0.keys()), "shards explain different hooks");
+        for (h, s) in &mut self.0 {
+            s.merge(&o.0[h])?;
+        }
+        Ok(())
+    }
+}
+
+impl Spec {
+    /// The feature columns of the dataset (and the token features they are built from).
+    fn features(&self, cx: &dyn StageEnv, model: &crate::model::Model, data: &Tokenized) -> Result<(TokenFeatures, Layout)> {
         let cfg = &model.cfg;
         let tok = model.tokenizer.as_ref().context("explain reads token strings: the model has no tokenizer")?;
         let mut counts = vec![0u64; cfg.d_vocab];
@@ -332,7 +381,23 @@ impl Stage for Spec {
             Some((&counts, self.unigram_min_count, self.unigram_min_ids)),
             &self.token_sets,
         )?;
-        let layout = self.layout(&tf, &data, cx.base_dir())?;
+        let layout = self.layout(&tf, data, cx.base_dir())?;
+        Ok((tf, layout))
+    }
+}
+
+impl Sharded for Spec {
+    type State = Sums;
+
+    fn shards(&self) -> usize {
+        self.shards
+    }
+
+    fn compute(&self, cx: &mut dyn StageEnv, shard: Option<(usize, usize)>) -> Result<Sums> {
+        let model = cx.model(&self.model)?;
+        let data = cx.tokens(&self.dataset, &self.model)?;
+        let cfg = &model.cfg;
+        let (tf, layout) = self.features(cx, &model, &data)?;
         let hooks = select_all(cfg, &self.hooks)?;
         let nf = layout.columns.len();
         let bytes: usize = hooks.iter().map(|h| Separation::bytes(nf, h.width(cfg).unwrap_or(0))).sum();
@@ -342,7 +407,8 @@ impl Stage for Spec {
         let mut sums: BTreeMap<HookPoint, Separation> =
             hooks.iter().map(|&h| (h, Separation::new(nf, h.width(cfg).unwrap_or(0)))).collect();
         let req = Request::capture(hooks.iter().copied());
-        for_each_batch(cx, &data, self.batch_size, &model.device, |batch| {
+        let rows = shards::rows(data.rows, self.batch_size, shard);
+        for_each_batch(cx, &data, rows, self.batch_size, &model.device, |batch| {
             let keep: Vec<usize> = (0..batch.len()).filter(|&i| batch.valid[i] != 0).collect();
             let on: Vec<Vec<u32>> =
                 keep.iter().map(|&i| layout.on(&tf, &data, batch.index(i), i % batch.ctx)).collect();
@@ -360,7 +426,14 @@ impl Stage for Spec {
             })?;
             Ok(())
         })?;
-        self.write(cx, &layout.columns, &sums)
+        Ok(Sums(sums))
+    }
+
+    fn finish(&self, cx: &mut dyn StageEnv, sums: Sums) -> Result<()> {
+        let model = cx.model(&self.model)?;
+        let data = cx.tokens(&self.dataset, &self.model)?;
+        let (_, layout) = self.features(cx, &model, &data)?;
+        self.write(cx, &layout.columns, &sums.0)
     }
 }
 

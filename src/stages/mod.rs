@@ -12,6 +12,7 @@ pub mod env;
 pub mod intervention;
 pub mod plot;
 pub mod select;
+pub mod shards;
 pub mod tokenize;
 
 pub use check::CheckCx;

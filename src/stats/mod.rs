@@ -2,6 +2,7 @@
 //! feature separation (variance reduction).
 //! Each accumulates batches in f64 (or exact counts) with memory independent of the number of tokens.
 
+pub mod exact;
 pub mod histogram;
 pub mod labels;
 pub mod moments;
@@ -10,6 +11,7 @@ pub mod separation;
 pub mod tokens;
 pub mod topk;
 
+pub use exact::Exact;
 pub use histogram::{Histogram, HistogramSpec};
 pub use moments::Moments;
 pub use neuron::{NeuronStats, Position};

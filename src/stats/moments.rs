@@ -1,13 +1,17 @@
-//! Per-neuron power sums in f64 → mean, variance, skew, kurtosis (non-excess), activation frequency.
+//! Per-neuron power sums → mean, variance, skew, kurtosis (non-excess), activation frequency.
+//! Each batch's power sums are formed in f64 and added exactly (`Exact`), so a dataset cut into
+//! shards along batch boundaries gives the same sums, bit for bit, as one pass.
+
+use super::exact::{self, Exact};
 
 /// Power sums of `n` series (neurons) over the same positions.
 #[derive(Clone, Debug)]
 pub struct Moments {
     pub count: u64,
-    pub s1: Vec<f64>,
-    pub s2: Vec<f64>,
-    pub s3: Vec<f64>,
-    pub s4: Vec<f64>,
+    /// Σx, Σx², Σx³, Σx⁴ of each series over the flushed batches.
+    pub sums: [Vec<Exact>; 4],
+    /// The same over the rows added since the last `flush`, in f64.
+    batch: [Vec<f64>; 4],
     /// Positions with a value > 0.
     pub positive: Vec<u64>,
     pub min: Vec<f32>,
@@ -30,51 +34,59 @@ impl Moments {
     pub fn new(n: usize) -> Moments {
         Moments {
             count: 0,
-            s1: vec![0.0; n],
-            s2: vec![0.0; n],
-            s3: vec![0.0; n],
-            s4: vec![0.0; n],
+            sums: std::array::from_fn(|_| vec![Exact::default(); n]),
+            batch: std::array::from_fn(|_| vec![0.0; n]),
             positive: vec![0; n],
             min: vec![f32::INFINITY; n],
             max: vec![f32::NEG_INFINITY; n],
         }
     }
 
-    /// Add one position: `row` holds one value per series.
+    /// Add one position: `row` holds one value per series (call `flush` at the end of a batch).
     pub fn add_row(&mut self, row: &[f32]) {
         self.count += 1;
+        let [s1, s2, s3, s4] = &mut self.batch;
         for (i, &x) in row.iter().enumerate() {
             let xd = x as f64;
             let x2 = xd * xd;
-            self.s1[i] += xd;
-            self.s2[i] += x2;
-            self.s3[i] += x2 * xd;
-            self.s4[i] += x2 * x2;
+            s1[i] += xd;
+            s2[i] += x2;
+            s3[i] += x2 * xd;
+            s4[i] += x2 * x2;
             self.positive[i] += u64::from(x > 0.0);
             self.min[i] = self.min[i].min(x);
             self.max[i] = self.max[i].max(x);
         }
     }
 
-    /// Combine partial sums (shards of a dataset).
+    /// Add the f64 sums of the rows since the last flush into the exact sums.
+    pub fn flush(&mut self) {
+        for (total, batch) in self.sums.iter_mut().zip(&mut self.batch) {
+            exact::add_all(total, batch);
+            batch.iter_mut().for_each(|x| *x = 0.0);
+        }
+    }
+
+    /// Combine flushed partial sums (shards of a dataset).
     pub fn merge(&mut self, o: &Moments) {
         self.count += o.count;
-        for i in 0..self.s1.len() {
-            self.s1[i] += o.s1[i];
-            self.s2[i] += o.s2[i];
-            self.s3[i] += o.s3[i];
-            self.s4[i] += o.s4[i];
+        for (a, b) in self.sums.iter_mut().zip(&o.sums) {
+            a.iter_mut().zip(b).for_each(|(a, b)| a.merge(b));
+        }
+        for i in 0..self.positive.len() {
             self.positive[i] += o.positive[i];
             self.min[i] = self.min[i].min(o.min[i]);
             self.max[i] = self.max[i].max(o.max[i]);
         }
     }
 
-    /// Population moments of series `i`: skew = m3/var^1.5, kurt = m4/var² (a Gaussian has 3).
+    /// Population moments of series `i` over the flushed rows: skew = m3/var^1.5, kurt = m4/var²
+    /// (a Gaussian has 3).
     pub fn summary(&self, i: usize) -> Summary {
         let n = self.count.max(1) as f64;
-        let mean = self.s1[i] / n;
-        let (e2, e3, e4) = (self.s2[i] / n, self.s3[i] / n, self.s4[i] / n);
+        let [s1, s2, s3, s4] = &self.sums;
+        let mean = s1[i].get() / n;
+        let (e2, e3, e4) = (s2[i].get() / n, s3[i].get() / n, s4[i].get() / n);
         let var = (e2 - mean * mean).max(0.0);
         let m3 = e3 - 3.0 * mean * e2 + 2.0 * mean.powi(3);
         let m4 = e4 - 4.0 * mean * e3 + 6.0 * mean * mean * e2 - 3.0 * mean.powi(4);

@@ -3,6 +3,8 @@
 //! give the variance reduction `1 − [p₀·Var(a|f=0) + p₁·Var(a|f=1)] / Var(a)` (sample variances,
 //! as pandas computes them), the difference of means and Welch's t.
 
+use crate::store::arrays::{Arrays, ArraysFile};
+use anyhow::{ensure, Result};
 use rayon::prelude::*;
 
 /// Columns per parallel block.
@@ -107,6 +109,77 @@ impl Separation {
                 }
             }
         });
+    }
+
+    /// Add the sums of other rows (another shard of the dataset), moved to this one's shift.
+    /// In f64: equal to one pass over every row up to rounding.
+    pub fn merge(&mut self, o: &Separation) -> Result<()> {
+        ensure!(self.width == o.width && self.features == o.features, "sums of different shapes");
+        let Some(theirs) = &o.shift else { return Ok(()) };
+        let ours = self.shift.get_or_insert_with(|| theirs.clone()).clone();
+        let (n, n1) = (o.n as f64, o.n1.iter().map(|&k| k as f64).collect::<Vec<f64>>());
+        self.n += o.n;
+        self.n1.iter_mut().zip(&o.n1).for_each(|(a, b)| *a += b);
+        self.blocks.par_iter_mut().zip(&o.blocks).for_each(|(a, b)| {
+            for i in 0..a.w {
+                // Their values were summed as x − theirs; ours as x − ours.
+                let d = theirs[a.c0 + i] - ours[a.c0 + i];
+                a.s[i] += b.s[i] + n * d;
+                a.q[i] += b.q[i] + 2.0 * d * b.s[i] + n * d * d;
+                for f in 0..n1.len() {
+                    let j = f * a.w + i;
+                    a.s1[j] += b.s1[j] + n1[f] * d;
+                    a.q1[j] += b.q1[j] + 2.0 * d * b.s1[j] + n1[f] * d * d;
+                }
+            }
+        });
+        Ok(())
+    }
+
+    /// Write the sums as arrays named `{prefix}.…`.
+    pub fn save(&self, prefix: &str, out: &mut Arrays) {
+        let name = |s: &str| format!("{prefix}.{s}");
+        let blocks = || self.blocks.iter();
+        out.put(&name("shape"), &[self.width as u64, self.features as u64])
+            .put(&name("n"), &[self.n])
+            .put(&name("n1"), &self.n1)
+            .put(&name("shift"), self.shift.as_deref().unwrap_or(&[]))
+            .put_iter(&name("s"), blocks().flat_map(|b| b.s.iter().copied()))
+            .put_iter(&name("q"), blocks().flat_map(|b| b.q.iter().copied()))
+            .put_iter(&name("s1"), blocks().flat_map(|b| b.s1.iter().copied()))
+            .put_iter(&name("q1"), blocks().flat_map(|b| b.q1.iter().copied()));
+    }
+
+    /// Sums as `save` wrote them under `prefix`.
+    pub fn load(prefix: &str, f: &ArraysFile) -> Result<Separation> {
+        let name = |s: &str| format!("{prefix}.{s}");
+        let shape = f.get::<u64>(&name("shape"))?;
+        ensure!(shape.len() == 2, "'{prefix}': no shape");
+        let mut sep = Separation::new(shape[1] as usize, shape[0] as usize);
+        sep.n = f.scalar(&name("n"))?;
+        sep.n1 = f.get(&name("n1"))?;
+        let shift = f.get::<f64>(&name("shift"))?;
+        sep.shift = (!shift.is_empty()).then_some(shift);
+        let (s, q, s1, q1) = (
+            f.get::<f64>(&name("s"))?,
+            f.get::<f64>(&name("q"))?,
+            f.get::<f64>(&name("s1"))?,
+            f.get::<f64>(&name("q1"))?,
+        );
+        ensure!(
+            sep.n1.len() == sep.features && s.len() == sep.width && s1.len() == sep.width * sep.features,
+            "'{prefix}': sums of another shape"
+        );
+        let mut at = 0;
+        for b in &mut sep.blocks {
+            let per = b.w * sep.features;
+            b.s.copy_from_slice(&s[b.c0..b.c0 + b.w]);
+            b.q.copy_from_slice(&q[b.c0..b.c0 + b.w]);
+            b.s1.copy_from_slice(&s1[at..at + per]);
+            b.q1.copy_from_slice(&q1[at..at + per]);
+            at += per;
+        }
+        Ok(sep)
     }
 
     /// The scores of feature `f` for column `c`.

@@ -39,6 +39,13 @@ impl TokenStats {
         }
     }
 
+    /// Add the statistics of other positions (f64 sums: equal to one pass up to rounding).
+    pub fn merge(&mut self, o: &TokenStats) {
+        self.count.iter_mut().zip(&o.count).for_each(|(a, b)| *a += b);
+        self.sum.iter_mut().zip(&o.sum).for_each(|(a, b)| *a += b);
+        self.max.iter_mut().zip(&o.max).for_each(|(a, b)| *a = a.max(*b));
+    }
+
     /// Mean activation of series `i` on token `t` (None if the token never occurred).
     pub fn mean(&self, i: usize, t: usize) -> Option<f32> {
         (self.count[t] > 0).then(|| (self.sum[i * self.vocab + t] / self.count[t] as f64) as f32)

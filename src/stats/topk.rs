@@ -32,6 +32,11 @@ impl TopK {
         TopK { k, largest, heaps: (0..series).map(|_| BinaryHeap::with_capacity(k + 1)).collect() }
     }
 
+    /// How many values each series keeps.
+    pub fn k(&self) -> usize {
+        self.k
+    }
+
     #[inline]
     pub fn push(&mut self, series: usize, value: f32, index: u64) {
         if self.k == 0 || value.is_nan() {

@@ -3,6 +3,7 @@
 //! per-entry lock so that concurrent runs compute an entry once. Corrupt or partial entries are
 //! detected, never read.
 
+pub mod arrays;
 pub mod atomic;
 pub mod digest;
 pub mod gc;

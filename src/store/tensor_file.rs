@@ -74,14 +74,25 @@ impl TensorFile {
         Ok(TensorFile { map })
     }
 
+    /// The names of its tensors.
+    pub fn names(&self) -> Result<Vec<String>> {
+        let st = safetensors::SafeTensors::deserialize(&self.map).map_err(|e| anyhow!("{e}"))?;
+        Ok(st.names().into_iter().map(|n| n.to_string()).collect())
+    }
+
     /// Shape and raw bytes of a tensor.
     pub fn get(&self, name: &str) -> Result<(Vec<usize>, &[u8])> {
+        self.get_typed(name).map(|(_, shape, data)| (shape, data))
+    }
+
+    /// Element type, shape and raw bytes of a tensor.
+    pub fn get_typed(&self, name: &str) -> Result<(Dtype, Vec<usize>, &[u8])> {
         let st = safetensors::SafeTensors::deserialize(&self.map).map_err(|e| anyhow!("{e}"))?;
         let t = st.tensor(name).map_err(|e| anyhow!("tensor '{name}': {e}"))?;
-        let shape = t.shape().to_vec();
+        let (dtype, shape) = (t.dtype(), t.shape().to_vec());
         let data = t.data();
         // Re-borrow from the map so the slice lives as long as `self`.
         let off = data.as_ptr() as usize - self.map.as_ptr() as usize;
-        Ok((shape, &self.map[off..off + data.len()]))
+        Ok((dtype, shape, &self.map[off..off + data.len()]))
     }
 }

@@ -16,6 +16,7 @@ mod plots;
 mod report;
 mod safety;
 mod selector;
+mod shards;
 mod stages;
 mod statistics;
 mod train;
