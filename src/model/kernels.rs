@@ -34,7 +34,7 @@ pub(crate) use multiversion;
 
 const LANES: usize = 16;
 /// Rows per rayon task: below this much work, threading costs more than it saves.
-const MIN_PAR_ELEMS: usize = 1 << 15;
+pub(crate) const MIN_PAR_ELEMS: usize = 1 << 15;
 
 /// e^x with ~1e-7 relative error, branch-free so that loops over it vectorise.
 #[inline(always)]
@@ -49,19 +49,21 @@ pub fn exp(x: f32) -> f32 {
         + r * (1.0
             + r * (0.5
                 + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0 + r * (1.0 / 5040.0)))))));
-    let scale = f32::from_bits(((n as i32 + 127) << 23) as u32);
+    // SAFETY: n is an integer in [-126, 127] (x was clamped), so the conversion is exact; unlike
+    // a saturating `as` cast it vectorises.
+    let scale = f32::from_bits(((unsafe { n.to_int_unchecked::<i32>() } + 127) << 23) as u32);
     p * scale
 }
 
 /// tanh through exp; absolute error ~1e-7.
 #[inline(always)]
-fn tanh(y: f32) -> f32 {
+pub(crate) fn tanh(y: f32) -> f32 {
     1.0 - 2.0 / (exp(2.0 * y) + 1.0)
 }
 
 /// erf by Abramowitz & Stegun 7.1.26 (absolute error < 1.5e-7).
 #[inline(always)]
-fn erf(x: f32) -> f32 {
+pub(crate) fn erf(x: f32) -> f32 {
     let a = x.abs();
     let t = 1.0 / (1.0 + 0.327_591_1 * a);
     let poly = t * (0.254_829_6 + t * (-0.284_496_74 + t * (1.421_413_8 + t * (-1.453_152_1 + t * 1.061_405_4))));
@@ -121,7 +123,7 @@ pub fn pointwise(x: &[f32], op: Pointwise) -> Vec<f32> {
 
 /// Sum with a fixed 16-lane layout (identical bits on every instruction set).
 #[inline(always)]
-fn lane_sum(x: &[f32], f: impl Fn(f32) -> f32) -> f32 {
+pub(crate) fn lane_sum(x: &[f32], f: impl Fn(f32) -> f32) -> f32 {
     let mut acc = [0.0f32; LANES];
     let chunks = x.chunks_exact(LANES);
     let rest = chunks.remainder();
@@ -141,7 +143,7 @@ fn lane_sum(x: &[f32], f: impl Fn(f32) -> f32) -> f32 {
 }
 
 #[inline(always)]
-fn lane_max(x: &[f32]) -> f32 {
+pub(crate) fn lane_max(x: &[f32]) -> f32 {
     let mut acc = [f32::NEG_INFINITY; LANES];
     let chunks = x.chunks_exact(LANES);
     let rest = chunks.remainder();
@@ -158,7 +160,7 @@ fn lane_max(x: &[f32]) -> f32 {
 
 multiversion! {
     /// TL's LayerNorm of one row: centre, divide by sqrt(var + eps), then weight and bias.
-    fn ln_row(x: &[f32], w: Option<&[f32]>, b: Option<&[f32]>, eps: f32, out: &mut [f32]) -> f32 {
+    pub(crate) fn ln_row(x: &[f32], w: Option<&[f32]>, b: Option<&[f32]>, eps: f32, out: &mut [f32]) -> f32 {
         let n = x.len() as f32;
         let mean = lane_sum(x, |v| v) / n;
         let var = lane_sum(x, |v| (v - mean) * (v - mean)) / n;
@@ -300,7 +302,7 @@ pub struct AttnDims {
     pub masked: f32,
 }
 
-struct SendPtr(*mut f32);
+pub(crate) struct SendPtr(pub(crate) *mut f32);
 // SAFETY: every parallel task writes a disjoint block through the pointer (see `attention`).
 unsafe impl Send for SendPtr {}
 // SAFETY: as for Send: no two tasks touch the same elements.
@@ -312,7 +314,7 @@ unsafe impl Sync for SendPtr {}
 /// Every element addressed through the pointers and strides must be inside its allocation, and
 /// `dst` must not overlap `lhs` or `rhs`.
 #[allow(clippy::too_many_arguments)]
-unsafe fn small_gemm(
+pub(crate) unsafe fn small_gemm(
     m: usize,
     n: usize,
     k: usize,
@@ -353,7 +355,7 @@ unsafe fn small_gemm(
 const CAUSAL_BLOCK: usize = 32;
 
 /// (first row, rows, key positions needed) of each causal row block of a [t, t] product.
-fn causal_blocks(t: usize) -> impl Iterator<Item = (usize, usize, usize)> {
+pub(crate) fn causal_blocks(t: usize) -> impl Iterator<Item = (usize, usize, usize)> {
     (0..t).step_by(CAUSAL_BLOCK).map(move |r0| {
         let rows = CAUSAL_BLOCK.min(t - r0);
         (r0, rows, r0 + rows)

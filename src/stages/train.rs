@@ -7,8 +7,8 @@ use crate::data::source::{Doc, Flow, Reader};
 use crate::data::{bpe, tokenize, DatasetSpec};
 use crate::model::{Activation, ModelConfig, Tokenizer};
 use crate::spec::{DatasetRef, Diagnostic};
-use crate::train::{self, export::save_hf, Schedule, Trainable};
 use crate::store::table::Table;
+use crate::train::{self, baseline, export::save_hf, Schedule, Trainable};
 use anyhow::{Context, Result};
 use polars::prelude::*;
 use schemars::JsonSchema;
@@ -300,17 +300,31 @@ fn run_seed(cx: &mut dyn StageEnv, spec: &Spec, seed: u64) -> Result<()> {
     let vocab = tok.vocab_size();
     let cfg = spec.model_config(vocab);
     let sched = spec.schedule();
-    let t = Trainable::init(cfg, seed)?;
+    let mut t = Trainable::init(cfg, seed)?;
     let mut progress = cx.progress(sched.steps as u64, "steps");
     let started = std::time::Instant::now();
-    let log = train::train(&t, &train_rows, &heldout, spec.context, &sched, seed, |_| progress.tick(1))?;
+    let log = train::train(&mut t, &train_rows, &heldout, spec.context, &sched, seed, |_| progress.tick(1))?;
     let seconds = started.elapsed().as_secs_f64();
-    save_hf(&t.model, &hf_tok, &cx.out().join("model"))?;
-    let mut loss = Table::new().with("step", log.iter().map(|p| p.step as u32).collect::<Vec<_>>()).with("train_loss", log.iter().map(|p| p.train_loss).collect::<Vec<_>>()).with("lr", log.iter().map(|p| p.lr).collect::<Vec<_>>()).with("heldout_loss", log.iter().map(|p| p.heldout_loss).collect::<Vec<_>>()).frame()?;
+    save_hf(&t.model()?, &hf_tok, &cx.out().join("model"))?;
+    let mut loss = Table::new()
+        .with("step", log.iter().map(|p| p.step as u32).collect::<Vec<_>>())
+        .with("train_loss", log.iter().map(|p| p.train_loss).collect::<Vec<_>>())
+        .with("lr", log.iter().map(|p| p.lr).collect::<Vec<_>>())
+        .with("heldout_loss", log.iter().map(|p| p.heldout_loss).collect::<Vec<_>>())
+        .frame()?;
     cx.write_table("loss", &mut loss)?;
-    let targets: Vec<u32> = heldout.chunks(spec.context).flat_map(|r| r[1..].to_vec()).collect();
-    let train_targets: Vec<u32> = train_rows.chunks(spec.context).flat_map(|r| r[1..].to_vec()).collect();
-    let tokens = (sched.steps * sched.batch * spec.context) as f64;
-    let mut metrics = Table::new().with("seed", vec![seed]).with("steps", vec![sched.steps as u32]).with("train_tokens", vec![tokens]).with("seconds", vec![seconds]).with("tokens_per_s", vec![tokens / seconds]).with("heldout_loss", vec![log.last().and_then(|p| p.heldout_loss).unwrap_or(f32::NAN)]).with("unigram_loss", vec![train::unigram_loss(&train_targets, &targets, vocab) as f32]).with("parameters", vec![t.n_params() as u64]).frame()?;
+    let ctx = spec.context;
+    let tokens = (sched.steps * sched.batch * ctx) as f64;
+    let mut metrics = Table::new()
+        .with("seed", vec![seed])
+        .with("steps", vec![sched.steps as u32])
+        .with("train_tokens", vec![tokens])
+        .with("seconds", vec![seconds])
+        .with("tokens_per_s", vec![tokens / seconds])
+        .with("heldout_loss", vec![log.last().and_then(|p| p.heldout_loss).unwrap_or(f32::NAN)])
+        .with("unigram_loss", vec![baseline::unigram_loss(&train_rows, &heldout, ctx, vocab) as f32])
+        .with("bigram_loss", vec![baseline::bigram_loss(&train_rows, &heldout, ctx, vocab) as f32])
+        .with("parameters", vec![t.n_params() as u64])
+        .frame()?;
     cx.write_table("metrics", &mut metrics)
 }

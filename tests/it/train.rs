@@ -1,5 +1,6 @@
-//! Training: a few steps lower the loss, the same seed gives the same curve bit for bit, and the
-//! written Hugging Face folder reloads to the same logits.
+//! Training: a few steps lower the loss, the same seed gives the same curve bit for bit, a short run
+//! beats the unigram baseline on held-out text, and the written Hugging Face folder reloads to the
+//! same logits.
 
 use candle_core::{Device, Tensor};
 use lantern::model::{Activation, Model, ModelFiles, Processing};
@@ -35,8 +36,8 @@ fn a_few_steps_lower_the_loss_deterministically() {
     let (tok, ids) = corpus();
     let cfg = small(tok.get_vocab_size(true));
     let run = || {
-        let t = Trainable::init(cfg.clone(), 3).unwrap();
-        train::train(&t, &ids, &[], 16, &schedule(30), 3, |_| Ok(())).unwrap()
+        let mut t = Trainable::init(cfg.clone(), 3).unwrap();
+        train::train(&mut t, &ids, &[], 16, &schedule(30), 3, |_| Ok(())).unwrap()
     };
     let a = run();
     let first: f32 = a[..3].iter().map(|p| p.train_loss).sum::<f32>() / 3.0;
@@ -45,27 +46,48 @@ fn a_few_steps_lower_the_loss_deterministically() {
     let b = run();
     let bits = |v: &[train::LogPoint]| v.iter().map(|p| p.train_loss.to_bits()).collect::<Vec<_>>();
     assert_eq!(bits(&a), bits(&b), "same seed, different curve");
-    let t = Trainable::init(cfg, 4).unwrap();
-    let c = train::train(&t, &ids, &[], 16, &schedule(30), 4, |_| Ok(())).unwrap();
+    let mut t = Trainable::init(cfg, 4).unwrap();
+    let c = train::train(&mut t, &ids, &[], 16, &schedule(30), 4, |_| Ok(())).unwrap();
     assert_ne!(bits(&a), bits(&c), "different seeds, same curve");
 }
 
 #[test]
 fn the_saved_folder_reloads_to_the_same_logits() {
     let (tok, ids) = corpus();
-    let t = Trainable::init(small(tok.get_vocab_size(true)), 5).unwrap();
-    train::train(&t, &ids, &[], 16, &schedule(5), 5, |_| Ok(())).unwrap();
+    let mut t = Trainable::init(small(tok.get_vocab_size(true)), 5).unwrap();
+    train::train(&mut t, &ids, &[], 16, &schedule(5), 5, |_| Ok(())).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    save_hf(&t.model, &tok, dir.path()).unwrap();
+    let model = t.model().unwrap();
+    save_hf(&model, &tok, dir.path()).unwrap();
     let loaded = Model::load(&ModelFiles::from_folder(dir.path()).unwrap(), Processing::NONE, &Device::Cpu).unwrap();
     let rows = Tensor::from_slice(&ids[..32], (2, 16), &Device::Cpu).unwrap();
-    let a = t.model.logits(&rows).unwrap();
+    let a = model.logits(&rows).unwrap();
     let b = loaded.logits(&rows).unwrap();
     crate::common::assert_close("reloaded logits", &a, &b, 1e-4);
     assert_eq!(
         loaded.tokenizer().unwrap().encode("hello", false).unwrap(),
         tok.encode("hello", false).unwrap().get_ids()
     );
+}
+
+#[test]
+fn a_short_run_beats_the_unigram_baseline_on_heldout_text() {
+    let (tok, ids) = corpus();
+    let split = ids.len() / 16 * 9 / 10 * 16;
+    let (train_ids, heldout) = ids.split_at(split);
+    let vocab = tok.get_vocab_size(true);
+    let mut t = Trainable::init(small(vocab), 6).unwrap();
+    let sched = Schedule { batch: 8, ..schedule(400) };
+    let log = train::train(&mut t, train_ids, heldout, 16, &sched, 6, |_| Ok(())).unwrap();
+    let loss = log.last().unwrap().heldout_loss.unwrap() as f64;
+    let unigram = lantern::train::baseline::unigram_loss(train_ids, heldout, 16, vocab);
+    assert!(loss < unigram - 0.2, "held-out loss {loss} vs unigram {unigram}");
+    // The logged held-out loss is the loss of the model a later stage loads.
+    let model = t.model().unwrap();
+    let rows = Tensor::from_slice(heldout, (heldout.len() / 16, 16), &Device::Cpu).unwrap();
+    let stats = lantern::model::outputs::token_stats(&model.logits(&rows).unwrap(), &rows).unwrap();
+    let mean = stats.loss.iter().map(|&l| l as f64).sum::<f64>() / stats.loss.len() as f64;
+    assert!((mean - loss).abs() < 1e-4, "model loss {mean} vs logged {loss}");
 }
 
 #[test]
