@@ -232,6 +232,63 @@ pub fn solu(x: &[f32], d: usize) -> Vec<f32> {
     out
 }
 
+/// A row-major matrix operand, stored as [rows, cols] or, when `t`, as its transpose [cols, rows].
+#[derive(Clone, Copy)]
+pub struct Mat<'a> {
+    pub data: &'a [f32],
+    pub t: bool,
+}
+
+impl<'a> Mat<'a> {
+    pub fn n(data: &'a [f32]) -> Mat<'a> {
+        Mat { data, t: false }
+    }
+    pub fn t(data: &'a [f32]) -> Mat<'a> {
+        Mat { data, t: true }
+    }
+}
+
+/// dst [m, n] (+)= a [m, k] · b [k, n], each operand possibly stored transposed; multithreaded.
+/// With `accumulate` false dst is overwritten without being read.
+pub fn matmul(dst: &mut [f32], a: Mat, b: Mat, m: usize, n: usize, k: usize, accumulate: bool) {
+    assert!(dst.len() == m * n, "matmul: the output is not {m} × {n}");
+    // SAFETY: dst has m × n elements (the operands are checked by matmul_raw).
+    unsafe { matmul_raw(dst.as_mut_ptr(), a, b, m, n, k, accumulate) }
+}
+
+/// `matmul` into a raw contiguous [m, n] buffer.
+///
+/// # Safety
+/// `dst` must address m × n writable elements that overlap neither operand; with `accumulate`
+/// they must be initialised.
+unsafe fn matmul_raw(dst: *mut f32, a: Mat, b: Mat, m: usize, n: usize, k: usize, accumulate: bool) {
+    assert!(a.data.len() == m * k && b.data.len() == k * n, "matmul: operands are not {m} × {k} and {k} × {n}");
+    // (column stride, row stride) of each operand as gemm wants them.
+    let (a_cs, a_rs) = if a.t { (m, 1) } else { (1, k) };
+    let (b_cs, b_rs) = if b.t { (k, 1) } else { (1, n) };
+    gemm::gemm(
+        m,
+        n,
+        k,
+        dst,
+        1,
+        n as isize,
+        accumulate,
+        a.data.as_ptr(),
+        a_cs as isize,
+        a_rs as isize,
+        b.data.as_ptr(),
+        b_cs as isize,
+        b_rs as isize,
+        1.0,
+        1.0,
+        false,
+        false,
+        false,
+        gemm::Parallelism::Rayon(rayon::current_num_threads()),
+    )
+}
+
 /// y [rows, n] = x [rows, k] · w [k, n] + b [n]: the bias is written first and the GEMM adds to it.
 /// A single row is computed as two (gemm takes another, differently rounded path for one row), so
 /// every row's result is the same whatever the batch it is in.
@@ -254,30 +311,8 @@ pub fn linear(x: &[f32], w: &[f32], b: &[f32], rows: usize, k: usize, n: usize) 
             y.extend_from_slice(b);
         }
     }
-    // SAFETY: `y` holds rows × n elements; x, w and y are contiguous with the strides given.
-    unsafe {
-        gemm::gemm(
-            rows,
-            n,
-            k,
-            y.as_mut_ptr(),
-            1,
-            n as isize,
-            !zero_bias,
-            x.as_ptr(),
-            1,
-            k as isize,
-            w.as_ptr(),
-            1,
-            n as isize,
-            1.0,
-            1.0,
-            false,
-            false,
-            false,
-            gemm::Parallelism::Rayon(rayon::current_num_threads()),
-        )
-    }
+    // SAFETY: `y` holds rows × n elements, written before read where the bias is zero.
+    unsafe { matmul_raw(y.as_mut_ptr(), Mat::n(x), Mat::n(w), rows, n, k, !zero_bias) };
     y
 }
 
@@ -590,5 +625,21 @@ mod tests {
             sum += term / (2.0 * n + 1.0);
         }
         sum * 2.0 / std::f64::consts::PI.sqrt()
+    }
+
+    #[test]
+    fn matmul_transposes() {
+        // a = [[1, 2], [3, 4]], b = [[5, 6], [7, 8]].
+        let (a, b, at, bt) = ([1., 2., 3., 4.], [5., 6., 7., 8.], [1., 3., 2., 4.], [5., 7., 6., 8.]);
+        let want = [19., 22., 43., 50.];
+        for (x, y) in
+            [(Mat::n(&a), Mat::n(&b)), (Mat::t(&at), Mat::n(&b)), (Mat::n(&a), Mat::t(&bt)), (Mat::t(&at), Mat::t(&bt))]
+        {
+            let mut c = [1f32; 4];
+            matmul(&mut c, x, y, 2, 2, 2, false);
+            assert_eq!(c, want);
+            matmul(&mut c, x, y, 2, 2, 2, true);
+            assert_eq!(c, want.map(|v| 2.0 * v));
+        }
     }
 }

@@ -1,61 +1,12 @@
-//! CPU kernels of the training step that inference does not need: GEMMs with transposed operands,
-//! LayerNorm / GELU / causal-attention / cross-entropy backward, column sums, the gradient norm and
-//! AdamW. Every reduction has a fixed order, so a step gives the same bits run after run.
+//! CPU kernels of the training step that inference does not need: LayerNorm keeping x̂, the MLP
+//! non-linearities with their derivatives, LayerNorm / causal-attention / cross-entropy backward,
+//! column sums, the gradient norm and AdamW. Every reduction has a fixed order, so a step gives the same bits run after run.
 
 use crate::model::kernels::{
     causal_blocks, erf, exp, lane_max, lane_sum, ln_row, multiversion, small_gemm, tanh, AttnDims, Pointwise, SendPtr,
     MIN_PAR_ELEMS,
 };
 use rayon::prelude::*;
-
-/// A row-major matrix operand, stored as [rows, cols] or, when `t`, as its transpose [cols, rows].
-#[derive(Clone, Copy)]
-pub struct Mat<'a> {
-    pub data: &'a [f32],
-    pub t: bool,
-}
-
-impl<'a> Mat<'a> {
-    pub fn n(data: &'a [f32]) -> Mat<'a> {
-        Mat { data, t: false }
-    }
-    pub fn t(data: &'a [f32]) -> Mat<'a> {
-        Mat { data, t: true }
-    }
-}
-
-/// dst [m, n] (+)= a [m, k] · b [k, n], each operand possibly stored transposed; multithreaded.
-/// With `accumulate` false dst is overwritten without being read.
-pub fn matmul(dst: &mut [f32], a: Mat, b: Mat, m: usize, n: usize, k: usize, accumulate: bool) {
-    assert!(dst.len() == m * n && a.data.len() == m * k && b.data.len() == k * n, "matmul: shapes do not match");
-    // (column stride, row stride) of each operand as gemm wants them.
-    let (a_cs, a_rs) = if a.t { (m, 1) } else { (1, k) };
-    let (b_cs, b_rs) = if b.t { (k, 1) } else { (1, n) };
-    // SAFETY: the three slices have the asserted sizes, and the strides stay inside them.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            dst.as_mut_ptr(),
-            1,
-            n as isize,
-            accumulate,
-            a.data.as_ptr(),
-            a_cs as isize,
-            a_rs as isize,
-            b.data.as_ptr(),
-            b_cs as isize,
-            b_rs as isize,
-            1.0,
-            1.0,
-            false,
-            false,
-            false,
-            gemm::Parallelism::Rayon(rayon::current_num_threads()),
-        )
-    }
-}
 
 /// Run `f` over matching chunks of `ROWS` rows (widths `a_w`, `b_w`) with the first row's index,
 /// in parallel when the work is large enough.
@@ -474,22 +425,6 @@ mod tests {
                 let fd = (a[i] - b[i]) / (2.0 * h);
                 assert!((grad[i] - fd).abs() < 2e-3, "{}: {} vs {fd} at {}", i, grad[i], xs[i]);
             }
-        }
-    }
-
-    #[test]
-    fn matmul_transposes() {
-        // a = [[1, 2], [3, 4]], b = [[5, 6], [7, 8]].
-        let (a, b, at, bt) = ([1., 2., 3., 4.], [5., 6., 7., 8.], [1., 3., 2., 4.], [5., 7., 6., 8.]);
-        let want = [19., 22., 43., 50.];
-        for (x, y) in
-            [(Mat::n(&a), Mat::n(&b)), (Mat::t(&at), Mat::n(&b)), (Mat::n(&a), Mat::t(&bt)), (Mat::t(&at), Mat::t(&bt))]
-        {
-            let mut c = [1f32; 4];
-            matmul(&mut c, x, y, 2, 2, 2, false);
-            assert_eq!(c, want);
-            matmul(&mut c, x, y, 2, 2, 2, true);
-            assert_eq!(c, want.map(|v| 2.0 * v));
         }
     }
 }

@@ -80,7 +80,7 @@ impl Trainable {
         let (mut sum, mut count) = (0f64, 0usize);
         let mut step = Step::default();
         for chunk in rows.chunks(batch * ctx) {
-            let (s, c) = step.loss_sum(&self.cfg, &self.layout, &self.params, chunk, ctx)?;
+            let (s, c) = step.loss_sum(self, chunk, ctx)?;
             sum += s;
             count += c;
         }
@@ -122,7 +122,7 @@ pub fn train(
         for i in order.drain(..sched.batch) {
             batch.extend_from_slice(&train_rows[i * ctx..(i + 1) * ctx]);
         }
-        let loss = work.loss_and_grad(&t.cfg, &t.layout, &t.params, &batch, ctx, &mut grad)?;
+        let loss = work.loss_and_grad(t, &batch, ctx, &mut grad)?;
         let norm = kernels::sum_squares(&grad).sqrt();
         let lr = sched.lr_at(step);
         let k = (step + 1) as i32;

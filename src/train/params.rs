@@ -158,6 +158,6 @@ impl Layout {
             ln_final: ln(&self.lnf_w, &self.lnf_b)?,
             b_u: Tensor::zeros(cfg.d_vocab, candle_core::DType::F32, &dev)?,
         };
-        Ok(Model::from_weights(cfg.clone(), weights, Processing::NONE, &dev, &origin))
+        Ok(Model::from_weights(cfg.clone(), weights, Processing::NONE, &dev, origin))
     }
 }

@@ -2,9 +2,9 @@
 //! what the backward needs (LayerNorm x̂ and scales, q/k/v, attention patterns, MLP pre- and
 //! post-activations), then the backward into a flat gradient laid out like the parameters.
 
-use super::kernels::{self as tk, Mat};
-use super::params::Layout;
-use crate::model::kernels::{self, AttnDims, HeadView, Pointwise};
+use super::kernels as tk;
+use super::Trainable;
+use crate::model::kernels::{self, matmul, AttnDims, HeadView, Mat, Pointwise};
 use crate::model::{Activation, ModelConfig};
 use anyhow::{bail, Result};
 
@@ -94,7 +94,7 @@ fn linear(x: &[f32], w: &[f32], b: &[f32], k: usize, out: &mut [f32]) {
     for row in out.chunks_mut(n) {
         row.copy_from_slice(b);
     }
-    tk::matmul(out, Mat::n(x), Mat::n(w), out.len() / n, n, k, true);
+    matmul(out, Mat::n(x), Mat::n(w), out.len() / n, n, k, true);
 }
 
 /// The targets of rows [batch, ctx]: the next token, none at each row's last position.
@@ -114,7 +114,8 @@ fn check(cfg: &ModelConfig, tokens: &[u32], ctx: usize) -> Result<Dims> {
 
 impl Step {
     /// The forward pass, keeping what the backward needs; leaves the logits in `self.logits`.
-    fn forward(&mut self, cfg: &ModelConfig, lay: &Layout, p: &[f32], tokens: &[u32], dm: Dims) -> Result<()> {
+    fn forward(&mut self, t: &Trainable, tokens: &[u32], dm: Dims) -> Result<()> {
+        let (cfg, lay, p) = (&t.cfg, &t.layout, &t.params[..]);
         let Dims { n, ctx, d, m, v } = dm;
         let act = pointwise(cfg.act)?;
         let eps = cfg.eps as f32;
@@ -148,30 +149,23 @@ impl Step {
         }
         let (xhatf, yf) = (sized(&mut self.xhatf, n * d), sized(&mut self.yf, n * d));
         tk::layer_norm(x, d, lay.lnf_w.of(p), lay.lnf_b.of(p), eps, xhatf, yf, sized(&mut self.scalef, n));
-        tk::matmul(sized(&mut self.logits, n * v), Mat::n(&self.yf), Mat::t(w_e), n, v, d, false);
+        matmul(sized(&mut self.logits, n * v), Mat::n(&self.yf), Mat::t(w_e), n, v, d, false);
         Ok(())
     }
 
     /// Mean next-token cross-entropy of rows of `ctx` tokens and its gradient, written into `grad`
     /// (the parameters' layout; every entry is overwritten).
-    pub fn loss_and_grad(
-        &mut self,
-        cfg: &ModelConfig,
-        lay: &Layout,
-        p: &[f32],
-        tokens: &[u32],
-        ctx: usize,
-        grad: &mut [f32],
-    ) -> Result<f32> {
-        let dm = check(cfg, tokens, ctx)?;
+    pub fn loss_and_grad(&mut self, t: &Trainable, tokens: &[u32], ctx: usize, grad: &mut [f32]) -> Result<f32> {
+        let dm = check(&t.cfg, tokens, ctx)?;
         let Dims { n, d, m, v, .. } = dm;
-        self.forward(cfg, lay, p, tokens, dm)?;
+        self.forward(t, tokens, dm)?;
+        let (cfg, lay, p) = (&t.cfg, &t.layout, &t.params[..]);
         let loss = tk::cross_entropy(&mut self.logits, v, &targets(tokens, ctx));
         let (dlogits, w_e) = (&self.logits, lay.w_e.of(p));
         // Unembedding (tied): dW_E = dlogitsᵀ·y, dy = dlogits·W_E.
-        tk::matmul(lay.w_e.of_mut(grad), Mat::t(dlogits), Mat::n(&self.yf), v, d, n, false);
+        matmul(lay.w_e.of_mut(grad), Mat::t(dlogits), Mat::n(&self.yf), v, d, n, false);
         let dy = sized(&mut self.tmp, n * d);
-        tk::matmul(dy, Mat::n(dlogits), Mat::n(w_e), n, d, v, false);
+        matmul(dy, Mat::n(dlogits), Mat::n(w_e), n, d, v, false);
         let dx = sized(&mut self.x, n * d);
         dx.fill(0.0);
         {
@@ -184,24 +178,24 @@ impl Step {
         for (s, t) in lay.blocks.iter().zip(&self.blocks).rev() {
             // MLP.
             tk::col_sums(dx, None, d, s.b_out.of_mut(grad));
-            tk::matmul(s.w_out.of_mut(grad), Mat::t(&t.post), Mat::n(dx), m, d, n, false);
-            tk::matmul(dpre, Mat::n(dx), Mat::t(s.w_out.of(p)), n, m, d, false);
+            matmul(s.w_out.of_mut(grad), Mat::t(&t.post), Mat::n(dx), m, d, n, false);
+            matmul(dpre, Mat::n(dx), Mat::t(s.w_out.of(p)), n, m, d, false);
             tk::mul_in_place(dpre, &t.dact);
             tk::col_sums(dpre, None, m, s.b_in.of_mut(grad));
-            tk::matmul(s.w_in.of_mut(grad), Mat::t(&t.y2), Mat::n(dpre), d, m, n, false);
-            tk::matmul(dy, Mat::n(dpre), Mat::t(s.w_in.of(p)), n, d, m, false);
+            matmul(s.w_in.of_mut(grad), Mat::t(&t.y2), Mat::n(dpre), d, m, n, false);
+            matmul(dy, Mat::n(dpre), Mat::t(s.w_in.of(p)), n, d, m, false);
             {
                 let (dw, db) = two_mut(grad, &s.ln2_w.range, &s.ln2_b.range);
                 tk::layer_norm_backward(dy, &t.xhat2, &t.scale2, s.ln2_w.of(p), d, dx, dw, db);
             }
             // Attention.
             tk::col_sums(dx, None, d, s.b_o.of_mut(grad));
-            tk::matmul(s.w_o.of_mut(grad), Mat::t(&t.z), Mat::n(dx), d, d, n, false);
-            tk::matmul(dz, Mat::n(dx), Mat::t(s.w_o.of(p)), n, d, d, false);
+            matmul(s.w_o.of_mut(grad), Mat::t(&t.z), Mat::n(dx), d, d, n, false);
+            matmul(dz, Mat::n(dx), Mat::t(s.w_o.of(p)), n, d, d, false);
             tk::attention_backward(&t.qkv, &t.pattern, dz, dims, dqkv);
             tk::col_sums(dqkv, None, 3 * d, s.b_qkv.of_mut(grad));
-            tk::matmul(s.w_qkv.of_mut(grad), Mat::t(&t.y1), Mat::n(dqkv), d, 3 * d, n, false);
-            tk::matmul(dy, Mat::n(dqkv), Mat::t(s.w_qkv.of(p)), n, d, 3 * d, false);
+            matmul(s.w_qkv.of_mut(grad), Mat::t(&t.y1), Mat::n(dqkv), d, 3 * d, n, false);
+            matmul(dy, Mat::n(dqkv), Mat::t(s.w_qkv.of(p)), n, d, 3 * d, false);
             {
                 let (dw, db) = two_mut(grad, &s.ln1_w.range, &s.ln1_b.range);
                 tk::layer_norm_backward(dy, &t.xhat1, &t.scale1, s.ln1_w.of(p), d, dx, dw, db);
@@ -217,16 +211,9 @@ impl Step {
     }
 
     /// Sum and count of next-token cross-entropy over rows of `ctx` tokens (forward only).
-    pub fn loss_sum(
-        &mut self,
-        cfg: &ModelConfig,
-        lay: &Layout,
-        p: &[f32],
-        tokens: &[u32],
-        ctx: usize,
-    ) -> Result<(f64, usize)> {
-        let dm = check(cfg, tokens, ctx)?;
-        self.forward(cfg, lay, p, tokens, dm)?;
+    pub fn loss_sum(&mut self, t: &Trainable, tokens: &[u32], ctx: usize) -> Result<(f64, usize)> {
+        let dm = check(&t.cfg, tokens, ctx)?;
+        self.forward(t, tokens, dm)?;
         Ok(tk::cross_entropy_sum(&self.logits, dm.v, &targets(tokens, ctx)))
     }
 }
@@ -244,7 +231,7 @@ fn two_mut<'a>(
 
 #[cfg(test)]
 mod tests {
-    use super::super::params::Slot;
+    use super::super::params::{Layout, Slot};
     use super::*;
     use candle_core::{DType, Device, Tensor, Var, D};
 
@@ -307,18 +294,19 @@ mod tests {
         for act in [Activation::GeluNew, Activation::Gelu, Activation::Relu] {
             let mut cfg = ModelConfig::gpt2(2, 32, 4, 64, 97, 40);
             cfg.act = act;
-            let lay = Layout::new(&cfg);
-            let mut p = lay.init(&cfg, 11).unwrap();
+            let mut t = Trainable::init(cfg.clone(), 11).unwrap();
+            let lay = t.layout.clone();
             // Larger weights than at initialisation (sharper attention, saturating GELUs) and
             // non-trivial LayerNorms and biases.
-            for (i, v) in p.iter_mut().enumerate() {
+            for (i, v) in t.params.iter_mut().enumerate() {
                 *v = if i < lay.decayed { *v * 8.0 } else { *v + 0.05 * ((i * 37 % 11) as f32 - 5.0) };
             }
             // Context 36: two causal row blocks, the second one partial.
             let (ctx, batch) = (36, 3);
             let toks = tokens(batch * ctx, cfg.d_vocab);
             let mut grad = vec![f32::NAN; lay.len];
-            let loss = Step::default().loss_and_grad(&cfg, &lay, &p, &toks, ctx, &mut grad).unwrap();
+            let loss = Step::default().loss_and_grad(&t, &toks, ctx, &mut grad).unwrap();
+            let p = &t.params;
 
             let dev = Device::Cpu;
             let mut slots: Vec<Slot> = vec![lay.w_e.clone(), lay.w_pos.clone(), lay.lnf_w.clone(), lay.lnf_b.clone()];
@@ -333,7 +321,7 @@ mod tests {
             let vars: Vec<(Slot, Var)> = slots
                 .into_iter()
                 .map(|s| {
-                    let v = Var::from_tensor(&Tensor::from_slice(s.of(&p), s.shape.as_slice(), &dev).unwrap()).unwrap();
+                    let v = Var::from_tensor(&Tensor::from_slice(s.of(p), s.shape.as_slice(), &dev).unwrap()).unwrap();
                     (s, v)
                 })
                 .collect();
@@ -356,11 +344,10 @@ mod tests {
     #[test]
     fn forward_loss_matches_the_model() {
         let cfg = ModelConfig::gpt2(2, 32, 4, 64, 97, 40);
-        let lay = Layout::new(&cfg);
-        let p = lay.init(&cfg, 3).unwrap();
+        let t = Trainable::init(cfg.clone(), 3).unwrap();
         let toks = tokens(4 * 36, cfg.d_vocab);
-        let (sum, count) = Step::default().loss_sum(&cfg, &lay, &p, &toks, 36).unwrap();
-        let model = lay.model(&cfg, &p, "").unwrap();
+        let (sum, count) = Step::default().loss_sum(&t, &toks, 36).unwrap();
+        let model = t.model().unwrap();
         let rows = Tensor::from_slice(&toks, (4, 36), &Device::Cpu).unwrap();
         let stats = crate::model::outputs::token_stats(&model.logits(&rows).unwrap(), &rows).unwrap();
         let want: f64 = stats.loss.iter().map(|&l| l as f64).sum();
