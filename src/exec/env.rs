@@ -12,6 +12,7 @@ use crate::stages::{Part, StageEnv, StageSpec};
 use crate::store::Store;
 use crate::util::{Cancel, Progress, Reporter};
 use anyhow::{anyhow, Context, Result};
+use polars::prelude::DataFrame;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -112,5 +113,22 @@ impl StageEnv for NodeEnv<'_> {
 
     fn cancel(&self) -> &Cancel {
         &self.cancel
+    }
+
+    fn write_table(&self, name: &str, df: &mut DataFrame) -> Result<()> {
+        let stage = self.stage.as_deref().unwrap_or(&self.name);
+        if let Some(spec) = self.run.v.exp.stages.get(stage) {
+            let decls = spec.value.stage().tables();
+            let checked = match decls.iter().find(|d| d.name == name) {
+                Some(d) => d.check(df),
+                // A part's own tables are partial states its stage gathers.
+                None if self.stage.is_some() => Ok(()),
+                None => Err(anyhow!("table '{name}' is not declared")),
+            };
+            checked.with_context(|| {
+                format!("stage '{stage}' ({}) wrote a table unlike its declaration", spec.value.kind())
+            })?;
+        }
+        crate::store::table::write_both(&self.out, name, df)
     }
 }

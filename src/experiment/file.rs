@@ -124,6 +124,8 @@ pub struct Experiment {
     pub datasets: BTreeMap<String, Sp<DatasetSpec>>,
     pub stages: BTreeMap<String, Sp<StageSpec>>,
     pub plots: BTreeMap<String, Sp<PlotStage>>,
+    /// Entries that did not decode (already reported): references to them are not errors.
+    pub undecoded: std::collections::BTreeSet<String>,
 }
 
 impl Experiment {

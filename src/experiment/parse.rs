@@ -8,7 +8,7 @@ use crate::stages::{StageSpec, STAGE_KINDS};
 use crate::store::paths::name_problem;
 use crate::util::did_you_mean;
 use serde::de::DeserializeOwned;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use toml::de::{DeValue, ValueDeserializer};
 
@@ -46,6 +46,7 @@ fn decode_entries<T>(
     section: &str,
     matrices: &Matrices,
     diags: &mut Vec<Diagnostic>,
+    undecoded: &mut BTreeSet<String>,
     f: impl Fn(&str, Spanned<DeValue<'_>>) -> Result<Sp<T>, Diagnostic>,
 ) -> BTreeMap<String, Sp<T>> {
     let span = v.span();
@@ -65,7 +66,10 @@ fn decode_entries<T>(
             Ok(x) => {
                 out.insert(name, x);
             }
-            Err(d) => diags.push(d),
+            Err(d) => {
+                diags.push(d);
+                undecoded.insert(name);
+            }
         }
     }
     out
@@ -169,16 +173,18 @@ fn parse_sources(file: &Path, sources: Sources, mut diags: Vec<Diagnostic>) -> R
     root.values().for_each(|v| non_finite(v, &mut diags));
     let mut meta: Option<Sp<ExperimentMeta>> = None;
     let (mut models, mut datasets, mut stages, mut plots) = Default::default();
+    let mut undecoded = BTreeSet::new();
+    let u = &mut undecoded;
     for (key, value) in root {
         match key.get_ref().as_ref() {
             "experiment" => match decode(value) {
                 Ok(m) => meta = Some(m),
                 Err(d) => diags.push(d),
             },
-            "models" => models = decode_entries(value, "models", &matrices, &mut diags, |_, v| decode(v)),
-            "datasets" => datasets = decode_entries(value, "datasets", &matrices, &mut diags, |_, v| decode(v)),
-            "stages" => stages = decode_entries(value, "stages", &matrices, &mut diags, |_, v| decode_stage(v)),
-            "plots" => plots = decode_entries(value, "plots", &matrices, &mut diags, |_, v| decode(v)),
+            "models" => models = decode_entries(value, "models", &matrices, &mut diags, u, |_, v| decode(v)),
+            "datasets" => datasets = decode_entries(value, "datasets", &matrices, &mut diags, u, |_, v| decode(v)),
+            "stages" => stages = decode_entries(value, "stages", &matrices, &mut diags, u, |_, v| decode_stage(v)),
+            "plots" => plots = decode_entries(value, "plots", &matrices, &mut diags, u, |_, v| decode(v)),
             other => diags.push(Diagnostic::at(key.span(), format!("unknown section '{other}'")).help(format!(
                 "sections: {}{}",
                 SECTIONS.join(", "),
@@ -190,19 +196,29 @@ fn parse_sources(file: &Path, sources: Sources, mut diags: Vec<Diagnostic>) -> R
         diags
             .push(Diagnostic::at(0..0, "missing [experiment] section").help("add:\n[experiment]\nname = \"my-study\""));
     }
-    match meta {
-        Some(meta) if diags.is_empty() => Ok(Experiment {
-            file: file.to_path_buf(),
-            sources,
-            matrices,
-            meta: meta.value,
-            models,
-            datasets,
-            stages,
-            plots,
-        }),
-        _ => Err(invalid(diags, sources)),
+    let Some(meta) = meta else { return Err(invalid(diags, sources)) };
+    let exp = Experiment {
+        file: file.to_path_buf(),
+        sources,
+        matrices,
+        meta: meta.value,
+        models,
+        datasets,
+        stages,
+        plots,
+        undecoded,
+    };
+    if diags.is_empty() {
+        return Ok(exp);
     }
+    // Every error in one round: what did decode is validated too (references to the entries that
+    // did not are not reported).
+    let sources = exp.sources.clone();
+    if let Err(more) = super::validate::validate(exp) {
+        diags.extend(more.diagnostics);
+    }
+    diags.sort_by_key(|d| d.span.as_ref().map(|s| s.start).unwrap_or(0));
+    Err(invalid(diags, sources))
 }
 
 #[cfg(test)]

@@ -191,17 +191,17 @@ fn ref_error(kind: &str, name: &str, span: std::ops::Range<usize>, exp: &Experim
 
 fn check_deps(exp: &Experiment, deps: &[Dep], out: &mut Vec<Diagnostic>) {
     let model = |r: &ModelRef, out: &mut Vec<Diagnostic>| {
-        if !exp.models.contains_key(r.name()) {
+        if !exp.models.contains_key(r.name()) && !exp.undecoded.contains(r.name()) {
             out.push(ref_error("model", r.name(), r.span(), exp));
         }
     };
     let dataset = |r: &DatasetRef, out: &mut Vec<Diagnostic>| {
-        if !exp.datasets.contains_key(r.name()) {
+        if !exp.datasets.contains_key(r.name()) && !exp.undecoded.contains(r.name()) {
             out.push(ref_error("dataset", r.name(), r.span(), exp));
         }
     };
     let stage = |r: &StageRef, out: &mut Vec<Diagnostic>| {
-        if !exp.stages.contains_key(r.name()) {
+        if !exp.stages.contains_key(r.name()) && !exp.undecoded.contains(r.name()) {
             out.push(ref_error("stage", r.name(), r.span(), exp));
         }
     };
@@ -346,7 +346,7 @@ pub fn validate(exp: Experiment) -> Result<Validated, Invalid> {
             None
         }
     };
-    if out.is_empty() {
+    {
         let base_dir = exp.base_dir();
         let tables = exp
             .stages
@@ -375,9 +375,7 @@ pub fn validate(exp: Experiment) -> Result<Validated, Invalid> {
             }
         }
     }
-    if out.is_empty() {
-        check_contexts(&exp, &configs, &mut out);
-    }
+    check_contexts(&exp, &configs, &mut out);
     match plan {
         Some(plan) if out.is_empty() => Ok(Validated { exp, plan, models, configs, warnings }),
         _ => {

@@ -67,23 +67,38 @@ pub fn distinct(v: &[String]) -> Vec<String> {
     out
 }
 
-/// `{column}` in a title replaced by the column's value (its distinct values joined with ", ",
-/// the first three then "…", when it has several).
-pub fn fill_placeholders(title: &str, df: &DataFrame) -> Result<String> {
-    let mut out = String::new();
+/// A title split at its `{column}` placeholders: (text before, column) pairs and the text after
+/// the last one.
+fn placeholder_parts(title: &str) -> (Vec<(&str, &str)>, &str) {
+    let mut parts = Vec::new();
     let mut rest = title;
     while let Some(open) = rest.find('{') {
         let Some(close) = rest[open..].find('}') else { break };
-        out.push_str(&rest[..open]);
-        let name = &rest[open + 1..open + close];
+        parts.push((&rest[..open], &rest[open + 1..open + close]));
+        rest = &rest[open + close + 1..];
+    }
+    (parts, rest)
+}
+
+/// The columns a title names in braces.
+pub fn placeholders(title: &str) -> Vec<&str> {
+    placeholder_parts(title).0.into_iter().map(|(_, name)| name).collect()
+}
+
+/// `{column}` in a title replaced by the column's value (its distinct values joined with ", ",
+/// the first three then "…", when it has several).
+pub fn fill_placeholders(title: &str, df: &DataFrame) -> Result<String> {
+    let (parts, last) = placeholder_parts(title);
+    let mut out = String::new();
+    for (before, name) in parts {
+        out.push_str(before);
         let values = distinct(&strs(df, name)?);
         out.push_str(&values.iter().take(3).cloned().collect::<Vec<_>>().join(", "));
         if values.len() > 3 {
             out.push_str(", …");
         }
-        rest = &rest[open + close + 1..];
     }
-    out.push_str(rest);
+    out.push_str(last);
     Ok(out)
 }
 

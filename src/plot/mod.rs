@@ -76,7 +76,7 @@ pub struct Annotation {
 pub struct PlotSpec<S = ()> {
     /// The stage whose table is plotted.
     pub input: S,
-    /// Which table of that stage (default: its only or first table).
+    /// Which table of that stage (default: its only table).
     #[serde(default)]
     pub table: Option<String>,
     pub kind: PlotKind,
@@ -166,6 +166,42 @@ impl<S> PlotSpec<S> {
             }
         };
         v.into_iter().flatten().collect()
+    }
+
+    /// Every column the plot names, as (field, column, whether it must hold numbers): the data
+    /// fields, the `filter` keys and the `{column}` placeholders of the title.
+    pub fn columns(&self) -> Vec<(&'static str, &str, bool)> {
+        let numeric_xy = matches!(self.kind, PlotKind::Line | PlotKind::Scatter);
+        let numeric_y = !matches!(self.kind, PlotKind::Heatmap);
+        let fields: [(&'static str, &Option<String>, bool); 12] = [
+            ("x", &self.x, numeric_xy),
+            ("value", &self.value, true),
+            ("column", &self.column, true),
+            ("group", &self.group, false),
+            ("color", &self.color, false),
+            ("label", &self.label, false),
+            ("error", &self.error, true),
+            ("x_labels", &self.x_labels, false),
+            ("y_labels", &self.y_labels, false),
+            ("left", &self.left, true),
+            ("right", &self.right, true),
+            ("count", &self.count, true),
+        ];
+        let mut out: Vec<(&'static str, &str, bool)> =
+            fields.into_iter().filter_map(|(f, c, numeric)| c.as_deref().map(|c| (f, c, numeric))).collect();
+        match &self.y {
+            Some(Names::One(c)) => out.push(("y", c.as_str(), numeric_y)),
+            Some(Names::Many(v)) => out.extend(v.iter().map(|c| ("y", c.as_str(), numeric_y))),
+            None => {}
+        }
+        if let Some(band) = &self.band {
+            out.extend(band.iter().map(|c| ("band", c.as_str(), true)));
+        }
+        out.extend(self.filter.keys().map(|k| ("filter", k.as_str(), false)));
+        if let Some(t) = &self.title {
+            out.extend(data::placeholders(t).into_iter().map(|c| ("title", c, false)));
+        }
+        out
     }
 
     /// The legend label of a series, group or category `value`: the `legend` map's, else

@@ -6,7 +6,7 @@
 use super::intervention::InterventionSpec;
 use super::batches::for_each_batch;
 use super::shards::{self, Partial, Sharded};
-use super::{CheckCx, Dep, Part, Stage, StageEnv};
+use super::{TableDecl, CheckCx, Dep, Part, Stage, StageEnv};
 use crate::model::hooks::{BlockSite, HookPoint};
 use crate::model::outputs::token_stats;
 use crate::model::{Intervention, Request, Start};
@@ -77,8 +77,11 @@ impl Stage for Spec {
         d
     }
 
-    fn tables(&self) -> Vec<&'static str> {
-        vec!["losses", "per_document"]
+    fn tables(&self) -> Vec<TableDecl> {
+        vec![
+            TableDecl::new("losses").texts(["set"]).floats(["loss", "delta", "change_pct"]).ints(["tokens"]),
+            TableDecl::new("per_document").ints(["doc"]).texts(["label", "set"]).floats(["loss"]).ints(["tokens"]),
+        ]
     }
 
     fn parts(&self, _experiment_seed: u64) -> Vec<Part> {

@@ -5,8 +5,9 @@
 //! its rows and the stage merges them (see `stats::NeuronStats::merge` for what is exact).
 
 use super::batches::for_each_batch;
+use super::tables::Ty;
 use super::shards::{self, Partial, Sharded};
-use super::{Ranking, CheckCx, Dep, Part, Stage, StageEnv};
+use super::{TableDecl, Ranking, CheckCx, Dep, Part, Stage, StageEnv};
 use crate::model::hooks::{BlockSite, HookPoint};
 use crate::model::{Request, Start};
 use crate::model::selector::select_all;
@@ -96,8 +97,12 @@ impl Stage for Spec {
         (table == "stats").then_some(Ranking::desc("kurt"))
     }
 
-    fn tables(&self) -> Vec<&'static str> {
-        vec!["stats", "examples", "tokens"]
+    fn tables(&self) -> Vec<TableDecl> {
+        vec![
+            TableDecl::new("stats").texts(["hook"]).ints(["layer", "neuron", "count"]).floats(["mean", "var", "skew", "kurt", "freq", "min", "max"]).optional(Ty::Text, ["top_label"]).optional(Ty::Float, ["top_label_share", "label_entropy"]).optional(Ty::Int, ["labels"]),
+            TableDecl::new("examples").texts(["hook"]).ints(["layer", "neuron"]).texts(["which"]).ints(["rank", "index", "row", "position", "token"]).floats(["value"]).texts(["token_str", "label"]),
+            TableDecl::new("tokens").texts(["hook"]).ints(["layer", "neuron"]).optional(Ty::Text, ["by", "token_str"]).optional(Ty::Int, ["rank", "token", "count"]).optional(Ty::Float, ["value"]),
+        ]
     }
 
     fn parts(&self, _experiment_seed: u64) -> Vec<Part> {

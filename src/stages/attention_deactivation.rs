@@ -7,7 +7,7 @@
 //! and in its attention to BOS with the neuron's activation over every position of the dataset.
 
 use super::batches::for_each_batch;
-use super::{CheckCx, Dep, Stage, StageEnv};
+use super::{TableDecl, CheckCx, Dep, Stage, StageEnv};
 use crate::analysis::weights::{in_out, row_norms, unit_rows};
 use crate::model::hooks::{BlockSite, HookPoint};
 use crate::model::{Action, Intervention, Model, Request, Start};
@@ -146,8 +146,13 @@ impl Stage for Spec {
         true
     }
 
-    fn tables(&self) -> Vec<&'static str> {
-        vec!["scores", "baseline", "ablation", "points"]
+    fn tables(&self) -> Vec<TableDecl> {
+        vec![
+            TableDecl::new("scores").ints(["layer", "neuron"]).floats(["score", "score_raw"]).ints(["rank"]).floats(["baseline_pct"]),
+            TableDecl::new("baseline").ints(["direction"]).floats(["score"]),
+            TableDecl::new("ablation").ints(["layer", "neuron"]).floats(["score"]).ints(["rank"]).floats(["pearson_norm", "spearman_norm", "pearson_bos", "spearman_bos", "mean_d_norm_pct"]).ints(["points"]),
+            TableDecl::new("points").texts(["neuron_name"]).floats(["activation", "d_norm", "d_norm_pct", "d_bos"]),
+        ]
     }
 
     fn check(&self, cx: &CheckCx, out: &mut Vec<Diagnostic>) {

@@ -2,11 +2,12 @@
 //! other stages and datasets of the file, and helpers that turn a bad hook, layer, index or stage
 //! kind into a diagnostic at its position.
 
-use super::{Kind, StageSpec};
+use super::{Kind, StageSpec, TableDecl};
 use crate::data::DatasetSpec;
 use crate::model::selector::{self, SelectError};
 use crate::model::{HookPoint, ModelConfig};
 use crate::spec::{locate, DatasetRef, Diagnostic, ModelRef, Sp, StageRef};
+use crate::util::did_you_mean;
 use std::collections::BTreeMap;
 use std::ops::Range;
 use std::path::Path;
@@ -169,6 +170,74 @@ impl CheckCx<'_> {
             out.push(Diagnostic::at(r.span(), format!("{expected}; '{}' is of kind {}", r.name(), spec.kind())));
         }
         found
+    }
+
+    /// The declaration of a table of the stage `r` names: `table` when given (written as the field
+    /// `field`), else the stage's only table. `None` with a diagnostic when there is no such table,
+    /// and without one when the stage does not exist (reference errors are reported apart).
+    pub fn table_of(
+        &self,
+        r: &StageRef,
+        table: Option<&str>,
+        field: &str,
+        out: &mut Vec<Diagnostic>,
+    ) -> Option<TableDecl> {
+        let st = &self.stages.get(r.name())?.value;
+        let mut decls = st.stage().tables();
+        let names: Vec<&'static str> = decls.iter().map(|d| d.name).collect();
+        let (stage, kind) = (r.name(), st.kind());
+        match table {
+            Some(t) => {
+                let found = decls.iter().position(|d| d.name == t);
+                if found.is_none() {
+                    out.push(self.error(field, format!("stage '{stage}' ({kind}) has no table '{t}'")).help(format!(
+                        "tables: {}{}",
+                        names.join(", "),
+                        did_you_mean(t, names.iter().copied())
+                    )));
+                }
+                found.map(|i| decls.swap_remove(i))
+            }
+            None if decls.len() == 1 => decls.pop(),
+            None if decls.is_empty() => {
+                out.push(Diagnostic::at(r.span(), format!("stage '{stage}' ({kind}) writes no table")));
+                None
+            }
+            None => {
+                out.push(
+                    Diagnostic::at(r.span(), format!("stage '{stage}' ({kind}) writes several tables: set `{field}`"))
+                        .help(format!("tables: {}", names.join(", "))),
+                );
+                None
+            }
+        }
+    }
+
+    /// Check that `column`, written as the value of `field`, is a column of the table `decl` of
+    /// `stage`, holding numbers when `numeric`.
+    pub fn column(
+        &self,
+        stage: &str,
+        decl: &TableDecl,
+        field: &str,
+        column: &str,
+        numeric: bool,
+        out: &mut Vec<Diagnostic>,
+    ) {
+        let table = decl.name;
+        match decl.column(column) {
+            Some(c) if numeric && !c.ty.is_numeric() => out.push(self.error(
+                field,
+                format!("`{field}` needs numbers, and column '{column}' of {stage}.{table} holds {}", c.ty),
+            )),
+            Some(_) => {}
+            None if decl.open => {}
+            None => out.push(self.error(field, format!("{stage}.{table} has no column '{column}'")).help(format!(
+                "columns: {}{}",
+                decl.names().collect::<Vec<_>>().join(", "),
+                did_you_mean(column, decl.names())
+            ))),
+        }
     }
 
     /// A dataset of the file by name.

@@ -3,7 +3,7 @@
 //! (d = (mean_b − mean_a) / sqrt((var_a + var_b) / 2)), ranked, and the activation histograms of the
 //! top neurons on both datasets (for plots).
 
-use super::{Ranking, CheckCx, Dep, Stage, StageEnv};
+use super::{TableDecl, Ranking, CheckCx, Dep, Stage, StageEnv};
 use crate::spec::{Diagnostic, StageRef};
 use crate::store::table::read;
 use crate::store::table::Table;
@@ -73,8 +73,11 @@ impl Stage for Spec {
         (table == "contrast").then_some(Ranking::desc("d"))
     }
 
-    fn tables(&self) -> Vec<&'static str> {
-        vec!["contrast", "histograms"]
+    fn tables(&self) -> Vec<TableDecl> {
+        vec![
+            TableDecl::new("contrast").ints(["rank", "layer", "neuron"]).texts(["name"]).floats([&self.a, &self.b].map(|r| format!("mean_{}", r.name()))).floats([&self.a, &self.b].map(|r| format!("std_{}", r.name()))).floats(["d"]),
+            TableDecl::new("histograms").ints(["rank"]).texts(["neuron", "dataset"]).floats(["left", "right", "density"]),
+        ]
     }
 
     fn check(&self, cx: &CheckCx, out: &mut Vec<Diagnostic>) {

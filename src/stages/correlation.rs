@@ -6,7 +6,7 @@
 
 use crate::stats::HistogramSpec;
 use crate::util::Progress;
-use super::{shards, Ranking, CheckCx, Dep, Part, Stage, StageEnv};
+use super::{TableDecl, shards, Ranking, CheckCx, Dep, Part, Stage, StageEnv};
 use crate::analysis::baseline::{self, Baseline};
 use crate::analysis::correlation::{Products, Shape, Similarity, Sums};
 use crate::data::Tokenized;
@@ -274,8 +274,12 @@ impl Stage for Spec {
         (table == "matches").then_some(Ranking::desc("max_corr"))
     }
 
-    fn tables(&self) -> Vec<&'static str> {
-        vec!["matches", "top", "histogram"]
+    fn tables(&self) -> Vec<TableDecl> {
+        vec![
+            TableDecl::new("matches").ints(["layer", "neuron"]).floats(["max_corr"]).ints(["match_layer", "match_neuron"]).floats(["mean", "std"]),
+            TableDecl::new("top").ints(["layer", "neuron", "rank", "match_layer", "match_neuron"]).floats(["corr"]),
+            TableDecl::new("histogram").floats(["left", "right"]).ints(["count"]).floats(["density"]),
+        ]
     }
 
     fn uses_seed(&self) -> bool {

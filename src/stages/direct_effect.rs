@@ -6,7 +6,7 @@
 use super::intervention::{means, SetValue};
 use super::batches::for_each_batch;
 use super::shards::{self, Partial, Sharded};
-use super::{CheckCx, Dep, Part, Stage, StageEnv};
+use super::{TableDecl, CheckCx, Dep, Part, Stage, StageEnv};
 use crate::analysis::effects::{context_effect, direct_effect, Force};
 use crate::model::hooks::HookPoint;
 use crate::spec::{DatasetRef, Diagnostic, ModelRef, Sp, StageRef};
@@ -104,8 +104,10 @@ impl Stage for Spec {
         d
     }
 
-    fn tables(&self) -> Vec<&'static str> {
-        vec!["effects"]
+    fn tables(&self) -> Vec<TableDecl> {
+        vec![
+            TableDecl::new("effects").texts(["run", "study_name", "mediation"]).floats(["loss", "delta", "change_pct", "active", "inactive"]),
+        ]
     }
 
     fn parts(&self, _experiment_seed: u64) -> Vec<Part> {

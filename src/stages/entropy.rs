@@ -6,7 +6,7 @@
 
 use super::batches::for_each_batch;
 use super::shards::{self, Partial, Sharded};
-use super::{CheckCx, Dep, Part, Stage, StageEnv};
+use super::{TableDecl, CheckCx, Dep, Part, Stage, StageEnv};
 use crate::analysis::weights::{in_out, unit_rows, vocab_cosines};
 use crate::model::hooks::{BlockSite, HookPoint};
 use crate::model::outputs::token_stats;
@@ -214,8 +214,12 @@ impl Stage for Spec {
         self.baseline.is_some()
     }
 
-    fn tables(&self) -> Vec<&'static str> {
-        vec!["entropy", "summary", "vocab_cos"]
+    fn tables(&self) -> Vec<TableDecl> {
+        vec![
+            TableDecl::new("entropy").texts(["neuron_name"]).ints(["layer", "neuron"]).texts(["kind"]).floats(["value", "loss", "entropy", "rank", "reciprocal_rank", "ln_scale"]).ints(["tokens"]),
+            TableDecl::new("summary").texts(["series"]).floats(["value", "loss", "entropy", "rank", "reciprocal_rank", "ln_scale"]),
+            TableDecl::new("vocab_cos").texts(["neuron_name"]).floats(["cos"]),
+        ]
     }
 
     fn parts(&self, _experiment_seed: u64) -> Vec<Part> {

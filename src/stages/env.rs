@@ -38,11 +38,9 @@ pub trait StageEnv {
     /// The run's cancellation token, for work that reports progress its own way.
     fn cancel(&self) -> &Cancel;
 
-    /// Write a table as Parquet and CSV into the output folder, atomically.
-    fn write_table(&self, name: &str, df: &mut DataFrame) -> Result<()> {
-        crate::store::table::write(&self.out().join(format!("{name}.parquet")), df)?;
-        crate::store::table::write_csv(&self.out().join(format!("{name}.csv")), df)
-    }
+    /// Write a table as Parquet and CSV into the output folder, atomically, after checking it
+    /// against the stage's declaration (`Stage::tables`).
+    fn write_table(&self, name: &str, df: &mut DataFrame) -> Result<()>;
 }
 
 impl dyn StageEnv + '_ {

@@ -6,7 +6,7 @@
 
 use super::batches::for_each_batch;
 use super::shards::{self, Partial, Sharded};
-use super::{Ranking, CheckCx, Dep, Part, Stage, StageEnv};
+use super::{TableDecl, Ranking, CheckCx, Dep, Part, Stage, StageEnv};
 use crate::analysis::features::{vocabulary_features, Feature, TokenFeatures};
 use crate::data::Tokenized;
 use crate::model::hooks::HookPoint;
@@ -297,8 +297,14 @@ impl Stage for Spec {
         matches!(table, "best" | "top").then_some(Ranking::desc("vr"))
     }
 
-    fn tables(&self) -> Vec<&'static str> {
-        vec!["features", "explanations", "best", "families", "top"]
+    fn tables(&self) -> Vec<TableDecl> {
+        vec![
+            TableDecl::new("features").texts(["feature", "variant", "group"]).ints(["positions"]).floats(["fraction"]),
+            TableDecl::new("explanations").texts(["hook"]).ints(["layer", "neuron", "rank", "positions"]).texts(["feature", "group"]).floats(["vr", "mean_diff", "welch_t"]),
+            TableDecl::new("best").texts(["hook"]).ints(["layer", "neuron"]).texts(["feature", "family"]).floats(["vr", "mean_diff", "welch_t"]),
+            TableDecl::new("families").texts(["hook"]).ints(["layer"]).texts(["family"]).ints(["neurons"]),
+            TableDecl::new("top").ints(["rank", "layer", "neuron"]).texts(["name", "feature"]).floats(["vr"]),
+        ]
     }
 
     fn parts(&self, _experiment_seed: u64) -> Vec<Part> {

@@ -2,7 +2,7 @@
 //! LayerNorm (the run's own cached scale) and the unembedding, along `answer − wrong` (by default a
 //! pair's answer and wrong tokens) and as the top tokens of the full vocabulary.
 
-use super::{CheckCx, Dep, Stage, StageEnv};
+use super::{TableDecl, CheckCx, Dep, Stage, StageEnv};
 use crate::analysis::lens::{accumulated_resid, logit_direction, project, vocab_logits};
 use crate::spec::{DatasetRef, Diagnostic, ModelRef};
 use crate::store::table::Table;
@@ -46,8 +46,11 @@ impl Stage for Spec {
         vec![Dep::Model(&self.model), Dep::Tokens { dataset: &self.dataset, model: &self.model }]
     }
 
-    fn tables(&self) -> Vec<&'static str> {
-        vec!["lens", "top_tokens"]
+    fn tables(&self) -> Vec<TableDecl> {
+        vec![
+            TableDecl::new("lens").ints(["prompt", "index"]).texts(["point"]).floats(["value"]),
+            TableDecl::new("top_tokens").ints(["prompt", "index"]).texts(["point"]).ints(["rank"]).texts(["token"]).floats(["logit"]),
+        ]
     }
 
     fn check(&self, cx: &CheckCx, out: &mut Vec<Diagnostic>) {

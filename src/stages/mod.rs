@@ -13,11 +13,13 @@ pub mod intervention;
 pub mod plot;
 pub mod select;
 pub mod shards;
+pub mod tables;
 pub mod tokenize;
 
 pub use check::CheckCx;
 pub use env::StageEnv;
 pub use plot::PlotStage;
+pub use tables::TableDecl;
 
 use crate::model::ModelConfig;
 use crate::spec::{DatasetRef, Diagnostic, ModelRef, StageRef};
@@ -84,8 +86,9 @@ pub trait Stage {
     fn check(&self, _cx: &CheckCx, _out: &mut Vec<Diagnostic>) {}
     /// Compute the artifacts into `env.out()`.
     fn run(&self, env: &mut dyn StageEnv) -> Result<()>;
-    /// The tables (Parquet files, without extension) it writes, for plots to name.
-    fn tables(&self) -> Vec<&'static str> {
+    /// The tables it writes (`NAME.parquet` and `NAME.csv`) with their columns, for `validate` to
+    /// check what plots and selectors name; each written table is checked against it.
+    fn tables(&self) -> Vec<TableDecl> {
         vec![]
     }
     /// The ranking of one of its tables, when the table has an obvious one.

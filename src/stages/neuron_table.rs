@@ -3,7 +3,7 @@
 //! w_out_norm, input_bias, in_out_sim, l2_penalty, mean, var, skew, kurt, sparsity, vocab_mean,
 //! vocab_var, vocab_skew, vocab_kurt`), as Parquet and CSV.
 
-use super::{Ranking, CheckCx, Dep, Stage, StageEnv};
+use super::{TableDecl, Ranking, CheckCx, Dep, Stage, StageEnv};
 use crate::spec::{Diagnostic, StageRef};
 use crate::store::table::read;
 use anyhow::{Context, Result};
@@ -42,8 +42,10 @@ impl Stage for Spec {
         (table == "neurons").then_some(Ranking::desc("vocab_kurt"))
     }
 
-    fn tables(&self) -> Vec<&'static str> {
-        vec!["neurons"]
+    fn tables(&self) -> Vec<TableDecl> {
+        vec![
+            TableDecl::new("neurons").ints(["layer", "neuron"]).floats(["w_in_norm", "w_out_norm", "input_bias", "in_out_sim", "l2_penalty", "mean", "var", "skew", "kurt", "sparsity", "vocab_mean", "vocab_var", "vocab_skew", "vocab_kurt"]).texts(["vocab_class"]),
+        ]
     }
 
     fn check(&self, cx: &CheckCx, out: &mut Vec<Diagnostic>) {

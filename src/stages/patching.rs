@@ -2,7 +2,7 @@
 //! sweeps over resid_pre / attn_out / mlp_out × layer × position, over heads, and over the neurons
 //! of a layer; raw metric and normalised score, with token labels for heatmaps.
 
-use super::{Ranking, CheckCx, Dep, Stage, StageEnv};
+use super::{TableDecl, Ranking, CheckCx, Dep, Stage, StageEnv};
 use crate::analysis::patching::{
     head_patches, layer_position_patches, neuron_patches, normalise, prompt, Metric, Patch, Prepared,
 };
@@ -91,8 +91,13 @@ impl Stage for Spec {
         (table == "neurons").then_some(Ranking::desc("score"))
     }
 
-    fn tables(&self) -> Vec<&'static str> {
-        vec!["positions", "heads", "neurons", "summary"]
+    fn tables(&self) -> Vec<TableDecl> {
+        vec![
+            TableDecl::new("positions").ints(["pair"]).texts(["sweep"]).ints(["layer", "position"]).texts(["token"]).ints(["head", "neuron"]).floats(["metric", "score"]),
+            TableDecl::new("heads").ints(["pair"]).texts(["sweep"]).ints(["layer", "position"]).texts(["token"]).ints(["head", "neuron"]).floats(["metric", "score"]),
+            TableDecl::new("neurons").ints(["pair"]).texts(["sweep"]).ints(["layer", "position"]).texts(["token"]).ints(["head", "neuron"]).floats(["metric", "score"]),
+            TableDecl::new("summary").ints(["pair"]).floats(["metric_clean", "metric_corrupted"]),
+        ]
     }
 
     fn check(&self, cx: &CheckCx, out: &mut Vec<Diagnostic>) {

@@ -21,22 +21,11 @@ impl Stage for PlotStage {
         if !missing.is_empty() {
             out.push(Diagnostic::at(span.clone(), format!("a {:?} plot needs {}", self.kind, missing.join(", "))));
         }
-        let Some(st) = cx.stages.get(self.input.name()) else { return };
-        let tables = st.value.stage().tables();
-        if let Some(t) = &self.table {
-            if !tables.is_empty() && !tables.contains(&t.as_str()) {
-                out.push(
-                    Diagnostic::at(
-                        span,
-                        format!("stage '{}' ({}) has no table '{t}'", self.input.name(), st.value.kind()),
-                    )
-                    .help(format!(
-                        "tables: {}{}",
-                        tables.join(", "),
-                        did_you_mean(t, tables.iter().copied())
-                    )),
-                );
-            }
+        let Some(decl) = cx.table_of(&self.input, self.table.as_deref(), "table", out) else { return };
+        for (field, column, numeric) in self.columns() {
+            // A filter key is found where it is written inside `filter = { … }`.
+            let at = if field == "filter" { column } else { field };
+            cx.column(self.input.name(), &decl, at, column, numeric, out);
         }
     }
 

@@ -5,7 +5,7 @@
 //! kurtosis and skew across a family of models (seeds), with their min–max band.
 
 
-use super::{CheckCx, Dep, Stage, StageEnv};
+use super::{TableDecl, CheckCx, Dep, Stage, StageEnv};
 use crate::analysis::weights::{in_out, moments, unit_rows, vocab_class, vocab_cosines, Moments};
 use crate::spec::{Diagnostic, ModelRef, Sp, StageRef};
 use crate::stats::separation::Separation;
@@ -97,8 +97,14 @@ impl Stage for Spec {
         d
     }
 
-    fn tables(&self) -> Vec<&'static str> {
-        vec!["neurons", "features", "classes", "percentiles", "effects"]
+    fn tables(&self) -> Vec<TableDecl> {
+        vec![
+            TableDecl::new("neurons").texts(["hook"]).ints(["layer", "neuron"]).texts(["class"]).floats(["vocab_mean", "vocab_var", "vocab_skew", "vocab_kurt"]),
+            TableDecl::new("features").texts(["hook"]).ints(["layer", "neuron"]).texts(["class", "feature", "group"]).ints(["rank", "tokens"]).floats(["mean_diff", "welch_t", "vr"]),
+            TableDecl::new("classes").texts(["model"]).ints(["layer"]).texts(["class"]).ints(["neurons"]).floats(["fraction"]),
+            TableDecl::new("percentiles").texts(["stat"]).ints(["layer"]).texts(["percentile"]).floats(["value", "low", "high"]),
+            TableDecl::new("effects").texts(["hook"]).ints(["layer", "neuron"]).texts(["neuron_name", "token", "best_feature", "in_feature"]).ints(["shown"]).floats(["effect"]),
+        ]
     }
 
     fn check(&self, cx: &CheckCx, out: &mut Vec<Diagnostic>) {

@@ -1,9 +1,10 @@
 //! Choosing neurons: a list (`["L1.N23", "0.5"]`) or the top rows of another stage's table
 //! (`{ from = "german", n = 10, by = "d", filter = { layer = 1 } }`).
 
+use super::CheckCx;
 use crate::model::hooks::parse_neuron;
 use crate::plot::Filter;
-use crate::spec::StageRef;
+use crate::spec::{Diagnostic, StageRef};
 use anyhow::{bail, Context, Result};
 use polars::prelude::*;
 use schemars::JsonSchema;
@@ -15,7 +16,7 @@ use std::path::Path;
 #[serde(deny_unknown_fields)]
 pub struct TopNeurons {
     pub from: StageRef,
-    /// Which table of that stage (default: its first).
+    /// Which table of that stage (default: its only table).
     #[serde(default)]
     pub table: Option<String>,
     pub n: usize,
@@ -30,6 +31,26 @@ pub struct TopNeurons {
 }
 
 impl TopNeurons {
+    /// Check the table and columns it names against the source stage's declarations.
+    pub fn check(&self, cx: &CheckCx, out: &mut Vec<Diagnostic>) {
+        let Some(decl) = cx.table_of(&self.from, self.table.as_deref(), "table", out) else { return };
+        let stage = self.from.name();
+        for c in ["layer", "neuron"] {
+            if decl.column(c).is_none() && !decl.open {
+                out.push(Diagnostic::at(
+                    self.from.span(),
+                    format!("{stage}.{} has no `{c}` column; `top` reads neurons from a table with layer and neuron columns", decl.name),
+                ));
+            }
+        }
+        if let Some(by) = &self.by {
+            cx.column(stage, &decl, "by", by, true, out);
+        }
+        for k in self.filter.keys() {
+            cx.column(stage, &decl, k, k, false, out);
+        }
+    }
+
     /// The table it reads from the source stage's artifact folder `dir`.
     pub fn table_in(&self, dir: &Path) -> Result<String> {
         let tables = crate::store::table::tables_in(dir);

@@ -2,7 +2,8 @@
 //! cached on its own), written as Hugging Face folders that `[models.X] train = "…"` loads like any
 //! model; the stage's own node gathers the loss curves and metrics of every seed.
 
-use super::{CheckCx, Dep, Part, Stage, StageEnv};
+use super::tables::Ty;
+use super::{TableDecl, CheckCx, Dep, Part, Stage, StageEnv};
 use crate::data::source::{Doc, Flow, Reader};
 use crate::data::{bpe, tokenize, DatasetSpec};
 use crate::model::{Activation, ModelConfig, Tokenizer};
@@ -167,8 +168,11 @@ impl Stage for Spec {
         self.datasets.iter().map(Dep::Dataset).collect()
     }
 
-    fn tables(&self) -> Vec<&'static str> {
-        vec!["loss", "metrics"]
+    fn tables(&self) -> Vec<TableDecl> {
+        vec![
+            TableDecl::new("loss").ints(["step"]).floats(["train_loss", "lr", "heldout_loss"]).optional(Ty::Int, ["seed"]),
+            TableDecl::new("metrics").ints(["seed", "steps"]).floats(["train_tokens", "seconds", "tokens_per_s", "heldout_loss", "unigram_loss", "bigram_loss"]).ints(["parameters"]),
+        ]
     }
 
     fn check(&self, cx: &CheckCx, out: &mut Vec<Diagnostic>) {

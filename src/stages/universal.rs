@@ -4,7 +4,8 @@
 //! `is_universal = excess_corr > threshold`; joined with the neuron table, with each property's
 //! percentile within its layer so universal and other neurons can be compared.
 
-use super::{Ranking, CheckCx, Dep, Stage, StageEnv};
+use super::tables::Ty;
+use super::{TableDecl, Ranking, CheckCx, Dep, Stage, StageEnv};
 use crate::spec::{Diagnostic, StageRef};
 use crate::store::table::read;
 use crate::store::table::Table;
@@ -157,8 +158,14 @@ impl Stage for Spec {
         (table == "universal").then_some(Ranking::desc("excess_corr"))
     }
 
-    fn tables(&self) -> Vec<&'static str> {
-        vec!["universal", "layers", "properties"]
+    fn tables(&self) -> Vec<TableDecl> {
+        vec![
+            TableDecl::new("universal").ints(["layer", "neuron"]).floats(["max_corr", "mean_corr", "min_corr", "max_baseline", "mean_baseline", "min_baseline", "excess_corr"]).cols(Ty::Bool, ["is_universal"]).optional(Ty::Float, PROPERTIES.iter().copied())
+                .optional(Ty::Text, ["vocab_class"])
+                .optional(Ty::Float, PROPERTIES.iter().map(|p| format!("{p}_pct"))),
+            TableDecl::new("layers").ints(["layer", "neurons", "universal"]).floats(["fraction"]),
+            TableDecl::new("properties").texts(["property", "class"]).floats(["percentile"]),
+        ]
     }
 
     fn check(&self, cx: &CheckCx, out: &mut Vec<Diagnostic>) {

@@ -2,7 +2,7 @@
 //! unembedding (dot or cosine; top and bottom tokens), the reverse search (which neurons of any
 //! layer write most to given tokens) and the monotokenic score of the "an" neuron study.
 
-use super::{CheckCx, Dep, Stage, StageEnv};
+use super::{TableDecl, CheckCx, Dep, Stage, StageEnv};
 use crate::analysis::vocab::{extremes, monotokenic, neuron_vectors, scores, token_column, top_entries, Basis, Side};
 use crate::spec::{Diagnostic, ModelRef};
 use crate::store::table::Table;
@@ -53,8 +53,12 @@ impl Stage for Spec {
         vec![Dep::Model(&self.model)]
     }
 
-    fn tables(&self) -> Vec<&'static str> {
-        vec!["neuron_tokens", "token_neurons", "monotokenic"]
+    fn tables(&self) -> Vec<TableDecl> {
+        vec![
+            TableDecl::new("neuron_tokens").texts(["neuron", "which"]).ints(["rank", "token"]).texts(["token_str"]).floats(["score"]),
+            TableDecl::new("token_neurons").texts(["token"]).ints(["rank", "layer", "neuron"]).floats(["score"]),
+            TableDecl::new("monotokenic").ints(["layer", "neuron"]).floats(["score"]).texts(["token"]),
+        ]
     }
 
     fn check(&self, cx: &CheckCx, out: &mut Vec<Diagnostic>) {

@@ -3,7 +3,7 @@
 //! (prediction / suppression / partition class) and of cos(W_E, w_in), top and bottom tokens,
 //! neuron↔neuron composition (top-k) and neuron↔attention-head composition (Q, K, V, O).
 
-use super::{Ranking, CheckCx, Dep, Stage, StageEnv};
+use super::{TableDecl, Ranking, CheckCx, Dep, Stage, StageEnv};
 use crate::analysis::weights::{
     head_composition, in_out, moments, neuron_weights, unit_rows, vocab_class, vocab_cosines,
 };
@@ -60,8 +60,12 @@ impl Stage for Spec {
         (table == "weights").then_some(Ranking::desc("vocab_kurt"))
     }
 
-    fn tables(&self) -> Vec<&'static str> {
-        vec!["weights", "vocab_tokens", "neuron_comps"]
+    fn tables(&self) -> Vec<TableDecl> {
+        vec![
+            TableDecl::new("weights").ints(["layer", "neuron"]).floats(["w_in_norm", "w_out_norm", "input_bias", "in_out_sim", "l2_penalty", "vocab_mean", "vocab_var", "vocab_skew", "vocab_kurt", "e_out_mean", "e_out_var", "e_out_skew", "e_out_kurt", "u_in_mean", "u_in_var", "u_in_skew", "u_in_kurt", "e_in_mean", "e_in_var", "e_in_skew", "e_in_kurt"]).texts(["vocab_class"]),
+            TableDecl::new("vocab_tokens").ints(["layer", "neuron"]).texts(["basis", "which"]).ints(["rank"]).texts(["token"]).floats(["cos"]),
+            TableDecl::new("neuron_comps").ints(["layer", "neuron"]).texts(["kind", "which"]).ints(["rank", "other_layer", "other_neuron"]).floats(["cos"]),
+        ]
     }
 
     fn check(&self, cx: &CheckCx, out: &mut Vec<Diagnostic>) {

@@ -120,6 +120,12 @@ pub fn write_csv(path: &Path, df: &mut DataFrame) -> Result<()> {
     })
 }
 
+/// A table as `dir/NAME.parquet` and `dir/NAME.csv`, each written atomically.
+pub fn write_both(dir: &Path, name: &str, df: &mut DataFrame) -> Result<()> {
+    write(&dir.join(format!("{name}.parquet")), df)?;
+    write_csv(&dir.join(format!("{name}.csv")), df)
+}
+
 pub fn read(path: &Path) -> Result<DataFrame> {
     let f = std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
     ParquetReader::new(f).finish().with_context(|| format!("cannot read {}", path.display()))

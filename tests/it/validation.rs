@@ -417,3 +417,78 @@ fn files_that_are_not_utf8_get_a_position() {
     assert_eq!(code, Some(2));
     assert!(err.contains("enc.toml:1:1") && err.contains("UTF-16"), "{err}");
 }
+
+const CONTRAST: &str = r#"
+[stages.acts_b]
+kind = "activations"
+model = "tiny"
+dataset = "en"
+hooks = ["blocks.1.mlp.hook_post"]
+
+[stages.german]
+kind = "contrast"
+a = "acts"
+b = "acts_b"
+"#;
+
+#[test]
+fn tables_and_columns_are_checked_against_the_stages_declarations() {
+    let ws = Workspace::new();
+    let base = format!("{BASE}{CONTRAST}");
+    let plot = |fields: &str| format!("{base}\n[plots.p]\ninput = \"german\"\n{fields}\n");
+    // A table of another name, and a column that is not there, each at its value with the nearest.
+    expect(
+        &ws,
+        &plot("table = \"contrst\"\nkind = \"histogram\"\ncolumn = \"d\""),
+        &["bad.toml:33:9: stage 'german' (contrast) has no table 'contrst'", "did you mean 'contrast'?"],
+    );
+    expect(
+        &ws,
+        &plot("table = \"contrast\"\nkind = \"scatter\"\nx = \"mean_acts\"\ny = \"mean_acts_de\""),
+        &["bad.toml:36:5: german.contrast has no column 'mean_acts_de'", "did you mean 'mean_acts_b'?"],
+    );
+    // Columns named by the filter and by the title's placeholders; a text column where numbers go.
+    expect(
+        &ws,
+        &plot(
+            "table = \"contrast\"\nkind = \"line\"\nx = \"name\"\ny = \"d\"\nfilter = { layr = 1 }\ntitle = \"{nueron}\"",
+        ),
+        &[
+            "bad.toml:35:5: `x` needs numbers, and column 'name' of german.contrast holds text",
+            "bad.toml:37:12: german.contrast has no column 'layr'",
+            "bad.toml:38:9: german.contrast has no column 'nueron'",
+        ],
+    );
+    // Several tables and none chosen.
+    expect(&ws, &plot("kind = \"histogram\"\ncolumn = \"d\""), &["writes several tables: set `table`"]);
+    // A viewer's `top` selector: its table and its `by` column.
+    let viewer = |top: &str| {
+        format!("{base}\n[stages.view]\nkind = \"viewer\"\nmodel = \"tiny\"\nactivations = \"acts\"\ntop = {top}\n")
+    };
+    expect(
+        &ws,
+        &viewer("{ from = \"german\", table = \"contrst\", n = 3 }"),
+        &["stage 'german' (contrast) has no table 'contrst'", "did you mean 'contrast'?"],
+    );
+    expect(
+        &ws,
+        &viewer("{ from = \"german\", table = \"contrast\", n = 3, by = \"dd\" }"),
+        &["german.contrast has no column 'dd'", "did you mean 'd'?"],
+    );
+    assert!(errors(&ws, &viewer("{ from = \"german\", table = \"contrast\", n = 3, by = \"d\" }")).is_empty());
+}
+
+#[test]
+fn decode_reference_hook_and_column_errors_come_in_one_round() {
+    let ws = Workspace::new();
+    let text = format!(
+        "{}{CONTRAST}\n[stages.broken]\nkind = \"activations\"\nmodl = \"tiny\"\n\n[stages.lost]\nkind = \"contrast\"\na = \"acts\"\nb = \"acts_c\"\n\n[plots.p]\ninput = \"german\"\ntable = \"contrast\"\nkind = \"histogram\"\ncolumn = \"dd\"\n\n[plots.q]\ninput = \"broken\"\nkind = \"histogram\"\ncolumn = \"x\"\n",
+        BASE.replace("blocks.1.mlp.hook_post\"]", "blocks.9.mlp.hook_post\"]")
+    );
+    let got = errors(&ws, &text);
+    for want in ["unknown field `modl`", "unknown stage 'acts_c'", "blocks.9", "german.contrast has no column 'dd'"] {
+        assert!(got.iter().any(|g| g.contains(want)), "expected '{want}' in {got:#?}");
+    }
+    // The plot of the stage that did not decode is not reported as a dangling reference.
+    assert!(!got.iter().any(|g| g.contains("unknown stage 'broken'")), "{got:#?}");
+}

@@ -130,7 +130,10 @@ impl Stage for Spec {
         }
         match Neurons::of(&self.neurons, &self.top) {
             None => out.push(cx.error("neurons", "viewer: give exactly one of `neurons` and `top`")),
-            Some(Neurons::Top(t)) => cx.at_least("n", t.n, 1, out),
+            Some(Neurons::Top(t)) => {
+                cx.at_least("n", t.n, 1, out);
+                t.check(cx, out);
+            }
             Some(Neurons::List([])) => out.push(cx.error("neurons", "viewer: list at least one neuron")),
             Some(Neurons::List(_)) => {}
         }
