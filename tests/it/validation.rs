@@ -440,12 +440,12 @@ fn tables_and_columns_are_checked_against_the_stages_declarations() {
     expect(
         &ws,
         &plot("table = \"contrst\"\nkind = \"histogram\"\ncolumn = \"d\""),
-        &["bad.toml:33:9: stage 'german' (contrast) has no table 'contrst'", "did you mean 'contrast'?"],
+        &["bad.toml:30:9: stage 'german' (contrast) has no table 'contrst'", "did you mean 'contrast'?"],
     );
     expect(
         &ws,
         &plot("table = \"contrast\"\nkind = \"scatter\"\nx = \"mean_acts\"\ny = \"mean_acts_de\""),
-        &["bad.toml:36:5: german.contrast has no column 'mean_acts_de'", "did you mean 'mean_acts_b'?"],
+        &["bad.toml:33:5: german.contrast has no column 'mean_acts_de'", "did you mean 'mean_acts'?"],
     );
     // Columns named by the filter and by the title's placeholders; a text column where numbers go.
     expect(
@@ -454,9 +454,9 @@ fn tables_and_columns_are_checked_against_the_stages_declarations() {
             "table = \"contrast\"\nkind = \"line\"\nx = \"name\"\ny = \"d\"\nfilter = { layr = 1 }\ntitle = \"{nueron}\"",
         ),
         &[
-            "bad.toml:35:5: `x` needs numbers, and column 'name' of german.contrast holds text",
-            "bad.toml:37:12: german.contrast has no column 'layr'",
-            "bad.toml:38:9: german.contrast has no column 'nueron'",
+            "bad.toml:32:5: `x` needs numbers, and column 'name' of german.contrast holds text",
+            "bad.toml:34:19: german.contrast has no column 'layr'",
+            "bad.toml:35:9: german.contrast has no column 'nueron'",
         ],
     );
     // Several tables and none chosen.
