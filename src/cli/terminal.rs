@@ -74,7 +74,7 @@ impl Reporter for Terminal {
         if self.interactive {
             let b = ProgressBar::new(total);
             b.set_message(label.to_string());
-            let mut bar = Interactive { bar: b, unit: unit.to_string(), known: None };
+            let mut bar = Interactive { bar: b, label: label.to_string(), unit: unit.to_string(), known: None };
             bar.restyle(total);
             Box::new(bar)
         } else {
@@ -83,6 +83,7 @@ impl Reporter for Terminal {
                 unit: unit.to_string(),
                 started: Instant::now(),
                 last: Instant::now(),
+                message: String::new(),
             })
         }
     }
@@ -98,6 +99,7 @@ impl Reporter for Terminal {
 
 struct Interactive {
     bar: ProgressBar,
+    label: String,
     unit: String,
     /// Whether the bar shows a total (until it is known, a spinner); `None` before the first style.
     known: Option<bool>,
@@ -134,7 +136,7 @@ impl Bar for Interactive {
         self.bar.set_position(done);
     }
     fn message(&mut self, text: &str) {
-        self.bar.set_message(text.to_string());
+        self.bar.set_message(format!("{}: {text}", self.label));
     }
 }
 
@@ -150,6 +152,8 @@ struct Lines {
     unit: String,
     started: Instant,
     last: Instant,
+    /// The latest status (a training loss), shown at the end of each line.
+    message: String,
 }
 
 impl Bar for Lines {
@@ -158,8 +162,9 @@ impl Bar for Lines {
             self.last = Instant::now();
             let per_sec = done as f64 / self.started.elapsed().as_secs_f64().max(1e-9);
             let total = if total > 0 { format!("/{}", HumanCount(total)) } else { String::new() };
+            let message = if self.message.is_empty() { String::new() } else { format!(", {}", self.message) };
             eprintln!(
-                "  {}: {}{total} {} ({} {}/s)",
+                "  {}: {}{total} {} ({} {}/s{message})",
                 self.label,
                 HumanCount(done),
                 self.unit,
@@ -167,5 +172,8 @@ impl Bar for Lines {
                 self.unit
             );
         }
+    }
+    fn message(&mut self, text: &str) {
+        self.message = text.to_string();
     }
 }

@@ -3,8 +3,8 @@
 
 use super::colormap::categorical;
 use super::common::{annotate, axis_descs, chart, err, fmt_num, legend, padded};
-use super::data::{distinct, f64s, strs};
-use super::PlotSpec;
+use super::data::{distinct, f64s, fill_placeholders, strs};
+use super::{PlotSpec, XAt};
 use anyhow::{bail, Result};
 use plotters::coord::Shift;
 use plotters::prelude::*;
@@ -64,12 +64,34 @@ fn bins_of<S>(spec: &PlotSpec<S>, df: &polars::prelude::DataFrame) -> Result<His
         .collect())
 }
 
+/// The spec's vertical lines: (x, label).
+fn x_lines<S>(spec: &PlotSpec<S>, df: &polars::prelude::DataFrame) -> Result<Vec<(f64, String)>> {
+    spec.x_lines
+        .iter()
+        .map(|l| {
+            let x = match &l.x {
+                XAt::Value(v) => *v,
+                XAt::Column(c) => {
+                    let values: Vec<f64> = f64s(df, c)?.into_iter().filter(|v| v.is_finite()).collect();
+                    match values.first() {
+                        Some(v) if values.iter().all(|w| w == v) => *v,
+                        Some(_) => bail!("x_lines: column '{c}' holds several values; a line needs one"),
+                        None => bail!("x_lines: column '{c}' has no finite value"),
+                    }
+                }
+            };
+            Ok((x, fill_placeholders(&l.label, df)?))
+        })
+        .collect()
+}
+
 pub fn histogram<S, DB: DrawingBackend>(
     root: &DrawingArea<DB, Shift>,
     spec: &PlotSpec<S>,
     df: &polars::prelude::DataFrame,
 ) -> Result<()> {
     let hist = bins_of(spec, df)?;
+    let lines = x_lines(spec, df)?;
     let y = |c: f64| {
         if spec.log_y {
             if c > 0.0 {
@@ -81,7 +103,7 @@ pub fn histogram<S, DB: DrawingBackend>(
             c
         }
     };
-    let xr = padded(hist.iter().flat_map(|h| h.1.iter().flat_map(|b| [b.0, b.1])));
+    let xr = padded(hist.iter().flat_map(|h| h.1.iter().flat_map(|b| [b.0, b.1])).chain(lines.iter().map(|l| l.0)));
     let ys: Vec<f64> = hist.iter().flat_map(|h| h.1.iter().map(|b| y(b.2))).collect();
     let floor = if spec.log_y {
         ys.iter().copied().filter(|v| v.is_finite()).fold(f64::INFINITY, f64::min).min(0.0) - 0.2
@@ -91,6 +113,7 @@ pub fn histogram<S, DB: DrawingBackend>(
     let top = ys.iter().copied().filter(|v| v.is_finite()).fold(f64::NEG_INFINITY, f64::max);
     let top = if top > floor { top } else { floor + 1.0 };
     let yr = floor..top + (top - floor) * 0.05;
+    let y_end = yr.end;
     let xname = spec.column.clone().or(spec.left.clone()).unwrap_or_default();
     let mut c = chart(root, spec, xr, yr, &xname, spec.count.as_deref().unwrap_or("count"))?;
     let overlay = hist.len() > 1;
@@ -104,7 +127,15 @@ pub fn histogram<S, DB: DrawingBackend>(
         .label(spec.legend_label(name, name.clone()))
         .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 14, y + 5)], col.filled()));
     }
-    if overlay {
+    let inks = [BLACK, RGBColor(200, 30, 45), RGBColor(25, 95, 200), RGBColor(110, 110, 110)];
+    for (i, (x, label)) in lines.iter().enumerate() {
+        let ink = inks[i % inks.len()];
+        c.draw_series(DashedLineSeries::new([(*x, floor), (*x, y_end)], 9, 5, ink.stroke_width(2)))
+            .map_err(err)?
+            .label(label.clone())
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], ink.stroke_width(2)));
+    }
+    if overlay || !lines.is_empty() {
         legend(&mut c)?;
     }
     annotate(&mut c, spec)
@@ -185,7 +216,9 @@ pub fn bar<S, DB: DrawingBackend>(
     let lo = vals.iter().zip(&errs).map(|(v, e)| v - e.abs()).fold(0.0f64, f64::min);
     let hi = vals.iter().zip(&errs).map(|(v, e)| v + e.abs()).fold(0.0f64, f64::max);
     let span = if hi > lo { hi - lo } else { 1.0 };
-    let yr = (lo - if lo < 0.0 { 0.05 * span } else { 0.0 })..(hi + 0.08 * span);
+    // Grouped bars get room above the tallest bar for the legend (about 6% of the height a group).
+    let room = if g > 1 { 0.08 + 0.06 * g as f64 } else { 0.08 };
+    let yr = (lo - if lo < 0.0 { 0.05 * span } else { 0.0 })..(hi + room * span);
     let yr_start = yr.start;
     let labels = CategoryLabels::new(root.dim_in_pixel(), &cats);
     let mut b = ChartBuilder::on(root);
@@ -249,6 +282,7 @@ pub fn bar<S, DB: DrawingBackend>(
             .background_style(WHITE.mix(0.85))
             .border_style(RGBColor(200, 200, 200))
             .label_font(("sans-serif", 14))
+            .position(SeriesLabelPosition::UpperRight)
             .draw()
             .map_err(err)?;
     }
@@ -337,6 +371,7 @@ pub fn boxes<S, DB: DrawingBackend>(
             .background_style(WHITE.mix(0.85))
             .border_style(RGBColor(200, 200, 200))
             .label_font(("sans-serif", 14))
+            .position(SeriesLabelPosition::UpperRight)
             .draw()
             .map_err(err)?;
     }

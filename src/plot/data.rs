@@ -33,6 +33,14 @@ pub fn strs(df: &DataFrame, name: &str) -> Result<Vec<String>> {
     Ok(c.str()?.into_iter().map(|v| v.unwrap_or("").to_string()).collect())
 }
 
+/// A column as text for reading: floats rounded as tick labels are, anything else as `strs`.
+fn labels(df: &DataFrame, name: &str) -> Result<Vec<String>> {
+    if column(df, name)?.dtype().is_float() {
+        return Ok(f64s(df, name)?.into_iter().map(super::common::fmt_num).collect());
+    }
+    strs(df, name)
+}
+
 /// Whether a column is numeric.
 pub fn is_numeric(df: &DataFrame, name: &str) -> Result<bool> {
     Ok(column(df, name)?.dtype().is_primitive_numeric())
@@ -86,13 +94,13 @@ pub fn placeholders(title: &str) -> Vec<&str> {
 }
 
 /// `{column}` in a title replaced by the column's value (its distinct values joined with ", ",
-/// the first three then "…", when it has several).
+/// the first three then "…", when it has several; fractional numbers rounded for reading).
 pub fn fill_placeholders(title: &str, df: &DataFrame) -> Result<String> {
     let (parts, last) = placeholder_parts(title);
     let mut out = String::new();
     for (before, name) in parts {
         out.push_str(before);
-        let values = distinct(&strs(df, name)?);
+        let values = distinct(&labels(df, name)?);
         out.push_str(&values.iter().take(3).cloned().collect::<Vec<_>>().join(", "));
         if values.len() > 3 {
             out.push_str(", …");

@@ -21,7 +21,7 @@ pub use data::{filtered as filter_rows, Filter};
 
 /// Implementation version of rendering plots: part of the fingerprints of what it makes. Bump it
 /// when a change here changes results (CONTRIBUTING.md).
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
 
 /// The kinds of plot.
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, JsonSchema, PartialEq, Eq)]
@@ -61,12 +61,30 @@ pub struct Annotation {
     pub text: String,
 }
 
+/// A vertical line across a histogram, named in the legend. `x` is a number or the name of a
+/// column holding one value (a threshold a stage computed); `{column}` in the label is replaced
+/// by that column's value.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct XLine {
+    pub x: XAt,
+    pub label: String,
+}
+
+/// Where an `XLine` stands.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(untagged)]
+pub enum XAt {
+    Value(f64),
+    Column(String),
+}
+
 /// How to draw a table. Which fields a kind needs:
 /// line: `x`, `y` (one or several), optional `group`, `band` (low and high columns shaded around
 /// each series); scatter: `x`, `y`, optional `color`,
 /// `label`; heatmap: `x`, `y`, `value`, optional `x_labels`, `y_labels`, `vmin`, `vmax`;
 /// histogram: `column` (raw values, `bins`, `range`) or `left`, `right`, `count` (precomputed),
-/// optional `group`; bar: `x` (categories), `y` (values), optional `error`, `group`;
+/// optional `group`, `x_lines`; bar: `x` (categories), `y` (values), optional `error`, `group`;
 /// box: `y` (values) grouped by `x`, optionally split by `group`.
 // `S` is where the table comes from (a stage reference in experiment files); the plot layer never
 // reads it.
@@ -136,6 +154,9 @@ pub struct PlotSpec<S = ()> {
     pub height: u32,
     #[serde(default)]
     pub annotations: Vec<Annotation>,
+    /// Histograms: labelled vertical lines (thresholds): `[{ x = 0.5, label = "…" }]`.
+    #[serde(default)]
+    pub x_lines: Vec<XLine>,
     /// Legend labels for series, groups and categories: `{ acts_en = "English" }`.
     #[serde(default)]
     pub legend: std::collections::BTreeMap<String, String>,
@@ -169,7 +190,7 @@ impl<S> PlotSpec<S> {
     }
 
     /// Every column the plot names, as (field, column, whether it must hold numbers): the data
-    /// fields, the `filter` keys and the `{column}` placeholders of the title.
+    /// fields, the `filter` keys, the `{column}` placeholders of the title and the `x_lines`.
     pub fn columns(&self) -> Vec<(&'static str, &str, bool)> {
         let numeric_xy = matches!(self.kind, PlotKind::Line | PlotKind::Scatter);
         let numeric_y = !matches!(self.kind, PlotKind::Heatmap);
@@ -201,7 +222,19 @@ impl<S> PlotSpec<S> {
         if let Some(t) = &self.title {
             out.extend(data::placeholders(t).into_iter().map(|c| ("title", c, false)));
         }
+        for l in &self.x_lines {
+            if let XAt::Column(c) = &l.x {
+                out.push(("x_lines", c.as_str(), true));
+            }
+            out.extend(data::placeholders(&l.label).into_iter().map(|c| ("x_lines", c, false)));
+        }
         out
+    }
+
+    /// What the spec asks that its kind does not draw.
+    pub fn unsupported(&self) -> Option<String> {
+        (!self.x_lines.is_empty() && self.kind != PlotKind::Histogram)
+            .then(|| format!("a {:?} plot does not draw `x_lines` (histograms do)", self.kind))
     }
 
     /// The legend label of a series, group or category `value`: the `legend` map's, else
@@ -248,6 +281,9 @@ pub fn render<S: Clone>(
     let missing = spec.missing();
     if !missing.is_empty() {
         bail!("a {:?} plot needs {}", spec.kind, missing.join(", "));
+    }
+    if let Some(problem) = spec.unsupported() {
+        bail!("{problem}");
     }
     let df = data::filtered(df, &spec.filter)?;
     if df.height() == 0 {

@@ -21,6 +21,9 @@ impl Stage for PlotStage {
         if !missing.is_empty() {
             out.push(Diagnostic::at(span.clone(), format!("a {:?} plot needs {}", self.kind, missing.join(", "))));
         }
+        if let Some(problem) = self.unsupported() {
+            out.push(cx.error("x_lines", problem));
+        }
         let Some(decl) = cx.table_of(&self.input, self.table.as_deref(), "table", out) else { return };
         for (field, column, numeric) in self.columns() {
             // A filter key is found where it is written inside `filter = { … }`.

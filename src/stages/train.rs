@@ -1,6 +1,7 @@
 //! `train` stage: small GPT-2-architecture models trained on datasets, one node per seed (each
 //! cached on its own), written as Hugging Face folders that `[models.X] train = "…"` loads like any
-//! model; the stage's own node gathers the loss curves and metrics of every seed.
+//! model; the stage's own node gathers the loss curves, metrics and held-out losses (against
+//! unigram and bigram baselines) of every seed.
 
 use super::tables::Ty;
 use super::{TableDecl, CheckCx, Dep, Part, Stage, StageEnv};
@@ -17,7 +18,7 @@ use serde::{Deserialize, Serialize};
 
 /// Implementation version: part of the fingerprint of every artifact this stage makes. Bump it
 /// when a change of this file changes what it computes (CONTRIBUTING.md).
-pub const VERSION: u32 = 2;
+pub const VERSION: u32 = 3;
 
 #[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -170,8 +171,17 @@ impl Stage for Spec {
 
     fn tables(&self) -> Vec<TableDecl> {
         vec![
-            TableDecl::new("loss").ints(["step"]).floats(["train_loss", "lr", "heldout_loss"]).optional(Ty::Int, ["seed"]),
-            TableDecl::new("metrics").ints(["seed", "steps"]).floats(["train_tokens", "seconds", "tokens_per_s", "heldout_loss", "unigram_loss", "bigram_loss"]).ints(["parameters"]),
+            TableDecl::new("loss")
+                .ints(["step"])
+                .floats(["train_loss", "lr", "heldout_loss"])
+                .optional(Ty::Int, ["seed"]),
+            TableDecl::new("metrics")
+                .ints(["seed", "steps"])
+                .floats(["train_tokens", "tokens_per_parameter"])
+                .ints(["corpus_tokens"])
+                .floats(["epochs", "seconds", "tokens_per_s", "heldout_loss", "unigram_loss", "bigram_loss"])
+                .ints(["parameters"]),
+            TableDecl::new("heldout").ints(["seed"]).texts(["model"]).floats(["loss"]),
         ]
     }
 
@@ -221,15 +231,16 @@ impl Stage for Spec {
         }
     }
 
-    /// Gather the loss curves and metrics of every seed.
+    /// Gather the loss curves, metrics and held-out losses of every seed.
     fn run(&self, cx: &mut dyn StageEnv) -> Result<()> {
-        let (mut loss, mut metrics) = (Vec::new(), Vec::new());
+        let (mut loss, mut metrics, mut heldout) = (Vec::new(), Vec::new(), Vec::new());
         for seed in self.seed_list(cx.seed()) {
             let dir = cx.part(Part::Seed(seed))?;
             let mut l = crate::store::table::read(&dir.join("loss.parquet"))?;
             l.with_column(Column::new("seed".into(), vec![seed; l.height()]))?;
             loss.push(l);
             metrics.push(crate::store::table::read(&dir.join("metrics.parquet"))?);
+            heldout.push(crate::store::table::read(&dir.join("heldout.parquet"))?);
         }
         let concat = |v: Vec<DataFrame>| -> Result<DataFrame> {
             let mut it = v.into_iter();
@@ -240,7 +251,8 @@ impl Stage for Spec {
             Ok(first)
         };
         cx.write_table("loss", &mut concat(loss)?)?;
-        cx.write_table("metrics", &mut concat(metrics)?)
+        cx.write_table("metrics", &mut concat(metrics)?)?;
+        cx.write_table("heldout", &mut concat(heldout)?)
     }
 
     fn uses_seed(&self) -> bool {
@@ -307,7 +319,15 @@ fn run_seed(cx: &mut dyn StageEnv, spec: &Spec, seed: u64) -> Result<()> {
     let mut t = Trainable::init(cfg, seed)?;
     let mut progress = cx.progress(sched.steps as u64, "steps");
     let started = std::time::Instant::now();
-    let log = train::train(&mut t, &train_rows, &heldout, spec.context, &sched, seed, |_| progress.tick(1))?;
+    let mut last_heldout = None;
+    let log = train::train(&mut t, &train_rows, &heldout, spec.context, &sched, seed, |p| {
+        last_heldout = p.heldout_loss.or(last_heldout);
+        progress.message(&match last_heldout {
+            Some(h) => format!("loss {:.3}, held-out {h:.3}", p.train_loss),
+            None => format!("loss {:.3}", p.train_loss),
+        });
+        progress.tick(1)
+    })?;
     let seconds = started.elapsed().as_secs_f64();
     save_hf(&t.model()?, &hf_tok, &cx.out().join("model"))?;
     let mut loss = Table::new()
@@ -319,16 +339,29 @@ fn run_seed(cx: &mut dyn StageEnv, spec: &Spec, seed: u64) -> Result<()> {
     cx.write_table("loss", &mut loss)?;
     let ctx = spec.context;
     let tokens = (sched.steps * sched.batch * ctx) as f64;
+    let trained = log.last().and_then(|p| p.heldout_loss).unwrap_or(f32::NAN);
+    let unigram = baseline::unigram_loss(&train_rows, &heldout, ctx, vocab) as f32;
+    let bigram = baseline::bigram_loss(&train_rows, &heldout, ctx, vocab) as f32;
     let mut metrics = Table::new()
         .with("seed", vec![seed])
         .with("steps", vec![sched.steps as u32])
         .with("train_tokens", vec![tokens])
+        .with("tokens_per_parameter", vec![tokens / t.n_params() as f64])
+        .with("corpus_tokens", vec![train_rows.len() as u64])
+        .with("epochs", vec![tokens / train_rows.len().max(1) as f64])
         .with("seconds", vec![seconds])
         .with("tokens_per_s", vec![tokens / seconds])
-        .with("heldout_loss", vec![log.last().and_then(|p| p.heldout_loss).unwrap_or(f32::NAN)])
-        .with("unigram_loss", vec![baseline::unigram_loss(&train_rows, &heldout, ctx, vocab) as f32])
-        .with("bigram_loss", vec![baseline::bigram_loss(&train_rows, &heldout, ctx, vocab) as f32])
+        .with("heldout_loss", vec![trained])
+        .with("unigram_loss", vec![unigram])
+        .with("bigram_loss", vec![bigram])
         .with("parameters", vec![t.n_params() as u64])
         .frame()?;
-    cx.write_table("metrics", &mut metrics)
+    cx.write_table("metrics", &mut metrics)?;
+    // The held-out loss beside its two baselines, one row each (for a grouped bar plot).
+    let mut heldout_table = Table::new()
+        .with("seed", vec![seed; 3])
+        .with("model", ["trained", "bigram", "unigram"].map(String::from).to_vec())
+        .with("loss", vec![trained, bigram, unigram])
+        .frame()?;
+    cx.write_table("heldout", &mut heldout_table)
 }

@@ -88,7 +88,8 @@ impl Trainable {
     }
 }
 
-/// Train on token rows [n, ctx]; `tick` is called after every step (progress, cancellation).
+/// Train on token rows [n, ctx]; `tick` is called with each step's log point (progress, the loss,
+/// cancellation).
 pub fn train(
     t: &mut Trainable,
     train_rows: &[u32],
@@ -96,7 +97,7 @@ pub fn train(
     ctx: usize,
     sched: &Schedule,
     seed: u64,
-    mut tick: impl FnMut(usize) -> Result<()>,
+    mut tick: impl FnMut(&LogPoint) -> Result<()>,
 ) -> Result<Vec<LogPoint>> {
     let n = train_rows.len() / ctx;
     anyhow::ensure!(
@@ -146,8 +147,9 @@ pub fn train(
             } else {
                 None
             };
-        log.push(LogPoint { step: step + 1, train_loss: loss, lr, heldout_loss });
-        tick(step + 1)?;
+        let point = LogPoint { step: step + 1, train_loss: loss, lr, heldout_loss };
+        tick(&point)?;
+        log.push(point);
     }
     Ok(log)
 }

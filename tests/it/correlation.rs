@@ -315,13 +315,21 @@ fn universal_classes_of_a_hand_built_table() {
     assert!(classify(&corr, &[matches(&[(0, 0, 0.2)])], 0.5).is_err());
     let p = lantern::stages::universal::percentiles(&[0, 0, 0, 1], &[3.0, 1.0, 3.0, 5.0]);
     assert_eq!(p, [100.0 * 2.5 / 3.0, 100.0 / 3.0, 100.0 * 2.5 / 3.0, 100.0]);
+    // The null: a second baseline draw minus the first, averaged over seeds.
+    let again = [matches(&[(0, 0, 0.3), (0, 1, 0.1), (1, 0, 0.1)]), matches(&[(0, 0, 0.3), (0, 1, 0.2), (1, 0, 0.2)])];
+    let null = lantern::stages::universal::null_excess(&base, &again).unwrap();
+    assert!(close(null, &[0.05, -0.1, 0.05]));
+    use lantern::stages::universal::nearest_rank;
+    let thousand: Vec<f64> = (1..=1000).map(f64::from).collect();
+    assert_eq!(nearest_rank(&thousand, 99.9), 999.0);
+    assert_eq!(nearest_rank(&thousand, 100.0), 1000.0);
+    assert_eq!(nearest_rank(&[4.0, 1.0, 3.0, 2.0], 50.0), 2.0);
 }
 
-#[test]
-fn universal_stage_joins_the_neuron_table() {
-    let ws = Workspace::new();
-    add_model_b(&ws);
-    let stages = r#"
+/// A against B, against B rotated, and against B rotated again (`seed_line`: its seed, if any).
+fn pair_stages(seed_line: &str) -> String {
+    format!(
+        r#"
 [stages.ab]
 kind = "correlation"
 a = "a"
@@ -335,6 +343,23 @@ b = "b"
 dataset = "en"
 baseline = "rotation"
 
+[stages.ab_rot_again]
+kind = "correlation"
+a = "a"
+b = "b"
+dataset = "en"
+baseline = "rotation"
+{seed_line}
+"#
+    )
+}
+
+#[test]
+fn universal_stage_joins_the_neuron_table() {
+    let ws = Workspace::new();
+    add_model_b(&ws);
+    let stages = pair_stages("seed = 77")
+        + r#"
 [stages.weights_a]
 kind = "weights"
 model = "a"
@@ -355,8 +380,17 @@ activations = "acts_a"
 kind = "universal"
 correlations = ["ab"]
 baselines = ["ab_rot"]
+null_baselines = ["ab_rot_again"]
 neurons = "neurons_a"
 threshold = 0.1
+
+[plots.excess]
+input = "universal"
+table = "excess"
+kind = "histogram"
+column = "excess_corr"
+group = "series"
+x_lines = [{ x = "threshold", label = "study ({threshold})" }, { x = "null_threshold", label = "null ({null_threshold})" }]
 
 [plots.universal_by_layer]
 input = "universal"
@@ -373,7 +407,7 @@ x = "property"
 y = "percentile"
 group = "class"
 "#;
-    let f = ws.file("c.toml", &experiment(stages));
+    let f = ws.file("c.toml", &experiment(&stages));
     let o = ws.run(&f);
     assert!(!o.failed(), "{:?}", o.nodes);
     let u = table(&ws, "universal", "universal");
@@ -388,8 +422,49 @@ group = "class"
     let summary: serde_json::Value =
         serde_json::from_slice(&std::fs::read(ws.out().join("corr/universal/summary.json")).unwrap()).unwrap();
     assert_eq!(summary["universal"].as_u64().unwrap() as usize, flagged);
+    // The derived threshold is the null's 99.9th percentile; `beats_null` is excess above it.
+    let f64s = |c: &str| u.column(c).unwrap().f64().unwrap().into_no_null_iter().collect::<Vec<f64>>();
+    let t = lantern::stages::universal::nearest_rank(&f64s("null_excess"), 99.9);
+    assert_eq!(summary["null_threshold"].as_f64().unwrap(), t);
+    let beats: Vec<bool> = u.column("beats_null").unwrap().bool().unwrap().into_no_null_iter().collect();
+    assert_eq!(beats, f64s("excess_corr").iter().map(|e| *e > t).collect::<Vec<_>>());
+    assert_eq!(summary["beats_null"].as_u64().unwrap() as usize, beats.iter().filter(|b| **b).count());
+    let excess = table(&ws, "universal", "excess");
+    assert_eq!(excess.height(), 2 * 512);
+    let props = table(&ws, "universal", "properties");
+    let rules: Vec<&str> = props.column("rule").unwrap().str().unwrap().into_no_null_iter().collect();
+    assert!(rules.contains(&"threshold") && rules.contains(&"null"));
+    assert!(ws.out().join("corr/excess/plot.png").is_file());
     assert!(
         ws.out().join("corr/properties/plot.png").is_file()
             || ws.out().join("corr/properties").read_dir().unwrap().count() > 0
     );
+}
+
+#[test]
+fn a_null_baseline_must_be_another_draw_of_its_baseline() {
+    let ws = Workspace::new();
+    add_model_b(&ws);
+    let stages = |seed: &str| {
+        pair_stages(seed)
+            + r#"
+[stages.universal]
+kind = "universal"
+correlations = ["ab"]
+baselines = ["ab_rot"]
+null_baselines = ["ab_rot_again"]
+"#
+    };
+    let f = ws.file("same.toml", &experiment(&stages("")));
+    let e = lantern::experiment::load(&f).err().expect("invalid").to_string();
+    assert!(e.contains("'ab_rot_again' draws the same baseline as 'ab_rot'"), "{e}");
+    let f = ws.file("other.toml", &experiment(&stages("seed = 3")));
+    assert!(lantern::experiment::load(&f).is_ok());
+    let f = ws.file(
+        "two.toml",
+        &experiment(&stages("seed = 3"))
+            .replace("null_baselines = [\"ab_rot_again\"]", "null_baselines = [\"ab_rot_again\", \"ab_rot\"]"),
+    );
+    let e = lantern::experiment::load(&f).err().expect("invalid").to_string();
+    assert!(e.contains("one null baseline per baseline"), "{e}");
 }

@@ -1,7 +1,7 @@
 //! Plots: every kind decodes as a PNG of the requested size that is not blank, its SVG parses and
 //! carries the title, heatmap cells have the colormap's colours, scatter labels are SVG titles.
 
-use lantern::plot::{colormap, render, Annotation, Names, PlotKind, PlotSpec};
+use lantern::plot::{colormap, render, Annotation, Names, PlotKind, PlotSpec, XAt, XLine};
 use polars::prelude::*;
 
 fn base(kind: PlotKind) -> PlotSpec {
@@ -36,6 +36,7 @@ fn base(kind: PlotKind) -> PlotSpec {
         width: 640,
         height: 420,
         annotations: vec![],
+        x_lines: vec![],
         legend: Default::default(),
     }
 }
@@ -250,4 +251,32 @@ fn integer_colours_with_few_values_get_a_legend_and_titles_wrap() {
     s.legend = [("0".to_string(), "first layer".to_string())].into_iter().collect();
     let (_, svg) = draw(&s, &df);
     assert!(svg.contains("first layer") && svg.contains("layer=1"));
+}
+
+#[test]
+fn histogram_lines_stand_at_numbers_or_a_column_value_and_are_named_in_the_legend() {
+    let mut df = table();
+    df.with_column(Column::new("thr".into(), vec![0.123456f64; df.height()])).unwrap();
+    let mut s = base(PlotKind::Histogram);
+    s.column = Some("y".into());
+    s.x_lines = vec![
+        XLine { x: XAt::Value(2.5), label: "fixed at 2.5".into() },
+        XLine { x: XAt::Column("thr".into()), label: "from the table ({thr})".into() },
+    ];
+    let (img, svg) = draw(&s, &df);
+    assert!(variance(&img) > 100.0);
+    let doc = roxmltree::Document::parse(&svg).unwrap();
+    let texts: Vec<&str> = doc.descendants().filter_map(|n| n.text()).collect();
+    for want in ["fixed at 2.5", "from the table (0.123)"] {
+        assert!(texts.iter().any(|t| t.contains(want)), "no legend entry {want:?}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (png, svg) = (dir.path().join("p.png"), dir.path().join("p.svg"));
+    s.x_lines[1].x = XAt::Column("x".into());
+    let e = render(&s, &df, &png, &svg).unwrap_err().to_string();
+    assert!(e.contains("holds several values"), "{e}");
+    s.kind = PlotKind::Bar;
+    (s.x, s.y) = (Some("cat".into()), Some(Names::One("x".into())));
+    let e = render(&s, &df, &png, &svg).unwrap_err().to_string();
+    assert!(e.contains("does not draw `x_lines`"), "{e}");
 }

@@ -1,6 +1,6 @@
 //! Training: a few steps lower the loss, the same seed gives the same curve bit for bit, a short run
-//! beats the unigram baseline on held-out text, and the written Hugging Face folder reloads to the
-//! same logits.
+//! beats the unigram baseline on held-out text (in the library and in the `train` stage's tables),
+//! and the written Hugging Face folder reloads to the same logits.
 
 use candle_core::{Device, Tensor};
 use lantern::model::{Activation, Model, ModelFiles, Processing};
@@ -97,4 +97,59 @@ fn the_schedule_warms_up_then_decays() {
     assert!((s.lr_at(9) - 1.0).abs() < 1e-12);
     assert!(s.lr_at(50) < 1.0 && s.lr_at(50) > s.lr_at(99));
     assert!((s.lr_at(99) - 0.1).abs() < 0.01);
+}
+
+#[test]
+fn the_train_stage_reports_heldout_loss_beside_its_baselines() {
+    let ws = crate::common::Workspace::new();
+    let f = ws.file(
+        "t.toml",
+        r#"[experiment]
+name = "t"
+
+[datasets.en]
+path = "data/english.jsonl"
+context = 32
+max_docs = 400
+
+[stages.lm]
+kind = "train"
+datasets = ["en"]
+layers = 1
+d_model = 32
+heads = 2
+context = 32
+vocab_size = 300
+seeds = [1, 2]
+steps = 300
+batch_size = 8
+eval_every = 100
+heldout_fraction = 0.1
+
+[plots.heldout]
+input = "lm"
+table = "heldout"
+kind = "bar"
+x = "seed"
+y = "loss"
+group = "model"
+"#,
+    );
+    let o = ws.run(&f);
+    assert!(!o.failed(), "{:?}", o.nodes);
+    let read = |t: &str| lantern::store::table::read(&ws.out().join(format!("t/lm/{t}.parquet"))).unwrap();
+    let metrics = read("metrics");
+    let col = |c: &str| metrics.column(c).unwrap().f32().unwrap().into_no_null_iter().collect::<Vec<f32>>();
+    let (trained, unigram, bigram) = (col("heldout_loss"), col("unigram_loss"), col("bigram_loss"));
+    for s in 0..2 {
+        assert!(trained[s] < unigram[s] - 0.2, "seed {s}: held-out {} vs unigram {}", trained[s], unigram[s]);
+        assert!(bigram[s] < unigram[s], "seed {s}: bigram {} vs unigram {}", bigram[s], unigram[s]);
+    }
+    let heldout = read("heldout");
+    assert_eq!(heldout.height(), 6);
+    let models: Vec<&str> = heldout.column("model").unwrap().str().unwrap().into_no_null_iter().collect();
+    assert_eq!(models, ["trained", "bigram", "unigram", "trained", "bigram", "unigram"]);
+    let losses: Vec<f32> = heldout.column("loss").unwrap().f32().unwrap().into_no_null_iter().collect();
+    assert_eq!(losses[..3], [trained[0], bigram[0], unigram[0]]);
+    assert!(ws.out().join("t/heldout/plot.png").is_file());
 }
