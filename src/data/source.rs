@@ -3,7 +3,7 @@
 //! Errors name the file, the line and the fix.
 
 use super::spec::{DatasetSpec, Format};
-use crate::model::source::{hub_cache, hub_file, placement_help};
+use crate::model::source::{hub_cache, hub_file, offline, placement_help, snapshot};
 use crate::util::Cancel;
 use anyhow::{anyhow, bail, Context, Result};
 use hf_hub::{Repo, RepoType};
@@ -70,28 +70,35 @@ pub fn hub_files_in(cache: &hf_hub::Cache, spec: &DatasetSpec, repo_id: &str, do
             }
         }
     };
-    // A snapshot in the cache: list its files (works offline).
-    if let Some(readme) =
-        cache.repo(repo.clone()).get(".gitattributes").or_else(|| cache.repo(repo.clone()).get("README.md"))
-    {
-        let root = readme.parent().expect("snapshot folder").to_path_buf();
-        let mut found = Vec::new();
-        list(&root, &root, &mut found)?;
-        let mut files: Vec<PathBuf> = found.into_iter().filter(|(rel, _)| wanted(rel)).map(|(_, p)| p).collect();
+    // A snapshot in the cache (`refs/<revision>` → `snapshots/<commit>/`): list its files (works
+    // offline, whatever else the snapshot holds).
+    let snap = snapshot(cache, &repo);
+    let mut held = Vec::new();
+    if let Some(root) = &snap {
+        list(root, root, &mut held)?;
+        let mut files: Vec<PathBuf> = held.iter().filter(|(rel, _)| wanted(rel)).map(|(_, p)| p.clone()).collect();
         files.sort();
         if !files.is_empty() {
             return Ok(files);
         }
     }
-    let help = || {
-        placement_help(
-            cache,
-            repo_id,
-            RepoType::Dataset,
-            "its data files (e.g. data/train-00000-of-00001.parquet) and README.md",
-        )
-    };
-    if !download || std::env::var("HF_HUB_OFFLINE").is_ok_and(|v| v == "1") {
+    let help =
+        || placement_help(cache, repo_id, RepoType::Dataset, "its data files (e.g. data/train-00000-of-00001.parquet)");
+    if !download || offline() {
+        if let Some(root) = &snap {
+            let mut names: Vec<&str> = held.iter().map(|(rel, _)| rel.as_str()).collect();
+            names.sort();
+            bail!(
+                "dataset '{repo_id}': its cached snapshot {} holds no {} (it holds: {}); set `files` to a glob of the \
+                 files to read",
+                root.display(),
+                match &spec.files {
+                    Some(g) => format!("file matching `files = \"{g}\"`"),
+                    None => format!("parquet or jsonl file of split '{}'", spec.split),
+                },
+                if names.is_empty() { "nothing".to_string() } else { names.join(", ") }
+            );
+        }
         bail!("dataset '{repo_id}' is not in the Hugging Face cache; {}", help());
     }
     // Online: ask the hub for the repository's files.

@@ -1,8 +1,8 @@
 //! Reading checkpoint tensors (memory-mapped safetensors, possibly sharded, or PyTorch zip pickles) as f32.
 
+use super::pickle::PthFile;
 use super::source::{ModelFiles, WeightFormat};
 use anyhow::{Context, Result};
-use candle_core::pickle::PthTensors;
 use candle_core::safetensors::MmapedSafetensors;
 use candle_core::{DType, Device, Tensor};
 use std::collections::BTreeMap;
@@ -13,7 +13,7 @@ pub type Params = BTreeMap<String, Tensor>;
 /// An open checkpoint; tensors are read one at a time so the file is never copied whole.
 pub enum Checkpoint {
     Safetensors(MmapedSafetensors, Vec<String>),
-    Pickle(Vec<PthTensors>),
+    Pickle(Vec<PthFile>),
 }
 
 impl Checkpoint {
@@ -29,7 +29,7 @@ impl Checkpoint {
             WeightFormat::Pickle => {
                 let mut parts = Vec::new();
                 for f in &files.weights {
-                    parts.push(PthTensors::new(f, None).with_context(|| {
+                    parts.push(PthFile::open(f).with_context(|| {
                         format!(
                             "cannot read PyTorch checkpoint {} (only the zip format of torch >= 1.6 is supported)",
                             f.display()
@@ -44,14 +44,14 @@ impl Checkpoint {
     pub fn has(&self, name: &str) -> bool {
         match self {
             Checkpoint::Safetensors(_, names) => names.iter().any(|n| n == name),
-            Checkpoint::Pickle(parts) => parts.iter().any(|p| p.tensor_infos().contains_key(name)),
+            Checkpoint::Pickle(parts) => parts.iter().any(|p| p.has(name)),
         }
     }
 
     pub fn names(&self) -> Vec<String> {
         match self {
             Checkpoint::Safetensors(_, names) => names.clone(),
-            Checkpoint::Pickle(parts) => parts.iter().flat_map(|p| p.tensor_infos().keys().cloned()).collect(),
+            Checkpoint::Pickle(parts) => parts.iter().flat_map(|p| p.names().cloned()).collect(),
         }
     }
 
@@ -62,12 +62,12 @@ impl Checkpoint {
             Checkpoint::Pickle(parts) => {
                 let mut found = None;
                 for p in parts {
-                    if let Some(t) = p.get(name)? {
+                    if let Some(t) = p.get(name, dev)? {
                         found = Some(t);
                         break;
                     }
                 }
-                found.with_context(|| format!("checkpoint has no tensor '{name}'"))?.to_device(dev)?
+                found.with_context(|| format!("checkpoint has no tensor '{name}'"))?
             }
         };
         Ok(t.to_dtype(DType::F32)?)

@@ -12,6 +12,7 @@ pub mod known;
 mod neox;
 pub mod origin;
 pub mod outputs;
+pub mod pickle;
 pub mod processing;
 pub mod random;
 mod refactor;

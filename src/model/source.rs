@@ -91,7 +91,8 @@ pub fn hub_cache() -> Cache {
     }
 }
 
-fn offline() -> bool {
+/// `HF_HUB_OFFLINE=1` (or `true`): nothing is downloaded.
+pub fn offline() -> bool {
     std::env::var("HF_HUB_OFFLINE").is_ok_and(|v| v == "1" || v.eq_ignore_ascii_case("true"))
 }
 
@@ -101,10 +102,24 @@ pub fn hub_file(repo: &Repo, file: &str, download: bool) -> Result<Option<PathBu
     hub_file_in(&hub_cache(), repo, file, download)
 }
 
+/// The cached snapshot folder of a repository at its revision: `refs/<revision>` names the commit
+/// whose files are in `snapshots/<commit>/` (a revision that is itself a commit names its folder
+/// directly), whatever files it holds.
+pub fn snapshot(cache: &Cache, repo: &Repo) -> Option<PathBuf> {
+    let root = cache.path().join(repo.folder_name());
+    let revision = repo.revision();
+    let commit = match std::fs::read_to_string(root.join("refs").join(revision)) {
+        Ok(c) => c.trim().to_string(),
+        Err(_) => revision.to_string(),
+    };
+    let dir = root.join("snapshots").join(commit);
+    dir.is_dir().then_some(dir)
+}
+
 /// `hub_file` with an explicit cache folder.
 pub fn hub_file_in(cache: &Cache, repo: &Repo, file: &str, download: bool) -> Result<Option<PathBuf>> {
     let cache = cache.clone();
-    if let Some(p) = cache.repo(repo.clone()).get(file) {
+    if let Some(p) = snapshot(&cache, repo).map(|d| d.join(file)).filter(|p| p.exists()) {
         return Ok(Some(p));
     }
     if offline() || !download {

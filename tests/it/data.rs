@@ -253,3 +253,31 @@ fn pile_style_nested_labels_from_jsonl_and_parquet_struct_columns() {
     // Without a label field the struct column is simply not read.
     assert!(run(&spec("path = \"p.parquet\"\ncontext = 8"), dir.path()).is_ok());
 }
+
+#[test]
+fn a_hub_dataset_is_found_through_refs_whatever_its_snapshot_holds() {
+    // A cache filled file by file (`hf_hub_download` of the Parquet alone) has no README.md or
+    // .gitattributes: the snapshot is found through refs/main, or by a commit as the revision.
+    let hub = crate::hub::HubCache::new();
+    hub.pile("NeelNanda/pile-10k", 3);
+    let cache = hf_hub::Cache::new(hub.path().to_path_buf());
+    let snap = hub.repo_dir(crate::hub::Kind::Dataset, "NeelNanda/pile-10k").join("snapshots");
+    let held: Vec<_> = std::fs::read_dir(snap.read_dir().unwrap().next().unwrap().unwrap().path()).unwrap().collect();
+    assert_eq!(held.len(), 1, "only data/");
+    let s = spec("hub = \"NeelNanda/pile-10k\"\nlabel_field = \"meta.pile_set_name\"");
+    let files = lantern::data::source::hub_files_in(&cache, &s, "NeelNanda/pile-10k", false).unwrap();
+    assert_eq!(files.len(), 1);
+    assert!(files[0].ends_with("data/train-00000-of-00001.parquet"), "{files:?}");
+    let commit = crate::hub::HubCache::commit("NeelNanda/pile-10k");
+    let pinned = spec(&format!("hub = \"NeelNanda/pile-10k\"\nrevision = \"{commit}\""));
+    assert_eq!(lantern::data::source::hub_files_in(&cache, &pinned, "NeelNanda/pile-10k", false).unwrap(), files);
+    // A snapshot without the split's files says what it holds.
+    let test_split = spec("hub = \"NeelNanda/pile-10k\"\nsplit = \"test\"");
+    let e = lantern::data::source::hub_files_in(&cache, &test_split, "NeelNanda/pile-10k", false).unwrap_err();
+    let e = e.to_string();
+    assert!(e.contains("split 'test'") && e.contains("data/train-00000-of-00001.parquet"), "{e}");
+    // The symlinked blob reads as the Parquet it is, its nested subset column as labels.
+    let read = spec(&format!("path = \"{}\"\nlabel_field = \"meta.pile_set_name\"", files[0].display()));
+    let t = run(&read, Path::new("/")).unwrap_or_else(|e| panic!("{e:#}"));
+    assert_eq!(t.doc_labels[..2], ["Pile-CC".to_string(), "Github".to_string()]);
+}

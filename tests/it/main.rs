@@ -8,6 +8,7 @@ mod engine;
 mod experiments;
 mod families;
 mod files;
+mod hub;
 mod layers;
 mod model_loading;
 mod model_parity;

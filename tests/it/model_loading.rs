@@ -184,3 +184,53 @@ fn trace(model: &str, tokens: &str, hooks: &[&str], processing: &str, out: &std:
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 }
+
+#[test]
+fn a_tl_checkpoint_with_a_bool_mask_buffer_loads_quietly() {
+    // NeelNanda's `model_final.pth` holds `attn.mask` as a BoolStorage buffer, which lantern does
+    // not read: loading it prints nothing, and the model runs from the hub cache offline.
+    use crate::hub::{HubCache, Shape};
+    let hub = HubCache::new();
+    let shape = Shape { layers: 1, d_model: 64, heads: 4, d_mlp: 256, vocab: 512, n_ctx: 64 };
+    hub.solu("NeelNanda/SoLU_1L512W_C4_Code", shape, 3);
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("trace.safetensors");
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_lantern"))
+        .args(["trace", "solu-1l", "--text", "Hello world", "--hooks", "blocks.0.mlp.hook_post", "--out"])
+        .arg(&out)
+        .env("HF_HUB_CACHE", hub.path())
+        .env("HF_HUB_OFFLINE", "1")
+        .env("RUST_BACKTRACE", "1")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{stderr}");
+    assert!(!stderr.contains("skipping") && !stderr.contains("BoolStorage"), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "only the summary line: {stderr}");
+    let t = candle_core::safetensors::load(&out, &Device::Cpu).unwrap();
+    assert_eq!(t["blocks.0.mlp.hook_post"].dims()[2], 256);
+    // The mask is known to be there, and asking for it says why it cannot be read.
+    let files = ModelFiles::from_cache(&hf_hub::Cache::new(hub.path().to_path_buf()), "solu-1l", None, false).unwrap();
+    let pth = lantern::model::pickle::PthFile::open(&files.weights[0]).unwrap();
+    let err = pth.get("blocks.0.attn.mask", &Device::Cpu).unwrap_err().to_string();
+    assert!(err.contains("blocks.0.attn.mask") && err.contains("BoolStorage"), "{err}");
+    assert!(pth.get("blocks.0.attn.W_Q", &Device::Cpu).unwrap().is_some());
+}
+
+#[test]
+fn a_stanford_crfm_pickle_with_mask_buffers_loads_from_the_cache() {
+    // The CRFM seeds' repositories hold `pytorch_model.bin` (HF names, mask buffers per layer).
+    use crate::hub::{HubCache, Shape};
+    let hub = HubCache::new();
+    let shape = Shape { layers: 2, d_model: 32, heads: 2, d_mlp: 128, vocab: 50257, n_ctx: 32 };
+    hub.gpt2("stanford-crfm/alias-gpt2-small-x21", shape, true, 1);
+    let cache = hf_hub::Cache::new(hub.path().to_path_buf());
+    let files = ModelFiles::from_cache(&cache, "stanford-gpt2-small-a", None, false).unwrap();
+    assert!(files.weights[0].ends_with("pytorch_model.bin"), "{:?}", files.weights);
+    let m = Model::load(&files, Processing::DEFAULT, &Device::Cpu).unwrap();
+    assert!(m.cfg.scale_attn_by_inverse_layer_idx);
+    let ids = m.tokenizer().unwrap().encode("The quick brown fox", true).unwrap();
+    let n = ids.len();
+    let logits = m.logits(&candle_core::Tensor::from_vec(ids, (1, n), &Device::Cpu).unwrap()).unwrap();
+    assert_eq!(logits.dims(), &[1, n, 50257]);
+}
