@@ -67,6 +67,10 @@ enum Command {
         /// Print the graph as Graphviz.
         #[arg(long)]
         dot: bool,
+        /// Estimate each stage's work (FLOPs), peak memory and time at this machine's measured
+        /// matmul rate, and the total; say how to shard a stage longer than a day.
+        #[arg(long, conflicts_with = "dot")]
+        cost: bool,
     },
     /// What the output folder holds for an experiment (each stage's state, when it ran, its size),
     /// or, without a file, for every experiment under the output folder.
@@ -156,7 +160,7 @@ fn main() -> ExitCode {
             cli::run(&exp.target(&out), lantern::exec::Options { force, only, shard, dry_run, fail_after: None })
         }
         Command::Validate { exp } => cli::validate(&exp.file, &exp.set),
-        Command::Plan { exp, out, dot } => cli::plan(&exp.target(&out), dot),
+        Command::Plan { exp, out, dot, cost } => cli::plan(&exp.target(&out), dot, cost),
         Command::Status { file: Some(file), set, out } => cli::status(&cli::Target { file, sets: set, out }),
         Command::Status { file: None, out, .. } => cli::status_all(&out),
         Command::Show { exp, table, out, sort, desc, head, columns, csv } => {

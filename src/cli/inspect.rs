@@ -8,7 +8,10 @@ use lantern::store::{table, Manifest, OutDir};
 use polars::prelude::{CsvWriter, SerWriter, SortMultipleOptions};
 use std::path::Path;
 
-pub fn plan(target: &Target, dot: bool) -> Result<Exit> {
+pub fn plan(target: &Target, dot: bool, cost: bool) -> Result<Exit> {
+    if cost {
+        return super::cost::plan_cost(target);
+    }
     let Some(session) = open(target)? else { return Ok(Exit::Invalid) };
     let plan = session.plan();
     if dot {

@@ -2,6 +2,7 @@
 //! 2 invalid input (experiment file, missing model or data), 130 interrupted. The only code of the
 //! crate that prints.
 
+mod cost;
 mod inspect;
 mod model;
 mod run;

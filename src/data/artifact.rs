@@ -50,6 +50,13 @@ impl Tokenized {
         crate::store::table::write(&dir.join("tokens.parquet"), &mut df)
     }
 
+    /// (rows, context) of a saved artifact, without reading its tokens.
+    pub fn shape(dir: &Path) -> Result<(usize, usize)> {
+        let meta: Meta =
+            serde_json::from_str(&std::fs::read_to_string(dir.join("tokens.json")).context("no tokens.json")?)?;
+        Ok((meta.rows, meta.ctx))
+    }
+
     pub fn load(dir: &Path) -> Result<Tokenized> {
         let meta: Meta =
             serde_json::from_str(&std::fs::read_to_string(dir.join("tokens.json")).context("no tokens.json")?)?;

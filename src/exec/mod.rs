@@ -4,6 +4,7 @@
 //! stage, and telling a front end what happens through an `Observer`. Also the states `lantern
 //! plan` / `status` show.
 
+pub mod cost;
 pub mod env;
 pub mod events;
 pub mod models;

@@ -3,6 +3,7 @@
 
 pub mod checkpoint;
 pub mod config;
+pub mod flops;
 pub mod forward;
 mod gpt2;
 pub mod hooks;

@@ -34,7 +34,9 @@ impl PthFile {
         for name in pickles {
             let dir = PathBuf::from(name.strip_suffix(".pkl").expect("ends with .pkl"));
             let mut stack = Stack::empty();
-            stack.read_loop(&mut BufReader::new(zip.by_name(&name)?)).with_context(|| format!("{name}"))?;
+            stack
+                .read_loop(&mut BufReader::new(zip.by_name(&name)?))
+                .with_context(|| format!("{}: {name}", path.display()))?;
             let entries = match stack.finalize()? {
                 // A scripted module wraps its state dict.
                 Object::Build { callable, args } => match *callable {

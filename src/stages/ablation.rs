@@ -6,7 +6,7 @@
 use super::intervention::InterventionSpec;
 use super::batches::for_each_batch;
 use super::shards::{self, Partial, Sharded};
-use super::{TableDecl, CheckCx, Dep, Part, Stage, StageEnv};
+use super::{TableDecl, CheckCx, Dep, Part, Stage, StageEnv, Cost, CostCx, Passes};
 use crate::model::hooks::{BlockSite, HookPoint};
 use crate::model::outputs::token_stats;
 use crate::model::{Intervention, Request, Start};
@@ -90,6 +90,12 @@ impl Stage for Spec {
 
     fn run_part(&self, cx: &mut dyn StageEnv, part: Part) -> Result<()> {
         shards::run_part(self, cx, part)
+    }
+
+    fn cost(&self, cx: &CostCx) -> Cost {
+        // The clean pass and one per set of interventions.
+        let sets = self.sets.len().max(usize::from(self.interventions.is_some()));
+        cx.passes(&self.model, &self.dataset, Passes::logits(1.0 + sets as f64, self.batch_size)).shardable()
     }
 
     fn check(&self, cx: &CheckCx, out: &mut Vec<Diagnostic>) {

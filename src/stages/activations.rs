@@ -7,7 +7,7 @@
 use super::batches::for_each_batch;
 use super::tables::Ty;
 use super::shards::{self, Partial, Sharded};
-use super::{TableDecl, Ranking, CheckCx, Dep, Part, Stage, StageEnv};
+use super::{TableDecl, Ranking, CheckCx, Dep, Part, Stage, StageEnv, Cost, CostCx, Passes};
 use crate::model::hooks::{BlockSite, HookPoint};
 use crate::model::{Request, Start};
 use crate::model::selector::select_all;
@@ -111,6 +111,15 @@ impl Stage for Spec {
 
     fn run_part(&self, cx: &mut dyn StageEnv, part: Part) -> Result<()> {
         shards::run_part(self, cx, part)
+    }
+
+    fn cost(&self, cx: &CostCx) -> Cost {
+        let captured = cx.config(&self.model).map_or(0, |cfg| {
+            crate::model::selector::select_all(cfg, &self.hooks.iter().map(|h| h.value.as_str()).collect::<Vec<_>>())
+                .map_or(0, |h| h.len() * cfg.d_mlp)
+        });
+        let pass = Passes { unembed: self.token_stats, ..Passes::body(self.batch_size, captured) };
+        cx.passes(&self.model, &self.dataset, pass).shardable()
     }
 
     fn check(&self, cx: &CheckCx, out: &mut Vec<Diagnostic>) {

@@ -7,7 +7,7 @@
 //! and in its attention to BOS with the neuron's activation over every position of the dataset.
 
 use super::batches::for_each_batch;
-use super::{TableDecl, CheckCx, Dep, Stage, StageEnv};
+use super::{TableDecl, CheckCx, Dep, Stage, StageEnv, Cost, CostCx, Passes};
 use crate::analysis::weights::{in_out, row_norms, unit_rows};
 use crate::model::hooks::{BlockSite, HookPoint};
 use crate::model::{Action, Intervention, Model, Request, Start};
@@ -153,6 +153,16 @@ impl Stage for Spec {
             TableDecl::new("ablation").ints(["layer", "neuron"]).floats(["score"]).ints(["rank"]).floats(["pearson_norm", "spearman_norm", "pearson_bos", "spearman_bos", "mean_d_norm_pct"]).ints(["points"]),
             TableDecl::new("points").texts(["neuron_name"]).floats(["activation", "d_norm", "d_norm_pct", "d_bos"]),
         ]
+    }
+
+    fn cost(&self, cx: &CostCx) -> Cost {
+        // One pass to the head's layer, then that layer again for each ablated neuron.
+        let layer = self.head.value[0] + 1;
+        let n = self.neurons.as_ref().map_or(self.top, Vec::len);
+        let pass = |count| Passes { count, layers: Some(layer), unembed: false, batch: self.batch_size, captured: 0 };
+        let clean = cx.passes(&self.model, &self.dataset, pass(1.0));
+        let per_layer = Passes { layers: Some(1), ..pass(n as f64) };
+        clean.then(cx.passes(&self.model, &self.dataset, per_layer))
     }
 
     fn check(&self, cx: &CheckCx, out: &mut Vec<Diagnostic>) {

@@ -6,7 +6,7 @@
 
 use crate::stats::HistogramSpec;
 use crate::util::Progress;
-use super::{TableDecl, shards, Ranking, CheckCx, Dep, Part, Stage, StageEnv};
+use super::{TableDecl, shards, Ranking, CheckCx, Dep, Part, Stage, StageEnv, Cost, CostCx, Passes};
 use crate::analysis::baseline::{self, Baseline};
 use crate::analysis::correlation::{Products, Shape, Similarity, Sums};
 use crate::data::Tokenized;
@@ -293,6 +293,27 @@ impl Stage for Spec {
     fn run_part(&self, cx: &mut dyn StageEnv, part: Part) -> Result<()> {
         let (index, count) = shards::of(part)?;
         self.write_part(cx, index, count)
+    }
+
+    fn cost(&self, cx: &CostCx) -> Cost {
+        // Each tile of layer pairs (within each shard) streams every token through both models;
+        // the products of all pairs are formed once over all tiles.
+        let (Some(a), Some(b)) = (cx.config(&self.a), cx.config(&self.b)) else { return Cost::default() };
+        let shape = Shape { la: a.n_layers, da: a.d_mlp, lb: b.n_layers, db: b.d_mlp };
+        let per_tile = (self.budget() / shape.pair_bytes().max(1)).max(1);
+        let shards = self.shards.max(1);
+        let tiles: usize = (0..shards).map(|i| Spec::shard_pairs(shape, i, shards).len().div_ceil(per_tile)).sum();
+        let kept = a.n_neurons() + b.n_neurons();
+        let pass_a = cx.passes(&self.a, &self.dataset, Passes { count: tiles as f64, ..Passes::body(self.batch_size, kept) });
+        let rows = cx.rows(&self.dataset, &self.a);
+        let tokens = rows.tokens();
+        let pass_b = tiles as f64 * crate::model::flops::forward_flops(b, rows.ctx, b.n_layers, false) * tokens;
+        let mut products = 2.0 * (a.n_neurons() * b.n_neurons()) as f64 * tokens;
+        if matches!(self.baseline, Baseline::Rotation | Baseline::Haar) {
+            products += tiles as f64 * 2.0 * (b.n_layers * b.d_mlp * b.d_mlp) as f64 * tokens;
+        }
+        let sums = (shape.pairs().len().div_ceil(shards).min(per_tile) * shape.pair_bytes()) as f64;
+        Cost::new(pass_a.flops + pass_b + products, pass_a.bytes + cx.weights(&self.b) + sums).shardable()
     }
 
     fn check(&self, cx: &CheckCx, out: &mut Vec<Diagnostic>) {

@@ -6,7 +6,7 @@
 use super::intervention::{means, SetValue};
 use super::batches::for_each_batch;
 use super::shards::{self, Partial, Sharded};
-use super::{TableDecl, CheckCx, Dep, Part, Stage, StageEnv};
+use super::{TableDecl, CheckCx, Dep, Part, Stage, StageEnv, Cost, CostCx, Passes};
 use crate::analysis::effects::{context_effect, direct_effect, Force};
 use crate::model::hooks::HookPoint;
 use crate::spec::{DatasetRef, Diagnostic, ModelRef, Sp, StageRef};
@@ -116,6 +116,11 @@ impl Stage for Spec {
 
     fn run_part(&self, cx: &mut dyn StageEnv, part: Part) -> Result<()> {
         shards::run_part(self, cx, part)
+    }
+
+    fn cost(&self, cx: &CostCx) -> Cost {
+        // Original, ablated, and the two path-patched runs.
+        cx.passes(&self.model, &self.dataset, Passes::logits(4.0, self.batch_size)).shardable()
     }
 
     fn check(&self, cx: &CheckCx, out: &mut Vec<Diagnostic>) {

@@ -6,7 +6,7 @@
 
 use super::batches::for_each_batch;
 use super::shards::{self, Partial, Sharded};
-use super::{TableDecl, CheckCx, Dep, Part, Stage, StageEnv};
+use super::{TableDecl, CheckCx, Dep, Part, Stage, StageEnv, Cost, CostCx, Passes};
 use crate::analysis::weights::{in_out, unit_rows, vocab_cosines};
 use crate::model::hooks::{BlockSite, HookPoint};
 use crate::model::outputs::token_stats;
@@ -228,6 +228,26 @@ impl Stage for Spec {
 
     fn run_part(&self, cx: &mut dyn StageEnv, part: Part) -> Result<()> {
         shards::run_part(self, cx, part)
+    }
+
+    fn cost(&self, cx: &CostCx) -> Cost {
+        // A clean pass, then for each neuron and value the blocks after the neuron's layer and the
+        // logits (baseline neurons come from the last `last_layers` layers).
+        let Some(cfg) = cx.config(&self.model) else { return Cost::default() };
+        let clean = cx.passes(&self.model, &self.dataset, Passes::logits(1.0, self.batch_size));
+        let values = self.values.len() as f64;
+        let mut layers: Vec<usize> = self.neurons.value.iter().map(|n| n[0]).collect();
+        layers.extend(std::iter::repeat_n(cfg.n_layers.saturating_sub(1), self.candidates.as_ref().map_or(0, |c| c.n)));
+        if let Some(b) = &self.baseline {
+            let last = b.last_layers.clamp(1, cfg.n_layers) as f64;
+            layers.extend(std::iter::repeat_n(cfg.n_layers - ((last + 1.0) / 2.0) as usize, b.n));
+        }
+        let mut cost = clean;
+        for l in layers {
+            let rest = Passes { count: values, layers: Some(cfg.n_layers.saturating_sub(l + 1)), ..Passes::logits(1.0, self.batch_size) };
+            cost = cost.then(cx.passes(&self.model, &self.dataset, rest));
+        }
+        cost.shardable()
     }
 
     fn check(&self, cx: &CheckCx, out: &mut Vec<Diagnostic>) {

@@ -6,7 +6,7 @@
 
 use super::batches::for_each_batch;
 use super::shards::{self, Partial, Sharded};
-use super::{TableDecl, Ranking, CheckCx, Dep, Part, Stage, StageEnv};
+use super::{TableDecl, Ranking, CheckCx, Dep, Part, Stage, StageEnv, Cost, CostCx, Passes};
 use crate::analysis::features::{vocabulary_features, Feature, TokenFeatures};
 use crate::data::Tokenized;
 use crate::model::hooks::HookPoint;
@@ -313,6 +313,11 @@ impl Stage for Spec {
 
     fn run_part(&self, cx: &mut dyn StageEnv, part: Part) -> Result<()> {
         shards::run_part(self, cx, part)
+    }
+
+    fn cost(&self, cx: &CostCx) -> Cost {
+        let pass = cx.passes(&self.model, &self.dataset, Passes::body(self.batch_size, 0));
+        Cost::new(pass.flops, pass.bytes + self.memory_gb * 1e9).shardable()
     }
 
     fn check(&self, cx: &CheckCx, out: &mut Vec<Diagnostic>) {

@@ -8,6 +8,7 @@
 
 pub mod batches;
 pub mod check;
+pub mod cost;
 pub mod env;
 pub mod intervention;
 pub mod plot;
@@ -17,6 +18,7 @@ pub mod tables;
 pub mod tokenize;
 
 pub use check::CheckCx;
+pub use cost::{Cost, CostCx, Passes};
 pub use env::StageEnv;
 pub use plot::PlotStage;
 pub use tables::TableDecl;
@@ -112,6 +114,11 @@ pub trait Stage {
     /// Compute one part into `env.out()`.
     fn run_part(&self, _env: &mut dyn StageEnv, part: Part) -> Result<()> {
         anyhow::bail!("this stage has no part {part:?}")
+    }
+    /// Its work, estimated before it runs (`lantern plan --cost`); none for stages that only read
+    /// and join tables.
+    fn cost(&self, _cx: &CostCx) -> Cost {
+        Cost::default()
     }
     /// For stages that make models: the configuration of what they make.
     fn trained_config(&self) -> Option<ModelConfig> {

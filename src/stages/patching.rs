@@ -2,7 +2,7 @@
 //! sweeps over resid_pre / attn_out / mlp_out × layer × position, over heads, and over the neurons
 //! of a layer; raw metric and normalised score, with token labels for heatmaps.
 
-use super::{TableDecl, Ranking, CheckCx, Dep, Stage, StageEnv};
+use super::{TableDecl, Ranking, CheckCx, Dep, Stage, StageEnv, Cost, CostCx};
 use crate::analysis::patching::{
     head_patches, layer_position_patches, neuron_patches, normalise, prompt, Metric, Patch, Prepared,
 };
@@ -98,6 +98,29 @@ impl Stage for Spec {
             TableDecl::new("neurons").ints(["pair"]).texts(["sweep"]).ints(["layer", "position"]).texts(["token"]).ints(["head", "neuron"]).floats(["metric", "score"]),
             TableDecl::new("summary").ints(["pair"]).floats(["metric_clean", "metric_corrupted"]),
         ]
+    }
+
+    fn cost(&self, cx: &CostCx) -> Cost {
+        // Per pair: the clean and corrupted runs, then each patched run from its layer to the
+        // end (half the blocks on average), the metric read at one position.
+        let Some(cfg) = cx.config(&self.model) else { return Cost::default() };
+        let rows = cx.rows(&self.dataset, &self.model);
+        let (pairs, n_pos) = (rows.rows.div_ceil(2), rows.ctx);
+        let runs: usize = self
+            .sweeps
+            .iter()
+            .map(|s| match s {
+                Sweep::ResidPre | Sweep::AttnOut | Sweep::MlpOut => cfg.n_layers * n_pos,
+                Sweep::Heads => cfg.n_layers * cfg.n_heads,
+                Sweep::Neurons => self.neurons.as_ref().map_or(cfg.d_mlp, |n| n.value.len()),
+            })
+            .sum();
+        let block = crate::model::flops::forward_flops(cfg, n_pos, 1, false);
+        let unembed = crate::model::flops::unembed_flops(cfg);
+        let full = crate::model::flops::forward_flops(cfg, n_pos, cfg.n_layers, true) * n_pos as f64;
+        let patched = runs as f64 * (block * n_pos as f64 * cfg.n_layers as f64 / 2.0 + unembed);
+        let batch = crate::model::flops::activation_bytes(cfg, self.batch_size, n_pos, false, 0);
+        Cost::new(pairs as f64 * (2.0 * full + patched), cx.weights(&self.model) + batch)
     }
 
     fn check(&self, cx: &CheckCx, out: &mut Vec<Diagnostic>) {

@@ -5,7 +5,7 @@
 //! kurtosis and skew across a family of models (seeds), with their min–max band.
 
 
-use super::{TableDecl, CheckCx, Dep, Stage, StageEnv};
+use super::{TableDecl, CheckCx, Dep, Stage, StageEnv, Cost, CostCx};
 use crate::analysis::weights::{in_out, moments, unit_rows, vocab_class, vocab_cosines, Moments};
 use crate::spec::{Diagnostic, ModelRef, Sp, StageRef};
 use crate::stats::separation::Separation;
@@ -105,6 +105,13 @@ impl Stage for Spec {
             TableDecl::new("percentiles").texts(["stat"]).ints(["layer"]).texts(["percentile"]).floats(["value", "low", "high"]),
             TableDecl::new("effects").texts(["hook"]).ints(["layer", "neuron"]).texts(["neuron_name", "token", "best_feature", "in_feature"]).ints(["shown"]).floats(["effect"]),
         ]
+    }
+
+    fn cost(&self, cx: &CostCx) -> Cost {
+        // cos(W_U, w_out) and W_Uᵀw_out of every neuron of the model over the vocabulary.
+        let Some(cfg) = cx.config(&self.model) else { return Cost::default() };
+        let (n, d, v) = (cfg.n_neurons() as f64, cfg.d_model as f64, cfg.d_vocab as f64);
+        Cost::new(2.0 * 2.0 * n * d * v, cx.weights(&self.model) * 2.0 + 2.0 * 4.0 * cfg.d_mlp as f64 * v)
     }
 
     fn check(&self, cx: &CheckCx, out: &mut Vec<Diagnostic>) {

@@ -4,7 +4,7 @@
 //! unigram and bigram baselines) of every seed.
 
 use super::tables::Ty;
-use super::{TableDecl, CheckCx, Dep, Part, Stage, StageEnv};
+use super::{TableDecl, CheckCx, Cost, CostCx, Dep, Part, Stage, StageEnv};
 use crate::data::source::{Doc, Flow, Reader};
 use crate::data::{bpe, tokenize, DatasetSpec};
 use crate::model::{Activation, ModelConfig, Tokenizer};
@@ -183,6 +183,17 @@ impl Stage for Spec {
                 .ints(["parameters"]),
             TableDecl::new("heldout").ints(["seed"]).texts(["model"]).floats(["loss"]),
         ]
+    }
+
+    fn cost(&self, _cx: &CostCx) -> Cost {
+        // Forward and backward (about twice the forward) of every step, per seed; parameters,
+        // gradients and AdamW's two moments.
+        let Some(cfg) = self.trained_config() else { return Cost::default() };
+        let seeds = self.seed_list(0).len() as f64;
+        let tokens = (self.steps * self.batch_size * self.context) as f64;
+        let flops = 3.0 * crate::model::flops::forward_flops(&cfg, self.context, cfg.n_layers, true) * tokens * seeds;
+        let held = crate::model::flops::activation_bytes(&cfg, self.batch_size, self.context, true, 0);
+        Cost::new(flops, 4.0 * crate::model::flops::weight_bytes(&cfg) + cfg.n_layers as f64 * held)
     }
 
     fn check(&self, cx: &CheckCx, out: &mut Vec<Diagnostic>) {

@@ -3,7 +3,7 @@
 //! (prediction / suppression / partition class) and of cos(W_E, w_in), top and bottom tokens,
 //! neuron↔neuron composition (top-k) and neuron↔attention-head composition (Q, K, V, O).
 
-use super::{TableDecl, Ranking, CheckCx, Dep, Stage, StageEnv};
+use super::{TableDecl, Ranking, CheckCx, Dep, Stage, StageEnv, Cost, CostCx};
 use crate::analysis::weights::{
     head_composition, in_out, moments, neuron_weights, unit_rows, vocab_class, vocab_cosines,
 };
@@ -66,6 +66,16 @@ impl Stage for Spec {
             TableDecl::new("vocab_tokens").ints(["layer", "neuron"]).texts(["basis", "which"]).ints(["rank"]).texts(["token"]).floats(["cos"]),
             TableDecl::new("neuron_comps").ints(["layer", "neuron"]).texts(["kind", "which"]).ints(["rank", "other_layer", "other_neuron"]).floats(["cos"]),
         ]
+    }
+
+    fn cost(&self, cx: &CostCx) -> Cost {
+        // cos(W_U, w_out) and cos(W_E, w_in) of every neuron over the vocabulary, and the
+        // neuron-by-neuron similarities of each layer.
+        let Some(cfg) = cx.config(&self.model) else { return Cost::default() };
+        let (n, d, v) = (cfg.n_neurons() as f64, cfg.d_model as f64, cfg.d_vocab as f64);
+        let vocab = 2.0 * 2.0 * n * d * v;
+        let neurons = 2.0 * n * cfg.d_mlp as f64 * d;
+        Cost::new(vocab + neurons, cx.weights(&self.model) * 2.0 + 4.0 * cfg.d_mlp as f64 * v)
     }
 
     fn check(&self, cx: &CheckCx, out: &mut Vec<Diagnostic>) {

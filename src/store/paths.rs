@@ -159,6 +159,11 @@ impl OutDir {
         self.under(&[INTERNAL, "lock"])
     }
 
+    /// What lantern measured of this machine (its matmul rate, for cost estimates).
+    pub fn machine(&self) -> Result<PathBuf> {
+        self.under(&[INTERNAL, "machine.json"])
+    }
+
     /// The memo of file digests.
     pub fn digests(&self) -> Result<PathBuf> {
         self.under(&[INTERNAL, "digests.json"])

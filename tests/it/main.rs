@@ -20,6 +20,7 @@ mod selector;
 mod shards;
 mod stages;
 mod statistics;
+mod studies;
 mod train;
 mod validation;
 mod vocab;

@@ -6,7 +6,7 @@ mod related;
 mod sample;
 
 use super::select::{Neurons, TopNeurons};
-use super::{CheckCx, Dep, Stage, StageEnv};
+use super::{CheckCx, Dep, Stage, StageEnv, Cost, CostCx, Passes};
 use crate::model::hooks::{parse_site, BlockSite, HookPoint};
 use crate::model::{Request, Start};
 use crate::pages::histogram::{Band, Histogram};
@@ -110,6 +110,15 @@ impl Stage for Spec {
 
     fn uses_seed(&self) -> bool {
         self.levels > 0
+    }
+
+    fn cost(&self, cx: &CostCx) -> Cost {
+        // The first `sample_tokens` positions of the activations stage's dataset, read again.
+        let Some(acts) = cx.stage::<super::activations::Spec>(&self.activations) else { return Cost::default() };
+        let tokens = cx.rows(&acts.dataset, &self.model).tokens();
+        let share = if tokens > 0.0 { (self.sample_tokens as f64 / tokens).min(1.0) } else { 0.0 };
+        let pass = Passes { count: share, ..Passes::body(self.batch_size, 0) };
+        cx.passes(&self.model, &acts.dataset, pass)
     }
 
     fn check(&self, cx: &CheckCx, out: &mut Vec<Diagnostic>) {
