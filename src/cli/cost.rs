@@ -89,6 +89,15 @@ pub fn plan_cost(target: &Target) -> Result<Exit> {
     }
     for (name, seconds, parts, shardable) in stages {
         let each = seconds / parts.max(1) as f64;
+        // `--set` names the entry as written, before a matrix expands it.
+        let written = session
+            .v
+            .exp
+            .matrices
+            .expanded
+            .iter()
+            .find(|((section, _), names)| section == "stages" && names.contains(&name))
+            .map_or(name.as_str(), |((_, base), _)| base.as_str());
         if each <= DAY && seconds > DAY {
             println!(
                 "{name}: {} in {parts} shards of {} — run them as separate jobs: `lantern run FILE --shard i/{parts}` for \
@@ -99,7 +108,7 @@ pub fn plan_cost(target: &Target) -> Result<Exit> {
         } else if each > DAY && shardable {
             let shards = Costs::shards_for(seconds);
             println!(
-                "{name}: {} — split it: --set stages.{name}.shards={shards}, then `lantern run FILE --shard i/{shards}` \
+                "{name}: {} — split it: --set stages.{written}.shards={shards}, then `lantern run FILE --shard i/{shards}` \
                  for i = 1…{shards} as separate jobs (e.g. a Slurm array) sharing --out, and a plain run to merge",
                 duration(seconds)
             );

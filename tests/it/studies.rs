@@ -73,6 +73,16 @@ fn run_study(hub: &HubCache, name: &str, sets: &[&str]) -> PathBuf {
     assert!(again.text.contains("0 computed, ") && again.text.contains(" 0 failed"), "{}", again.text);
     let folder = out.join(name);
     assert!(folder.join("report.html").is_file());
+    // What each stage took beside what `plan --cost` estimates (shown with --nocapture).
+    let mut cost_args = args.clone();
+    cost_args[0] = "plan";
+    cost_args.push("--cost");
+    let cost = lantern(hub, &cost_args);
+    assert_eq!(cost.code, Some(0), "{}", cost.text);
+    let mut status_args = args.clone();
+    status_args[0] = "status";
+    let status = lantern(hub, &status_args);
+    eprintln!("{name} estimated:\n{}\n{name} measured:\n{}", cost.text, status.text);
     folder
 }
 
@@ -120,10 +130,10 @@ fn plan_cost_says_how_to_shard_a_stage_longer_than_a_day() {
     let plan = lantern(&hub, &[&args[..], &["--set", "datasets.pile.n_tokens=10_000_000_000"]].concat());
     assert_eq!(plan.code, Some(0), "{}", plan.text);
     assert!(plan.text.contains("(measured now)"), "{}", plan.text);
-    let corr = plan.text.lines().find(|l| l.contains(" corr_b ")).unwrap();
+    let corr = plan.text.lines().find(|l| l.contains(" corr[b] ")).unwrap();
     assert!(corr.contains("~") && corr.contains("32 × ") && corr.contains("EFLOP"), "{corr}");
     assert!(
-        plan.text.contains("baseline_b: ") && plan.text.contains("--set stages.baseline_b.shards="),
+        plan.text.contains("baseline[b]: ") && plan.text.contains("--set stages.baseline.shards="),
         "{}",
         plan.text
     );
@@ -162,14 +172,14 @@ fn universal_neurons_runs_on_five_gpt2_small_seeds() {
     let hub = HubCache::new();
     crfm_small(&hub);
     hub.pile("NeelNanda/pile-10k", 200);
-    let mut sets = vec!["datasets.pile.n_tokens=1024".to_string()];
-    for s in ["b", "c", "d", "e"] {
-        for stage in [format!("corr_{s}"), format!("baseline_{s}")] {
-            sets.push(format!("stages.{stage}.shards=1"));
-            sets.push(format!("stages.{stage}.memory_gb=2"));
-        }
-    }
-    let sets: Vec<&str> = sets.iter().map(String::as_str).collect();
+    // One row of 512 tokens; each correlation in one node, its sums in tiles of 6 GB.
+    let sets = [
+        "datasets.pile.n_tokens=511",
+        "stages.corr.shards=1",
+        "stages.corr.memory_gb=6",
+        "stages.baseline.shards=1",
+        "stages.baseline.memory_gb=6",
+    ];
     let out = run_study(&hub, "universal-neurons", &sets);
     assert_eq!(rows(&out.join("universal/universal.parquet")), 12 * 3072);
 }
@@ -180,7 +190,7 @@ fn neuron_families_runs_on_five_gpt2_small_seeds() {
     let hub = HubCache::new();
     crfm_small(&hub);
     hub.pile("NeelNanda/pile-10k", 200);
-    let sets = ["datasets.pile.n_tokens=2048", "datasets.pile_small.n_tokens=1024", "datasets.pile_256.n_tokens=1024"];
+    let sets = ["datasets.pile.n_tokens=2048", "datasets.pile_small.n_tokens=511", "datasets.pile_256.n_tokens=510"];
     let out = run_study(&hub, "neuron-families", &sets);
     assert!(rows(&out.join("explain/best.parquet")) > 0);
     assert!(rows(&out.join("entropy/summary.parquet")) > 0);
