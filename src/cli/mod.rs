@@ -1,6 +1,6 @@
 //! What each `lantern` command does, with its exit code: 0 success, 1 runtime failure,
-//! 2 invalid input (experiment file, missing model or data), 130 interrupted. The only code of the
-//! crate that prints.
+//! 2 invalid input (experiment file, missing model, a missing or malformed data file), 130
+//! interrupted. The only code of the crate that prints.
 
 mod cost;
 mod inspect;

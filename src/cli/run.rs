@@ -48,13 +48,15 @@ pub fn run(target: &Target, opts: Options) -> Result<Exit> {
         "{} computed, {} cached, {} failed, {} skipped in {}; report: {}",
         count(&|s| *s == Status::Computed),
         count(&|s| *s == Status::Cached),
-        count(&|s| matches!(s, Status::Failed(_))),
+        count(&|s| matches!(s, Status::Failed(_) | Status::Invalid(_))),
         count(&|s| matches!(s, Status::Skipped(_))),
         super::terminal::duration(started.elapsed()),
         report.display()
     );
     Ok(if outcome.interrupted {
         Exit::Interrupted
+    } else if outcome.invalid_input() {
+        Exit::Invalid
     } else if outcome.failed() {
         Exit::Failed
     } else {

@@ -57,6 +57,7 @@ impl Observer for Terminal {
                 duration(self.started.elapsed())
             ),
             Event::Failed(e) => format!("failed: {e}"),
+            Event::Invalid(e) => format!("failed: invalid input data: {e}"),
             Event::Skipped { failed_input } => format!("skipped (input '{failed_input}' failed)"),
             Event::Interrupted => "interrupted: its partial output was discarded".into(),
         };

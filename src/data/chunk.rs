@@ -4,6 +4,7 @@
 
 use super::source::{Doc, Flow, Reader};
 use super::spec::{DatasetSpec, MaskToken, Mode};
+use super::DataError;
 use super::Tokenized;
 use crate::model::Tokenizer;
 use crate::util::Cancel;
@@ -82,6 +83,7 @@ pub fn tokenize(
     cancel: &Cancel,
 ) -> Result<Tokenized> {
     let mode = spec.mode();
+    let invalid = |message: String| DataError::in_documents(spec, base, message);
     // Prompts are as long as they are: `context` only bounds them (by the model's context too).
     let ctx = if mode == Mode::Prompt { spec.context.min(n_ctx) } else { spec.context };
     if ctx > n_ctx {
@@ -114,7 +116,8 @@ pub fn tokenize(
                     for (i, d) in pending.iter().enumerate() {
                         let mut ids = tok.encode(&d.text, spec.bos)?;
                         if mode == Mode::Prompt && ids.len() > ctx {
-                            bail!("prompt {} is {} tokens, longer than context {ctx}", doc0 + i, ids.len());
+                            let (n, at) = (ids.len(), doc0 + i);
+                            bail!(invalid(format!("prompt {at} is {n} tokens, longer than context {ctx}")));
                         }
                         ids.truncate(ctx);
                         let docs = (0..ids.len())
@@ -152,15 +155,16 @@ pub fn tokenize(
     })?;
     flush(&mut pending, doc0, &mut rows, &mut doc_of)?;
     if seen == 0 {
-        bail!("the dataset has no documents");
+        bail!(invalid("the dataset has no documents".into()));
     }
     if kept == 0 {
-        bail!("all {seen} documents have at most {} characters: lower `min_chars`", spec.min_chars);
+        let min = spec.min_chars;
+        bail!(invalid(format!("all {seen} documents have at most {min} characters: lower `min_chars`")));
     }
     if rows.is_empty() {
-        bail!(
+        bail!(invalid(format!(
             "{kept} documents give fewer than {seq} tokens: no full row of context {ctx}; lower `context` or add text"
-        );
+        )));
     }
     if let Some(seed) = spec.shuffle_seed {
         let mut order: Vec<usize> = (0..rows.len()).collect();
@@ -190,13 +194,20 @@ pub fn tokenize(
         }
     }
     let pairs = match &spec.pairs {
-        Some(pairs) => Some(tokenize_pairs(pairs, tok, spec.bos)?),
+        Some(pairs) => Some(tokenize_pairs(spec, base, pairs, tok)?),
         None => None,
     };
     Ok(assemble(rows, doc_of, labels, pairs, spec, tok))
 }
 
-fn tokenize_pairs(pairs: &[super::spec::PromptPair], tok: &Tokenizer, bos: bool) -> Result<Vec<PairTokens>> {
+fn tokenize_pairs(
+    spec: &DatasetSpec,
+    base: &Path,
+    pairs: &[super::spec::PromptPair],
+    tok: &Tokenizer,
+) -> Result<Vec<PairTokens>> {
+    let bos = spec.bos;
+    let invalid = |message: String| DataError::in_documents(spec, base, message);
     pairs
         .iter()
         .enumerate()
@@ -204,16 +215,17 @@ fn tokenize_pairs(pairs: &[super::spec::PromptPair], tok: &Tokenizer, bos: bool)
             let clean = tok.encode(&p.clean, bos)?;
             let corrupted = tok.encode(&p.corrupted, bos)?;
             if clean.len() != corrupted.len() {
-                bail!(
-                    "pair {i}: clean and corrupted prompts tokenize to different lengths ({} vs {} tokens): clean {:?}, corrupted {:?}; reword them so they align token by token",
+                bail!(invalid(format!(
+                    "pair {i}: clean and corrupted prompts tokenize to different lengths ({} vs {} tokens): \
+                     clean {:?}, corrupted {:?}; reword them so they align token by token",
                     clean.len(),
                     corrupted.len(),
                     tok.str_tokens(&clean),
                     tok.str_tokens(&corrupted)
-                );
+                )));
             }
-            let answer = tok.single_token(&p.answer).map_err(|e| anyhow::anyhow!("pair {i}: answer {e}"))?;
-            let wrong = tok.single_token(&p.wrong).map_err(|e| anyhow::anyhow!("pair {i}: wrong {e}"))?;
+            let answer = tok.single_token(&p.answer).map_err(|e| invalid(format!("pair {i}: answer {e}")))?;
+            let wrong = tok.single_token(&p.wrong).map_err(|e| invalid(format!("pair {i}: wrong {e}")))?;
             Ok(PairTokens { clean, corrupted, answer, wrong })
         })
         .collect()

@@ -4,10 +4,12 @@
 pub mod artifact;
 pub mod bpe;
 pub mod chunk;
+pub mod error;
 pub mod source;
 pub mod spec;
 
 pub use chunk::{tokenize, PairTokens};
+pub use error::DataError;
 pub use source::input_files;
 pub use spec::{DatasetSpec, MaskToken, Mode};
 

@@ -2,6 +2,7 @@
 //! CSV columns (polars), Hugging Face hub datasets from the standard cache, inline prompts.
 //! Errors name the file, the line and the fix.
 
+use super::error::{json_kind, DataError};
 use super::spec::{DatasetSpec, Format};
 use crate::model::source::{hub_cache, hub_file, offline, placement_help, snapshot};
 use crate::util::Cancel;
@@ -41,13 +42,13 @@ pub fn input_files(spec: &DatasetSpec, base: &Path) -> Result<Vec<PathBuf>> {
                 .collect();
             files.sort();
             if files.is_empty() {
-                bail!("no data file matches {}", pattern.display());
+                bail!(DataError::in_file(&pattern, "no data file matches"));
             }
             return Ok(files);
         }
         let path = base.join(p);
         if !path.is_file() {
-            bail!("data file {} does not exist", path.display());
+            bail!(DataError::in_file(&path, "the data file does not exist"));
         }
         return Ok(vec![path]);
     }
@@ -173,7 +174,8 @@ impl Reader<'_> {
             let flow = match format {
                 Format::Jsonl => self.jsonl(&file, &label, f)?,
                 Format::Text => self.text(&file, &label, f)?,
-                Format::Parquet | Format::Csv => self.table(&file, format, &label, f)?,
+                Format::Parquet => self.parquet(&file, &label, f)?,
+                Format::Csv => self.csv(&file, &label, f)?,
             };
             if flow == Flow::Stop {
                 break;
@@ -200,22 +202,46 @@ impl Reader<'_> {
                 (self.progress)(done, total);
                 self.cancel.check()?;
             }
+            let line_no = line_no as u64;
             let line = std::str::from_utf8(&buf).map_err(|e| {
-                anyhow!("{}:{line_no}: invalid UTF-8 at byte {} of the line", file.display(), e.valid_up_to() + 1)
+                let at = e.valid_up_to();
+                DataError::at(file, line_no, at as u64 + 1, format!("byte 0x{:02x} is not UTF-8", buf[at]))
             })?;
             if line.trim().is_empty() {
                 continue;
             }
-            let v: serde_json::Value = serde_json::from_str(line)
-                .map_err(|e| anyhow!("{}:{line_no}:{}: invalid JSON: {e}", file.display(), e.column()))?;
-            let Some(text) = v.get(&spec.field).and_then(|t| t.as_str()) else {
-                let fields: Vec<&String> = v.as_object().map(|o| o.keys().collect()).unwrap_or_default();
-                bail!(
-                    "{}:{line_no}: no text field '{}' (the line has: {}); set `field` to the field holding the text",
-                    file.display(),
-                    spec.field,
-                    fields.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
-                );
+            let v: serde_json::Value = serde_json::from_str(line).map_err(|e| {
+                let msg = e.to_string();
+                let msg = msg.rsplit_once(" at line ").map_or(msg.as_str(), |(m, _)| m).to_string();
+                DataError::at(file, line_no, e.column().max(1) as u64, format!("not JSON ({msg})"))
+            })?;
+            let Some(object) = v.as_object() else {
+                bail!(DataError::at_line(
+                    file,
+                    line_no,
+                    format!("the line is {}, expected a JSON object", json_kind(&v))
+                ));
+            };
+            let text = match object.get(&spec.field) {
+                Some(serde_json::Value::String(t)) => t,
+                Some(other) => bail!(DataError::at_line(
+                    file,
+                    line_no,
+                    format!("'{}' is {}, expected a string", spec.field, json_kind(other))
+                )),
+                None => {
+                    let fields: Vec<&str> = object.keys().map(|s| s.as_str()).collect();
+                    bail!(DataError::at_line(
+                        file,
+                        line_no,
+                        format!(
+                            "no field '{}' (the line has: {}){}; set `field` to the field holding the text",
+                            spec.field,
+                            if fields.is_empty() { "no fields".to_string() } else { fields.join(", ") },
+                            crate::util::did_you_mean(&spec.field, fields.iter().copied())
+                        )
+                    ))
+                }
             };
             let label = match &spec.label_field {
                 // `meta.pile_set_name` reads a nested field.
@@ -238,9 +264,10 @@ impl Reader<'_> {
             .with_context(|| format!("cannot open {}", file.display()))?
             .read_to_end(&mut bytes)?;
         let text = String::from_utf8(bytes).map_err(|e| {
-            let upto = &e.as_bytes()[..e.utf8_error().valid_up_to()];
-            let line = upto.iter().filter(|&&b| b == b'\n').count() + 1;
-            anyhow!("{}:{line}: invalid UTF-8", file.display())
+            let (bytes, at) = (e.as_bytes(), e.utf8_error().valid_up_to());
+            let line = bytes[..at].iter().filter(|&&b| b == b'\n').count() as u64 + 1;
+            let column = at - bytes[..at].iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1) + 1;
+            DataError::at(file, line, column as u64, format!("byte 0x{:02x} is not UTF-8", bytes[at]))
         })?;
         let doc = |t: &str| Doc { text: t.to_string(), label: label.to_string() };
         if !self.spec.lines {
@@ -254,43 +281,36 @@ impl Reader<'_> {
         Ok(Flow::Continue)
     }
 
-    fn table(
-        &mut self,
-        file: &Path,
-        format: Format,
-        label: &str,
-        f: &mut dyn FnMut(Doc) -> Result<Flow>,
-    ) -> Result<Flow> {
+    /// Parquet columns (polars reads only the text and label columns).
+    fn parquet(&mut self, file: &Path, label: &str, f: &mut dyn FnMut(Doc) -> Result<Flow>) -> Result<Flow> {
         use polars::prelude::*;
-        // Only the text and label columns are read (a Pile file's other columns may be of any type).
         let wanted: Vec<String> = std::iter::once(&self.spec.field)
             .chain(self.spec.label_field.as_ref())
             .map(|c| c.split('.').next().unwrap_or(c).to_string())
             .collect();
-        let df = match format {
-            Format::Parquet => crate::store::table::read_columns(file, &wanted)?,
-            _ => CsvReadOptions::default()
-                .with_has_header(true)
-                .try_into_reader_with_file_path(Some(file.to_path_buf()))
-                .and_then(|r| r.finish())
-                .with_context(|| format!("cannot read CSV {}", file.display()))?,
-        };
+        let df = crate::store::table::read_columns(file, &wanted)
+            .map_err(|e| DataError::in_file(file, format!("not a readable Parquet file: {e:#}")))?;
         let names: Vec<String> = df.get_column_names().iter().map(|s| s.to_string()).collect();
-        let column = |name: &str| -> Result<Vec<Option<String>>> {
-            let c = crate::store::table::column(&df, name).map_err(|_| {
-                anyhow!(
-                    "{}: no column '{name}' (columns: {}){}",
-                    file.display(),
-                    names.join(", "),
-                    crate::util::did_you_mean(name, names.iter().map(|s| s.as_str()))
-                )
+        let column = |name: &str| -> Result<Column> {
+            crate::store::table::column(&df, name).map_err(|_| missing_column(file, name, &names).into())
+        };
+        let strings = |c: Column| -> Result<Vec<Option<String>>> {
+            let name = c.name().to_string();
+            let c = c.cast(&DataType::String).map_err(|e| {
+                DataError::in_file(file, format!("column '{name}' ({}) cannot be read as text: {e}", c.dtype()))
             })?;
-            let c = c.cast(&DataType::String)?;
             Ok(c.str()?.into_iter().map(|s| s.map(str::to_string)).collect())
         };
         let texts = column(&self.spec.field)?;
+        if texts.dtype() != &DataType::String {
+            bail!(DataError::in_file(
+                file,
+                format!("column '{}' holds {}, expected strings", self.spec.field, texts.dtype())
+            ));
+        }
+        let texts = strings(texts)?;
         let labels = match &self.spec.label_field {
-            Some(lf) => column(lf)?,
+            Some(lf) => strings(column(lf)?)?,
             None => vec![Some(label.to_string()); texts.len()],
         };
         for (i, (t, l)) in texts.into_iter().zip(labels).enumerate() {
@@ -303,5 +323,59 @@ impl Reader<'_> {
             }
         }
         Ok(Flow::Continue)
+    }
+
+    /// A CSV file with a header row; every problem is reported at its line.
+    fn csv(&mut self, file: &Path, label: &str, f: &mut dyn FnMut(Doc) -> Result<Flow>) -> Result<Flow> {
+        let mut r = csv::Reader::from_path(file).map_err(|e| csv_error(file, e))?;
+        let header: Vec<String> = r.headers().map_err(|e| csv_error(file, e))?.iter().map(str::to_string).collect();
+        let index =
+            |name: &str| header.iter().position(|h| h == name).ok_or_else(|| missing_column(file, name, &header));
+        let text_at = index(&self.spec.field)?;
+        let label_at = self.spec.label_field.as_deref().map(index).transpose()?;
+        for (i, record) in r.records().enumerate() {
+            if i % 1000 == 0 {
+                self.cancel.check()?;
+            }
+            let record = record.map_err(|e| csv_error(file, e))?;
+            let text = record.get(text_at).unwrap_or_default();
+            if text.is_empty() {
+                continue;
+            }
+            let label = label_at.map_or(label, |at| record.get(at).unwrap_or_default());
+            if f(Doc { text: text.to_string(), label: label.to_string() })? == Flow::Stop {
+                return Ok(Flow::Stop);
+            }
+        }
+        Ok(Flow::Continue)
+    }
+}
+
+/// "no column 'x' (columns: …); did you mean …"
+fn missing_column(file: &Path, name: &str, names: &[String]) -> DataError {
+    DataError::in_file(
+        file,
+        format!(
+            "no column '{name}' (columns: {}){}",
+            names.join(", "),
+            crate::util::did_you_mean(name, names.iter().map(|s| s.as_str()))
+        ),
+    )
+}
+
+/// A CSV reading error at its line.
+fn csv_error(file: &Path, e: csv::Error) -> DataError {
+    let line = e.position().map(|p| p.line());
+    let message = match e.kind() {
+        csv::ErrorKind::Utf8 { err, .. } => format!("field {} is not UTF-8", err.field() + 1),
+        csv::ErrorKind::UnequalLengths { expected_len, len, .. } => {
+            format!("{len} fields where the header has {expected_len}")
+        }
+        csv::ErrorKind::Io(io) => format!("cannot read: {io}"),
+        _ => format!("not CSV: {e}"),
+    };
+    match line {
+        Some(l) => DataError::at_line(file, l, message),
+        None => DataError::in_file(file, message),
     }
 }

@@ -25,6 +25,8 @@ pub enum Event<'a> {
         seconds: f64,
     },
     Failed(&'a str),
+    /// Failed on invalid input data (a dataset, labels or tokenizer file).
+    Invalid(&'a str),
     Skipped {
         failed_input: &'a str,
     },

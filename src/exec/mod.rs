@@ -47,6 +47,9 @@ pub enum Status {
     Cached,
     Computed,
     Failed(String),
+    /// Failed on invalid input data (a dataset, labels or tokenizer file; `data::DataError`): the
+    /// command line exits 2.
+    Invalid(String),
     /// Not run because an input failed (which).
     Skipped(String),
     /// Not reached (the run was interrupted first).
@@ -71,10 +74,23 @@ pub struct Outcome {
     pub interrupted: bool,
 }
 
+impl Status {
+    /// Failed, on invalid input data or not, or skipped because an input failed.
+    pub fn failed(&self) -> bool {
+        matches!(self, Status::Failed(_) | Status::Invalid(_) | Status::Skipped(_))
+    }
+}
+
 impl Outcome {
     pub fn failed(&self) -> bool {
-        self.nodes.iter().any(|n| matches!(n.status, Status::Failed(_) | Status::Skipped(_)))
+        self.nodes.iter().any(|n| n.status.failed())
     }
+
+    /// Whether a node failed on invalid input data.
+    pub fn invalid_input(&self) -> bool {
+        self.nodes.iter().any(|n| matches!(n.status, Status::Invalid(_)))
+    }
+
     pub fn get(&self, name: &str) -> Option<&NodeResult> {
         self.nodes.iter().find(|n| n.name == name)
     }
@@ -174,7 +190,7 @@ impl Session {
             }
             let failed_input = self.v.plan.inputs(ix).into_iter().find_map(|p| {
                 let r = results.iter().find(|r| r.name == self.v.plan.graph[p].name)?;
-                matches!(r.status, Status::Failed(_) | Status::Skipped(_)).then(|| r.name.clone())
+                r.status.failed().then(|| r.name.clone())
             });
             if let Some(f) = failed_input {
                 observer.event(&at, &Event::Skipped { failed_input: &f });
@@ -259,6 +275,11 @@ impl Session {
                 Err(e) if e.is::<crate::util::Interrupted>() => {
                     observer.event(&at, &Event::Interrupted);
                     interrupted = true;
+                }
+                Err(e) if crate::data::DataError::is_in(&e) => {
+                    let msg = format!("{e:#}");
+                    observer.event(&at, &Event::Invalid(&msg));
+                    res.status = Status::Invalid(msg);
                 }
                 Err(e) => {
                     let msg = format!("{e:#}");

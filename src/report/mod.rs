@@ -40,6 +40,7 @@ fn status(s: &Status) -> (&'static str, String) {
         Status::Cached => ("ok", "cached".into()),
         Status::Computed => ("ok", "computed".into()),
         Status::Failed(e) => ("bad", format!("failed: {e}")),
+        Status::Invalid(e) => ("bad", format!("invalid input data: {e}")),
         Status::Skipped(i) => ("bad", format!("skipped ({i} failed)")),
         Status::Pending => ("muted", "not reached".into()),
         Status::Planned(state) => ("muted", state.clone()),

@@ -205,8 +205,9 @@ impl Spec {
         };
         let mut labels = Vec::new();
         for src in &self.labels {
-            let (values, of) = read_labels(&base.join(&src.path.value), &src.column, data)
-                .with_context(|| format!("labels {}", src.path.value))?;
+            let path = base.join(&src.path.value);
+            let (values, of) = read_labels(&path, &src.column, data)
+                .map_err(|e| crate::data::DataError::in_file(&path, format!("labels: {e:#}")))?;
             let feats: Vec<Feature> = values
                 .iter()
                 .map(|v| Feature { name: format!("{}={v}", src.column), group: format!("label {}", src.column) })
@@ -276,7 +277,12 @@ fn read_labels(path: &std::path::Path, column: &str, data: &Tokenized) -> Result
     for i in 0..df.height() {
         let (Some(r), Some(p), Some(v)) = (rows[i], pos[i], vals.get(i)) else { continue };
         if r < 0 || p < 0 || r as usize >= data.rows || p as usize >= data.ctx {
-            bail!("row {r}, position {p} is outside the dataset ({} rows of {} positions)", data.rows, data.ctx);
+            bail!(
+                "record {}: row {r}, position {p} is outside the dataset ({} rows of {} positions)",
+                i + 1,
+                data.rows,
+                data.ctx
+            );
         }
         of[r as usize * data.ctx + p as usize] =
             distinct.binary_search_by(|d| d.as_str().cmp(v)).expect("value listed") as u32;

@@ -310,7 +310,7 @@ fn run_seed(cx: &mut dyn StageEnv, spec: &Spec, seed: u64) -> Result<()> {
     let ds: Vec<&DatasetSpec> = spec.datasets.iter().map(|d| cx.dataset(d.name())).collect::<Result<_>>()?;
     let hf_tok = match &spec.tokenizer {
         Some(p) => tokenizers::Tokenizer::from_file(base.join(p))
-            .map_err(|e| anyhow::anyhow!("cannot load tokenizer {p}: {e}"))?,
+            .map_err(|e| crate::data::DataError::in_file(&base.join(p), format!("not a tokenizer: {e}")))?,
         None => bpe::train(texts(cx, &ds)?.iter(), spec.vocab_size)?,
     };
     let tok = Tokenizer::from_inner(hf_tok.clone(), 0, 0);

@@ -202,13 +202,13 @@ fn bad_input_names_the_file_the_line_and_the_fix() {
     let dir = tempfile::tempdir().unwrap();
     write(dir.path(), "json.jsonl", "{\"text\": \"ok\"}\n{\"text\": broken}\n");
     let e = run(&spec("path = \"json.jsonl\"\ncontext = 4"), dir.path()).unwrap_err().to_string();
-    assert!(e.contains("json.jsonl:2:") && e.contains("invalid JSON"), "{e}");
+    assert!(e.contains("json.jsonl:2:") && e.contains("not JSON"), "{e}");
     write(dir.path(), "field.jsonl", "{\"text\": \"ok\"}\n{\"body\": \"x\", \"id\": 3}\n");
     let e = run(&spec("path = \"field.jsonl\"\ncontext = 4"), dir.path()).unwrap_err().to_string();
-    assert!(e.contains("field.jsonl:2") && e.contains("no text field 'text'") && e.contains("body, id"), "{e}");
+    assert!(e.contains("field.jsonl:2") && e.contains("no field 'text'") && e.contains("body, id"), "{e}");
     std::fs::write(dir.path().join("utf.jsonl"), b"{\"text\": \"ok\"}\n{\"text\": \"\xff\"}\n").unwrap();
     let e = run(&spec("path = \"utf.jsonl\"\ncontext = 4"), dir.path()).unwrap_err().to_string();
-    assert!(e.contains("utf.jsonl:2") && e.contains("invalid UTF-8"), "{e}");
+    assert!(e.contains("utf.jsonl:2") && e.contains("is not UTF-8"), "{e}");
     let e = run(&spec("path = \"absent.jsonl\""), dir.path()).unwrap_err().to_string();
     assert!(e.contains("absent.jsonl") && e.contains("does not exist"), "{e}");
     let e = run(&spec("pairs = [{ clean = \"I ate an apple\", corrupted = \"I ate a watermelonish\", answer = \" x\", wrong = \" y\" }]"), Path::new(".")).unwrap_err().to_string();
@@ -280,4 +280,88 @@ fn a_hub_dataset_is_found_through_refs_whatever_its_snapshot_holds() {
     let read = spec(&format!("path = \"{}\"\nlabel_field = \"meta.pile_set_name\"", files[0].display()));
     let t = run(&read, Path::new("/")).unwrap_or_else(|e| panic!("{e:#}"));
     assert_eq!(t.doc_labels[..2], ["Pile-CC".to_string(), "Github".to_string()]);
+}
+
+/// `lantern run` on an experiment file in a workspace: (exit code, stderr).
+fn lantern_run(ws: &crate::common::Workspace, experiment: &str) -> (Option<i32>, String) {
+    let f = ws.file("e.toml", experiment);
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_lantern"))
+        .args(["run", f.to_str().unwrap(), "--out", ws.out().to_str().unwrap()])
+        .output()
+        .unwrap();
+    (o.status.code(), String::from_utf8_lossy(&o.stderr).to_string())
+}
+
+/// Bytes of a Parquet file holding one table.
+fn parquet_bytes(df: &mut polars::prelude::DataFrame) -> Vec<u8> {
+    let dir = tempfile::tempdir().unwrap();
+    lantern::store::table::write(&dir.path().join("t.parquet"), df).unwrap();
+    std::fs::read(dir.path().join("t.parquet")).unwrap()
+}
+
+/// A bad data file is invalid input: `lantern run` exits 2, naming the file, the line (and column
+/// where known) and what it found — JSONL, CSV, text and Parquet alike.
+#[test]
+fn bad_data_files_are_invalid_input_with_their_line() {
+    use polars::prelude::*;
+    let ws = crate::common::Workspace::new();
+    let ints = parquet_bytes(&mut df!("text" => [1i64, 2]).unwrap());
+    let cases: Vec<(&str, &[u8], &str)> = vec![
+        (
+            "bad.jsonl",
+            b"{\"text\": \"ok\"}\n{\"text\": \"ok\"}\n{\"text\": \"\xe9t\xe9\"}\n",
+            "bad.jsonl:3:11: byte 0xe9 is not UTF-8",
+        ),
+        ("bad.jsonl", b"{\"text\": \"ok\"}\nnot json\n", "bad.jsonl:2:2: not JSON (expected ident)"),
+        ("bad.jsonl", b"{\"text\": \"ok\"}\n{\"body\": \"x\"}\n", "bad.jsonl:2: no field 'text' (the line has: body)"),
+        ("bad.jsonl", b"{\"text\": 42}\n", "bad.jsonl:1: 'text' is a number, expected a string"),
+        ("bad.jsonl", b"{\"text\": null}\n", "bad.jsonl:1: 'text' is null, expected a string"),
+        ("bad.jsonl", b"[\"text\"]\n", "bad.jsonl:1: the line is an array, expected a JSON object"),
+        ("bad.csv", b"text,label\nok,a\nbroken,a,extra\n", "bad.csv:3: 3 fields where the header has 2"),
+        ("bad.csv", b"text\nok\n\xe9t\xe9\n", "bad.csv:3: field 1 is not UTF-8"),
+        ("bad.csv", b"body\nok\n", "bad.csv: no column 'text' (columns: body)"),
+        ("bad.txt", b"one line\nthe caf\xe9\n", "bad.txt:2:8: byte 0xe9 is not UTF-8"),
+        ("bad.parquet", &ints, "bad.parquet: column 'text' holds i64, expected strings"),
+        ("bad.parquet", b"PAR1 not really", "bad.parquet: not a readable Parquet file"),
+    ];
+    for (name, bytes, want) in cases {
+        std::fs::write(ws.path().join(name), bytes).unwrap();
+        let (code, err) = lantern_run(
+            &ws,
+            &format!(
+                "[experiment]\nname = \"e\"\n[models.tiny]\npath = \"model\"\n[datasets.d]\npath = \"{name}\"\ncontext = 8\n\
+                 [stages.acts]\nkind = \"activations\"\nmodel = \"tiny\"\ndataset = \"d\"\nhooks = [\"post.0\"]\n"
+            ),
+        );
+        assert_eq!(code, Some(2), "{want}: {err}");
+        assert!(err.contains(want) && err.contains("invalid input data"), "{want}: {err}");
+    }
+}
+
+/// Per-position labels of `explain` and a `train` tokenizer file are input data too: exit 2 with
+/// the file and what is wrong; the stages that did not need them finish.
+#[test]
+fn bad_labels_and_tokenizer_files_are_invalid_input() {
+    use polars::prelude::*;
+    let ws = crate::common::Workspace::new();
+    let mut df = df!("row" => [0i64, 5000], "position" => [0i64, 1], "tag" => ["a", "b"]).unwrap();
+    lantern::store::table::write(&ws.path().join("tags.parquet"), &mut df).unwrap();
+    std::fs::write(ws.path().join("tok.json"), "{\"not\": \"a tokenizer\"}").unwrap();
+    let (code, err) = lantern_run(
+        &ws,
+        "[experiment]\nname = \"e\"\n[models.tiny]\npath = \"model\"\n[datasets.d]\npath = \"data/english.jsonl\"\n\
+         context = 8\nn_tokens = 256\n[stages.x]\nkind = \"explain\"\nmodel = \"tiny\"\ndataset = \"d\"\n\
+         hooks = [\"post.0\"]\nfeatures = [\"position\"]\nlabels = [{ path = \"tags.parquet\", column = \"tag\" }]\n\
+         [stages.lm]\nkind = \"train\"\ndatasets = [\"d\"]\ntokenizer = \"tok.json\"\nlayers = 1\nd_model = 16\n\
+         heads = 2\ncontext = 8\nsteps = 2\nbatch_size = 2\n[stages.w]\nkind = \"weights\"\nmodel = \"tiny\"\n",
+    );
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains(
+            "tags.parquet: labels: record 2: row 5000, position 1 is outside the dataset (32 rows of 8 positions)"
+        ),
+        "{err}"
+    );
+    assert!(err.contains("tok.json: not a tokenizer"), "{err}");
+    assert!(err.contains("2 computed") && err.contains("2 failed"), "{err}");
 }

@@ -8,6 +8,7 @@ mod engine;
 mod experiments;
 mod families;
 mod files;
+mod fuzz;
 mod hub;
 mod layers;
 mod model_loading;
