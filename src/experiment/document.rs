@@ -15,6 +15,30 @@ type Key<'s> = Spanned<std::borrow::Cow<'s, str>>;
 /// Sections whose entries are named tables (`[stages.NAME]`).
 pub const ENTRY_SECTIONS: &[&str] = &["models", "datasets", "stages", "plots"];
 
+/// The most entries one `matrix` may make.
+pub const MAX_EXPANSIONS: usize = 4096;
+
+/// The most bytes an experiment file (or a file it includes) may have.
+pub const MAX_FILE_BYTES: u64 = 16 << 20;
+
+/// The bytes of an experiment file: a regular file of at most `MAX_FILE_BYTES` (never a device such
+/// as `/dev/zero`, a folder or a pipe, which would be read without end).
+pub fn read_file(path: &Path) -> Result<Vec<u8>, String> {
+    use std::io::Read;
+    let f = std::fs::File::open(path).map_err(|e| format!("cannot read the file: {e}"))?;
+    match f.metadata() {
+        Ok(m) if !m.is_file() => return Err("not a regular file".into()),
+        Err(e) => return Err(format!("cannot read the file: {e}")),
+        Ok(_) => {}
+    }
+    let mut bytes = Vec::new();
+    f.take(MAX_FILE_BYTES + 1).read_to_end(&mut bytes).map_err(|e| format!("cannot read the file: {e}"))?;
+    if bytes.len() as u64 > MAX_FILE_BYTES {
+        return Err(format!("larger than {} MiB, the most an experiment file may be", MAX_FILE_BYTES >> 20));
+    }
+    Ok(bytes)
+}
+
 /// The sources of an experiment: the file, what it includes (transitively, in order), and one
 /// source per `--set` argument; problems found while reading them.
 pub fn read_sources(file: &Path, text: String, sets: &[String]) -> (Sources, Vec<Diagnostic>) {
@@ -36,12 +60,12 @@ pub fn read_sources(file: &Path, text: String, sets: &[String]) -> (Sources, Vec
                 diags.push(Diagnostic::at(span, format!("{} is included twice (or includes itself)", path.display())));
                 continue;
             }
-            match std::fs::read(&path).map(String::from_utf8) {
+            match read_file(&path).map(String::from_utf8) {
                 Ok(Ok(t)) => {
                     sources.push(&path, &t);
                 }
                 Ok(Err(_)) => diags.push(Diagnostic::at(span, format!("{} is not UTF-8", path.display()))),
-                Err(e) => diags.push(Diagnostic::at(span, format!("cannot read {}: {e}", path.display()))),
+                Err(e) => diags.push(Diagnostic::at(span, format!("{}: {e}", path.display()))),
             }
         }
         i += 1;
@@ -439,6 +463,18 @@ fn expand_entry<'s>(
     let mut index = vec![0usize; axes.len()];
     if axes.iter().any(|a| a.values.is_empty()) {
         diags.push(Diagnostic::at(mkey.span(), format!("the matrix of {name} has an empty axis")));
+        return vec![];
+    }
+    // Counted before anything is expanded: the product of the axes' lengths can be astronomical.
+    let combinations = axes.iter().fold(1u128, |n, a| n.saturating_mul(a.values.len() as u128));
+    if combinations > MAX_EXPANSIONS as u128 {
+        diags.push(
+            Diagnostic::at(
+                mkey.span(),
+                format!("the matrix of {name} makes {combinations} combinations; at most {MAX_EXPANSIONS}"),
+            )
+            .help("split the experiment, or use fewer values per axis"),
+        );
         return vec![];
     }
     loop {

@@ -111,11 +111,9 @@ pub fn parse_file(file: &Path) -> Result<Experiment, Invalid> {
 
 /// Parse a file with `--set PATH=VALUE` overrides (TOML values; a bare word is a string).
 pub fn parse_with(file: &Path, sets: &[String]) -> Result<Experiment, Invalid> {
-    let bytes = match std::fs::read(file) {
+    let bytes = match super::document::read_file(file) {
         Ok(b) => b,
-        Err(e) => {
-            return Err(Invalid::of_file(file, "", vec![Diagnostic::global(format!("cannot read the file: {e}"))]))
-        }
+        Err(e) => return Err(Invalid::of_file(file, "", vec![Diagnostic::global(e)])),
     };
     match decode_utf8(bytes) {
         Ok(text) => {

@@ -220,11 +220,43 @@ fn mutate(text: &str, rng: &mut ChaCha8Rng, kind: usize) -> Vec<u8> {
             l.insert(i, extra);
             (l.join("\n") + "\n").into_bytes()
         }
+        12 => {
+            // An include of something that is not an experiment file (or not a file at all).
+            let what = [
+                "\"/dev/zero\"",
+                "\"/dev/urandom\"",
+                "\"../../../../../etc/passwd\"",
+                "\"missing.toml\"",
+                "\".\"",
+                "\"latin1.toml\"",
+                "42",
+                "[\"a\", 1]",
+            ][rng.random_range(0..8)];
+            (format!("include = [{what}]\n") + text).into_bytes()
+        }
+        13 => {
+            // A matrix on a stage: path-like, mixed, empty or huge axes.
+            let headers: Vec<usize> = (0..lines.len()).filter(|&i| lines[i].starts_with("[stages.")).collect();
+            let i = headers[rng.random_range(0..headers.len())];
+            let many = (0..3000).map(|i| i.to_string()).collect::<Vec<_>>().join(", ");
+            let axes = [
+                "k = [\"../x\", \"a/b\"]".to_string(),
+                "k = [1, \"a\", 2.5, true]".to_string(),
+                "k = []".to_string(),
+                format!("a = [{many}], b = [{many}]"),
+                "seed = [1, 2], batch_size = [0, -1]".to_string(),
+                "k = [{ a = 1 }]".to_string(),
+            ][rng.random_range(0..6)]
+            .clone();
+            let mut l: Vec<String> = lines.iter().map(|s| s.to_string()).collect();
+            l.insert(i + 1, format!("matrix = {{ {axes} }}"));
+            (l.join("\n") + "\n").into_bytes()
+        }
         _ => unreachable!(),
     }
 }
 
-const KINDS: usize = 12;
+const KINDS: usize = 14;
 
 /// Whether an error message points at FILE:LINE:COL of the file.
 fn has_position(err: &str, file: &str) -> bool {
@@ -300,6 +332,7 @@ fn malformed_experiment_files_are_rejected_cleanly_under_a_memory_cap() {
         }
     }
     assert!(cases.len() >= 200, "{} cases", cases.len());
+    std::fs::write(ws.path().join("latin1.toml"), b"# caf\xe9\n").unwrap();
     let before = listing(ws.path(), "out");
     let results = in_parallel(&cases, |_, (file, _)| capped(ws.path(), &["validate", file.to_str().unwrap()]));
     assert_eq!(listing(ws.path(), "out"), before, "validate wrote files");
@@ -307,15 +340,20 @@ fn malformed_experiment_files_are_rejected_cleanly_under_a_memory_cap() {
     let mut invalid = 0;
     for ((file, what), (code, err)) in cases.iter().zip(results) {
         let name = file.file_name().unwrap().to_string_lossy().to_string();
-        // Every error is followed by the place it is about.
+        // Every error is followed by the place it is about: in this file, or in a file it includes.
         let lines: Vec<&str> = err.lines().collect();
-        let located = (0..lines.len())
-            .filter(|&i| lines[i].starts_with("error:"))
-            .all(|i| lines.get(i + 1).is_some_and(|l| l.trim_start().starts_with("-->") && has_position(l, &name)));
+        let located = (0..lines.len()).filter(|&i| lines[i].starts_with("error:")).all(|i| {
+            lines.get(i + 1).and_then(|l| l.trim_start().strip_prefix("--> ")).is_some_and(|place| {
+                place.rsplitn(3, ':').take(2).all(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+            })
+        });
         match code {
             Some(0) => {}
-            Some(2) if located && has_position(&err, &name) => invalid += 1,
-            Some(2) => bad.push(format!("{name} ({what}): exit 2 with an error not at FILE:LINE:COL:\n{err}")),
+            Some(2) if located && err.lines().any(|l| l.starts_with("error:")) => invalid += 1,
+            Some(2) => bad.push(format!(
+                "{name} ({what}): exit 2 with an error not at FILE:LINE:COL:\n{}",
+                &err[..err.len().min(2000)]
+            )),
             other => bad.push(format!("{name} ({what}): exit {other:?}:\n{}", &err[..err.len().min(2000)])),
         }
     }
@@ -422,4 +460,40 @@ fn malformed_data_files_are_invalid_input_under_a_memory_cap() {
     }
     assert!(bad.is_empty(), "{} of {} cases:\n{}", bad.len(), cases.len(), bad.join("\n---\n"));
     assert!(invalid > cases.len() / 2, "most mutations are invalid ({invalid} of {})", cases.len());
+}
+
+/// A matrix's combinations are counted before any is made: 1000³ is refused at its position, under
+/// the memory cap, at once.
+#[test]
+fn a_huge_matrix_is_refused_under_a_memory_cap() {
+    let ws = Workspace::new();
+    let values = (0..1000).map(|i| i.to_string()).collect::<Vec<_>>().join(", ");
+    let f = ws.file(
+        "m.toml",
+        &format!(
+            "[experiment]\nname = \"m\"\n[models.tiny]\npath = \"model\"\n[stages.w]\nkind = \"weights\"\n\
+             model = \"tiny\"\nmatrix = {{ a = [{values}], b = [{values}], c = [{values}] }}\n"
+        ),
+    );
+    let (code, err) = capped(ws.path(), &["validate", f.to_str().unwrap()]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("the matrix of w makes 1000000000 combinations; at most 4096"), "{err}");
+    assert!(has_position(&err, "m.toml"), "{err}");
+}
+
+/// A device or a huge file named as the experiment file, or included by one, is refused without
+/// being read to the end.
+#[test]
+fn files_without_end_are_not_read() {
+    let ws = Workspace::new();
+    let (code, err) = capped(ws.path(), &["validate", "/dev/zero"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("/dev/zero: not a regular file"), "{err}");
+    std::fs::write(ws.path().join("big.toml"), vec![b'#'; 17 << 20]).unwrap();
+    for include in ["/dev/zero", "big.toml"] {
+        let f = ws.file("i.toml", &format!("include = [\"{include}\"]\n[experiment]\nname = \"i\"\n"));
+        let (code, err) = capped(ws.path(), &["validate", f.to_str().unwrap()]);
+        assert_eq!(code, Some(2), "{err}");
+        assert!(has_position(&err, "i.toml") && err.contains(&format!("{include}: ")), "{err}");
+    }
 }
