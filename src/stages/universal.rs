@@ -284,23 +284,24 @@ impl Stage for Spec {
 
     fn check(&self, cx: &CheckCx, out: &mut Vec<Diagnostic>) {
         if self.correlations.is_empty() || self.baselines.is_empty() {
-            out.push(Diagnostic::global(
+            let field = if self.correlations.is_empty() { "correlations" } else { "baselines" };
+            out.push(cx.error(
+                field,
                 "universal: list at least one correlation stage in `correlations` and one in `baselines`",
             ));
         }
         let corr = Spec::correlation_stages(cx, &self.correlations, out);
         let base = Spec::correlation_stages(cx, &self.baselines, out);
-        let reference = corr.first().map(|(_, c)| c.a.name().to_string());
+        // The first stage listed (a correlation, else a baseline) sets the reference model.
+        let first = corr.iter().chain(&base).next().map(|(r, c)| (r.name(), c.a.name()));
         for &(r, c) in corr.iter().chain(&base) {
-            if Some(c.a.name()) != reference.as_deref() {
+            if let Some((first, reference)) = first.filter(|(_, reference)| c.a.name() != *reference) {
                 out.push(Diagnostic::at(
                     r.span(),
                     format!(
-                        "'{}' correlates model '{}', but '{}' correlates '{}': all must share the reference model `a`",
+                        "'{}' correlates model '{}', but '{first}' correlates '{reference}': all must share the reference model `a`",
                         r.name(),
                         c.a.name(),
-                        corr[0].0.name(),
-                        reference.as_deref().unwrap_or("?")
                     ),
                 ));
             }

@@ -497,3 +497,24 @@ fn files_without_end_are_not_read() {
         assert!(has_position(&err, "i.toml") && err.contains(&format!("{include}: ")), "{err}");
     }
 }
+
+/// What the corpus found, kept as plain cases: each must be refused at its position, not panic.
+#[test]
+fn what_the_corpus_found_stays_fixed() {
+    let ws = Workspace::new();
+    let head = "[experiment]\nname = \"u\"\n[models.tiny]\npath = \"model\"\n[datasets.d]\npath = \"data/english.jsonl\"\n\
+                context = 16\nn_tokens = 256\n[stages.w]\nkind = \"weights\"\nmodel = \"tiny\"\n\
+                [stages.c]\nkind = \"correlation\"\na = \"tiny\"\nb = \"tiny\"\ndataset = \"d\"\nbaseline = \"rotation\"\n";
+    // A universal stage whose correlations are no correlation stages (a matrix key mistyped
+    // upstream) and whose baselines are: checked against the first baseline, not `corr[0]`.
+    let cases = [(
+        "[stages.u]\nkind = \"universal\"\ncorrelations = [\"w\"]\nbaselines = [\"c\"]\n",
+        "universal reads correlation stages",
+    )];
+    for (stage, want) in cases {
+        let f = ws.file("u.toml", &format!("{head}{stage}"));
+        let (code, err) = capped(ws.path(), &["validate", f.to_str().unwrap()]);
+        assert_eq!(code, Some(2), "{err}");
+        assert!(err.contains(want) && has_position(&err, "u.toml"), "{err}");
+    }
+}
