@@ -23,18 +23,23 @@ pub fn is_one(shards: &usize) -> bool {
     *shards == 1
 }
 
-/// The parts of a stage with `shards` shards (none when it is not split).
+/// The most shards a stage may be split into (each is a node of the plan and a job).
+pub const MAX_SHARDS: usize = 1024;
+
+/// The parts of a stage with `shards` shards (none when it is not split, or when `shards` is out
+/// of bounds: `check` reports it, and the plan is not grown by a number nobody checked yet).
 pub fn parts(shards: usize) -> Vec<Part> {
-    if shards > 1 {
+    if (2..=MAX_SHARDS).contains(&shards) {
         (0..shards).map(|index| Part::Shard { index, count: shards }).collect()
     } else {
         vec![]
     }
 }
 
-/// `shards` must be at least 1.
+/// `shards` must be between 1 and `MAX_SHARDS`.
 pub fn check(cx: &CheckCx, shards: usize, out: &mut Vec<Diagnostic>) {
     cx.at_least("shards", shards, 1, out);
+    cx.at_most("shards", shards, MAX_SHARDS, "the most shards a stage may have", out);
 }
 
 /// The rows of a dataset of `rows` rows a run covers: all of them, or shard `index` of `count`

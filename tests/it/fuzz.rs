@@ -507,10 +507,17 @@ fn what_the_corpus_found_stays_fixed() {
                 [stages.c]\nkind = \"correlation\"\na = \"tiny\"\nb = \"tiny\"\ndataset = \"d\"\nbaseline = \"rotation\"\n";
     // A universal stage whose correlations are no correlation stages (a matrix key mistyped
     // upstream) and whose baselines are: checked against the first baseline, not `corr[0]`.
-    let cases = [(
-        "[stages.u]\nkind = \"universal\"\ncorrelations = [\"w\"]\nbaselines = [\"c\"]\n",
-        "universal reads correlation stages",
-    )];
+    let cases = [
+        (
+            "[stages.u]\nkind = \"universal\"\ncorrelations = [\"w\"]\nbaselines = [\"c\"]\n",
+            "universal reads correlation stages",
+        ),
+        // Shards are plan nodes: a huge count is refused before the plan is built with it.
+        (
+            "[stages.a]\nkind = \"activations\"\nmodel = \"tiny\"\ndataset = \"d\"\nshards = 9223372036854775807\n",
+            "shards = 9223372036854775807 is more than the most shards a stage may have (1024)",
+        ),
+    ];
     for (stage, want) in cases {
         let f = ws.file("u.toml", &format!("{head}{stage}"));
         let (code, err) = capped(ws.path(), &["validate", f.to_str().unwrap()]);
