@@ -207,7 +207,7 @@ impl Builder<'_> {
             })(),
             NodeKind::Stage(name) => {
                 let st = &v.exp.stages[name].value;
-                let seed = if st.stage().uses_seed() { v.exp.meta.seed.to_string() } else { String::new() };
+                let seed = if st.stage().uses_seed() { format!("{}/{name}", v.exp.meta.seed) } else { String::new() };
                 let mut parts = vec![self.params(serde_json::to_value(st), &mut inputs), Ok(seed)];
                 parts.extend(self.token_inputs(ix, &mut inputs));
                 // Files a stage reads itself (label tables) count by their contents.
@@ -220,7 +220,7 @@ impl Builder<'_> {
             }
             NodeKind::Part { stage, part } => {
                 let st = &v.exp.stages[stage].value;
-                let seed = if st.stage().uses_seed() { v.exp.meta.seed.to_string() } else { String::new() };
+                let seed = if st.stage().uses_seed() { format!("{}/{stage}", v.exp.meta.seed) } else { String::new() };
                 let mut params = serde_json::to_value(st);
                 // One seed's model does not depend on which other seeds are trained beside it.
                 if let (Part::Seed(_), Ok(Value::Object(m))) = (part, &mut params) {

@@ -2,11 +2,10 @@
 //! forced to an "active" or "inactive" value while chosen downstream components are frozen to
 //! their values from another run, and per-token losses of each combination.
 
-use crate::model::outputs::token_stats;
+use super::losses::{first_layer, Cache, Rerun};
 use crate::model::{Action, HookPoint, Intervention, Model};
 use anyhow::Result;
 use candle_core::Tensor;
-use std::collections::BTreeMap;
 
 /// A neuron and the two values it is forced to.
 #[derive(Clone, Copy, Debug)]
@@ -23,18 +22,7 @@ impl Force {
     }
 }
 
-/// One forward pass: interventions in, per-token loss [rows × (pos − 1)] and captures out.
-fn run(
-    model: &Model,
-    tokens: &Tensor,
-    iv: &[Intervention],
-    capture: &[HookPoint],
-) -> Result<(Vec<f32>, BTreeMap<HookPoint, Tensor>)> {
-    let (logits, cache) = model.run_with_cache(tokens, capture, iv)?;
-    Ok((token_stats(&logits, tokens)?.loss, cache))
-}
-
-fn patch_from(cache: &BTreeMap<HookPoint, Tensor>, hooks: &[HookPoint]) -> Vec<Intervention> {
+fn patch_from(cache: &Cache, hooks: &[HookPoint]) -> Vec<Intervention> {
     hooks.iter().map(|h| Intervention::new(*h, Action::Patch(cache[h].clone()))).collect()
 }
 
@@ -60,16 +48,17 @@ pub fn direct_effect(
     frozen: &[HookPoint],
     patched: &[HookPoint],
 ) -> Result<DirectEffect> {
-    let (original, _) = run(model, tokens, &[force.set(force.active)], &[])?;
     let both: Vec<HookPoint> = frozen.iter().chain(patched).copied().collect();
-    let (ablated, cache_a) = run(model, tokens, &[force.set(force.inactive)], &both)?;
+    let starts = Vec::from_iter(first_layer(both.iter().copied().chain([force.hook])));
+    let (p, original, _) = Rerun::first(model, tokens, &[force.set(force.active)], &[], &starts)?;
+    let (ablated, cache_a) = p.run(&[force.set(force.inactive)], &both)?;
     let mut iv = vec![force.set(force.active)];
     iv.extend(patch_from(&cache_a, frozen));
-    let (direct, cache_d) = run(model, tokens, &iv, patched)?;
+    let (direct, cache_d) = p.run(&iv, patched)?;
     let mut iv = vec![force.set(force.inactive)];
     iv.extend(patch_from(&cache_a, frozen));
     iv.extend(patch_from(&cache_d, patched));
-    let (only_patched, _) = run(model, tokens, &iv, &[])?;
+    let (only_patched, _) = p.run(&iv, &[])?;
     Ok(DirectEffect { original, ablated, direct, only_patched })
 }
 
@@ -89,14 +78,15 @@ pub struct ContextEffect {
 }
 
 pub fn context_effect(model: &Model, tokens: &Tensor, force: Force, downstream: &[HookPoint]) -> Result<ContextEffect> {
-    let (original, _) = run(model, tokens, &[], &[])?;
-    let (ablated, cache_a) = run(model, tokens, &[force.set(force.inactive)], downstream)?;
-    let (_, cache_b) = run(model, tokens, &[force.set(force.active)], downstream)?;
+    let starts = Vec::from_iter(first_layer(downstream.iter().copied().chain([force.hook])));
+    let (p, original, _) = Rerun::first(model, tokens, &[], &[], &starts)?;
+    let (ablated, cache_a) = p.run(&[force.set(force.inactive)], downstream)?;
+    let (_, cache_b) = p.run(&[force.set(force.active)], downstream)?;
     let mut iv = vec![force.set(force.active)];
     iv.extend(patch_from(&cache_a, downstream));
-    let (direct, _) = run(model, tokens, &iv, &[])?;
+    let (direct, _) = p.run(&iv, &[])?;
     let mut iv = vec![force.set(force.inactive)];
     iv.extend(patch_from(&cache_b, downstream));
-    let (indirect, _) = run(model, tokens, &iv, &[])?;
+    let (indirect, _) = p.run(&iv, &[])?;
     Ok(ContextEffect { original, ablated, direct, indirect })
 }

@@ -59,9 +59,15 @@ pub fn unigram_key(s: &str) -> String {
 }
 
 /// Unigram groups: token ids whose strings are equal once lowercased and stripped (`"The"`,
-/// `" the"`, `" THE"`), kept when the group spans at least `min_ids` token ids of the vocabulary
-/// and its tokens occur at least `min_count` times in the data (`counts[id]`). Sorted by key.
-pub fn unigram_groups(strings: &[String], counts: &[u64], min_count: u64, min_ids: usize) -> Vec<(String, Vec<u32>)> {
+/// `" the"`, `" THE"`), kept when the group spans more than `ids_above` token ids of the
+/// vocabulary and its tokens occur more than `count_above` times in the data (`counts[id]`): the
+/// study's `> 3` and `> 3000`. Sorted by key.
+pub fn unigram_groups(
+    strings: &[String],
+    counts: &[u64],
+    count_above: u64,
+    ids_above: usize,
+) -> Vec<(String, Vec<u32>)> {
     let mut groups: BTreeMap<String, Vec<u32>> = BTreeMap::new();
     for (id, s) in strings.iter().enumerate() {
         let key = unigram_key(s);
@@ -72,8 +78,8 @@ pub fn unigram_groups(strings: &[String], counts: &[u64], min_count: u64, min_id
     groups
         .into_iter()
         .filter(|(_, ids)| {
-            ids.len() >= min_ids
-                && ids.iter().map(|&i| counts.get(i as usize).copied().unwrap_or(0)).sum::<u64>() >= min_count
+            ids.len() > ids_above
+                && ids.iter().map(|&i| counts.get(i as usize).copied().unwrap_or(0)).sum::<u64>() > count_above
         })
         .collect()
 }
@@ -317,8 +323,8 @@ pub fn vocabulary_features(
 ) -> Result<TokenFeatures> {
     let strings: Vec<String> = (0..vocab as u32).map(|i| tok.token_str(i)).collect();
     let mut tf = TokenFeatures::builtin(&strings);
-    if let Some((counts, min_count, min_ids)) = counts {
-        for (key, ids) in unigram_groups(&strings, counts, min_count, min_ids) {
+    if let Some((counts, count_above, ids_above)) = counts {
+        for (key, ids) in unigram_groups(&strings, counts, count_above, ids_above) {
             tf.push(format!("unigram {key:?}"), "unigram", ids);
         }
     }

@@ -6,6 +6,7 @@ pub mod correlation;
 pub mod effects;
 pub mod features;
 pub mod lens;
+pub mod losses;
 pub mod patching;
 pub mod vocab;
 pub mod weights;

@@ -40,11 +40,24 @@ pub struct Tokenized {
 impl Tokenized {
     /// The rows of several datasets one after the other (same row length), documents relabelled
     /// by `labels` where a dataset has none, rows shuffled with `shuffle_seed`.
-    pub fn concat(parts: Vec<(Tokenized, String)>, shuffle_seed: Option<u64>) -> anyhow::Result<Tokenized> {
+    /// With `balance`, each dataset keeps only as many rows (its first) as the smallest has.
+    pub fn concat(
+        parts: Vec<(Tokenized, String)>,
+        shuffle_seed: Option<u64>,
+        balance: bool,
+    ) -> anyhow::Result<Tokenized> {
         let ctx = parts.first().map(|p| p.0.ctx).unwrap_or(0);
+        let keep = if balance { parts.iter().map(|p| p.0.rows).min().unwrap_or(0) } else { usize::MAX };
         let mut out =
             Tokenized { rows: 0, ctx, tokens: vec![], valid: vec![], doc: vec![], doc_labels: vec![], pairs: None };
-        for (t, name) in parts {
+        for (mut t, name) in parts {
+            if t.rows > keep {
+                t.rows = keep;
+                for v in [&mut t.tokens, &mut t.doc] {
+                    v.truncate(keep * t.ctx);
+                }
+                t.valid.truncate(keep * t.ctx);
+            }
             anyhow::ensure!(
                 t.ctx == ctx,
                 "mixed datasets must have one row length: {ctx} and {} (set the same `context`)",
@@ -98,6 +111,9 @@ pub fn check(spec: &DatasetSpec, base: &Path) -> Vec<(Option<&'static str>, Stri
             .count();
     if sources != 1 {
         out.push((None, "needs exactly one of `path`, `hub`, `mix`, `prompts`, `pairs`".to_string()));
+    }
+    if spec.balance && spec.mix.is_none() {
+        out.push((Some("balance"), "`balance` applies to `mix` datasets only".to_string()));
     }
     if spec.path.as_ref().is_some_and(|p| source::is_glob(p)) {
         if let Err(e) = source::input_files(spec, base) {

@@ -71,6 +71,10 @@ pub struct DatasetSpec {
     /// options; a document keeps its dataset's `label`, else the dataset's name).
     #[serde(default)]
     pub mix: Option<Vec<String>>,
+    /// `mix` only: keep as many rows of each dataset as the smallest one has (its first rows),
+    /// so that each contributes equally.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub balance: bool,
     /// Inline prompts, one row each.
     #[serde(default)]
     pub prompts: Option<Vec<String>>,

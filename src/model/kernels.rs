@@ -561,26 +561,84 @@ pub fn rotary(x: HeadView, rows: usize, pos: usize, heads: usize, d_head: usize,
     out
 }
 
-/// Per-row statistics of logits: log-sum-exp, entropy (nats) and, for a target, its rank.
+/// What one logit row says about its target token: cross-entropy loss, and when asked the
+/// entropy of the prediction (nats) and the target's rank (entries with a strictly larger logit).
 #[derive(Clone, Copy, Debug, Default)]
-pub struct RowStats {
-    pub lse: f32,
+pub struct TargetStats {
+    pub loss: f32,
     pub entropy: f32,
+    pub rank: u32,
+}
+
+/// Max of a row and, in the same pass, how many entries exceed `t`.
+#[inline(always)]
+fn lane_max_above(x: &[f32], t: f32) -> (f32, u32) {
+    let mut acc = [f32::NEG_INFINITY; LANES];
+    let mut above = [0u32; LANES];
+    let chunks = x.chunks_exact(LANES);
+    let rest = chunks.remainder();
+    for c in chunks {
+        for i in 0..LANES {
+            acc[i] = acc[i].max(c[i]);
+            above[i] += u32::from(c[i] > t);
+        }
+    }
+    for (i, v) in rest.iter().enumerate() {
+        acc[i] = acc[i].max(*v);
+        above[i] += u32::from(*v > t);
+    }
+    (acc.into_iter().fold(f32::NEG_INFINITY, f32::max), above.iter().sum())
+}
+
+/// Σ e^(x−m) and Σ e^(x−m)·(x−m) in one pass (one exponential per entry).
+#[inline(always)]
+fn lane_exp_sums(x: &[f32], m: f32) -> (f32, f32) {
+    let (mut s, mut sx) = ([0.0f32; LANES], [0.0f32; LANES]);
+    let chunks = x.chunks_exact(LANES);
+    let rest = chunks.remainder();
+    for c in chunks {
+        for i in 0..LANES {
+            let d = c[i] - m;
+            let e = exp(d);
+            s[i] += e;
+            sx[i] += e * d;
+        }
+    }
+    for (i, v) in rest.iter().enumerate() {
+        let d = *v - m;
+        let e = exp(d);
+        s[i] += e;
+        sx[i] += e * d;
+    }
+    (s.iter().sum(), sx.iter().sum())
 }
 
 multiversion! {
-    fn row_stats(x: &[f32]) -> RowStats {
-        let m = lane_max(x);
-        let s = lane_sum(x, |v| exp(v - m));
-        let sx = lane_sum(x, |v| exp(v - m) * (v - m));
+    /// Loss of `target` under one row of logits; the entropy and the rank only when asked (the
+    /// loss alone is a max and one sum of exponentials).
+    fn target_row(x: &[f32], target: usize, entropy: bool, rank: bool) -> TargetStats {
+        let lt = x[target];
+        let (m, above) = if rank { lane_max_above(x, lt) } else { (lane_max(x), 0) };
+        let (s, sx) = if entropy { lane_exp_sums(x, m) } else { (lane_sum(x, |v| exp(v - m)), 0.0) };
         let ln_s = s.ln();
-        RowStats { lse: m + ln_s, entropy: ln_s - sx / s }
+        TargetStats { loss: m + ln_s - lt, entropy: if entropy { ln_s - sx / s } else { 0.0 }, rank: above }
     }
 }
 
-/// log-sum-exp and entropy of every row of `d` logits.
-pub fn logit_rows(x: &[f32], d: usize) -> Vec<RowStats> {
-    x.par_chunks(d).map(row_stats).collect()
+/// [`TargetStats`] of the rows `rows[i]` (each `d` logits of `x`) against `targets[i]`, in
+/// parallel over rows.
+pub fn target_rows(
+    x: &[f32],
+    d: usize,
+    rows: &[usize],
+    targets: &[u32],
+    entropy: bool,
+    rank: bool,
+) -> Vec<TargetStats> {
+    rows.par_iter()
+        .zip(targets.par_iter())
+        .map(|(&r, &t)| target_row(&x[r * d..(r + 1) * d], t as usize, entropy, rank))
+        .collect()
 }
 
 #[cfg(test)]

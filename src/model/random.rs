@@ -22,7 +22,9 @@ pub fn gpt2_params(cfg: &ModelConfig, seed: u64, dev: &Device) -> Result<Params>
     let proj_std = 0.02 / (2.0 * cfg.n_layers as f64).sqrt();
     let mut p = Params::new();
     p.insert("embed.W_E".into(), normal(&[cfg.d_vocab, d], 0.02)?);
-    p.insert("pos_embed.W_pos".into(), normal(&[cfg.n_ctx, d], 0.01)?);
+    if cfg.rotary_dim == 0 {
+        p.insert("pos_embed.W_pos".into(), normal(&[cfg.n_ctx, d], 0.01)?);
+    }
     for l in 0..cfg.n_layers {
         let t = format!("blocks.{l}.");
         for n in ["Q", "K", "V"] {

@@ -35,6 +35,22 @@ impl Tokenizer {
         self.inner.get_vocab_size(true)
     }
 
+    /// A digest of the vocabulary: every (id, token) entry in id order, BOS and EOS ids. Two
+    /// tokenizers with the same digest turn text into the same ids.
+    pub fn vocab_digest(&self) -> String {
+        let mut entries: Vec<(u32, String)> = self.inner.get_vocab(true).into_iter().map(|(t, i)| (i, t)).collect();
+        entries.sort();
+        let mut h = blake3::Hasher::new();
+        for (i, t) in &entries {
+            h.update(&i.to_le_bytes());
+            h.update(t.as_bytes());
+            h.update(&[0]);
+        }
+        h.update(&self.bos.to_le_bytes());
+        h.update(&self.eos.to_le_bytes());
+        h.finalize().to_hex()[..16].to_string()
+    }
+
     /// Token ids of a text, optionally with BOS prepended (TL's `to_tokens`).
     pub fn encode(&self, text: &str, bos: bool) -> Result<Vec<u32>> {
         let enc = self.inner.encode(text, false).map_err(|e| anyhow!("cannot tokenize text: {e}"))?;

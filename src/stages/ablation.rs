@@ -1,15 +1,14 @@
 //! `ablation` stage: per-token loss on a dataset, clean and under named intervention sets (zero,
 //! constant, mean of another stage's activations, scale, clamp, add, resample). Each batch runs
-//! clean once; each set starts from the clean residual stream entering its first intervened layer.
-//! Losses are summed exactly, so shards (`shards = N`) merge bit for bit.
+//! clean once; each set resumes from the clean residual stream entering its first intervened
+//! layer. Losses are summed exactly, so shards (`shards = N`) merge bit for bit.
 
 use super::intervention::InterventionSpec;
 use super::batches::for_each_batch;
 use super::shards::{self, Partial, Sharded};
 use super::{TableDecl, CheckCx, Dep, Part, Stage, StageEnv, Cost, CostCx, Passes};
-use crate::model::hooks::{BlockSite, HookPoint};
-use crate::model::outputs::token_stats;
-use crate::model::{Intervention, Request, Start};
+use crate::analysis::losses::{first_layer, Rerun};
+use crate::model::Intervention;
 use crate::spec::{DatasetRef, Diagnostic, ModelRef};
 use crate::stats::exact::{self, Exact};
 use crate::store::arrays::{Arrays, ArraysFile};
@@ -61,11 +60,6 @@ impl Spec {
         }
         v
     }
-}
-
-/// The layer a set's pass can start from: the first layer it touches (`None`: from the tokens).
-fn start_layer(iv: &[Intervention]) -> Option<usize> {
-    iv.iter().map(|i| i.hook.layer()).collect::<Option<Vec<_>>>().and_then(|ls| ls.into_iter().min())
 }
 
 impl Stage for Spec {
@@ -186,31 +180,15 @@ impl Sharded for Spec {
         let data = cx.tokens(&self.dataset, &self.model)?;
         let all = self.resolved_sets(cx)?;
         let sets = &all[1..];
-        let starts: Vec<HookPoint> = sets
-            .iter()
-            .filter_map(|(_, iv)| start_layer(iv))
-            .map(|l| HookPoint::Block(l, BlockSite::ResidPre))
-            .collect();
+        let starts: Vec<usize> = sets.iter().filter_map(|(_, iv)| first_layer(iv.iter().map(|i| i.hook))).collect();
         let mut sums = Losses { total: vec![(Exact::default(), 0); all.len()], per_doc: BTreeMap::new() };
         let ctx = data.ctx;
         let rows = shards::rows(data.rows, self.batch_size, shard);
         for_each_batch(cx, &data, rows, self.batch_size, &model.device, |batch| {
-            let tokens = &batch.tokens;
-            let mut resid = BTreeMap::new();
-            let req = Request::capture(starts.iter().copied()).with_logits();
-            let clean = model.forward(Start::Tokens(tokens), &req, &mut |h, t| {
-                resid.insert(h.layer().unwrap_or(0), t);
-                Ok(())
-            })?;
-            let mut losses = vec![token_stats(&clean.context("no logits")?, tokens)?.loss];
+            let (passes, clean, _) = Rerun::first(&model, &batch.tokens, &[], &[], &starts)?;
+            let mut losses = vec![clean];
             for (_, iv) in sets {
-                let req = Request::logits().with_interventions(iv);
-                let from = match start_layer(iv) {
-                    Some(l) => Start::Resid { layer: l, resid: resid[&l].clone() },
-                    None => Start::Tokens(tokens),
-                };
-                let logits = model.forward(from, &req, &mut |_, _| Ok(()))?.context("no logits")?;
-                losses.push(token_stats(&logits, tokens)?.loss);
+                losses.push(passes.run(iv, &[])?.0);
             }
             for r in 0..batch.rows {
                 for t in 0..ctx - 1 {

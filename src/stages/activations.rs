@@ -12,7 +12,7 @@ use crate::model::hooks::{BlockSite, HookPoint};
 use crate::model::{Request, Start};
 use crate::model::selector::select_all;
 use crate::spec::{DatasetRef, Diagnostic, ModelRef, Sp};
-use crate::stats::labels::LabelMix;
+use crate::stats::labels::{base_rates, LabelMix};
 use crate::stats::{Histogram, HistogramSpec, NeuronStats, Position, TokenStats};
 use crate::store::arrays::{Arrays, ArraysFile};
 use crate::store::table::NeuronRows;
@@ -99,7 +99,7 @@ impl Stage for Spec {
 
     fn tables(&self) -> Vec<TableDecl> {
         vec![
-            TableDecl::new("stats").texts(["hook"]).ints(["layer", "neuron", "count"]).floats(["mean", "var", "skew", "kurt", "freq", "min", "max"]).optional(Ty::Text, ["top_label"]).optional(Ty::Float, ["top_label_share", "label_entropy"]).optional(Ty::Int, ["labels"]),
+            TableDecl::new("stats").texts(["hook"]).ints(["layer", "neuron", "count"]).floats(["mean", "var", "skew", "kurt", "freq", "min", "max"]).optional(Ty::Text, ["top_label"]).optional(Ty::Float, ["top_label_share", "label_entropy", "label_entropy_raw"]).optional(Ty::Int, ["labels", "top_documents"]),
             TableDecl::new("examples").texts(["hook"]).ints(["layer", "neuron"]).texts(["which"]).ints(["rank", "index", "row", "position", "token"]).floats(["value"]).texts(["token_str", "label"]),
             TableDecl::new("tokens").texts(["hook"]).ints(["layer", "neuron"]).optional(Ty::Text, ["by", "token_str"]).optional(Ty::Int, ["rank", "token", "count"]).optional(Ty::Float, ["value"]),
         ]
@@ -268,6 +268,24 @@ impl Spec {
         let label_of = |index: u64| data.label_at(index as usize);
         // Label mixes only mean something when the dataset has several labels.
         let labelled = data.doc_labels.iter().collect::<std::collections::BTreeSet<_>>().len() > 1;
+        // Base rates over the positions that count (the population top examples are drawn from).
+        let base = if labelled {
+            base_rates((0..data.tokens.len()).filter(|&i| data.valid[i] != 0).map(|i| data.label_at(i)))
+        } else {
+            Default::default()
+        };
+        // A document's label counts once however many of its positions (overlapping windows) are
+        // among the top examples.
+        let documents_once = |top: &[(f32, u64)]| -> Vec<&str> {
+            let mut seen = std::collections::HashSet::new();
+            top.iter()
+                .filter(|&&(_, index)| {
+                    let d = data.doc[index as usize];
+                    d == u32::MAX || seen.insert(d)
+                })
+                .map(|&(_, index)| label_of(index))
+                .collect()
+        };
         for (h, s) in stats {
             let site = h.site().map(|s| s.tl_suffix()).unwrap_or("?");
             let layer = h.layer().unwrap_or(0) as u32;
@@ -286,12 +304,18 @@ impl Spec {
                     ("max", m.max as f64),
                 ]);
                 if labelled {
-                    let mix = LabelMix::of(s.top(i).iter().map(|&(_, index)| label_of(index)));
-                    let (top, share, entropy, distinct) =
-                        mix.map(|m| (m.top, m.top_share, m.entropy, m.distinct)).unwrap_or_default();
+                    let docs = documents_once(&s.top(i));
+                    let mix = LabelMix::of(docs.iter().copied());
+                    let (top, share, raw, norm, distinct) = mix
+                        .map(|m| (m.top.clone(), m.top_share, m.entropy, m.normalised_entropy(&base), m.distinct))
+                        .unwrap_or_default();
                     summary.strs(&[("top_label", top)]);
-                    summary.f64s(&[("top_label_share", share), ("label_entropy", entropy)]);
-                    summary.ints(&[("labels", distinct as i64)]);
+                    summary.f64s(&[
+                        ("top_label_share", share),
+                        ("label_entropy", norm),
+                        ("label_entropy_raw", raw),
+                    ]);
+                    summary.ints(&[("labels", distinct as i64), ("top_documents", docs.len() as i64)]);
                 }
                 for (which, list) in [("top", s.top(i)), ("bottom", s.bottom(i))] {
                     for (rank, (value, index)) in list.into_iter().enumerate() {

@@ -75,7 +75,10 @@ fn bos_key(model: &Model, layer: usize, head: usize) -> Result<Tensor> {
     Ok(k.get(0)?.get(0)?.get(head)?.to_dtype(DType::F32)?)
 }
 
-/// The change of the head's BOS attention logit per unit along each row of `dirs` [n, d_model].
+/// The change of the head's BOS attention logit per unit along each row of `dirs` [n, d_model]:
+/// divided by the scale the model's attention applies — √d_head, and for stanford-crfm models
+/// (`scale_attn_by_inverse_layer_idx`) also the head's layer + 1, a factor the study's formula
+/// (√d_head only) leaves out, so their scores are the study's / (L + 1), ranks unchanged.
 pub fn bos_scores(model: &Model, layer: usize, head: usize, dirs: &Tensor) -> Result<Vec<f32>> {
     let w_q = model.param(&format!("blocks.{layer}.attn.W_Q"))?.get(head)?.to_dtype(DType::F32)?; // [d, dh]
     let k = bos_key(model, layer, head)?;

@@ -64,7 +64,8 @@ pub struct Spec {
     pub threshold: f32,
     #[serde(default)]
     pub baseline: Baseline,
-    /// Seed of the baseline (default: the experiment's seed).
+    /// Seed of the baseline (default: the experiment's seed mixed with the stage's name, so each
+    /// comparison draws its own matrices and the shards of one draw the same).
     pub seed: Option<u64>,
     /// Precision of the per-batch cross products; the running sums are exact in every case.
     #[serde(default)]
@@ -132,6 +133,14 @@ impl Spec {
             a.cfg.d_vocab,
             b.cfg.d_vocab
         );
+        let (da, db) = (a.tokenizer()?.vocab_digest(), b.tokenizer()?.vocab_digest());
+        anyhow::ensure!(
+            da == db,
+            "models '{}' and '{}' have different tokenizers (vocabulary digests {da} and {db}): both must read \
+             the same token rows",
+            self.a.name(),
+            self.b.name()
+        );
         let data = cx.tokens(&self.dataset, &self.a)?;
         let hooks = |m: &Model| select(&m.cfg, &self.hook);
         let (hooks_a, hooks_b) = (hooks(&a)?, hooks(&b)?);
@@ -152,7 +161,7 @@ impl Spec {
                 _ => tok.single_token(s).map_err(|e| anyhow!("exclude: {e}")),
             })
             .collect::<Result<HashSet<u32>>>()?;
-        let seed = self.seed.unwrap_or(cx.seed());
+        let seed = self.seed.unwrap_or(cx.stage_seed());
         let mixing = (0..shape.lb)
             .filter_map(|l| {
                 let m = match self.baseline {

@@ -9,7 +9,7 @@ use super::shards::{self, Partial, Sharded};
 use super::{TableDecl, CheckCx, Dep, Part, Stage, StageEnv, Cost, CostCx, Passes};
 use crate::analysis::weights::{in_out, unit_rows, vocab_cosines};
 use crate::model::hooks::{BlockSite, HookPoint};
-use crate::model::outputs::token_stats;
+use crate::model::outputs::{token_stats, Wanted};
 use crate::model::{Model, Request, Start};
 use crate::spec::{DatasetRef, Diagnostic, ModelRef, Sp, StageRef};
 use crate::stages::prediction_neurons::percentile;
@@ -179,7 +179,7 @@ const METRICS: [&str; 5] = ["loss", "entropy", "rank", "reciprocal_rank", "ln_sc
 
 /// Add the metrics of the positions `keep[r][t]` of one run (logits [b, pos, vocab], scale [b, pos, 1]).
 fn accumulate(m: &mut Metrics, logits: &Tensor, scale: &Tensor, tokens: &Tensor, keep: &[bool]) -> Result<()> {
-    let s = token_stats(logits, tokens)?;
+    let s = token_stats(logits, tokens, Wanted::ALL)?;
     let scale: Vec<f32> = scale.flatten_all()?.to_vec1()?;
     let pos = s.pos + 1;
     for r in 0..s.batch {
@@ -327,13 +327,8 @@ impl Sharded for Spec {
         let model = cx.model(&self.model)?;
         let data = cx.tokens(&self.dataset, &self.model)?;
         let all = self.all_neurons(cx)?;
-        let layers: Vec<usize> = {
-            let mut v: Vec<usize> = all.iter().map(|(n, _)| n[0]).collect();
-            v.sort();
-            v.dedup();
-            v
-        };
         let (bos, eos) = (model.cfg.bos_token_id, model.cfg.eos_token_id);
+        let neurons: Vec<[usize; 2]> = all.iter().map(|a| a.0).collect();
         let mut clean = Metrics::default();
         let mut runs = vec![vec![Metrics::default(); self.values.len()]; all.len()];
         let rows = shards::rows(data.rows, self.batch_size, shard);
@@ -341,37 +336,7 @@ impl Sharded for Spec {
             // A position counts when it and the next are valid and it is not BOS / EOS.
             let keep: Vec<bool> =
                 (0..batch.len()).map(|i| batch.target_counts(i) && batch.ids[i] != bos && batch.ids[i] != eos).collect();
-            let hooks = layers
-                .iter()
-                .flat_map(|&l| [HookPoint::Block(l, BlockSite::ResidPost), HookPoint::Block(l, BlockSite::Post)])
-                .collect();
-            let (logits, mut cache) = run(&model, Start::Tokens(&batch.tokens), hooks)?;
-            accumulate(
-                &mut clean,
-                &logits,
-                &cache.remove(&HookPoint::LnFinalScale).context("no ln_final scale")?,
-                &batch.tokens,
-                &keep,
-            )?;
-            for (k, ([l, n], _)) in all.iter().enumerate() {
-                // Fixing the post-activation to c changes only the layer's MLP output, by
-                // (c − a)·w_out: the pass resumes from the clean residual leaving the layer plus that.
-                let resid = &cache[&HookPoint::Block(*l, BlockSite::ResidPost)];
-                let a = cache[&HookPoint::Block(*l, BlockSite::Post)].narrow(2, *n, 1)?.to_dtype(resid.dtype())?;
-                let w_out = in_out(&model, *l)?.1.narrow(0, *n, 1)?.unsqueeze(0)?.to_dtype(resid.dtype())?;
-                for (v, &value) in self.values.iter().enumerate() {
-                    let shifted = (resid + a.affine(-1.0, value as f64)?.broadcast_mul(&w_out)?)?;
-                    let (logits, mut c) = run(&model, Start::Resid { layer: l + 1, resid: shifted }, vec![])?;
-                    accumulate(
-                        &mut runs[k][v],
-                        &logits,
-                        &c.remove(&HookPoint::LnFinalScale).context("no ln_final scale")?,
-                        &batch.tokens,
-                        &keep,
-                    )?;
-                }
-            }
-            Ok(())
+            add_batch(&model, &batch.tokens, &keep, &neurons, &self.values, &mut clean, &mut runs)
         })?;
         Ok(Runs { clean, runs })
     }
@@ -383,6 +348,42 @@ impl Sharded for Spec {
         let model = cx.model(&self.model)?;
         self.write(cx, &model, &self.all_neurons(cx)?, &runs.clean, &runs.runs)
     }
+}
+
+/// One batch's clean pass and, per neuron of `neurons` and value of `values`, the pass with the
+/// neuron's post-activation fixed to the value at every position, each added to its metrics
+/// (`runs[neuron][value]`) at the positions `keep`.
+pub fn add_batch(
+    model: &Model,
+    tokens: &Tensor,
+    keep: &[bool],
+    neurons: &[[usize; 2]],
+    values: &[f32],
+    clean: &mut Metrics,
+    runs: &mut [Vec<Metrics>],
+) -> Result<()> {
+    let mut layers: Vec<usize> = neurons.iter().map(|n| n[0]).collect();
+    layers.sort();
+    layers.dedup();
+    let hooks =
+        layers.iter().flat_map(|&l| [HookPoint::Block(l, BlockSite::ResidPost), HookPoint::Block(l, BlockSite::Post)]).collect();
+    let (logits, mut cache) = run(model, Start::Tokens(tokens), hooks)?;
+    let scale = cache.remove(&HookPoint::LnFinalScale).context("no ln_final scale")?;
+    accumulate(clean, &logits, &scale, tokens, keep)?;
+    for (k, [l, n]) in neurons.iter().enumerate() {
+        // Fixing the post-activation to c changes only the layer's MLP output, by
+        // (c − a)·w_out: the pass resumes from the clean residual leaving the layer plus that.
+        let resid = &cache[&HookPoint::Block(*l, BlockSite::ResidPost)];
+        let a = cache[&HookPoint::Block(*l, BlockSite::Post)].narrow(2, *n, 1)?.to_dtype(resid.dtype())?;
+        let w_out = in_out(model, *l)?.1.narrow(0, *n, 1)?.unsqueeze(0)?.to_dtype(resid.dtype())?;
+        for (v, &value) in values.iter().enumerate() {
+            let shifted = (resid + a.affine(-1.0, value as f64)?.broadcast_mul(&w_out)?)?;
+            let (logits, mut c) = run(model, Start::Resid { layer: l + 1, resid: shifted }, vec![])?;
+            let scale = c.remove(&HookPoint::LnFinalScale).context("no ln_final scale")?;
+            accumulate(&mut runs[k][v], &logits, &scale, tokens, keep)?;
+        }
+    }
+    Ok(())
 }
 
 /// One forward pass capturing `hooks` and `ln_final.hook_scale`: (logits, captures).

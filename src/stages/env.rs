@@ -19,6 +19,15 @@ pub trait StageEnv {
     fn out(&self) -> &Path;
     /// The experiment's seed.
     fn seed(&self) -> u64;
+
+    /// A seed for this stage's own random draws: the experiment's seed mixed with the stage's
+    /// name (without its part), so that two stages draw independently and the parts of one
+    /// stage draw the same.
+    fn stage_seed(&self) -> u64 {
+        let stage = self.name().split('@').next().unwrap_or_default();
+        let h = blake3::hash(stage.as_bytes());
+        self.seed() ^ u64::from_le_bytes(h.as_bytes()[..8].try_into().expect("8 bytes"))
+    }
     /// The folder relative paths of the experiment file resolve against.
     fn base_dir(&self) -> &Path;
     /// A loaded model (shared with the other stages of the run).

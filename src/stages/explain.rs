@@ -1,8 +1,9 @@
 //! `explain` stage (Universal Neurons §1.6): how much of each neuron's activation variance each
 //! boolean feature explains — the current token's and the previous token's string features, unigram
 //! groups, user token sets, position buckets, dataset subsets and per-position labels from Parquet —
-//! in one streaming pass; each neuron's best explanations and its family. With `shards = N` each
-//! shard sums its rows and the stage merges the sums (f64, shifted to one origin).
+//! in one streaming pass; each neuron's best explanations and its family, and the mutual
+//! information between its firing and the position (the study's position-neuron score). With
+//! `shards = N` each shard sums its rows and the stage merges the sums (f64, shifted to one origin).
 
 use super::batches::for_each_batch;
 use super::shards::{self, Partial, Sharded};
@@ -13,6 +14,7 @@ use crate::model::hooks::HookPoint;
 use crate::model::{Request, Start};
 use crate::model::selector::select_all;
 use crate::spec::{DatasetRef, Diagnostic, ModelRef, Sp};
+use crate::stats::firing::PositionFiring;
 use crate::stats::separation::{Score, Separation};
 use crate::store::arrays::{Arrays, ArraysFile};
 use crate::store::table::{NeuronRows, Table};
@@ -60,12 +62,13 @@ pub struct Spec {
     pub hooks: Vec<Sp<String>>,
     #[serde(default = "default_features")]
     pub features: Vec<FeatureKind>,
-    /// A unigram group counts when its tokens occur at least this often in the dataset …
-    #[serde(default = "default_min_count")]
-    pub unigram_min_count: u64,
-    /// … and it spans at least this many token ids.
-    #[serde(default = "default_min_ids")]
-    pub unigram_min_ids: usize,
+    /// A unigram group counts when its tokens occur more than this often in the dataset (the
+    /// study's > 3000 over 10M tokens) …
+    #[serde(default = "default_count_above")]
+    pub unigram_count_above: u64,
+    /// … and it spans more than this many token ids (the study's > 3).
+    #[serde(default = "default_ids_above")]
+    pub unigram_ids_above: usize,
     /// Named token sets, each string one token: `{ pronouns = [" he", " she", " they"] }`.
     #[serde(default)]
     pub token_sets: BTreeMap<String, Vec<String>>,
@@ -80,6 +83,11 @@ pub struct Spec {
     /// Rows of the `top` table (the best-explained neurons).
     #[serde(default = "default_top")]
     pub top: usize,
+    /// Leave out the positions holding the tokenizer's BOS token (GPT-2's BOS is also its EOS, so
+    /// in-row document separators too, as the study's correlation filter does): a first token's
+    /// activation, often far from the others, would otherwise file neurons as position neurons.
+    #[serde(default = "yes")]
+    pub skip_bos: bool,
     /// Memory the sums may take.
     #[serde(default = "default_memory")]
     pub memory_gb: f64,
@@ -96,10 +104,10 @@ fn default_hooks() -> Vec<Sp<String>> {
 fn default_features() -> Vec<FeatureKind> {
     vec![FeatureKind::Token, FeatureKind::PrevToken, FeatureKind::Position, FeatureKind::Subset]
 }
-fn default_min_count() -> u64 {
+fn default_count_above() -> u64 {
     3000
 }
-fn default_min_ids() -> usize {
+fn default_ids_above() -> usize {
     3
 }
 fn default_top_k() -> usize {
@@ -110,6 +118,9 @@ fn default_min_vr() -> f64 {
 }
 fn default_top() -> usize {
     25
+}
+fn yes() -> bool {
+    true
 }
 fn default_memory() -> f64 {
     8.0
@@ -300,7 +311,11 @@ impl Stage for Spec {
     }
 
     fn ranking(&self, table: &str) -> Option<Ranking> {
-        matches!(table, "best" | "top").then_some(Ranking::desc("vr"))
+        match table {
+            "best" | "top" => Some(Ranking::desc("vr")),
+            "position_mi" => Some(Ranking::desc("mi_bits")),
+            _ => None,
+        }
     }
 
     fn tables(&self) -> Vec<TableDecl> {
@@ -310,6 +325,7 @@ impl Stage for Spec {
             TableDecl::new("best").texts(["hook"]).ints(["layer", "neuron"]).texts(["feature", "family"]).floats(["vr", "mean_diff", "welch_t"]),
             TableDecl::new("families").texts(["hook"]).ints(["layer"]).texts(["family"]).ints(["neurons"]),
             TableDecl::new("top").ints(["rank", "layer", "neuron"]).texts(["name", "feature"]).floats(["vr"]),
+            TableDecl::new("position_mi").texts(["hook"]).ints(["layer", "neuron"]).floats(["mi_bits", "firing_rate"]),
         ]
     }
 
@@ -352,30 +368,40 @@ impl Stage for Spec {
     }
 }
 
-/// The variance-reduction sums of every hook over some rows.
-pub struct Sums(BTreeMap<HookPoint, Separation>);
+/// The variance-reduction sums and the firing counts per position of every hook over some rows.
+pub struct Sums {
+    separation: BTreeMap<HookPoint, Separation>,
+    firing: BTreeMap<HookPoint, PositionFiring>,
+}
 
 impl Partial for Sums {
     fn save(&self, out: &mut Arrays) {
-        for (h, s) in &self.0 {
+        for (h, s) in &self.separation {
             s.save(&h.to_string(), out);
+        }
+        for (h, f) in &self.firing {
+            f.save(&format!("{h}.firing"), out);
         }
     }
 
     fn load(f: &ArraysFile) -> Result<Sums> {
-        let mut sums = BTreeMap::new();
+        let (mut separation, mut firing) = (BTreeMap::new(), BTreeMap::new());
         for name in f.names()? {
             let Some(hook) = name.strip_suffix(".shape") else { continue };
             let h = HookPoint::parse(hook).ok_or_else(|| anyhow::anyhow!("unknown hook '{hook}' in sums"))?;
-            sums.insert(h, Separation::load(hook, f)?);
+            separation.insert(h, Separation::load(hook, f)?);
+            firing.insert(h, PositionFiring::load(&format!("{hook}.firing"), f)?);
         }
-        Ok(Sums(sums))
+        Ok(Sums { separation, firing })
     }
 
     fn merge(&mut self, o: Sums) -> Result<()> {
-        anyhow::ensure!(self.0.keys().eq(o.0.keys()), "shards explain different hooks");
-        for (h, s) in &mut self.0 {
-            s.merge(&o.0[h])?;
+        anyhow::ensure!(self.separation.keys().eq(o.separation.keys()), "shards explain different hooks");
+        for (h, s) in &mut self.separation {
+            s.merge(&o.separation[h])?;
+        }
+        for (h, f) in &mut self.firing {
+            f.merge(&o.firing[h])?;
         }
         Ok(())
     }
@@ -386,16 +412,17 @@ impl Spec {
     fn features(&self, cx: &dyn StageEnv, model: &crate::model::Model, data: &Tokenized) -> Result<(TokenFeatures, Layout)> {
         let cfg = &model.cfg;
         let tok = model.tokenizer.as_ref().context("explain reads token strings: the model has no tokenizer")?;
+        let skipped = |t: u32| self.skip_bos && t == tok.bos;
         let mut counts = vec![0u64; cfg.d_vocab];
         for (t, v) in data.tokens.iter().zip(&data.valid) {
-            if *v != 0 {
+            if *v != 0 && !skipped(*t) {
                 counts[*t as usize] += 1;
             }
         }
         let tf = vocabulary_features(
             tok,
             cfg.d_vocab,
-            Some((&counts, self.unigram_min_count, self.unigram_min_ids)),
+            Some((&counts, self.unigram_count_above, self.unigram_ids_above)),
             &self.token_sets,
         )?;
         let layout = self.layout(&tf, data, cx.base_dir())?;
@@ -417,40 +444,61 @@ impl Sharded for Spec {
         let (tf, layout) = self.features(cx, &model, &data)?;
         let hooks = select_all(cfg, &self.hooks)?;
         let nf = layout.columns.len();
-        let bytes: usize = hooks.iter().map(|h| Separation::bytes(nf, h.width(cfg).unwrap_or(0))).sum();
+        let bytes: usize = hooks
+            .iter()
+            .map(|h| Separation::bytes(nf, h.width(cfg).unwrap_or(0)) + 4 * data.ctx * h.width(cfg).unwrap_or(0))
+            .sum();
         if bytes as f64 > self.memory_gb * 1e9 {
             bail!("explain: {nf} features × {} hooks need {:.1} GB of sums (memory_gb = {}): select fewer hooks or features, or raise memory_gb", hooks.len(), bytes as f64 / 1e9, self.memory_gb);
         }
         let mut sums: BTreeMap<HookPoint, Separation> =
             hooks.iter().map(|&h| (h, Separation::new(nf, h.width(cfg).unwrap_or(0)))).collect();
+        let mut firing: BTreeMap<HookPoint, PositionFiring> =
+            hooks.iter().map(|&h| (h, PositionFiring::new(data.ctx, h.width(cfg).unwrap_or(0)))).collect();
+        let bos = model.tokenizer.as_ref().map(|t| t.bos);
+        let skipped = |t: u32| self.skip_bos && Some(t) == bos;
         let req = Request::capture(hooks.iter().copied());
         let rows = shards::rows(data.rows, self.batch_size, shard);
         for_each_batch(cx, &data, rows, self.batch_size, &model.device, |batch| {
-            let keep: Vec<usize> = (0..batch.len()).filter(|&i| batch.valid[i] != 0).collect();
+            let keep: Vec<usize> =
+                (0..batch.len()).filter(|&i| batch.valid[i] != 0 && !skipped(batch.ids[i])).collect();
             let on: Vec<Vec<u32>> =
                 keep.iter().map(|&i| layout.on(&tf, &data, batch.index(i), i % batch.ctx)).collect();
+            let positions: Vec<usize> = keep.iter().map(|&i| i % batch.ctx).collect();
             model.forward(Start::Tokens(&batch.tokens), &req, &mut |h, t| {
                 let s = sums.get_mut(&h).expect("captured hook has sums");
+                let f = firing.get_mut(&h).expect("captured hook has counts");
                 let w = h.width(cfg).unwrap_or(0);
                 crate::model::forward::with_f32(&t.to_device(&Device::Cpu)?, |x| {
                     if keep.len() == batch.len() {
                         s.add(x, &on);
+                        f.add(x, &positions);
                     } else {
                         let rows: Vec<f32> = keep.iter().flat_map(|&i| x[i * w..(i + 1) * w].iter().copied()).collect();
                         s.add(&rows, &on);
+                        f.add(&rows, &positions);
                     }
                 })
             })?;
             Ok(())
         })?;
-        Ok(Sums(sums))
+        Ok(Sums { separation: sums, firing })
     }
 
     fn finish(&self, cx: &mut dyn StageEnv, sums: Sums) -> Result<()> {
         let model = cx.model(&self.model)?;
         let data = cx.tokens(&self.dataset, &self.model)?;
         let (_, layout) = self.features(cx, &model, &data)?;
-        self.write(cx, &layout.columns, &sums.0)
+        self.write(cx, &layout.columns, &sums.separation)?;
+        let mut mi = NeuronRows::default();
+        for (h, f) in &sums.firing {
+            let (site, layer) = (h.site().map(|s| s.tl_suffix()).unwrap_or("?"), h.layer().unwrap_or(0) as u32);
+            for (neuron, (bits, rate)) in f.mutual_information().into_iter().enumerate() {
+                mi.key(site, layer, neuron as u32);
+                mi.f64s(&[("mi_bits", bits), ("firing_rate", rate)]);
+            }
+        }
+        cx.write_table("position_mi", &mut mi.frame()?)
     }
 }
 

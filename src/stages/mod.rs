@@ -196,6 +196,7 @@ stage_kinds! {
     Entropy(entropy) = "entropy",
     Explain(explain) = "explain",
     LogitLens(logit_lens) = "logit_lens",
+    NeuronPrediction(neuron_prediction) = "neuron_prediction",
     NeuronTable(neuron_table) = "neuron_table",
     Patching(patching) = "patching",
     PredictionNeurons(prediction_neurons) = "prediction_neurons",

@@ -18,7 +18,7 @@ pub fn run(cx: &mut dyn StageEnv, dataset: &str, model: &str) -> Result<()> {
     let data = match &spec.mix {
         Some(names) => {
             let parts = names.iter().map(|n| Ok((one(cx.dataset(n)?)?, n.clone()))).collect::<Result<Vec<_>>>()?;
-            Tokenized::concat(parts, spec.shuffle_seed)?
+            Tokenized::concat(parts, spec.shuffle_seed, spec.balance)?
         }
         None => one(spec)?,
     };

@@ -273,6 +273,7 @@ impl Stage for Spec {
         let universal = universal
             .optional(Ty::Float, PROPERTIES.iter().copied())
             .optional(Ty::Text, ["vocab_class"])
+            .optional(Ty::Bool, ["is_sparse"])
             .optional(Ty::Float, PROPERTIES.iter().map(|p| format!("{p}_pct")));
         vec![
             universal,
@@ -354,7 +355,12 @@ impl Stage for Spec {
         let mut props = (Vec::<String>::new(), Vec::<&str>::new(), Vec::<&str>::new(), Vec::<f64>::new());
         if let Some(n) = &self.neurons {
             let table = read(&cx.input(n)?.join("neurons.parquet"))?;
-            df = df.join(&table, ["layer", "neuron"], ["layer", "neuron"], JoinArgs::new(JoinType::Left), None)?;
+            // The rules' flags above are in the classify table's row order: the join must keep it.
+            let mut args = JoinArgs::new(JoinType::Left);
+            args.maintain_order = MaintainOrderJoin::Left;
+            df = df.join(&table, ["layer", "neuron"], ["layer", "neuron"], args, None)?;
+            let joined: Vec<u32> = df.column("layer")?.u32()?.into_no_null_iter().collect();
+            ensure!(joined == layers, "the neuron table join reordered the rows");
             for p in PROPERTIES {
                 let Ok(col) = df.column(p) else { continue };
                 let values: Vec<f64> =

@@ -86,6 +86,55 @@ impl Histogram {
     }
 }
 
+/// Moments of a distribution rebuilt from its histogram, as the Universal Neurons study computes
+/// its neuron table: every count at its bin's centre, the two open end bins half a bin beyond the
+/// first and last edge (values beyond them clipped there).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct BinnedMoments {
+    pub mean: f64,
+    /// Population variance.
+    pub var: f64,
+    pub skew: f64,
+    /// Non-excess kurtosis (3 for a Gaussian).
+    pub kurt: f64,
+    /// Share of the counts in the bins from the first edge ≥ 0 upward: with edges
+    /// linspace(−10, 15, 256) that edge is 0 and its bin is (−0.098, 0], so ≈ P(x > −0.098).
+    pub above_zero: f64,
+}
+
+impl BinnedMoments {
+    /// From the edges and one series' counts (`edges.len() + 1` bins, as [`Histogram`] bins).
+    pub fn of(edges: &[f32], counts: &[u32]) -> BinnedMoments {
+        let n = edges.len();
+        let centre = |k: usize| -> f64 {
+            let e = |i: usize| edges[i] as f64;
+            match k {
+                0 if n >= 2 => e(0) - (e(1) - e(0)) / 2.0,
+                0 => e(0),
+                k if k == n && n >= 2 => e(n - 1) + (e(n - 1) - e(n - 2)) / 2.0,
+                k if k == n => e(n - 1),
+                k => (e(k - 1) + e(k)) / 2.0,
+            }
+        };
+        let total: f64 = counts.iter().map(|&c| c as f64).sum();
+        let total = total.max(1.0);
+        let mean = counts.iter().enumerate().map(|(k, &c)| c as f64 * centre(k)).sum::<f64>() / total;
+        let central = |p: i32| {
+            counts.iter().enumerate().map(|(k, &c)| c as f64 * (centre(k) - mean).powi(p)).sum::<f64>() / total
+        };
+        let var = central(2);
+        let first = edges.partition_point(|&e| e < 0.0);
+        let above: u64 = counts[first.min(counts.len())..].iter().map(|&c| c as u64).sum();
+        BinnedMoments {
+            mean,
+            var,
+            skew: central(3) / var.powf(1.5),
+            kurt: central(4) / (var * var),
+            above_zero: above as f64 / total,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

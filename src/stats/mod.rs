@@ -3,6 +3,7 @@
 //! Each accumulates batches in f64 (or exact counts) with memory independent of the number of tokens.
 
 pub mod exact;
+pub mod firing;
 pub mod histogram;
 pub mod labels;
 pub mod moments;
@@ -12,7 +13,7 @@ pub mod tokens;
 pub mod topk;
 
 pub use exact::Exact;
-pub use histogram::{Histogram, HistogramSpec};
+pub use histogram::{BinnedMoments, Histogram, HistogramSpec};
 pub use moments::Moments;
 pub use neuron::{NeuronStats, Position};
 pub use tokens::TokenStats;

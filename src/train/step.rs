@@ -349,7 +349,12 @@ mod tests {
         let (sum, count) = Step::default().loss_sum(&t, &toks, 36).unwrap();
         let model = t.model().unwrap();
         let rows = Tensor::from_slice(&toks, (4, 36), &Device::Cpu).unwrap();
-        let stats = crate::model::outputs::token_stats(&model.logits(&rows).unwrap(), &rows).unwrap();
+        let stats = crate::model::outputs::token_stats(
+            &model.logits(&rows).unwrap(),
+            &rows,
+            crate::model::outputs::Wanted::LOSS,
+        )
+        .unwrap();
         let want: f64 = stats.loss.iter().map(|&l| l as f64).sum();
         assert_eq!(count, stats.loss.len());
         assert!((sum - want).abs() < 1e-5 * count as f64, "{sum} vs {want}");

@@ -24,6 +24,31 @@ fn add_model_b(ws: &Workspace) {
     lantern::train::export::save_hf(&m, &tok, &ws.path().join("model_b")).unwrap();
 }
 
+#[test]
+fn correlation_refuses_two_tokenizers_of_one_size() {
+    let ws = Workspace::new();
+    // Model B's shape and vocabulary size, with two vocabulary entries swapped.
+    let cfg = lantern::model::ModelConfig::gpt2(2, 64, 4, 256, 512, 64);
+    let m = Model::random(cfg, 7, &Device::Cpu).unwrap();
+    let mut json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(fixture("tiny-tokenizer/tokenizer.json")).unwrap()).unwrap();
+    let vocab = json["model"]["vocab"].as_object_mut().unwrap();
+    let (x, y) = ("e".to_string(), "t".to_string());
+    let (ix, iy) = (vocab[&x].clone(), vocab[&y].clone());
+    vocab.insert(x, iy);
+    vocab.insert(y, ix);
+    let path = ws.path().join("swapped.json");
+    std::fs::write(&path, serde_json::to_vec(&json).unwrap()).unwrap();
+    let tok = tokenizers::Tokenizer::from_file(&path).unwrap();
+    std::fs::create_dir_all(ws.path().join("model_b")).unwrap();
+    lantern::train::export::save_hf(&m, &tok, &ws.path().join("model_b")).unwrap();
+    let f =
+        ws.file("c.toml", &experiment("[stages.ab]\nkind = \"correlation\"\na = \"a\"\nb = \"b\"\ndataset = \"en\"\n"));
+    let o = ws.run(&f);
+    let st: std::collections::BTreeMap<_, _> = o.nodes.iter().map(|n| (n.name.clone(), n.status.clone())).collect();
+    assert!(matches!(&st["ab"], lantern::exec::Status::Failed(e) if e.contains("different tokenizers")), "{st:?}");
+}
+
 fn experiment(stages: &str) -> String {
     format!(
         r#"
@@ -253,7 +278,11 @@ fn baselines_are_seeded_and_deterministic() {
             stages += &format!("[stages.{b}{copy}]\nkind = \"correlation\"\na = \"a\"\nb = \"b\"\ndataset = \"en\"\nbaseline = \"{b}\"\nseed = 3\nmemory_gb = {}\n\n", if copy.is_empty() { 4.0 } else { 0.0011 });
         }
     }
-    stages += "[stages.plain]\nkind = \"correlation\"\na = \"a\"\nb = \"b\"\ndataset = \"en\"\n";
+    stages += "[stages.plain]\nkind = \"correlation\"\na = \"a\"\nb = \"b\"\ndataset = \"en\"\n\n";
+    // No seed: each stage draws from the experiment's seed mixed with its own name.
+    for name in ["rot_one", "rot_two"] {
+        stages += &format!("[stages.{name}]\nkind = \"correlation\"\na = \"a\"\nb = \"b\"\ndataset = \"en\"\nbaseline = \"rotation\"\n\n");
+    }
     let f = ws.file("c.toml", &experiment(&stages));
     let o = ws.run(&f);
     assert!(!o.failed(), "{:?}", o.nodes);
@@ -267,6 +296,10 @@ fn baselines_are_seeded_and_deterministic() {
     for b in ["gaussian", "permutation"] {
         assert!(!table(&ws, b, "matches").equals_missing(&plain), "{b} equals no baseline");
     }
+    assert!(
+        !table(&ws, "rot_one", "matches").equals_missing(&table(&ws, "rot_two", "matches")),
+        "two comparisons share one rotation"
+    );
     // The baseline's best matches are weaker than the real model's on average.
     let mean = |df: &DataFrame| df.column("max_corr").unwrap().f64().unwrap().mean().unwrap();
     assert!(mean(&table(&ws, "gaussian", "matches")) < mean(&plain));

@@ -4,7 +4,7 @@ use crate::common::{golden, load};
 use candle_core::D;
 use lantern::analysis::effects::{context_effect, direct_effect, Force};
 use lantern::analysis::lens::{accumulated_resid, logit_direction, project};
-use lantern::model::outputs::token_stats;
+use lantern::model::outputs::{token_stats, Wanted};
 use lantern::model::{HookPoint, Processing};
 
 #[test]
@@ -48,7 +48,7 @@ fn with_every_downstream_component_frozen_only_the_neurons_own_output_changes() 
     let scale = (centred.sqr().unwrap().mean_keepdim(D::Minus1).unwrap() + 1e-5).unwrap().sqrt().unwrap();
     let normed = centred.broadcast_div(&scale).unwrap();
     let logits = normed.broadcast_matmul(&model.weights.w_u).unwrap().broadcast_add(&model.weights.b_u).unwrap();
-    let want = token_stats(&logits, tokens).unwrap().loss;
+    let want = token_stats(&logits, tokens, Wanted::LOSS).unwrap().loss;
     for (a, b) in fx.direct.iter().zip(&want) {
         assert!((a - b).abs() < 1e-4, "{a} vs {b}");
     }
@@ -58,4 +58,77 @@ fn with_every_downstream_component_frozen_only_the_neurons_own_output_changes() 
     assert_eq!(plain.only_patched, plain.ablated);
     let ctx = context_effect(&model, tokens, force, &frozen).unwrap();
     assert_eq!(ctx.direct, fx.direct);
+}
+
+/// Loss, entropy and rank by brute force in f64 from logits [b, t, v].
+fn brute_stats(logits: &[f32], ids: &[u32], b: usize, t: usize, v: usize) -> Vec<(f64, f64, u32)> {
+    let mut out = Vec::new();
+    for bi in 0..b {
+        for ti in 0..t - 1 {
+            let row = &logits[(bi * t + ti) * v..(bi * t + ti + 1) * v];
+            let m = row.iter().fold(f64::NEG_INFINITY, |a, &x| a.max(x as f64));
+            let z: f64 = row.iter().map(|&x| (x as f64 - m).exp()).sum();
+            let lse = m + z.ln();
+            let target = ids[bi * t + ti + 1] as usize;
+            let entropy: f64 = row.iter().map(|&x| -((x as f64 - lse).exp()) * (x as f64 - lse)).sum();
+            let rank = row.iter().filter(|&&x| x > row[target]).count() as u32;
+            out.push((lse - row[target] as f64, entropy, rank));
+        }
+    }
+    out
+}
+
+#[test]
+fn token_statistics_equal_brute_force_and_compute_only_what_is_asked() {
+    // A vocabulary that is not a multiple of the 16 lanes, repeated logits (ties for the rank).
+    let (b, t, v) = (3usize, 5usize, 1037usize);
+    let logits: Vec<f32> = (0..b * t * v).map(|i| ((i * 7919 % 4001) as f32 / 400.0 - 5.0).round() / 2.0).collect();
+    let ids: Vec<u32> = (0..b * t).map(|i| (i * 389 % v) as u32).collect();
+    let lt = candle_core::Tensor::from_vec(logits.clone(), (b, t, v), &candle_core::Device::Cpu).unwrap();
+    let it = candle_core::Tensor::from_vec(ids.clone(), (b, t), &candle_core::Device::Cpu).unwrap();
+    let all = token_stats(&lt, &it, Wanted::ALL).unwrap();
+    let want = brute_stats(&logits, &ids, b, t, v);
+    assert_eq!((all.batch, all.pos, all.loss.len()), (b, t - 1, want.len()));
+    for (i, (loss, entropy, rank)) in want.iter().enumerate() {
+        assert!((all.loss[i] as f64 - loss).abs() < 1e-4, "loss {i}: {} vs {loss}", all.loss[i]);
+        assert!((all.entropy[i] as f64 - entropy).abs() < 1e-4, "entropy {i}: {} vs {entropy}", all.entropy[i]);
+        assert_eq!(all.rank[i], *rank, "rank {i}");
+    }
+    let loss = token_stats(&lt, &it, Wanted::LOSS).unwrap();
+    assert!(loss.entropy.is_empty() && loss.rank.is_empty());
+    assert_eq!(loss.loss, all.loss);
+    let bad = candle_core::Tensor::from_vec(vec![v as u32; b * t], (b, t), &candle_core::Device::Cpu).unwrap();
+    assert!(token_stats(&lt, &bad, Wanted::LOSS).unwrap_err().to_string().contains("outside the vocabulary"));
+}
+
+#[test]
+fn passes_resumed_from_the_first_pass_equal_full_passes() {
+    use lantern::analysis::losses::Rerun;
+    use lantern::model::{Action, Intervention};
+    for name in ["gpt2-tiny", "pythia-tiny"] {
+        let model = load(name, Processing::DEFAULT);
+        let tokens = &golden(name, "golden_processed.safetensors")["tokens"];
+        let hook = |s: &str| HookPoint::parse(s).unwrap();
+        let full = |iv: &[Intervention]| {
+            token_stats(&model.run_with_cache(tokens, &[], iv).unwrap().0, tokens, Wanted::LOSS).unwrap().loss
+        };
+        let close = |a: &[f32], b: &[f32], what: &str| {
+            assert!(a.iter().zip(b).all(|(x, y)| (x - y).abs() < 1e-5), "{name} {what}: {a:?} vs {b:?}");
+        };
+        let later = [Intervention::new(hook("blocks.1.mlp.hook_post"), Action::Zero).neurons(vec![3])];
+        // The first pass changes the residual stream entering layer 1: it must not be resumed from.
+        let first = [Intervention::new(hook("blocks.1.hook_resid_pre"), Action::Scale(0.5))];
+        let (p, loss, _) = Rerun::first(&model, tokens, &first, &[], &[1]).unwrap();
+        close(&loss, &full(&first), "first pass");
+        close(&p.run(&later, &[]).unwrap().0, &full(&later), "after an intervened first pass");
+        // A clean first pass: resumed from layer 1, the same losses and captures.
+        let (p, loss, _) = Rerun::first(&model, tokens, &[], &[], &[1]).unwrap();
+        close(&loss, &full(&[]), "clean");
+        let out = hook("blocks.1.hook_mlp_out");
+        let (l, cache) = p.run(&later, &[out]).unwrap();
+        close(&l, &full(&later), "resumed");
+        let (_, want) = model.run_with_cache(tokens, &[out], &later).unwrap();
+        let diff = (&cache[&out] - &want[&out]).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+        assert!(diff < 1e-5, "{name}: capture differs by {diff}");
+    }
 }

@@ -58,15 +58,17 @@ fn unigram_groups_join_case_and_space_variants_over_thresholds() {
         .collect();
     //             0      1       2      3       4       5      6       7        8     9    10
     let counts = [10, 20, 5, 1, 3, 3, 100, 0, 50, 9, 1];
-    let g = unigram_groups(&strings, &counts, 6, 2);
-    // "the" spans 4 ids and 36 occurrences; "dog" 2 ids and 100; "cat" only 6 ≥ 6; "a" one id;
-    // the replacement character and pure whitespace form no group.
+    let g = unigram_groups(&strings, &counts, 5, 1);
+    // Strictly more than 5 occurrences and 1 id (the study's > 3000, > 3): "the" spans 4 ids and
+    // 36 occurrences; "dog" 2 ids and 100; "cat" 2 ids and 6; "a" one id; the replacement
+    // character and pure whitespace form no group.
     assert_eq!(
         g,
         vec![("cat".to_string(), vec![4, 5]), ("dog".to_string(), vec![6, 7]), ("the".to_string(), vec![0, 1, 2, 3])]
     );
-    assert_eq!(unigram_groups(&strings, &counts, 7, 2).len(), 2, "cat has 6 occurrences");
-    assert_eq!(unigram_groups(&strings, &counts, 1, 3), vec![("the".to_string(), vec![0, 1, 2, 3])]);
+    assert_eq!(unigram_groups(&strings, &counts, 6, 1).len(), 2, "cat has 6 occurrences, not more");
+    assert_eq!(unigram_groups(&strings, &counts, 1, 2), vec![("the".to_string(), vec![0, 1, 2, 3])]);
+    assert_eq!(unigram_groups(&strings, &counts, 1, 4), vec![], "the spans 4 ids, not more");
 }
 
 #[test]
@@ -91,8 +93,8 @@ kind = "explain"
 model = "tiny"
 dataset = "en"
 hooks = ["blocks.1.mlp.hook_post"]
-unigram_min_count = 20
-unigram_min_ids = 2
+unigram_count_above = 19
+unigram_ids_above = 1
 token_sets = { articles = [" the", " a"] }
 labels = [{ path = "tags.parquet", column = "tag" }]
 batch_size = 5
@@ -117,7 +119,10 @@ batch_size = 5
             Ok(())
         })
         .unwrap();
-    let keep: Vec<usize> = (0..data.tokens.len()).filter(|&i| data.valid[i] != 0).collect();
+    // Valid positions, BOS left out (skip_bos is on by default): the rows start with BOS.
+    assert!((0..data.rows).all(|r| data.tokens[r * data.ctx] == tok.bos));
+    let keep: Vec<usize> =
+        (0..data.tokens.len()).filter(|&i| data.valid[i] != 0 && data.tokens[i] != tok.bos).collect();
     let s = |i: usize| tok.token_str(data.tokens[i]);
     let pos = |i: usize| i % data.ctx;
     let cases: Vec<(&str, Box<dyn Fn(usize) -> bool>)> = vec![
@@ -158,6 +163,27 @@ batch_size = 5
     }
     let families = read(&dir.join("families.parquet")).unwrap();
     assert_eq!(families.column("neurons").unwrap().u32().unwrap().sum(), Some(256));
+    let positions = features.column("positions").unwrap().u64().unwrap();
+    let at = |name: &str| positions.get(names.iter().position(|n| n == name).unwrap()).unwrap();
+    assert_eq!(at("position: 0"), 0, "BOS positions are left out");
+    // Mutual information between firing (> 0) and position, by brute force over the kept positions.
+    let mi = read(&dir.join("position_mi.parquet")).unwrap();
+    let bits = mi.column("mi_bits").unwrap().f64().unwrap();
+    for neuron in [0usize, 37, 255] {
+        let n = keep.len() as f64;
+        let mut joint = std::collections::HashMap::new();
+        for &i in &keep {
+            *joint.entry((pos(i), acts[i][neuron] > 0.0)).or_insert(0f64) += 1.0;
+        }
+        let p_pos = |p: usize| (joint.get(&(p, true)).unwrap_or(&0.0) + joint.get(&(p, false)).unwrap_or(&0.0)) / n;
+        let on = joint.iter().filter(|(k, _)| k.1).map(|(_, v)| v).sum::<f64>() / n;
+        let want: f64 = joint
+            .iter()
+            .map(|(&(p, f), &c)| c / n * ((c / n) / (p_pos(p) * if f { on } else { 1.0 - on })).log2())
+            .sum();
+        let got = bits.get(neuron).unwrap();
+        assert!((got - want).abs() < 1e-9, "neuron {neuron}: MI {got} vs {want}");
+    }
 }
 
 #[test]
@@ -278,7 +304,7 @@ show_top = 1
 fn hand_metrics(model: &Model, data: &Tokenized, iv: &[lantern::model::Intervention]) -> [f64; 4] {
     let tokens = Tensor::from_slice(&data.tokens, (data.rows, data.ctx), &Device::Cpu).unwrap();
     let (logits, cache) = model.run_with_cache(&tokens, &[HookPoint::LnFinalScale], iv).unwrap();
-    let s = lantern::model::outputs::token_stats(&logits, &tokens).unwrap();
+    let s = lantern::model::outputs::token_stats(&logits, &tokens, lantern::model::outputs::Wanted::ALL).unwrap();
     let scale: Vec<f32> = cache[&HookPoint::LnFinalScale].flatten_all().unwrap().to_vec1().unwrap();
     let (mut sum, mut n) = ([0f64; 4], 0f64);
     for r in 0..data.rows {
@@ -502,4 +528,70 @@ batch_size = 6
     }
     assert_eq!(i, mine.height(), "one point per valid position from 8 on");
     assert!(moved > 0.0, "removing the neuron changes the head's attention");
+}
+
+#[test]
+fn neuron_prediction_buckets_and_points_equal_a_direct_computation() {
+    let ws = Workspace::new();
+    run(
+        &ws,
+        r#"
+[stages.pred]
+kind = "neuron_prediction"
+model = "tiny"
+dataset = "en"
+hook = "blocks.1.mlp.hook_post"
+neuron = 7
+token = " the"
+other = " a"
+bucket_width = 0.05
+
+[plots.buckets]
+input = "pred"
+table = "buckets"
+kind = "line"
+x = "activation"
+y = "share"
+
+[plots.scatter]
+input = "pred"
+table = "points"
+kind = "scatter"
+x = "activation"
+y = "logit_diff"
+"#,
+    );
+    let dir = ws.out().join("fam/pred");
+    let data = Tokenized::load(&ws.out().join("fam/en@tiny")).unwrap();
+    let model = load(&ws);
+    let tok = model.tokenizer().unwrap();
+    let (the, a) = (tok.single_token(" the").unwrap() as usize, tok.single_token(" a").unwrap() as usize);
+    let tokens = Tensor::from_slice(&data.tokens, (data.rows, data.ctx), &Device::Cpu).unwrap();
+    let hook = HookPoint::Block(1, BlockSite::Post);
+    let (logits, cache) = model.run_with_cache(&tokens, &[hook], &[]).unwrap();
+    let logits: Vec<Vec<f32>> = logits.flatten_to(1).unwrap().to_vec2().unwrap();
+    let acts: Vec<Vec<f32>> = cache[&hook].flatten_to(1).unwrap().to_vec2().unwrap();
+    let keep: Vec<usize> = (0..data.tokens.len()).filter(|&i| data.valid[i] != 0).collect();
+    let points = read(&dir.join("points.parquet")).unwrap();
+    assert_eq!(points.height(), keep.len());
+    let (act, diff, top) = (
+        points.column("activation").unwrap().f32().unwrap(),
+        points.column("logit_diff").unwrap().f32().unwrap(),
+        points.column("top_is_token").unwrap().bool().unwrap(),
+    );
+    let mut want_buckets: std::collections::BTreeMap<i64, (u64, u64)> = Default::default();
+    for (k, &i) in keep.iter().enumerate() {
+        let l = &logits[i];
+        let best = (0..l.len()).fold(0, |b, j| if l[j] > l[b] { j } else { b });
+        assert!((act.get(k).unwrap() - acts[i][7]).abs() < 1e-5);
+        assert!((diff.get(k).unwrap() - (l[the] - l[a])).abs() < 1e-4);
+        assert_eq!(top.get(k).unwrap(), best == the);
+        let e = want_buckets.entry((acts[i][7] as f64 / 0.05).round() as i64).or_default();
+        e.0 += 1;
+        e.1 += (best == the) as u64;
+    }
+    let buckets = read(&dir.join("buckets.parquet")).unwrap();
+    let n: Vec<u64> = buckets.column("positions").unwrap().u64().unwrap().into_no_null_iter().collect();
+    assert_eq!(n, want_buckets.values().map(|v| v.0).collect::<Vec<_>>());
+    assert!(want_buckets.len() > 3, "activations spread over several buckets");
 }

@@ -21,8 +21,8 @@ kind = "explain"
 model = "tiny"
 dataset = "mix"
 hooks = ["blocks.1.mlp.hook_post"]
-unigram_min_count = 20
-unigram_min_ids = 2
+unigram_count_above = 19
+unigram_ids_above = 1
 batch_size = 3
 
 [stages.ablate]

@@ -93,6 +93,16 @@ label = "deutsch"
 mix = ["en", "de"]
 shuffle_seed = 3
 
+[datasets.de_long]
+path = "data/german.jsonl"
+context = 32
+n_tokens = 2048
+label = "deutsch"
+
+[datasets.balanced]
+mix = ["en", "de_long"]
+balance = true
+
 [datasets.files]
 path = "data/*.jsonl"
 context = 32
@@ -105,6 +115,14 @@ model = "tiny"
 dataset = "both"
 hooks = ["mlp.hook_post"]
 top_k = 10
+token_stats = false
+
+[stages.acts_balanced]
+kind = "activations"
+model = "tiny"
+dataset = "balanced"
+hooks = ["blocks.0.mlp.hook_post"]
+top_k = 2
 token_stats = false
 
 [stages.acts_files]
@@ -123,36 +141,58 @@ token_stats = false
     assert_eq!(both.rows, 64);
     let labels: std::collections::BTreeSet<&str> = (0..both.rows * both.ctx).map(|i| both.label_at(i)).collect();
     assert_eq!(labels, ["deutsch", "en"].into_iter().collect());
+    // Balanced: as many rows of the 2,048-token German set as the 1,024-token English one has.
+    let balanced = lantern::data::Tokenized::load(&ws.out().join("mix/balanced@tiny")).unwrap();
+    assert_eq!(balanced.rows, 64);
+    let german = (0..balanced.rows).filter(|r| balanced.label_at(r * balanced.ctx) == "deutsch").count();
+    assert_eq!(german, 32);
     let files = lantern::data::Tokenized::load(&ws.out().join("mix/files@tiny")).unwrap();
     let labels: std::collections::BTreeSet<&str> = (0..files.rows * files.ctx).map(|i| files.label_at(i)).collect();
     assert_eq!(labels, ["english", "german"].into_iter().collect());
     // The stats' label mix equals the mix of the labels listed with the top examples.
     let stats = read(&ws.out().join("mix/acts/stats.parquet")).unwrap();
     let ex = read(&ws.out().join("mix/acts/examples.parquet")).unwrap();
-    let (ex_layer, ex_neuron, which, label) = (
+    let (ex_layer, ex_neuron, which, label, index) = (
         ex.column("layer").unwrap().u32().unwrap(),
         ex.column("neuron").unwrap().u32().unwrap(),
         ex.column("which").unwrap().str().unwrap(),
         ex.column("label").unwrap().str().unwrap(),
+        ex.column("index").unwrap().i64().unwrap(),
     );
-    let (layer, neuron, entropy, share) = (
+    let (layer, neuron, entropy, raw, share) = (
         stats.column("layer").unwrap().u32().unwrap(),
         stats.column("neuron").unwrap().u32().unwrap(),
         stats.column("label_entropy").unwrap().f64().unwrap(),
+        stats.column("label_entropy_raw").unwrap().f64().unwrap(),
         stats.column("top_label_share").unwrap().f64().unwrap(),
     );
-    let mut mixed = 0;
+    let base = lantern::stats::labels::base_rates(
+        (0..both.tokens.len()).filter(|&i| both.valid[i] != 0).map(|i| both.label_at(i)),
+    );
+    let (mut mixed, mut repeated) = (0, 0);
     for i in (0..stats.height()).step_by(7) {
-        let top: Vec<&str> = (0..ex.height())
+        // The top examples in rank order, each document's label once.
+        let mut seen = std::collections::HashSet::new();
+        let rows: Vec<usize> = (0..ex.height())
             .filter(|&j| {
                 ex_layer.get(j) == layer.get(i) && ex_neuron.get(j) == neuron.get(i) && which.get(j) == Some("top")
             })
-            .map(|j| label.get(j).unwrap())
             .collect();
+        let top: Vec<&str> = rows
+            .iter()
+            .filter(|&&j| {
+                let d = both.doc[index.get(j).unwrap() as usize];
+                d == u32::MAX || seen.insert(d)
+            })
+            .map(|&j| label.get(j).unwrap())
+            .collect();
+        repeated += (top.len() < rows.len()) as usize;
         let mix = lantern::stats::labels::LabelMix::of(top).unwrap();
-        assert!((mix.entropy - entropy.get(i).unwrap()).abs() < 1e-12);
+        assert!((mix.entropy - raw.get(i).unwrap()).abs() < 1e-12);
+        assert!((mix.normalised_entropy(&base) - entropy.get(i).unwrap()).abs() < 1e-12);
         assert!((mix.top_share - share.get(i).unwrap()).abs() < 1e-12);
         mixed += (mix.distinct > 1) as usize;
     }
     assert!(mixed > 0, "no neuron's top examples mix the two languages");
+    assert!(repeated > 0, "no neuron has two top examples in one document");
 }

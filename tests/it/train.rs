@@ -85,7 +85,12 @@ fn a_short_run_beats_the_unigram_baseline_on_heldout_text() {
     // The logged held-out loss is the loss of the model a later stage loads.
     let model = t.model().unwrap();
     let rows = Tensor::from_slice(heldout, (heldout.len() / 16, 16), &Device::Cpu).unwrap();
-    let stats = lantern::model::outputs::token_stats(&model.logits(&rows).unwrap(), &rows).unwrap();
+    let stats = lantern::model::outputs::token_stats(
+        &model.logits(&rows).unwrap(),
+        &rows,
+        lantern::model::outputs::Wanted::LOSS,
+    )
+    .unwrap();
     let mean = stats.loss.iter().map(|&l| l as f64).sum::<f64>() / stats.loss.len() as f64;
     assert!((mean - loss).abs() < 1e-4, "model loss {mean} vs logged {loss}");
 }
