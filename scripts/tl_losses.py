@@ -139,5 +139,5 @@ with torch.inference_mode():
     for name, passes, f in runs:
         s = best(f)
         tps = ROWS * CTX / s
-        print(f"{name:<62} {tps:>10.0} {tps * passes:>14.0}")
+        print(f"{name:<62} {tps:>10.1f} {tps * passes:>14.1f}")
 print(f"matmul peak this run: {peak:.1f} GFLOP/s")
