@@ -39,11 +39,15 @@ fn duration(s: f64) -> String {
 pub fn plan_cost(target: &Target) -> Result<Exit> {
     let Some(session) = open(target)? else { return Ok(Exit::Invalid) };
     let costs: Costs = session.costs()?;
+    let r = &costs.rates;
     println!(
-        "f32 matmul rate of this machine: {:.1} GFLOP/s on {} threads ({})",
-        costs.rate / 1e9,
+        "this machine ({} threads, {}): f32 matmul {:.1} GFLOP/s, token statistics {:.0} M logits/s, neuron \
+         statistics {:.0} M values/s",
         rayon::current_num_threads(),
-        if costs.measured_now { "measured now" } else { "measured before, in .lantern/machine.json" }
+        if costs.measured_now { "measured now" } else { "measured before, in .lantern/machine.json" },
+        r.matmul / 1e9,
+        r.logits / 1e6,
+        r.values / 1e6
     );
     println!("{:<4} {:<24} {:<22} {:>12} {:>9} {:>18}  state", "#", "stage", "kind", "work", "memory", "time");
     let plan = session.plan();
@@ -67,7 +71,7 @@ pub fn plan_cost(target: &Target) -> Result<Exit> {
             0 => duration(seconds),
             k => format!("{k} × {}", duration(seconds / k as f64)),
         };
-        let estimated = if work > 0.0 && !counted { "~" } else { "" };
+        let estimated = if seconds > 0.0 && !counted { "~" } else { "" };
         let state = session.state(n.ix);
         line += 1;
         println!(
@@ -84,7 +88,7 @@ pub fn plan_cost(target: &Target) -> Result<Exit> {
     }
     let (f, b, s) = costs.total();
     println!("total: {} of work, {} at the peak, {} at the measured rate", flops(f), bytes(b), duration(s));
-    if costs.nodes.iter().any(|n| n.cost.flops > 0.0 && !n.counted) {
+    if costs.nodes.iter().any(|n| n.cost.is_work() && !n.counted) {
         println!("~ token counts estimated from the datasets' options and file sizes (counted once tokenized)");
     }
     for (name, seconds, parts, shardable) in stages {

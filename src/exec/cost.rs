@@ -1,8 +1,9 @@
-//! `lantern plan --cost`: each node's estimated operations, peak memory and time at this machine's
-//! f32 matmul rate (measured once, remembered in `OUT/.lantern/machine.json`), and how to split a
-//! stage that would take longer than a day.
+//! `lantern plan --cost`: each node's estimated work, peak memory and time at this machine's
+//! measured rates (f32 matmul, token statistics, neuron statistics; measured once, remembered in
+//! `OUT/.lantern/machine.json`), and how to split a stage that would take longer than a day.
 
 use super::Session;
+use crate::model::flops::Rates;
 use crate::plan::NodeKind;
 use crate::stages::{Cost, CostCx};
 use crate::store::OutDir;
@@ -17,7 +18,7 @@ pub const DAY: f64 = 86_400.0;
 pub struct NodeCost {
     pub ix: NodeIndex,
     pub cost: Cost,
-    /// At the measured matmul rate.
+    /// At the measured rates.
     pub seconds: f64,
     /// Whether its tokens were counted (a cached tokenization) rather than estimated.
     pub counted: bool,
@@ -26,15 +27,16 @@ pub struct NodeCost {
 /// Every node's estimate, in run order.
 pub struct Costs {
     pub nodes: Vec<NodeCost>,
-    /// f32 matmul operations per second on this machine.
-    pub rate: f64,
-    /// The rate was measured by this call (not read from the output folder).
+    /// This machine's rates.
+    pub rates: Rates,
+    /// The rates were measured by this call (not read from the output folder).
     pub measured_now: bool,
 }
 
 impl Costs {
     pub fn total(&self) -> (f64, f64, f64) {
         let flops = self.nodes.iter().map(|n| n.cost.flops).sum();
+
         let bytes = self.nodes.iter().map(|n| n.cost.bytes).fold(0.0, f64::max);
         (flops, bytes, self.nodes.iter().map(|n| n.seconds).sum())
     }
@@ -48,28 +50,28 @@ impl Costs {
 #[derive(serde::Serialize, serde::Deserialize)]
 struct Machine {
     threads: usize,
-    flops_per_second: f64,
+    rates: Rates,
 }
 
-/// The matmul rate remembered for this thread count, else measured now and remembered.
-fn matmul_rate(dirs: &OutDir) -> Result<(f64, bool)> {
+/// The rates remembered for this thread count, else measured now and remembered.
+fn machine_rates(dirs: &OutDir) -> Result<(Rates, bool)> {
     let path = dirs.machine()?;
     let threads = rayon::current_num_threads();
     let known: Option<Machine> = std::fs::read_to_string(&path).ok().and_then(|t| serde_json::from_str(&t).ok());
-    if let Some(m) = known.filter(|m| m.threads == threads && m.flops_per_second > 0.0) {
-        return Ok((m.flops_per_second, false));
+    if let Some(m) = known.filter(|m| m.threads == threads && m.rates.matmul > 0.0) {
+        return Ok((m.rates, false));
     }
-    let rate = crate::model::flops::measure_matmul_rate();
-    let m = Machine { threads, flops_per_second: rate };
+    let rates = Rates::measure();
+    let m = Machine { threads, rates };
     crate::store::atomic::write(&path, serde_json::to_string_pretty(&m)?.as_bytes())?;
-    Ok((rate, true))
+    Ok((rates, true))
 }
 
 impl Session {
     /// The estimated cost of every node of the plan; a stage split into parts is costed on its
     /// parts (each an equal share), its gathering node as nothing.
     pub fn costs(&self) -> Result<Costs> {
-        let (rate, measured_now) = matmul_rate(&self.store.dirs)?;
+        let (rates, measured_now) = machine_rates(&self.store.dirs)?;
         let v = &self.v;
         let counted = |dataset: &str, model: &str| -> Option<(usize, usize)> {
             let ix = v.plan.find(&format!("{dataset}@{model}"))?;
@@ -97,16 +99,16 @@ impl Session {
                     let is_part = matches!(v.plan.graph[ix].kind, NodeKind::Part { .. });
                     let cost = match (parts, is_part) {
                         (0, _) => whole,
-                        (n, true) => Cost { flops: whole.flops / n as f64, ..whole },
-                        (_, false) => Cost { flops: 0.0, bytes: 0.0, ..whole },
+                        (n, true) => whole.part(n),
+                        (_, false) => Cost { shardable: whole.shardable, ..Cost::default() },
                     };
                     (cost, datasets_counted(spec, &cx))
                 }
                 _ => (Cost::default(), false),
             };
-            nodes.push(NodeCost { ix, cost, seconds: cost.flops / rate, counted: counted_tokens });
+            nodes.push(NodeCost { ix, cost, seconds: cost.seconds(&rates), counted: counted_tokens });
         }
-        Ok(Costs { nodes, rate, measured_now })
+        Ok(Costs { nodes, rates, measured_now })
     }
 }
 

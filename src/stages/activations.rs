@@ -118,8 +118,10 @@ impl Stage for Spec {
             crate::model::selector::select_all(cfg, &self.hooks.iter().map(|h| h.value.as_str()).collect::<Vec<_>>())
                 .map_or(0, |h| h.len() * cfg.d_mlp)
         });
-        let pass = Passes { unembed: self.token_stats, ..Passes::body(self.batch_size, captured) };
-        cx.passes(&self.model, &self.dataset, pass).shardable()
+        // The pass stops after the last hook; every captured value goes through the reducers.
+        let cost = cx.passes(&self.model, &self.dataset, Passes::body(self.batch_size, captured));
+        let values = captured as f64 * cx.rows(&self.dataset, &self.model).tokens();
+        Cost { values, ..cost }.shardable()
     }
 
     fn check(&self, cx: &CheckCx, out: &mut Vec<Diagnostic>) {

@@ -13,8 +13,12 @@ use std::path::Path;
 /// A stage's estimated work.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct Cost {
-    /// Floating-point operations.
+    /// Floating-point operations of matrix products.
     pub flops: f64,
+    /// Logits read into token statistics (loss, entropy, rank).
+    pub logits: f64,
+    /// Activation values through the per-neuron statistics.
+    pub values: f64,
     /// Peak bytes held: weights, activations of a batch, the stage's own state.
     pub bytes: f64,
     /// The stage has `shards = N` (split into jobs with `lantern run --shard i/N`).
@@ -23,7 +27,7 @@ pub struct Cost {
 
 impl Cost {
     pub fn new(flops: f64, bytes: f64) -> Cost {
-        Cost { flops, bytes, shardable: false }
+        Cost { flops, bytes, ..Cost::default() }
     }
 
     /// The same work, splittable with `shards = N`.
@@ -31,9 +35,31 @@ impl Cost {
         Cost { shardable: true, ..self }
     }
 
-    /// Both: operations added, memory the larger (parts of one stage run one after the other).
+    /// Both: work added, memory the larger (parts of one stage run one after the other).
     pub fn then(self, other: Cost) -> Cost {
-        Cost { flops: self.flops + other.flops, bytes: self.bytes.max(other.bytes), shardable: self.shardable }
+        Cost {
+            flops: self.flops + other.flops,
+            logits: self.logits + other.logits,
+            values: self.values + other.values,
+            bytes: self.bytes.max(other.bytes),
+            shardable: self.shardable,
+        }
+    }
+
+    /// A share of the work (one of `n` parts), the same memory.
+    pub fn part(self, n: usize) -> Cost {
+        let n = n.max(1) as f64;
+        Cost { flops: self.flops / n, logits: self.logits / n, values: self.values / n, ..self }
+    }
+
+    /// Seconds at these rates.
+    pub fn seconds(&self, rates: &flops::Rates) -> f64 {
+        self.flops / rates.matmul + self.logits / rates.logits + self.values / rates.values
+    }
+
+    /// Whether it does any work.
+    pub fn is_work(&self) -> bool {
+        self.flops + self.logits + self.values > 0.0
     }
 }
 
@@ -149,7 +175,8 @@ impl CostCx<'_> {
         let per_token = flops::forward_flops(cfg, r.ctx, p.layers.unwrap_or(cfg.n_layers), p.unembed);
         let rows = p.batch.min(r.rows.max(1));
         let held = flops::activation_bytes(cfg, rows, r.ctx, p.unembed, p.captured);
-        Cost::new(p.count * per_token * r.tokens(), flops::weight_bytes(cfg) + held)
+        let logits = if p.unembed { p.count * r.tokens() * cfg.d_vocab as f64 } else { 0.0 };
+        Cost { logits, ..Cost::new(p.count * per_token * r.tokens(), flops::weight_bytes(cfg) + held) }
     }
 
     /// The model's weights alone in memory.
