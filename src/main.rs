@@ -30,6 +30,52 @@ impl Experiment {
     }
 }
 
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Executor {
+    Local,
+    Slurm,
+}
+
+/// The resources of Slurm jobs (over the file's `[slurm]`, under its `[slurm.stages.NAME]`).
+#[derive(clap::Args)]
+struct SlurmArgs {
+    /// sbatch --partition.
+    #[arg(long, help_heading = "Slurm")]
+    partition: Option<String>,
+    /// sbatch --time (`30`, `4:00:00`, `1-00`).
+    #[arg(long, help_heading = "Slurm")]
+    time: Option<String>,
+    /// sbatch --mem (`16G`).
+    #[arg(long, help_heading = "Slurm")]
+    mem: Option<String>,
+    /// sbatch --cpus-per-task.
+    #[arg(long, help_heading = "Slurm")]
+    cpus_per_task: Option<u32>,
+    /// sbatch --account.
+    #[arg(long, help_heading = "Slurm")]
+    account: Option<String>,
+    /// A further sbatch option, as it is (`--sbatch-arg=--gres=gpu:1`; repeatable).
+    #[arg(long, help_heading = "Slurm", allow_hyphen_values = true)]
+    sbatch_arg: Vec<String>,
+}
+
+impl SlurmArgs {
+    fn resources(self) -> lantern::experiment::slurm::Resources {
+        let SlurmArgs { partition, time, mem, cpus_per_task, account, sbatch_arg } = self;
+        lantern::experiment::slurm::Resources { partition, time, mem, cpus_per_task, account, sbatch_args: sbatch_arg }
+    }
+
+    fn any(&self) -> bool {
+        let SlurmArgs { partition, time, mem, cpus_per_task, account, sbatch_arg } = self;
+        partition.is_some()
+            || time.is_some()
+            || mem.is_some()
+            || cpus_per_task.is_some()
+            || account.is_some()
+            || !sbatch_arg.is_empty()
+    }
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Run an experiment: stages in dependency order, cached and resumable.
@@ -49,9 +95,15 @@ enum Command {
         /// `--shard $((SLURM_ARRAY_TASK_ID+1))/$SLURM_ARRAY_TASK_COUNT`); a plain run then merges.
         #[arg(long, value_parser = cli::parse_shard)]
         shard: Option<(usize, usize)>,
-        /// Show what would run, run nothing.
+        /// Show what would run, run nothing (with `--executor slurm`: the sbatch command lines).
         #[arg(long)]
         dry_run: bool,
+        /// Where the stages run: in this process, or submitted as Slurm jobs (then it prints the
+        /// job ids and returns; `lantern status FILE` follows them).
+        #[arg(long, value_enum, default_value_t = Executor::Local)]
+        executor: Executor,
+        #[command(flatten)]
+        slurm: SlurmArgs,
     },
     /// Check an experiment file; exit 2 when invalid.
     Validate {
@@ -156,7 +208,29 @@ fn main() -> ExitCode {
     lantern::util::sys::default_sigpipe();
     let args = Cli::parse();
     let result = match args.command {
-        Command::Run { exp, out, force, only, shard, dry_run } => {
+        Command::Run { exp, out, force, only, shard, dry_run, executor: Executor::Slurm, slurm } => {
+            if !force.is_empty() || shard.is_some() {
+                eprintln!(
+                    "error: --executor slurm submits what is not computed: --force and --shard are for local runs"
+                );
+                return cli::Exit::Invalid.into();
+            }
+            let sets = exp.set.clone();
+            let exe = match std::env::current_exe() {
+                Ok(exe) => exe,
+                Err(e) => {
+                    eprintln!("error: cannot find the lantern binary the jobs should run: {e}");
+                    return cli::Exit::Failed.into();
+                }
+            };
+            let opts = lantern::exec::cluster::SubmitOptions { only, resources: slurm.resources(), exe, sets, dry_run };
+            cli::submit(&exp.target(&out), opts)
+        }
+        Command::Run { exp, out, force, only, shard, dry_run, executor: Executor::Local, slurm } => {
+            if slurm.any() {
+                eprintln!("error: --partition, --time, --mem, --cpus-per-task, --account and --sbatch-arg need --executor slurm");
+                return cli::Exit::Invalid.into();
+            }
             cli::run(&exp.target(&out), lantern::exec::Options { force, only, shard, dry_run, fail_after: None })
         }
         Command::Validate { exp } => cli::validate(&exp.file, &exp.set),

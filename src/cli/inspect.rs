@@ -4,6 +4,7 @@
 use super::{open, Exit, Target};
 use anyhow::Result;
 use indicatif::HumanBytes;
+use lantern::exec::slurm::JobState;
 use lantern::store::{table, Manifest, OutDir};
 use polars::prelude::{CsvWriter, SerWriter, SortMultipleOptions};
 use std::path::Path;
@@ -49,6 +50,11 @@ pub fn status(target: &Target) -> Result<Exit> {
     let Some(session) = open(target)? else { return Ok(Exit::Invalid) };
     let plan = session.plan();
     let name = &session.v.exp.meta.name.value;
+    // Nodes not computed whose Slurm job (`run --executor slurm`) is known: its state instead.
+    let (jobs, squeue_error) = session.jobs(&lantern::exec::slurm::System)?;
+    if let Some(e) = squeue_error {
+        eprintln!("warning: the states of the Slurm jobs are unknown: {e}");
+    }
     println!("{:<4} {:<24} {:<14} {:<10} {:>9} {:>10}  state", "#", "stage", "kind", "ran", "took", "size");
     for (i, &ix) in plan.order.iter().enumerate() {
         let n = &plan.graph[ix];
@@ -57,15 +63,28 @@ pub fn status(target: &Target) -> Result<Exit> {
             Some(m) => (ago(m.started_unix), format!("{:.1}s", m.seconds), HumanBytes(m.bytes()).to_string()),
             None => ("never".into(), String::new(), String::new()),
         };
-        println!(
-            "{:<4} {:<24} {:<14} {ran:<10} {took:>9} {size:>10}  {}",
-            i + 1,
-            n.name,
-            n.kind_name,
-            session.state(ix)
-        );
+        let state = match jobs.get(&ix) {
+            Some((job, state)) => job_state(job, state.as_ref()),
+            None => session.state(ix),
+        };
+        println!("{:<4} {:<24} {:<14} {ran:<10} {took:>9} {size:>10}  {state}", i + 1, n.name, n.kind_name);
     }
     Ok(Exit::Ok)
+}
+
+/// A node's Slurm job in words: `queued (Dependency) · job 12_3`, `running · job 14`, `failed
+/// (FAILED NonZeroExitCode) · job 15 · log …`; a job Slurm lists no more is `failed` too (its node
+/// was not computed).
+fn job_state(job: &lantern::exec::cluster::JobRef, state: Option<&JobState>) -> String {
+    let log = || format!(" · log {}", job.log.display());
+    match state {
+        Some(JobState::Queued(why)) if why.is_empty() || why == "None" => format!("queued · job {}", job.id),
+        Some(JobState::Queued(why)) => format!("queued ({why}) · job {}", job.id),
+        Some(JobState::Running) => format!("running · job {}", job.id),
+        Some(JobState::Completed) => format!("failed (job completed, nothing stored) · job {}{}", job.id, log()),
+        Some(JobState::Failed(why)) => format!("failed ({why}) · job {}{}", job.id, log()),
+        None => format!("failed (Slurm lists the job no more: cancelled, or ended) · job {}{}", job.id, log()),
+    }
 }
 
 /// Every experiment under the output folder: its linked stages, how many of their artifacts are

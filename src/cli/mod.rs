@@ -7,12 +7,14 @@ mod inspect;
 mod model;
 mod run;
 mod store;
+mod submit;
 pub mod terminal;
 
 pub use inspect::{plan, show, status, status_all, ShowOptions};
 pub use model::{hooks, trace, TraceInput};
 pub use run::run;
 pub use store::{clean, gc};
+pub use submit::submit;
 
 use anyhow::{Context, Result};
 use candle_core::Device;

@@ -4,10 +4,13 @@
 //! stage, and telling a front end what happens through an `Observer`. Also the states `lantern
 //! plan` / `status` show.
 
+pub mod cluster;
 pub mod cost;
 pub mod env;
 pub mod events;
+pub mod jobs;
 pub mod models;
+pub mod slurm;
 mod state;
 
 pub use events::{Event, Observer, Quiet};

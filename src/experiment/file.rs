@@ -109,6 +109,8 @@ pub struct ExperimentFile {
     stages: BTreeMap<String, StageSpec>,
     #[serde(default)]
     plots: BTreeMap<String, PlotStage>,
+    /// Resources of the jobs `lantern run --executor slurm` submits.
+    slurm: Option<super::slurm::SlurmSchema>,
 }
 
 /// A parsed experiment file (not yet validated against models and references).
@@ -126,6 +128,7 @@ pub struct Experiment {
     pub plots: BTreeMap<String, Sp<PlotStage>>,
     /// Entries that did not decode (already reported): references to them are not errors.
     pub undecoded: std::collections::BTreeSet<String>,
+    pub slurm: super::slurm::SlurmTable,
 }
 
 impl Experiment {

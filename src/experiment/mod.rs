@@ -4,6 +4,7 @@
 pub mod document;
 pub mod file;
 pub mod parse;
+pub mod slurm;
 pub mod validate;
 
 pub use file::{Experiment, ExperimentMeta, ModelSpec, ProcessingSpec};

@@ -3,6 +3,7 @@
 
 use super::document::Matrices;
 use super::file::{Experiment, ExperimentMeta};
+use super::slurm::SlurmTable;
 use crate::spec::{Diagnostic, Invalid, Sources, Sp};
 use crate::stages::{StageSpec, STAGE_KINDS};
 use crate::store::paths::name_problem;
@@ -14,7 +15,7 @@ use toml::de::{DeValue, ValueDeserializer};
 
 type Spanned<T> = serde_spanned::Spanned<T>;
 
-const SECTIONS: &[&str] = &["experiment", "include", "models", "datasets", "stages", "plots"];
+const SECTIONS: &[&str] = &["experiment", "include", "models", "datasets", "stages", "plots", "slurm"];
 
 /// A toml error as a diagnostic, with "did you mean" for unknown fields and variants.
 fn toml_diag(e: toml::de::Error, fallback: std::ops::Range<usize>) -> Diagnostic {
@@ -173,6 +174,7 @@ fn parse_sources(file: &Path, sources: Sources, mut diags: Vec<Diagnostic>) -> R
     let (mut models, mut datasets, mut stages, mut plots) = Default::default();
     let mut undecoded = BTreeSet::new();
     let u = &mut undecoded;
+    let mut slurm = SlurmTable::default();
     for (key, value) in root {
         match key.get_ref().as_ref() {
             "experiment" => match decode(value) {
@@ -183,6 +185,7 @@ fn parse_sources(file: &Path, sources: Sources, mut diags: Vec<Diagnostic>) -> R
             "datasets" => datasets = decode_entries(value, "datasets", &matrices, &mut diags, u, |_, v| decode(v)),
             "stages" => stages = decode_entries(value, "stages", &matrices, &mut diags, u, |_, v| decode_stage(v)),
             "plots" => plots = decode_entries(value, "plots", &matrices, &mut diags, u, |_, v| decode(v)),
+            "slurm" => slurm = decode_slurm(value, &matrices, &mut diags),
             other => diags.push(Diagnostic::at(key.span(), format!("unknown section '{other}'")).help(format!(
                 "sections: {}{}",
                 SECTIONS.join(", "),
@@ -205,6 +208,7 @@ fn parse_sources(file: &Path, sources: Sources, mut diags: Vec<Diagnostic>) -> R
         stages,
         plots,
         undecoded,
+        slurm,
     };
     if diags.is_empty() {
         return Ok(exp);
@@ -217,6 +221,29 @@ fn parse_sources(file: &Path, sources: Sources, mut diags: Vec<Diagnostic>) -> R
     }
     diags.sort_by_key(|d| d.span.as_ref().map(|s| s.start).unwrap_or(0));
     Err(invalid(diags, sources))
+}
+
+/// `[slurm]`: its `stages` table entry by entry, the other keys as the defaults.
+fn decode_slurm(v: Spanned<DeValue<'_>>, matrices: &Matrices, diags: &mut Vec<Diagnostic>) -> SlurmTable {
+    let span = v.span();
+    let DeValue::Table(table) = v.into_inner() else {
+        diags.push(Diagnostic::at(span, "`slurm` must be a table ([slurm])"));
+        return SlurmTable::default();
+    };
+    let mut rest = toml::de::DeTable::new();
+    let mut stages = BTreeMap::new();
+    for (key, value) in table {
+        if key.get_ref() == "stages" {
+            stages = decode_entries(value, "slurm.stages", matrices, diags, &mut BTreeSet::new(), |_, v| decode(v));
+        } else {
+            rest.insert(key, value);
+        }
+    }
+    let defaults = decode(Spanned::new(span.clone(), DeValue::Table(rest))).map(|d| d.value).unwrap_or_else(|d| {
+        diags.push(d);
+        Default::default()
+    });
+    SlurmTable { defaults, span, stages }
 }
 
 #[cfg(test)]

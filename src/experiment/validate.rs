@@ -271,6 +271,9 @@ pub fn validate(exp: Experiment) -> Result<Validated, Invalid> {
         out.push(Diagnostic::at(d.span.clone(), format!("unknown device '{}'", d.value)).help("cpu, cuda or cuda:N"));
     }
     check_highlights(&exp, &mut out);
+    let bases = exp.matrices.expanded.keys().map(|(_, base)| base);
+    let names: Vec<&str> = exp.stages.keys().chain(exp.plots.keys()).chain(bases).map(|s| s.as_str()).collect();
+    exp.slurm.check(&names, &mut out);
     if let Some(problem) = crate::store::paths::name_problem(&exp.meta.name) {
         out.push(
             Diagnostic::at(exp.meta.name.span.clone(), format!("invalid experiment name: {problem}"))

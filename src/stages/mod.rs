@@ -46,9 +46,14 @@ impl Part {
     pub fn node_name(&self, stage: &str) -> String {
         match self {
             Part::Seed(s) => format!("{stage}@{s}"),
-            Part::Shard { index, count } => format!("{stage}@shard-{}-of-{count}", index + 1),
+            Part::Shard { index, count } => shard_node_name(stage, index + 1, *count),
         }
     }
+}
+
+/// The plan node of shard `number` (1-based, or a placeholder) of `count` of a stage.
+pub fn shard_node_name(stage: &str, number: impl std::fmt::Display, count: usize) -> String {
+    format!("{stage}@shard-{number}-of-{count}")
 }
 
 /// Something a stage reads.

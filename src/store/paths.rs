@@ -179,6 +179,15 @@ impl OutDir {
         self.resolve_link(&path)
     }
 
+    /// `OUT/.lantern/slurm/<experiment>`: the jobs `lantern run --executor slurm` submitted for an
+    /// experiment (`jobs.json`) and their logs.
+    pub fn slurm(&self, experiment: &str) -> Result<PathBuf> {
+        if let Some(p) = name_problem(experiment) {
+            bail!("experiment name '{experiment}': {p}");
+        }
+        self.under(&[INTERNAL, "slurm", experiment])
+    }
+
     /// `OUT/<experiment>/<node>`: the view (a link to the node's store entry).
     pub fn view(&self, experiment: &str, node: &str) -> Result<PathBuf> {
         if !node_name_ok(node) {

@@ -1,5 +1,6 @@
 //! Integration tests (one binary, so the dependency tree links once).
 
+mod cluster;
 mod common;
 mod correlation;
 mod data;
