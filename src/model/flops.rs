@@ -86,7 +86,7 @@ pub fn measure_logit_rate() -> f64 {
     let ids: Vec<u32> = (0..b * t).map(|i| (i * 31 % v) as u32).collect();
     let tokens = candle_core::Tensor::from_vec(ids, (b, t), &candle_core::Device::Cpu).expect("tokens");
     let secs = best_of_three(|| {
-        let _ = super::outputs::token_stats(&logits, &tokens);
+        let _ = super::outputs::token_stats(&logits, &tokens, super::outputs::Wanted::LOSS);
     });
     (b * t * v) as f64 / secs
 }
