@@ -64,7 +64,30 @@ pub struct Extremes {
     pub token_best: Vec<(u32, f32, f32)>,
 }
 
-/// Scan all neurons against the vocabulary, `chunk` neurons at a time (bounded memory).
+/// The best and second-best of a score and the index of the best, updated one value at a time:
+/// a later index replaces the best only when strictly larger (the first of equals is kept).
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct BestTwo(u32, f32, f32);
+
+impl BestTwo {
+    const NONE: BestTwo = BestTwo(u32::MAX, f32::NEG_INFINITY, f32::NEG_INFINITY);
+
+    fn add(&mut self, index: u32, x: f32) {
+        if x > self.1 {
+            (self.0, self.1, self.2) = (index, x, self.1);
+        } else if x > self.2 {
+            self.2 = x;
+        }
+    }
+}
+
+/// Tokens per parallel task of the per-token scan.
+const TOKEN_SPAN: usize = 256;
+
+/// Scan all neurons against the vocabulary, `chunk` neurons at a time (bounded memory): each
+/// chunk's scores are one matrix product; the per-neuron and per-token extremes are read off it
+/// in parallel (neurons by rows, tokens by spans of columns, rows in order within a span, so the
+/// result does not depend on the number of threads).
 pub fn extremes(
     model: &Model,
     side: Side,
@@ -72,42 +95,40 @@ pub fn extremes(
     chunk: usize,
     mut tick: impl FnMut(usize) -> Result<()>,
 ) -> Result<Extremes> {
+    use rayon::prelude::*;
     let vocab = model.cfg.d_vocab;
+    // [d_model, vocab], without the copy `scores` makes of W_U.
+    let columns = match basis {
+        Basis::Embed => model.weights.w_e.t()?,
+        Basis::Unembed => model.weights.w_u.clone(),
+    };
     let mut neuron_best = Vec::with_capacity(model.cfg.n_neurons());
-    let mut token_best = vec![(u32::MAX, f32::NEG_INFINITY, f32::NEG_INFINITY); vocab];
+    let mut token_best = vec![BestTwo::NONE; vocab];
     for layer in 0..model.cfg.n_layers {
         let w = neuron_vectors(model, layer, side)?;
         let d_mlp = w.dim(0)?;
         for start in (0..d_mlp).step_by(chunk.max(1)) {
             let n = chunk.min(d_mlp - start);
-            let s = scores(model, &w.narrow(0, start, n)?, basis, false)?.to_device(&candle_core::Device::Cpu)?;
+            let s = w.narrow(0, start, n)?.matmul(&columns)?.to_device(&candle_core::Device::Cpu)?;
             let s: Vec<f32> = s.flatten_all()?.to_vec1()?;
-            for i in 0..n {
-                let flat = (layer * d_mlp + start + i) as u32;
-                let row = &s[i * vocab..(i + 1) * vocab];
-                let (mut b1, mut s1, mut s2) = (0u32, f32::NEG_INFINITY, f32::NEG_INFINITY);
-                for (t, &x) in row.iter().enumerate() {
-                    if x > s1 {
-                        s2 = s1;
-                        s1 = x;
-                        b1 = t as u32;
-                    } else if x > s2 {
-                        s2 = x;
-                    }
-                    let tb = &mut token_best[t];
-                    if x > tb.1 {
-                        tb.2 = tb.1;
-                        tb.1 = x;
-                        tb.0 = flat;
-                    } else if x > tb.2 {
-                        tb.2 = x;
+            let first = (layer * d_mlp + start) as u32;
+            neuron_best.par_extend(s.par_chunks(vocab).map(|row| {
+                let mut b = BestTwo::NONE;
+                row.iter().enumerate().for_each(|(t, &x)| b.add(t as u32, x));
+                (b.0, b.1, b.2)
+            }));
+            token_best.par_chunks_mut(TOKEN_SPAN).enumerate().for_each(|(span, best)| {
+                let (t0, len) = (span * TOKEN_SPAN, best.len());
+                for (i, row) in s.chunks(vocab).enumerate() {
+                    for (b, &x) in best.iter_mut().zip(&row[t0..t0 + len]) {
+                        b.add(first + i as u32, x);
                     }
                 }
-                neuron_best.push((b1, s1, s2));
-            }
+            });
             tick(n)?;
         }
     }
+    let token_best = token_best.into_iter().map(|b| (b.0, b.1, b.2)).collect();
     Ok(Extremes { neuron_best, token_best })
 }
 

@@ -24,14 +24,15 @@ fn bytes(b: f64) -> String {
     }
 }
 
-/// 40 s, 12 min, 3.1 h, 2.5 days.
+/// 0.4 s, 40 s, 12 min, 3.1 h, 2.5 days (tenths under 10 s, to set beside measured stages).
 fn duration(s: f64) -> String {
     match s {
         s if s >= DAY => format!("{:.1} days", s / DAY),
         s if s >= 3600.0 => format!("{:.1} h", s / 3600.0),
         s if s >= 60.0 => format!("{:.0} min", s / 60.0),
-        s if s >= 1.0 => format!("{s:.0} s"),
-        s if s > 0.0 => "< 1 s".into(),
+        s if s >= 10.0 => format!("{s:.0} s"),
+        s if s >= 0.05 => format!("{s:.1} s"),
+        s if s > 0.0 => "< 0.1 s".into(),
         _ => "-".into(),
     }
 }

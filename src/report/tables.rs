@@ -73,7 +73,9 @@ pub fn render(
     let numeric = |c: &str| head.column(c).map(|c| c.dtype().is_primitive_numeric()).unwrap_or(false);
     // Tables of neurons without a `L1.N23` column get one, so each row can link to its page.
     let has_id_column = names.iter().any(|c| {
-        head.column(c).ok().and_then(|c| c.str().ok().and_then(|s| s.get(0).map(|v| parse_id(v).is_some())))
+        head.column(c)
+            .ok()
+            .and_then(|c| c.str().ok().and_then(|s| s.iter().next().flatten().map(|v| parse_id(v).is_some())))
             == Some(true)
     });
     let ids: Option<Vec<(usize, usize)>> = (!has_id_column && numeric("layer") && numeric("neuron"))
@@ -126,6 +128,19 @@ pub fn render(
 
 #[cfg(test)]
 mod tests {
+    use polars::prelude::*;
+
+    #[test]
+    fn an_empty_table_renders_as_no_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("t.parquet");
+        let mut df = df!("token_str" => Vec::<String>::new(), "value" => Vec::<f64>::new()).unwrap();
+        crate::store::table::write(&file, &mut df).unwrap();
+        let pages = super::NeuronPages::default();
+        let html = super::render("s", "t", &file, None, None, &pages).into_string();
+        assert!(html.contains("0 rows × 2 columns"), "{html}");
+    }
+
     #[test]
     fn numbers_keep_four_significant_digits() {
         assert_eq!(super::num(3.9215689), "3.922");

@@ -8,6 +8,7 @@ use super::batches::for_each_batch;
 use super::tables::Ty;
 use super::shards::{self, Partial, Sharded};
 use super::{TableDecl, Ranking, CheckCx, Dep, Part, Stage, StageEnv, Cost, CostCx, Passes};
+use super::cost::ROW_VALUES;
 use crate::model::hooks::{BlockSite, HookPoint};
 use crate::model::{Request, Start};
 use crate::model::selector::select_all;
@@ -85,6 +86,17 @@ impl Spec {
             0
         }
     }
+
+    /// Bytes of the reducers of these hooks before any data.
+    fn state_bytes(&self, cfg: &crate::model::ModelConfig, hooks: &[HookPoint]) -> f64 {
+        hooks
+            .iter()
+            .map(|&h| {
+                let vocab = (self.token_stats && h.site() == Some(BlockSite::Post)).then_some(cfg.d_vocab);
+                NeuronStats::bytes(h.width(cfg).unwrap_or(0), self.histogram.edges, self.top_k, self.bottom_k, vocab)
+            })
+            .sum()
+    }
 }
 
 impl Stage for Spec {
@@ -114,14 +126,18 @@ impl Stage for Spec {
     }
 
     fn cost(&self, cx: &CostCx) -> Cost {
-        let captured = cx.config(&self.model).map_or(0, |cfg| {
-            crate::model::selector::select_all(cfg, &self.hooks.iter().map(|h| h.value.as_str()).collect::<Vec<_>>())
-                .map_or(0, |h| h.len() * cfg.d_mlp)
-        });
+        let Some(cfg) = cx.config(&self.model) else { return Cost::default() };
+        let hooks = select_all(cfg, &self.hooks.iter().map(|h| h.value.as_str()).collect::<Vec<_>>()).unwrap_or_default();
+        let captured = hooks.len() * cfg.d_mlp;
         // The pass stops after the last hook; every captured value goes through the reducers.
         let cost = cx.passes(&self.model, &self.dataset, Passes::body(self.batch_size, captured));
-        let values = captured as f64 * cx.rows(&self.dataset, &self.model).tokens();
-        Cost { values, ..cost }.shardable()
+        // The per-token tables (neurons × vocabulary) are filled and then scanned once per entry
+        // for each neuron's top tokens, whatever the number of tokens.
+        let tables = (self.token_hooks(&hooks) * cfg.d_mlp * cfg.d_vocab) as f64;
+        // Rows written: each neuron's statistics, examples and (per-token tables) top tokens.
+        let written = captured * (1 + self.top_k + self.bottom_k) + self.token_hooks(&hooks) * cfg.d_mlp * 2 * self.token_top_k;
+        let values = captured as f64 * cx.rows(&self.dataset, &self.model).tokens() + tables + written as f64 * ROW_VALUES;
+        Cost { values, bytes: cost.bytes + self.state_bytes(cfg, &hooks), ..cost }.shardable()
     }
 
     fn check(&self, cx: &CheckCx, out: &mut Vec<Diagnostic>) {
@@ -140,16 +156,8 @@ impl Stage for Spec {
         }
         let Some(cfg) = cx.config(&self.model) else { return };
         if let Some(points) = cx.per_position_hooks(&self.model, &self.hooks, "activations summarises", out) {
-            let bytes: f64 = points
-                .iter()
-                .map(|&h| {
-                    let vocab = (self.token_stats && h.site() == Some(BlockSite::Post)).then_some(cfg.d_vocab);
-                    let n = h.width(cfg).unwrap_or(0);
-                    NeuronStats::bytes(n, self.histogram.edges, self.top_k, self.bottom_k, vocab)
-                })
-                .sum();
             cx.memory(
-                bytes,
+                self.state_bytes(cfg, &points),
                 "the statistics of these hooks",
                 "lower top_k, bottom_k or histogram.edges, set token_stats = false, or list fewer hooks",
                 out,
@@ -362,5 +370,40 @@ impl Spec {
         }
         candle_core::safetensors::save(&hist, cx.out().join("histograms.safetensors"))?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::ModelConfig;
+
+    fn cost(token_stats: bool) -> Cost {
+        let cfg = ModelConfig::gpt2(2, 64, 4, 256, 1000, 128);
+        let configs = BTreeMap::from([("m".to_string(), Some(cfg))]);
+        let counted = |_: &str, _: &str| Some((10, 128));
+        let cx = CostCx {
+            configs: &configs,
+            stages: &BTreeMap::new(),
+            datasets: &BTreeMap::new(),
+            base_dir: std::path::Path::new("."),
+            counted: &counted,
+        };
+        let text = format!("model = \"m\"\ndataset = \"d\"\ntoken_stats = {token_stats}");
+        toml::from_str::<Spec>(&text).unwrap().cost(&cx)
+    }
+
+    #[test]
+    fn per_token_tables_are_costed_in_work_and_memory() {
+        let (with, without) = (cost(true), cost(false));
+        // Both layers' mlp.hook_post: 256 neurons × 1,000 vocabulary entries each.
+        let tables = 2.0 * 256.0 * 1000.0;
+        assert_eq!(with.bytes - without.bytes, 2.0 * TokenStats::bytes(256, 1000) as f64);
+        assert_eq!(with.flops, without.flops);
+        // Every captured value (hook_pre and hook_post of 2 layers) per token, and the rows written.
+        let rows = 4.0 * 256.0 * (1.0 + 50.0 + 10.0);
+        assert_eq!(without.values, 4.0 * 256.0 * 1280.0 + rows * ROW_VALUES);
+        let token_rows = 2.0 * 256.0 * 2.0 * 20.0;
+        assert_eq!(with.values - without.values, tables + token_rows * ROW_VALUES);
     }
 }

@@ -322,7 +322,12 @@ impl Stage for Spec {
             products += tiles as f64 * 2.0 * (b.n_layers * b.d_mlp * b.d_mlp) as f64 * tokens;
         }
         let sums = (shape.pairs().len().div_ceil(shards).min(per_tile) * shape.pair_bytes()) as f64;
-        Cost::new(pass_a.flops + pass_b + products, pass_a.bytes + cx.weights(&self.b) + sums).shardable()
+        // Every neuron pair's product sum is added into its exact sum once per batch, and finished
+        // once (correlation, histogram, best matches).
+        let batches = rows.rows.div_ceil(self.batch_size.max(1)) as f64;
+        let values = (a.n_neurons() * b.n_neurons()) as f64 * (batches + 1.0);
+        Cost { values, ..Cost::new(pass_a.flops + pass_b + products, pass_a.bytes + cx.weights(&self.b) + sums) }
+            .shardable()
     }
 
     fn check(&self, cx: &CheckCx, out: &mut Vec<Diagnostic>) {

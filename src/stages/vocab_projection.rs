@@ -2,7 +2,7 @@
 //! unembedding (dot or cosine; top and bottom tokens), the reverse search (which neurons of any
 //! layer write most to given tokens) and the monotokenic score of the "an" neuron study.
 
-use super::{TableDecl, CheckCx, Dep, Stage, StageEnv};
+use super::{TableDecl, CheckCx, Cost, CostCx, Dep, Stage, StageEnv};
 use crate::analysis::vocab::{extremes, monotokenic, neuron_vectors, scores, token_column, top_entries, Basis, Side};
 use crate::spec::{Diagnostic, ModelRef};
 use crate::store::table::Table;
@@ -79,6 +79,18 @@ impl Stage for Spec {
                 )),
             }
         }
+    }
+
+    fn cost(&self, cx: &CostCx) -> Cost {
+        // Each listed neuron against the vocabulary, each listed token against every neuron; with
+        // `monotokenic`, every neuron against the vocabulary (chunks of 512), each score read once (at
+        // the rate of logits read into statistics).
+        let Some(cfg) = cx.config(&self.model) else { return Cost::default() };
+        let (d, v, all) = (cfg.d_model as f64, cfg.d_vocab as f64, cfg.n_neurons() as f64);
+        let listed = 2.0 * d * (v * self.neurons.len() as f64 + all * self.tokens.len() as f64);
+        let scan = if self.monotokenic > 0 { all * v } else { 0.0 };
+        let chunk = if self.monotokenic > 0 { 4.0 * 512.0 * v } else { 4.0 * v };
+        Cost { logits: scan, ..Cost::new(listed + 2.0 * d * scan, cx.weights(&self.model) + chunk) }
     }
 
     fn run(&self, cx: &mut dyn StageEnv) -> Result<()> {

@@ -7,10 +7,12 @@ use super::{TableDecl, Ranking, CheckCx, Dep, Stage, StageEnv, Cost, CostCx};
 use crate::analysis::weights::{
     head_composition, in_out, moments, neuron_weights, unit_rows, vocab_class, vocab_cosines,
 };
+use crate::analysis::vocab::top_entries;
 use crate::spec::{Diagnostic, ModelRef};
 use crate::store::table::Table;
 use anyhow::Result;
 use candle_core::{Device, Tensor};
+use rayon::prelude::*;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -69,13 +71,16 @@ impl Stage for Spec {
     }
 
     fn cost(&self, cx: &CostCx) -> Cost {
-        // cos(W_U, w_out) and cos(W_E, w_in) of every neuron over the vocabulary, and the
-        // neuron-by-neuron similarities of each layer.
+        // cos(W_U, ·) and cos(W_E, ·) of every neuron's w_out and w_in over the vocabulary, and
+        // the neuron-by-neuron similarities (in·in, in·out, out·in, out·out).
         let Some(cfg) = cx.config(&self.model) else { return Cost::default() };
         let (n, d, v) = (cfg.n_neurons() as f64, cfg.d_model as f64, cfg.d_vocab as f64);
-        let vocab = 2.0 * 2.0 * n * d * v;
-        let neurons = 2.0 * n * cfg.d_mlp as f64 * d;
-        Cost::new(vocab + neurons, cx.weights(&self.model) * 2.0 + 4.0 * cfg.d_mlp as f64 * v)
+        let vocab = 2.0 * 4.0 * n * d * v;
+        let neurons = 2.0 * 4.0 * n * n * d;
+        // Each of the four cosines of a neuron with the vocabulary is read by its moments and two
+        // selections (top and bottom), each neuron↔neuron cosine (four kinds) by two selections.
+        let values = 4.0 * 3.0 * n * v + 4.0 * 2.0 * n * n;
+        Cost { values, ..Cost::new(vocab + neurons, cx.weights(&self.model) * 2.0 + 4.0 * cfg.d_mlp as f64 * v) }
     }
 
     fn check(&self, cx: &CheckCx, out: &mut Vec<Diagnostic>) {
@@ -110,11 +115,20 @@ impl Stage for Spec {
             let e_out: Vec<Vec<f32>> = vocab_cosines(&w_out, &w_e_unit)?.to_vec2()?;
             let u_in: Vec<Vec<f32>> = vocab_cosines(&w_in, &w_u_unit)?.to_vec2()?;
             let e_in: Vec<Vec<f32>> = vocab_cosines(&w_in, &w_e_unit)?.to_vec2()?;
-            for n in 0..cfg.d_mlp {
+            // Each neuron's four rows over the vocabulary: moments, top and bottom tokens (in parallel).
+            let bases = [("u_out", &u_out), ("e_out", &e_out), ("u_in", &u_in), ("e_in", &e_in)];
+            let per_neuron: Vec<_> = (0..cfg.d_mlp)
+                .into_par_iter()
+                .map(|n| {
+                    let m = bases.map(|(_, rows)| moments(&rows[n]));
+                    let t = bases.map(|(_, rows)| [false, true].map(|lowest| top_entries(&rows[n], self.vocab_k, lowest)));
+                    (m, t)
+                })
+                .collect();
+            for (n, (m, tops)) in per_neuron.into_iter().enumerate() {
                 layer_c.push(l as u32);
                 neuron_c.push(n as u32);
-                let mu = moments(&u_out[n]);
-                let others = [moments(&e_out[n]), moments(&u_in[n]), moments(&e_in[n])];
+                let [mu, others @ ..] = m;
                 class_c.push(vocab_class(&mu, self.kurt_threshold, self.partition_var));
                 for (k, v) in [
                     ("w_in_norm", nw.w_in_norm[n] as f64),
@@ -134,12 +148,9 @@ impl Stage for Spec {
                         other_cols[p * STATS.len() + s].1.push(v);
                     }
                 }
-                for (basis, row) in [("u_out", &u_out[n]), ("e_out", &e_out[n]), ("u_in", &u_in[n]), ("e_in", &e_in[n])]
-                {
-                    for (which, lowest) in [("top", false), ("bottom", true)] {
-                        for (rank, (t, v)) in
-                            crate::analysis::vocab::top_entries(row, self.vocab_k, lowest).into_iter().enumerate()
-                        {
+                for (&(basis, _), ends) in bases.iter().zip(tops) {
+                    for (which, entries) in ["top", "bottom"].into_iter().zip(ends) {
+                        for (rank, (t, v)) in entries.into_iter().enumerate() {
                             vt.0.push(l as u32);
                             vt.1.push(n as u32);
                             vt.2.push(basis);
@@ -203,13 +214,19 @@ impl Spec {
             for start in (0..total).step_by(1024) {
                 let n = 1024.min(total - start);
                 let sims: Vec<Vec<f32>> = a.narrow(0, start, n)?.matmul(&b.t()?)?.to_vec2()?;
-                for (i, mut row) in sims.into_iter().enumerate() {
+                // Top and bottom of each row, itself excluded (in parallel).
+                let ends: Vec<_> = sims
+                    .into_par_iter()
+                    .enumerate()
+                    .map(|(i, mut row)| {
+                        row[start + i] = 0.0;
+                        [false, true].map(|lowest| top_entries(&row, self.neuron_k, lowest))
+                    })
+                    .collect();
+                for (i, ends) in ends.into_iter().enumerate() {
                     let me = start + i;
-                    row[me] = 0.0;
-                    for (which, lowest) in [("top", false), ("bottom", true)] {
-                        for (rank, (j, v)) in
-                            crate::analysis::vocab::top_entries(&row, self.neuron_k, lowest).into_iter().enumerate()
-                        {
+                    for (which, entries) in ["top", "bottom"].into_iter().zip(ends) {
+                        for (rank, (j, v)) in entries.into_iter().enumerate() {
                             nc.0.push((me / cfg.d_mlp) as u32);
                             nc.1.push((me % cfg.d_mlp) as u32);
                             nc.2.push(kind);

@@ -3,10 +3,10 @@
 //! recomputed, leftovers of killed runs are removed, user files are moved aside rather than
 //! deleted, and two runs on one output folder compute each entry once.
 
-use crate::common::Workspace;
+use crate::common::{Ran, Workspace};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 
 /// Two experiments that share the tokenization and the `acts` stage; `a` also has `only_a`.
 fn experiment(name: &str, extra: bool) -> String {
@@ -35,17 +35,9 @@ hooks = ["blocks.1.mlp.hook_post"]
     s
 }
 
-fn lantern(ws: &Workspace, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_lantern")).args(args).current_dir(ws.path()).stdin(Stdio::null()).output().unwrap()
-}
-
-fn text(o: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
-}
-
-fn ok(o: Output) -> String {
-    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
-    text(&o)
+fn ok(o: Ran) -> String {
+    assert_eq!(o.code, Some(0), "{}", o.text);
+    o.text
 }
 
 /// Store entries by fingerprint.
@@ -78,12 +70,12 @@ fn names_that_are_paths_are_refused_with_their_position() {
     let good = experiment("a", false);
     for bad in ["..", "../escape", "/tmp/abs", "", ".", "a/b", ".hidden", "a\\\\b"] {
         let f = ws.file("e.toml", &good.replace("name = \"a\"", &format!("name = \"{bad}\"")));
-        let o = lantern(&ws, &["validate", f.to_str().unwrap()]);
-        assert_eq!(o.status.code(), Some(2), "name {bad:?}: {}", text(&o));
-        let t = text(&o);
+        let o = ws.lantern(&["validate", f.to_str().unwrap()]);
+        assert_eq!(o.code, Some(2), "name {bad:?}: {}", o.text);
+        let t = o.text;
         assert!(t.contains("invalid experiment name") && t.contains("e.toml:2:8"), "name {bad:?}: {t}");
-        let o = lantern(&ws, &["run", f.to_str().unwrap(), "--out", "out/inner"]);
-        assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+        let o = ws.lantern(&["run", f.to_str().unwrap(), "--out", "out/inner"]);
+        assert_eq!(o.code, Some(2), "{}", o.text);
     }
     assert!(!ws.out().exists(), "nothing written");
     // Every other name is checked the same way.
@@ -94,9 +86,9 @@ fn names_that_are_paths_are_refused_with_their_position() {
         ("[stages.acts]", "[stages.\"a/b\"]"),
     ] {
         let f = ws.file("e.toml", &good.replace(header, line));
-        let o = lantern(&ws, &["validate", f.to_str().unwrap()]);
-        assert_eq!(o.status.code(), Some(2), "{line}: {}", text(&o));
-        assert!(text(&o).contains("invalid name"), "{line}: {}", text(&o));
+        let o = ws.lantern(&["validate", f.to_str().unwrap()]);
+        assert_eq!(o.code, Some(2), "{line}: {}", o.text);
+        assert!(o.text.contains("invalid name"), "{line}: {}", o.text);
     }
 }
 
@@ -104,7 +96,7 @@ fn names_that_are_paths_are_refused_with_their_position() {
 fn clean_removes_links_only_and_never_a_path_from_a_manifest() {
     let ws = Workspace::new();
     let f = ws.file("a.toml", &experiment("a", true));
-    ok(lantern(&ws, &["run", "a.toml", "--out", "out"]));
+    ok(ws.lantern(&["run", "a.toml", "--out", "out"]));
     let out = ws.out();
     let before = entries(&out);
     assert_eq!(before.len(), 3, "{before:?}");
@@ -115,13 +107,13 @@ fn clean_removes_links_only_and_never_a_path_from_a_manifest() {
     set_manifest_field(&entry_of(&out.join("a/acts")), "fingerprint", "../../victim".into());
     set_manifest_field(&entry_of(&out.join("a/only_a")), "fingerprint", "x".into());
     std::fs::write(out.join("a/notes.txt"), "mine").unwrap();
-    let said = ok(lantern(&ws, &["clean", f.to_str().unwrap(), "--out", "out"]));
+    let said = ok(ws.lantern(&["clean", f.to_str().unwrap(), "--out", "out"]));
     assert!(said.contains("unlinked") && said.contains("kept"), "{said}");
     assert!(victim.join("precious.txt").exists(), "a path read from a manifest was deleted");
     assert_eq!(entries(&out), before, "clean deletes no store entry");
     assert!(std::fs::read_dir(out.join("a")).unwrap().flatten().all(|e| e.file_name() == "notes.txt"));
     // The tampered entries are recomputed, not trusted.
-    let said = ok(lantern(&ws, &["run", "a.toml", "--out", "out"]));
+    let said = ok(ws.lantern(&["run", "a.toml", "--out", "out"]));
     assert_eq!(said.matches("artifact corrupt").count(), 2, "{said}");
     assert!(victim.join("precious.txt").exists());
 }
@@ -130,9 +122,9 @@ fn clean_removes_links_only_and_never_a_path_from_a_manifest() {
 fn a_manifest_listing_no_files_is_not_trusted() {
     let ws = Workspace::new();
     ws.file("a.toml", &experiment("a", false));
-    ok(lantern(&ws, &["run", "a.toml", "--out", "out"]));
+    ok(ws.lantern(&["run", "a.toml", "--out", "out"]));
     set_manifest_field(&entry_of(&ws.out().join("a/acts")), "files", serde_json::json!([]));
-    let said = ok(lantern(&ws, &["run", "a.toml", "--out", "out"]));
+    let said = ok(ws.lantern(&["run", "a.toml", "--out", "out"]));
     assert!(said.contains("artifact corrupt") && said.contains("is not in the manifest"), "{said}");
     assert!(said.contains("acts                     done"), "{said}");
 }
@@ -142,39 +134,39 @@ fn gc_deletes_only_what_no_experiment_links_to() {
     let ws = Workspace::new();
     ws.file("a.toml", &experiment("a", true));
     ws.file("b.toml", &experiment("b", false));
-    ok(lantern(&ws, &["run", "a.toml", "--out", "out"]));
-    let said = ok(lantern(&ws, &["run", "b.toml", "--out", "out"]));
+    ok(ws.lantern(&["run", "a.toml", "--out", "out"]));
+    let said = ok(ws.lantern(&["run", "b.toml", "--out", "out"]));
     assert!(!said.contains("running ("), "b shares every stage with a: {said}");
     let out = ws.out();
     let only_a = entry_of(&out.join("a/only_a")).file_name().unwrap().to_string_lossy().to_string();
-    ok(lantern(&ws, &["clean", "a.toml", "--out", "out"]));
+    ok(ws.lantern(&["clean", "a.toml", "--out", "out"]));
     assert_eq!(entries(&out).len(), 3);
     // Not on a terminal and without --yes: refuses, deletes nothing.
-    let o = lantern(&ws, &["gc", "--out", "out"]);
-    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
-    assert!(text(&o).contains("--yes"), "{}", text(&o));
-    let said = ok(lantern(&ws, &["gc", "--out", "out", "--dry-run"]));
+    let o = ws.lantern(&["gc", "--out", "out"]);
+    assert_eq!(o.code, Some(2), "{}", o.text);
+    assert!(o.text.contains("--yes"), "{}", o.text);
+    let said = ok(ws.lantern(&["gc", "--out", "out", "--dry-run"]));
     assert!(said.contains("a/only_a (activations)") && said.contains("1 unlinked entries"), "{said}");
     assert_eq!(entries(&out).len(), 3, "a dry run deletes nothing");
-    ok(lantern(&ws, &["gc", "--out", "out", "--yes"]));
+    ok(ws.lantern(&["gc", "--out", "out", "--yes"]));
     let left = entries(&out);
     assert_eq!(left.len(), 2, "{left:?}");
     assert!(!left.contains(&only_a));
-    let said = ok(lantern(&ws, &["run", "b.toml", "--out", "out"]));
+    let said = ok(ws.lantern(&["run", "b.toml", "--out", "out"]));
     assert!(!said.contains("running (") && said.contains("0 computed, 2 cached"), "{said}");
     // While a run holds the output folder, gc refuses.
     let _run = lantern::store::lock::FileLock::acquire(&out.join(".lantern/lock"), lantern::store::lock::Mode::Shared)
         .unwrap();
-    let o = lantern(&ws, &["gc", "--out", "out", "--yes"]);
-    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
-    assert!(text(&o).contains("a lantern run is using"), "{}", text(&o));
+    let o = ws.lantern(&["gc", "--out", "out", "--yes"]);
+    assert_eq!(o.code, Some(1), "{}", o.text);
+    assert!(o.text.contains("a lantern run is using"), "{}", o.text);
 }
 
 #[test]
 fn leftovers_of_killed_runs_are_removed_and_live_ones_kept() {
     let ws = Workspace::new();
     ws.file("a.toml", &experiment("a", false));
-    ok(lantern(&ws, &["run", "a.toml", "--out", "out"]));
+    ok(ws.lantern(&["run", "a.toml", "--out", "out"]));
     let tmp = ws.out().join(".lantern/tmp");
     std::fs::create_dir_all(&tmp).unwrap();
     let (dead, live) = ("1".repeat(64), "2".repeat(64));
@@ -189,12 +181,12 @@ fn leftovers_of_killed_runs_are_removed_and_live_ones_kept() {
         lantern::store::lock::Mode::Exclusive,
     )
     .unwrap();
-    let said = ok(lantern(&ws, &["run", "a.toml", "--out", "out"]));
+    let said = ok(ws.lantern(&["run", "a.toml", "--out", "out"]));
     assert!(said.contains("removed 1 temporary folders"), "{said}");
     assert!(!tmp.join(format!("{dead}-4194000-17")).exists());
     assert!(tmp.join(format!("{live}-4194000-17/part.bin")).exists());
     drop(held);
-    let said = ok(lantern(&ws, &["gc", "--out", "out", "--yes"]));
+    let said = ok(ws.lantern(&["gc", "--out", "out", "--yes"]));
     assert!(said.contains("1 temporary folders"), "{said}");
     assert!(!tmp.join(format!("{live}-4194000-17")).exists());
     assert!(tmp.join("README").exists());
@@ -204,12 +196,12 @@ fn leftovers_of_killed_runs_are_removed_and_live_ones_kept() {
 fn a_folder_in_place_of_a_link_is_moved_aside() {
     let ws = Workspace::new();
     ws.file("a.toml", &experiment("a", false));
-    ok(lantern(&ws, &["run", "a.toml", "--out", "out"]));
+    ok(ws.lantern(&["run", "a.toml", "--out", "out"]));
     let view = ws.out().join("a/acts");
     std::fs::remove_file(&view).unwrap();
     std::fs::create_dir(&view).unwrap();
     std::fs::write(view.join("analysis.ipynb"), "my work").unwrap();
-    let said = ok(lantern(&ws, &["run", "a.toml", "--out", "out"]));
+    let said = ok(ws.lantern(&["run", "a.toml", "--out", "out"]));
     assert!(said.contains("warning: acts") && said.contains("acts.replaced"), "{said}");
     assert!(std::fs::symlink_metadata(&view).unwrap().file_type().is_symlink());
     assert!(view.join("manifest.json").exists());
@@ -220,7 +212,7 @@ fn a_folder_in_place_of_a_link_is_moved_aside() {
 fn every_artifact_is_written_with_the_same_mode() {
     let ws = Workspace::new();
     ws.file("a.toml", &experiment("a", false));
-    ok(lantern(&ws, &["run", "a.toml", "--out", "out"]));
+    ok(ws.lantern(&["run", "a.toml", "--out", "out"]));
     let mut seen = 0;
     let mut stack = vec![ws.out().join(".lantern/store")];
     while let Some(d) = stack.pop() {
@@ -244,7 +236,7 @@ fn a_symlinked_experiment_folder_gets_working_links_or_a_clear_refusal() {
     let out = ws.out();
     std::fs::create_dir_all(out.join("real")).unwrap();
     std::os::unix::fs::symlink("real", out.join("a")).unwrap();
-    ok(lantern(&ws, &["run", "a.toml", "--out", "out"]));
+    ok(ws.lantern(&["run", "a.toml", "--out", "out"]));
     for view in ["acts", "en@tiny"] {
         assert!(out.join("a").join(view).join("manifest.json").exists(), "{view} dangles");
     }
@@ -254,13 +246,9 @@ fn a_symlinked_experiment_folder_gets_working_links_or_a_clear_refusal() {
     std::fs::create_dir(&elsewhere).unwrap();
     ws.file("b.toml", &experiment("b", false));
     std::os::unix::fs::symlink(&elsewhere, out.join("b")).unwrap();
-    let o = lantern(&ws, &["run", "b.toml", "--out", "out"]);
-    assert_ne!(o.status.code(), Some(0));
-    assert!(
-        text(&o).contains("is a symbolic link to") && text(&o).contains("inside its output folder"),
-        "{}",
-        text(&o)
-    );
+    let o = ws.lantern(&["run", "b.toml", "--out", "out"]);
+    assert_ne!(o.code, Some(0));
+    assert!(o.text.contains("is a symbolic link to") && o.text.contains("inside its output folder"), "{}", o.text);
     assert_eq!(std::fs::read_dir(&elsewhere).unwrap().count(), 0, "nothing written outside");
 }
 
@@ -321,7 +309,7 @@ batch_size = 8
     let trained = |s: &str| s.lines().filter(|l| l.contains("lm@0") && l.contains("running (train)")).count();
     assert_eq!(trained(&first_said) + trained(&second_said), 1, "{first_said}\n{second_said}");
     assert!(second_said.lines().any(|l| l.contains("lm@0") && l.ends_with("cached")), "{second_said}");
-    let third = ok(lantern(&ws, &["run", "c.toml", "--out", "out"]));
+    let third = ok(ws.lantern(&["run", "c.toml", "--out", "out"]));
     assert!(third.contains("0 computed, 2 cached"), "{third}");
     assert!(std::fs::read_dir(ws.out().join(".lantern/tmp")).unwrap().next().is_none(), "no leftovers");
 }

@@ -201,6 +201,10 @@ fn neuron_families_runs_on_five_gpt2_small_seeds() {
 fn an_neuron_runs_on_the_gpt2_large_shape() {
     let hub = HubCache::new();
     hub.gpt2("gpt2-large", GPT2_LARGE, false, 36);
-    let out = run_study(&hub, "an-neuron", &[]);
+    hub.pile("NeelNanda/pile-10k", 10);
+    let out = run_study(&hub, "an-neuron", &["datasets.pile10.max_docs=2"]);
     assert_eq!(rows(&out.join("patch_neurons/neurons.parquet")), 5120);
+    // The study's step 4: activation buckets against the top prediction, one point per position.
+    assert!(rows(&out.join("an_predictions/buckets.parquet")) > 0);
+    assert!(rows(&out.join("an_predictions/points.parquet")) > 0);
 }
