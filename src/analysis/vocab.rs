@@ -95,22 +95,30 @@ pub fn extremes(
     chunk: usize,
     mut tick: impl FnMut(usize) -> Result<()>,
 ) -> Result<Extremes> {
+    use crate::model::kernels::{matmul, Mat};
     use rayon::prelude::*;
-    let vocab = model.cfg.d_vocab;
-    // [d_model, vocab], without the copy `scores` makes of W_U.
-    let columns = match basis {
-        Basis::Embed => model.weights.w_e.t()?,
-        Basis::Unembed => model.weights.w_u.clone(),
+    let (vocab, d) = (model.cfg.d_vocab, model.cfg.d_model);
+    let host = |t: &Tensor| -> Result<Vec<f32>> {
+        Ok(t.to_device(&candle_core::Device::Cpu)?.to_dtype(candle_core::DType::F32)?.flatten_all()?.to_vec1()?)
     };
+    // The vocabulary as the product's right operand [d_model, vocab]: W_U as stored, W_E
+    // ([vocab, d_model]) read transposed; products by lantern's f32 kernel, on the CPU.
+    let (columns, transposed) = match basis {
+        Basis::Embed => (host(&model.weights.w_e)?, true),
+        Basis::Unembed => (host(&model.weights.w_u)?, false),
+    };
+    let columns = if transposed { Mat::t(&columns) } else { Mat::n(&columns) };
     let mut neuron_best = Vec::with_capacity(model.cfg.n_neurons());
     let mut token_best = vec![BestTwo::NONE; vocab];
+    let mut s = vec![0f32; chunk.max(1) * vocab];
     for layer in 0..model.cfg.n_layers {
-        let w = neuron_vectors(model, layer, side)?;
-        let d_mlp = w.dim(0)?;
+        let w = host(&neuron_vectors(model, layer, side)?)?;
+        let d_mlp = w.len() / d;
         for start in (0..d_mlp).step_by(chunk.max(1)) {
             let n = chunk.min(d_mlp - start);
-            let s = w.narrow(0, start, n)?.matmul(&columns)?.to_device(&candle_core::Device::Cpu)?;
-            let s: Vec<f32> = s.flatten_all()?.to_vec1()?;
+            let s = &mut s[..n * vocab];
+            matmul(s, Mat::n(&w[start * d..(start + n) * d]), columns, n, vocab, d, false);
+            let s = &*s;
             let first = (layer * d_mlp + start) as u32;
             neuron_best.par_extend(s.par_chunks(vocab).map(|row| {
                 let mut b = BestTwo::NONE;

@@ -120,7 +120,7 @@ impl StageEnv for NodeEnv<'_> {
         if let Some(spec) = self.run.v.exp.stages.get(stage) {
             let decls = spec.value.stage().tables();
             let checked = match decls.iter().find(|d| d.name == name) {
-                Some(d) => d.check(df),
+                Some(d) => d.complete(df).and_then(|()| d.check(df)),
                 // A part's own tables are partial states its stage gathers.
                 None if self.stage.is_some() => Ok(()),
                 None => Err(anyhow!("table '{name}' is not declared")),

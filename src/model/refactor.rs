@@ -6,6 +6,7 @@ use super::checkpoint::Params;
 use super::config::ModelConfig;
 use anyhow::{Context, Result};
 use candle_core::{Device, Tensor};
+use rayon::prelude::*;
 
 /// A dense row-major f64 matrix, just enough for small SVDs.
 #[derive(Clone)]
@@ -48,20 +49,31 @@ impl Mat {
 /// Eigen-decomposition of a symmetric matrix by cyclic Jacobi: (eigenvalues, eigenvectors as columns),
 /// sorted by decreasing eigenvalue.
 fn sym_eig(a: &Mat) -> (Vec<f64>, Mat) {
+    let (vals, vecs, _sweeps) = jacobi(a);
+    (vals, vecs)
+}
+
+/// `sym_eig` and the number of sweeps it took: it stops once the off-diagonal mass is at the
+/// rounding level of the matrix's norm (relative, so large weights converge as fast as small ones),
+/// or stops shrinking.
+fn jacobi(a: &Mat) -> (Vec<f64>, Mat, usize) {
     let n = a.r;
     let mut a = a.clone();
     let mut v = Mat::zeros(n, n);
     for i in 0..n {
         v.v[i * n + i] = 1.0;
     }
-    for _sweep in 0..100 {
+    let total: f64 = a.v.iter().map(|x| x * x).sum();
+    let (mut last, mut sweeps) = (f64::INFINITY, 0);
+    for _ in 0..100 {
         let off: f64 = (0..n)
             .flat_map(|i| (0..n).filter(move |j| *j != i).map(move |j| (i, j)))
             .map(|(i, j)| a.at(i, j).powi(2))
             .sum();
-        if off < 1e-30 {
+        if off <= 1e-30 * total || off >= last {
             break;
         }
+        (last, sweeps) = (off, sweeps + 1);
         for p in 0..n {
             for q in p + 1..n {
                 let apq = a.at(p, q);
@@ -100,7 +112,7 @@ fn sym_eig(a: &Mat) -> (Vec<f64>, Mat) {
             vs.v[k * n + new] = v.at(k, old);
         }
     }
-    (vals, vs)
+    (vals, vs, sweeps)
 }
 
 /// Balanced factors (U√S, √S Vᵀ) of A·B where A is m×k and B is k×n with small k.
@@ -170,12 +182,18 @@ pub fn refactor_factored_attn_matrices(p: &mut Params, cfg: &ModelConfig) -> Res
         let (mut wq, mut bq, mut wk, mut bk, mut wv, mut wo) = (vec![], vec![], vec![], vec![], vec![], vec![]);
         let b_o = param(p, &format!("{t}b_O"))?.clone();
         let mut new_b_o = b_o.clone();
-        for h in 0..cfg.n_heads {
-            let pick = |n: &str| -> Result<Tensor> { Ok(param(p, &format!("{t}{n}"))?.get(h)?) };
-            // W_Q_eff = [W_Q; b_Q] is (d+1)×dh; W_QK = W_Q_eff · W_K_effᵀ.
-            let q_eff = to_mat(&Tensor::cat(&[pick("W_Q")?, pick("b_Q")?.unsqueeze(0)?], 0)?)?;
-            let k_eff = to_mat(&Tensor::cat(&[pick("W_K")?, pick("b_K")?.unsqueeze(0)?], 0)?)?;
-            let (qe, kt) = make_even(&q_eff, &k_eff.t());
+        let pick = |h: usize, n: &str| -> Result<Tensor> { Ok(param(p, &format!("{t}{n}"))?.get(h)?) };
+        // The heads' factorisations in parallel (f64 on the CPU), gathered in head order.
+        let inputs = (0..cfg.n_heads)
+            .map(|h| -> Result<[Mat; 4]> {
+                // W_Q_eff = [W_Q; b_Q] is (d+1)×dh; W_QK = W_Q_eff · W_K_effᵀ.
+                let q_eff = to_mat(&Tensor::cat(&[pick(h, "W_Q")?, pick(h, "b_Q")?.unsqueeze(0)?], 0)?)?;
+                let k_eff = to_mat(&Tensor::cat(&[pick(h, "W_K")?, pick(h, "b_K")?.unsqueeze(0)?], 0)?)?;
+                Ok([q_eff, k_eff.t(), to_mat(&pick(h, "W_V")?)?, to_mat(&pick(h, "W_O")?)?])
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let evened: Vec<_> = inputs.par_iter().map(|[q, kt, v, o]| (make_even(q, kt), make_even(v, o))).collect();
+        for (h, ((qe, kt), (ve, oe))) in evened.into_iter().enumerate() {
             let qe = to_tensor(&qe, &dev)?;
             let ke = to_tensor(&kt.t(), &dev)?;
             wq.push(qe.narrow(0, 0, d)?);
@@ -183,9 +201,8 @@ pub fn refactor_factored_attn_matrices(p: &mut Params, cfg: &ModelConfig) -> Res
             wk.push(ke.narrow(0, 0, d)?);
             bk.push(ke.get(d)?);
             // b_V folds into b_O, then W_OV = W_V · W_O is re-balanced.
-            let (w_v, w_o, b_v) = (pick("W_V")?, pick("W_O")?, pick("b_V")?);
+            let (w_o, b_v) = (pick(h, "W_O")?, pick(h, "b_V")?);
             new_b_o = (new_b_o + b_v.unsqueeze(0)?.matmul(&w_o)?.squeeze(0)?)?;
-            let (ve, oe) = make_even(&to_mat(&w_v)?, &to_mat(&w_o)?);
             wv.push(to_tensor(&ve, &dev)?);
             wo.push(to_tensor(&oe, &dev)?);
         }
@@ -219,6 +236,24 @@ mod tests {
         let (ll, rr) = (l.t().mul(&l), r.mul(&r.t()));
         for (x, y) in ll.v.iter().zip(&rr.v) {
             assert!((x - y).abs() < 1e-9);
+        }
+    }
+
+    #[test]
+    fn jacobi_stops_at_the_rounding_level_of_large_matrices() {
+        // A 64 × 64 Gram matrix with entries in the thousands (GPT-2 Large's W_Q scale): an
+        // absolute threshold never reached made every call run all 100 sweeps.
+        let a = Mat { r: 300, c: 64, v: (0..300 * 64).map(|i| ((i * 7919 % 1009) as f64 - 504.0) / 9.0).collect() };
+        let g = a.t().mul(&a);
+        let (vals, vecs, sweeps) = jacobi(&g);
+        assert!(sweeps < 20, "{sweeps} sweeps");
+        // G = V diag(λ) Vᵀ to the matrix's precision.
+        let scale = vals[0].abs();
+        for i in 0..64 {
+            for j in 0..64 {
+                let r: f64 = (0..64).map(|k| vecs.at(i, k) * vals[k] * vecs.at(j, k)).sum();
+                assert!((r - g.at(i, j)).abs() < 1e-9 * scale, "{i},{j}: {r} vs {}", g.at(i, j));
+            }
         }
     }
 }

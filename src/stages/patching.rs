@@ -102,23 +102,24 @@ impl Stage for Spec {
 
     fn cost(&self, cx: &CostCx) -> Cost {
         // Per pair: the clean and corrupted runs, then each patched run from its layer to the
-        // end (half the blocks on average), the metric read at one position.
+        // end (half the blocks on average over a layer sweep; from `neuron_layer` for neurons),
+        // the metric read at one position.
         let Some(cfg) = cx.config(&self.model) else { return Cost::default() };
         let rows = cx.rows(&self.dataset, &self.model);
-        let (pairs, n_pos) = (rows.rows.div_ceil(2), rows.ctx);
-        let runs: usize = self
-            .sweeps
-            .iter()
-            .map(|s| match s {
-                Sweep::ResidPre | Sweep::AttnOut | Sweep::MlpOut => cfg.n_layers * n_pos,
-                Sweep::Heads => cfg.n_layers * cfg.n_heads,
-                Sweep::Neurons => self.neurons.as_ref().map_or(cfg.d_mlp, |n| n.value.len()),
-            })
-            .sum();
+        let (pairs, n_pos, layers) = (rows.rows.div_ceil(2), rows.ctx, cfg.n_layers as f64);
+        // (patched runs, blocks each runs)
+        let runs = self.sweeps.iter().map(|s| match s {
+            Sweep::ResidPre | Sweep::AttnOut | Sweep::MlpOut => ((cfg.n_layers * n_pos) as f64, layers / 2.0),
+            Sweep::Heads => ((cfg.n_layers * cfg.n_heads) as f64, layers / 2.0),
+            Sweep::Neurons => (
+                self.neurons.as_ref().map_or(cfg.d_mlp, |n| n.value.len()) as f64,
+                layers - self.neuron_layer.as_ref().map_or(0.0, |l| l.value as f64),
+            ),
+        });
         let block = crate::model::flops::forward_flops(cfg, n_pos, 1, false);
         let unembed = crate::model::flops::unembed_flops(cfg);
         let full = crate::model::flops::forward_flops(cfg, n_pos, cfg.n_layers, true) * n_pos as f64;
-        let patched = runs as f64 * (block * n_pos as f64 * cfg.n_layers as f64 / 2.0 + unembed);
+        let patched: f64 = runs.map(|(n, blocks)| n * (block * n_pos as f64 * blocks + unembed)).sum();
         let batch = crate::model::flops::activation_bytes(cfg, self.batch_size, n_pos, false, 0);
         Cost::new(pairs as f64 * (2.0 * full + patched), cx.weights(&self.model) + batch)
     }

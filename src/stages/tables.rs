@@ -113,6 +113,27 @@ impl TableDecl {
         self.columns.iter().map(|c| c.name.as_str())
     }
 
+    /// Give a table without rows the declared columns it lacks (empty, of their kind): tables
+    /// built row by row have no columns when nothing qualified, and readers expect them.
+    pub fn complete(&self, df: &mut DataFrame) -> Result<()> {
+        if df.height() > 0 {
+            return Ok(());
+        }
+        let missing: Vec<&Column> =
+            self.columns.iter().filter(|c| !c.optional && df.column(&c.name).is_err()).collect();
+        for c in missing {
+            let dtype = match c.ty {
+                Ty::Int => DataType::Int64,
+                Ty::Float => DataType::Float64,
+                Ty::Text => DataType::String,
+                Ty::Bool => DataType::Boolean,
+                Ty::List => DataType::List(Box::new(DataType::Float64)),
+            };
+            df.with_column(polars::prelude::Column::new_empty(c.name.as_str().into(), &dtype))?;
+        }
+        Ok(())
+    }
+
     /// Check a table about to be written: every declared column (optional ones where present) with
     /// its kind, and no other column unless the table is open.
     pub fn check(&self, df: &DataFrame) -> Result<()> {
@@ -160,5 +181,18 @@ mod tests {
         assert!(decl.clone().open().check(&extra).is_ok());
         let typed = df!("layer" => ["1"], "d" => [0.5f64]).unwrap();
         assert!(decl.check(&typed).unwrap_err().to_string().contains("`layer` is str, declared integer"));
+    }
+
+    #[test]
+    fn a_table_without_rows_gets_its_declared_columns() {
+        let decl = TableDecl::new("t").ints(["layer"]).floats(["d"]).texts(["class"]).optional(Ty::Text, ["label"]);
+        let mut empty = df!("layer" => Vec::<u32>::new()).unwrap();
+        decl.complete(&mut empty).unwrap();
+        assert!(decl.check(&empty).is_ok());
+        assert_eq!(empty.get_column_names(), ["layer", "d", "class"]);
+        // A table with rows is left as it is: a missing column there is a fault.
+        let mut rows = df!("layer" => [1u32]).unwrap();
+        decl.complete(&mut rows).unwrap();
+        assert!(decl.check(&rows).is_err());
     }
 }

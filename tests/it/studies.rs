@@ -131,7 +131,7 @@ fn plan_cost_says_how_to_shard_a_stage_longer_than_a_day() {
     assert_eq!(plan.code, Some(0), "{}", plan.text);
     assert!(plan.text.contains("measured now"), "{}", plan.text);
     let corr = plan.text.lines().find(|l| l.contains(" corr[b] ")).unwrap();
-    assert!(corr.contains("~") && corr.contains("32 × ") && corr.contains("EFLOP"), "{corr}");
+    assert!(corr.contains("~") && corr.contains("4 × ") && corr.contains("EFLOP"), "{corr}");
     assert!(
         plan.text.contains("baseline[b]: ") && plan.text.contains("--set stages.baseline.shards="),
         "{}",
