@@ -108,10 +108,12 @@ impl Stage for Spec {
     }
 
     fn cost(&self, cx: &CostCx) -> Cost {
-        // cos(W_U, w_out) and W_Uᵀw_out of every neuron of the model over the vocabulary.
+        // cos(W_U, w_out) and W_Uᵀw_out of every neuron of the model over the vocabulary, each
+        // score read once into its moments and the token features' separation.
         let Some(cfg) = cx.config(&self.model) else { return Cost::default() };
         let (n, d, v) = (cfg.n_neurons() as f64, cfg.d_model as f64, cfg.d_vocab as f64);
-        Cost::new(2.0 * 2.0 * n * d * v, cx.weights(&self.model) * 2.0 + 2.0 * 4.0 * cfg.d_mlp as f64 * v)
+        let cost = Cost::new(2.0 * 2.0 * n * d * v, cx.weights(&self.model) * 2.0 + 2.0 * 4.0 * cfg.d_mlp as f64 * v);
+        Cost { values: 2.0 * n * v, ..cost }
     }
 
     fn check(&self, cx: &CheckCx, out: &mut Vec<Diagnostic>) {
