@@ -25,7 +25,14 @@ pub const MAX_FILE_BYTES: u64 = 16 << 20;
 /// as `/dev/zero`, a folder or a pipe, which would be read without end).
 pub fn read_file(path: &Path) -> Result<Vec<u8>, String> {
     use std::io::Read;
+    // Looked at before opening: opening a named pipe waits for a writer.
+    match std::fs::metadata(path) {
+        Ok(m) if !m.is_file() => return Err("not a regular file".into()),
+        Err(e) => return Err(format!("cannot read the file: {e}")),
+        Ok(_) => {}
+    }
     let f = std::fs::File::open(path).map_err(|e| format!("cannot read the file: {e}"))?;
+    // And again as opened (the path may have been replaced in between).
     match f.metadata() {
         Ok(m) if !m.is_file() => return Err("not a regular file".into()),
         Err(e) => return Err(format!("cannot read the file: {e}")),

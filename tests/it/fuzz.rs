@@ -489,6 +489,21 @@ fn files_without_end_are_not_read() {
     let (code, err) = capped(ws.path(), &["validate", "/dev/zero"]);
     assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("/dev/zero: not a regular file"), "{err}");
+    // A named pipe with no writer: refused, not waited on (killed after 30 s if it waits).
+    let pipe = ws.path().join("pipe.toml");
+    let c = std::ffi::CString::new(pipe.to_str().unwrap()).unwrap();
+    // SAFETY: mkfifo reads the NUL-terminated path it is given.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
+    let o = Command::new("timeout")
+        .arg("30")
+        .arg(env!("CARGO_BIN_EXE_lantern"))
+        .arg("validate")
+        .arg(&pipe)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("pipe.toml: not a regular file"), "{err}");
     std::fs::write(ws.path().join("big.toml"), vec![b'#'; 17 << 20]).unwrap();
     for include in ["/dev/zero", "big.toml"] {
         let f = ws.file("i.toml", &format!("include = [\"{include}\"]\n[experiment]\nname = \"i\"\n"));
