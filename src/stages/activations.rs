@@ -127,15 +127,15 @@ impl Stage for Spec {
 
     fn cost(&self, cx: &CostCx) -> Cost {
         let Some(cfg) = cx.config(&self.model) else { return Cost::default() };
-        let hooks = select_all(cfg, &self.hooks.iter().map(|h| h.value.as_str()).collect::<Vec<_>>()).unwrap_or_default();
-        let captured = hooks.len() * cfg.d_mlp;
+        let hooks = select_all(cfg, &self.hooks).unwrap_or_default();
+        let (captured, post) = (hooks.len() * cfg.d_mlp, self.token_hooks(&hooks) * cfg.d_mlp);
         // The pass stops after the last hook; every captured value goes through the reducers.
         let cost = cx.passes(&self.model, &self.dataset, Passes::body(self.batch_size, captured));
         // The per-token tables (neurons × vocabulary) are filled and then scanned once per entry
         // for each neuron's top tokens, whatever the number of tokens.
-        let tables = (self.token_hooks(&hooks) * cfg.d_mlp * cfg.d_vocab) as f64;
+        let tables = (post * cfg.d_vocab) as f64;
         // Rows written: each neuron's statistics, examples and (per-token tables) top tokens.
-        let written = captured * (1 + self.top_k + self.bottom_k) + self.token_hooks(&hooks) * cfg.d_mlp * 2 * self.token_top_k;
+        let written = captured * (1 + self.top_k + self.bottom_k) + post * 2 * self.token_top_k;
         let values = captured as f64 * cx.rows(&self.dataset, &self.model).tokens() + tables + written as f64 * ROW_VALUES;
         Cost { values, bytes: cost.bytes + self.state_bytes(cfg, &hooks), ..cost }.shardable()
     }

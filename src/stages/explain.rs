@@ -342,8 +342,7 @@ impl Stage for Spec {
         // Every activation value goes into the statistics of each feature kind (and label source)
         // at its position; each neuron writes its top explanations, its best and its position MI.
         let Some(cfg) = cx.config(&self.model) else { return Cost::default() };
-        let names: Vec<&str> = self.hooks.iter().map(|h| h.value.as_str()).collect();
-        let neurons = crate::model::selector::select_all(cfg, &names).map_or(0, |h| h.len() * cfg.d_mlp) as f64;
+        let neurons = select_all(cfg, &self.hooks).map_or(0, |h| h.len() * cfg.d_mlp) as f64;
         let kinds = (self.features.len() + self.labels.len()) as f64;
         let tokens = cx.rows(&self.dataset, &self.model).tokens();
         let values = neurons * tokens * kinds + neurons * (self.top_k as f64 + 2.0) * super::cost::ROW_VALUES;
